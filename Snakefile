@@ -1,0 +1,29 @@
+# Entropy calibration of language models (Cao, Valiant, Liang, NeurIPS 2025): the whole study as one DAG.
+#   paper grid:  snakemake --profile profiles/slurm                 (config/config.yaml)
+#   CPU demo:    snakemake --cores 2 --configfile config/demo.yaml
+# Rules are thin; the computation lives in workflow_scripts/entcal (an importable, tested package).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The paper's grid is the default configuration. A --configfile replaces it instead of being
+# merged into it (a merge would mix the demo's models into the paper's grid).
+if not config.get("results_dir"):
+
+    configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/generate.smk"
+include: "rules/aggregate.smk"
+include: "rules/plots.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

@@ -1,0 +1,122 @@
+# Configuration checks, wildcard constraints, path helpers and input functions.
+# Input functions here do no I/O beyond config lookups, import no torch and touch no network.
+
+import re
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
+from entcal.config import check_config, setting_slug  # noqa: E402
+
+
+validate(config, "../config/schema.yaml", set_default=True)
+check_config(config)
+
+RD = config["results_dir"]
+DL = config["downloads_dir"]
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    setting=r"[a-z_]+-t[0-9.]+",
+
+
+def model_settings(model):
+    """Sampler settings (dicts with sampler, temperature, slug) run for a model."""
+    kind = "instruct" if config["models"][model]["instruct"] else "base"
+    return [dict(s, slug=setting_slug(s)) for s in config["samplers"][kind]]
+
+
+def model_folder(model, dataset):
+    """Where the model used on `dataset` lives: trained per dataset, downloaded, or given."""
+    spec = config["models"][model]
+    if spec["source"] == "train":
+        return f"{RD}/models/{dataset}/{model}"
+    if spec["source"] == "hf":
+        return f"{DL}/models/{model}"
+    return spec["path"]
+
+
+def get_model_folder(wildcards):
+    """Input function: the model folder for a generate/score job."""
+    return model_folder(wildcards.model, wildcards.dataset)
+
+
+def get_setting(wildcards):
+    """Params function: the sampler setting dict behind a setting slug."""
+    for s in model_settings(wildcards.model):
+        if s["slug"] == wildcards.setting:
+            return s
+    raise ValueError(f"model {wildcards.model!r} has no sampler setting {wildcards.setting!r}")
+
+
+def get_temperatures(wildcards):
+    """Params function: every temperature the model is sampled at (scoring covers them all)."""
+    return sorted({float(s["temperature"]) for s in model_settings(wildcards.model)}, reverse=True)
+
+
+def get_gpus(wildcards):
+    """Resource function: GPUs for a generation / scoring job."""
+    return config["models"][wildcards.model].get("gpus", 0)
+
+
+def generation_jobs():
+    """Every (dataset, model, setting dict) of the grid."""
+    return [(d, m, s) for d in DATASETS for m in MODELS for s in model_settings(m)]
+
+
+def generation_path(dataset, model, slug):
+    return f"{RD}/generations/{dataset}/{model}/{slug}.parquet"
+
+
+def score_path(dataset, model):
+    return f"{RD}/scores/{dataset}/{model}.parquet"
+
+
+def aggregate_jobs():
+    """Params for the aggregate rule: one dict per generation file with its model metadata."""
+    jobs = []
+    for d, m, s in generation_jobs():
+        spec = config["models"][m]
+        jobs.append(
+            {
+                "model": m,
+                "family": spec["family"],
+                "n_params": spec.get("n_params"),
+                "instruct": spec["instruct"],
+                "dataset": d,
+                "sampler": s["sampler"],
+                "temperature": float(s["temperature"]),
+                "generations": generation_path(d, m, s["slug"]),
+                "scores": score_path(d, m),
+            }
+        )
+    return jobs
+
+
+def get_final_outputs():
+    """Targets of `rule all`."""
+    return [
+        f"{RD}/config.effective.yaml",
+        f"{RD}/tables/summary.csv",
+        f"{RD}/tables/per_step.parquet",
+        f"{RD}/tables/scaling_fits.csv",
+        *expand(f"{RD}/figures/per_step{{smooth}}.{{ext}}", smooth=["", "_smoothed"], ext=["png", "pdf"]),
+        *expand(f"{RD}/figures/scaling.{{ext}}", ext=["png", "pdf"]),
+    ]
+
+
+rule dump_config:
+    output:
+        f"{RD}/config.effective.yaml",
+    params:
+        config=config,
+    log:
+        f"{RD}/logs/dump_config.log",
+    localrule: True
+    script:
+        "../workflow_scripts/dump_config.py"

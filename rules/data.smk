@@ -1,0 +1,51 @@
+# Datasets: find and read a corpus (or a pinned hub snapshot), split it by document, cut evaluation windows.
+
+
+localrules:
+    download_dataset,
+
+
+def get_dataset_raw(wildcards):
+    """Input function: the hub snapshot of an `hf` dataset; nothing for local corpora."""
+    if config["datasets"][wildcards.dataset]["source"] == "hf":
+        return f"{DL}/datasets/{wildcards.dataset}"
+    return []
+
+
+rule download_dataset:
+    output:
+        directory(f"{DL}/datasets/{{dataset}}"),
+    params:
+        repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
+        revision=lookup(dpath="datasets/{dataset}/revision", within=config),
+        cache_dir=lookup(dpath="hf_cache_dir", within=config),
+    log:
+        f"{RD}/logs/download_dataset/{{dataset}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    script:
+        "../workflow_scripts/download_dataset.py"
+
+
+rule prepare_dataset:
+    input:
+        raw=get_dataset_raw,
+    output:
+        docs=f"{RD}/data/{{dataset}}/docs.parquet",
+        examples=f"{RD}/data/{{dataset}}/examples.parquet",
+    params:
+        spec=lookup(dpath="datasets/{dataset}", within=config),
+        seed=lookup(dpath="seed", within=config),
+    log:
+        f"{RD}/logs/prepare_dataset/{{dataset}}.log",
+    benchmark:
+        f"{RD}/benchmarks/prepare_dataset/{{dataset}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../workflow_scripts/prepare_dataset.py"

@@ -1,0 +1,57 @@
+# Generation (entropy recorded in the sampling pass) and reference scoring, per model x dataset.
+
+
+rule generate:
+    input:
+        model=get_model_folder,
+        examples=rules.prepare_dataset.output.examples,
+    output:
+        generations=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.parquet",
+        meta=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.json",
+    params:
+        setting=get_setting,
+        generation=lookup(dpath="generation", within=config),
+        seed=lookup(dpath="seed", within=config),
+        dtype=lookup(dpath="dtype", within=config),
+        device=lookup(dpath="device", within=config),
+    log:
+        f"{RD}/logs/generate/{{dataset}}/{{model}}/{{setting}}.log",
+    benchmark:
+        f"{RD}/benchmarks/generate/{{dataset}}/{{model}}/{{setting}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        gpu=get_gpus,
+        mem_mb=16000,
+        runtime=720,
+    script:
+        "../workflow_scripts/generate.py"
+
+
+rule score:
+    input:
+        model=get_model_folder,
+        examples=rules.prepare_dataset.output.examples,
+    output:
+        scores=f"{RD}/scores/{{dataset}}/{{model}}.parquet",
+        meta=f"{RD}/scores/{{dataset}}/{{model}}.json",
+    params:
+        temperatures=get_temperatures,
+        generation=lookup(dpath="generation", within=config),
+        scoring=lookup(dpath="scoring", within=config),
+        dtype=lookup(dpath="dtype", within=config),
+        device=lookup(dpath="device", within=config),
+    log:
+        f"{RD}/logs/score/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/score/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        gpu=get_gpus,
+        mem_mb=16000,
+        runtime=240,
+    script:
+        "../workflow_scripts/score.py"

@@ -1,0 +1,68 @@
+# Models: hub snapshots at pinned revisions, and the demo family trained per dataset.
+
+
+localrules:
+    download_model,
+
+
+rule download_model:
+    output:
+        directory(f"{DL}/models/{{model}}"),
+    params:
+        repo_id=lookup(dpath="models/{model}/repo_id", within=config),
+        revision=lookup(dpath="models/{model}/revision", within=config),
+        cache_dir=lookup(dpath="hf_cache_dir", within=config),
+    log:
+        f"{RD}/logs/download_model/{{model}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    script:
+        "../workflow_scripts/download_model.py"
+
+
+rule train_tokenizer:
+    input:
+        docs=rules.prepare_dataset.output.docs,
+    output:
+        tokenizer=directory(f"{RD}/tokenizers/{{dataset}}"),
+        train_ids=f"{RD}/data/{{dataset}}/train_ids.npy",
+    params:
+        vocab_size=lookup(dpath="training/vocab_size", within=config),
+    log:
+        f"{RD}/logs/train_tokenizer/{{dataset}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_tokenizer/{{dataset}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow_scripts/train_tokenizer.py"
+
+
+rule train_model:
+    input:
+        tokenizer=rules.train_tokenizer.output.tokenizer,
+        train_ids=rules.train_tokenizer.output.train_ids,
+    output:
+        directory(f"{RD}/models/{{dataset}}/{{model}}"),
+    params:
+        arch=lookup(dpath="models/{model}/arch", within=config),
+        budget=lookup(dpath="models/{model}/train", within=config),
+        training=lookup(dpath="training", within=config),
+        seed=lookup(dpath="seed", within=config),
+    log:
+        f"{RD}/logs/train_model/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_model/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../workflow_scripts/train_model.py"

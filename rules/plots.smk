@@ -1,0 +1,51 @@
+# Figures in the paper's layouts (PNG and PDF).
+
+
+rule plot_per_step:
+    input:
+        per_step=rules.aggregate.output.per_step,
+        summary=rules.aggregate.output.summary,
+    output:
+        png=report(
+            f"{RD}/figures/per_step{{smooth}}.png",
+            caption="report/per_step.rst",
+            category="Figures",
+        ),
+        pdf=f"{RD}/figures/per_step{{smooth}}.pdf",
+    wildcard_constraints:
+        smooth="|_smoothed",
+    params:
+        smoothing=lookup(dpath="analysis/smoothing", within=config),
+    log:
+        f"{RD}/logs/plot_per_step{{smooth}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_per_step.py"
+
+
+rule plot_scaling:
+    input:
+        summary=rules.aggregate.output.summary,
+        fits=rules.scaling_fits.output.fits,
+    output:
+        png=report(
+            f"{RD}/figures/scaling.png",
+            caption="report/scaling.rst",
+            category="Figures",
+        ),
+        pdf=f"{RD}/figures/scaling.pdf",
+    log:
+        f"{RD}/logs/plot_scaling.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_scaling.py"

@@ -1,0 +1,16 @@
+"""Write the effective configuration (after schema defaults) next to the results."""
+
+import sys
+from typing import TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, snakemake.scriptdir)
+from entcal.logs import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])
+with open(snakemake.output[0], "w") as f:
+    yaml.safe_dump(snakemake.params.config, f, sort_keys=False)

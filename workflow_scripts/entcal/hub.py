@@ -1,0 +1,108 @@
+"""Pinned-revision downloads of hub models into a local ``save_pretrained``-style folder.
+
+Download rules are local rules (they run where the network is); every later job loads the
+local folder offline. Errors name the model: a gated repository without a token, a missing
+revision, an unknown repository, a full disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from entcal.models import ModelLoadError, check_model_dir
+
+log = logging.getLogger(__name__)
+
+# weights in safetensors, configs and tokenizer files; no duplicate .bin / .pth / gguf weights
+DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
+
+
+def download_model(
+    name: str,
+    repo_id: str,
+    revision: str,
+    out_dir: str,
+    cache_dir: str | None = None,
+    allow_patterns: list[str] | None = None,
+    token: str | None = None,
+) -> Path:
+    """Snapshot ``repo_id`` at ``revision`` and materialise it in ``out_dir``.
+
+    With ``HF_HUB_OFFLINE=1`` this succeeds only from a warm cache (``cache_dir``), which is how
+    the tests exercise it. Writes ``entcal_source.json`` (repo, revision, resolved commit).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        snap = snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=allow_patterns or DEFAULT_PATTERNS,
+            token=token,
+        )
+    except hf_errors.GatedRepoError as err:
+        raise ModelLoadError(
+            f"model {name!r}: {repo_id} is gated; accept its licence on the hub and set HF_TOKEN ({err})"
+        ) from err
+    except hf_errors.RevisionNotFoundError as err:
+        raise ModelLoadError(f"model {name!r}: revision {revision!r} not found in {repo_id}") from err
+    except hf_errors.RepositoryNotFoundError as err:
+        raise ModelLoadError(f"model {name!r}: repository {repo_id!r} not found (or private)") from err
+    except hf_errors.LocalEntryNotFoundError as err:
+        raise ModelLoadError(
+            f"model {name!r}: {repo_id}@{revision} is not in the local cache and the hub is unreachable "
+            f"or HF_HUB_OFFLINE is set ({err})"
+        ) from err
+    except OSError as err:
+        raise ModelLoadError(f"model {name!r}: download of {repo_id}@{revision} failed: {err}") from err
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(snap, tmp, symlinks=False, copy_function=_link_or_copy)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"model {name!r}: cannot write {out} (disk full?): {err}") from err
+    (tmp / "entcal_source.json").write_text(
+        json.dumps({"repo_id": repo_id, "revision": revision, "snapshot": str(snap)}, indent=2)
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    check_model_dir(out, name)
+    log.info("model %s: %s@%s -> %s", name, repo_id, revision, out)
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a cached blob into the model folder (no second copy on disk), else copy it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache_dir: str | None = None) -> Path:
+    """Snapshot a hub dataset repository at ``revision`` into ``out_dir`` (files as published)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        snap = snapshot_download(repo_id=repo_id, revision=revision, repo_type="dataset", cache_dir=cache_dir)
+    except hf_errors.GatedRepoError as err:
+        raise RuntimeError(f"dataset {name!r}: {repo_id} is gated; set HF_TOKEN ({err})") from err
+    except (hf_errors.RevisionNotFoundError, hf_errors.RepositoryNotFoundError) as err:
+        raise RuntimeError(f"dataset {name!r}: {repo_id}@{revision} not found ({err})") from err
+    except (hf_errors.LocalEntryNotFoundError, OSError) as err:
+        raise RuntimeError(f"dataset {name!r}: download of {repo_id}@{revision} failed: {err}") from err
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(snap, out, symlinks=False, copy_function=_link_or_copy)
+    log.info("dataset %s: %s@%s -> %s", name, repo_id, revision, out)
+    return out

@@ -1,0 +1,127 @@
+"""One loading path for every model source, and the demo family's architectures.
+
+Model sources (``source`` in a model's config entry):
+
+- ``hf``: a hub repository at a pinned revision, snapshotted by the download rule into
+  ``{downloads_dir}/models/{model}`` (see :mod:`entcal.hub`);
+- ``local``: an existing ``save_pretrained`` folder (model and tokenizer files together);
+- ``train``: a small Llama- or GPT-NeoX-style model that the workflow trains on each dataset.
+
+Whatever the source, :func:`load_model` opens the folder with ``AutoModelForCausalLM`` and
+``AutoTokenizer``, never touching the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder is missing, incomplete or unreadable; the message names the model."""
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_model_dir(path: str | Path, name: str = "") -> Path:
+    """Raise :class:`ModelLoadError` unless ``path`` looks like a ``save_pretrained`` folder."""
+    path = Path(path)
+    label = f"model {name!r}" if name else "model"
+    if not path.is_dir():
+        raise ModelLoadError(f"{label}: folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{label}: {path} has no config.json (not a save_pretrained folder?)")
+    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin"))
+    if not weights:
+        raise ModelLoadError(f"{label}: {path} has no weight files (*.safetensors / *.bin)")
+    return path
+
+
+def load_tokenizer(path: str | Path, name: str = ""):
+    from transformers import AutoTokenizer
+
+    path = check_model_dir(path, name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the model named
+        raise ModelLoadError(f"model {name!r}: cannot load tokenizer from {path}: {err}") from err
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto"):
+    """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_model_dir(path, name)
+    tok = load_tokenizer(path, name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], local_files_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise ModelLoadError(f"model {name!r}: cannot load weights from {path}: {err}") from err
+    model.to(resolve_device(device)).eval()
+    return model, tok
+
+
+def count_params(model) -> dict:
+    """Total and non-embedding parameter counts (tied weights counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    emb = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings()
+    untied = head is not None and head.weight is not model.get_input_embeddings().weight
+    non_emb = total - emb - (head.weight.numel() if untied else 0)
+    return {"n_params_total": int(total), "n_params_nonembedding": int(non_emb)}
+
+
+def build_model(arch: dict, vocab_size: int, max_positions: int, seed: int = 0):
+    """A freshly initialised causal LM from a small architecture spec.
+
+    ``arch``: ``type`` (llama | gpt_neox), ``hidden_size``, ``layers``, ``heads``, ``ffn``.
+    Embeddings are tied to the output head.
+    """
+    from transformers import GPTNeoXConfig, LlamaConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=arch["hidden_size"],
+        num_hidden_layers=arch["layers"],
+        num_attention_heads=arch["heads"],
+        intermediate_size=arch["ffn"],
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    kind = arch.get("type", "llama")
+    if kind == "llama":
+        cfg = LlamaConfig(num_key_value_heads=arch["heads"], **common)
+    elif kind == "gpt_neox":
+        cfg = GPTNeoXConfig(**common)
+    else:
+        raise ValueError(f"unknown architecture type {kind!r} (llama | gpt_neox)")
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+def model_card(path: str | Path) -> dict:
+    """The ``entcal.json`` metadata written next to a trained model (empty if absent)."""
+    p = Path(path) / "entcal.json"
+    return json.loads(p.read_text()) if p.is_file() else {}

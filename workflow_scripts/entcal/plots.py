@@ -1,0 +1,100 @@
+"""Figures in the paper's layouts, written as PNG and PDF.
+
+- :func:`plot_per_step` (Figure 3 layout): per-step entropy of generations (solid) and reference
+  log loss (dashed), one panel per dataset (rows per family), colour = model size; optional
+  exponential smoothing (the paper uses factor 0.2).
+- :func:`plot_scaling` (Figure 2 layout): log EntCE vs log model size, one panel per family, one
+  colour per dataset, fitted line and exponent in the legend; EntCE <= 0 marked, not fitted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def ema(x: np.ndarray, alpha: float) -> np.ndarray:
+    """Exponential smoothing y_t = alpha * x_t + (1 - alpha) * y_{t-1}; alpha = 1 is no smoothing."""
+    x = np.asarray(x, dtype=float)
+    y = np.empty_like(x)
+    acc = np.nan
+    for i, v in enumerate(x):
+        acc = v if np.isnan(acc) else (alpha * v + (1 - alpha) * acc if not np.isnan(v) else acc)
+        y[i] = acc
+    return y
+
+
+def _save(fig, outputs: list[str]) -> None:
+    for out in outputs:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[str], smoothing: float = 1.0,
+                  temperature: float = 1.0, sampler: str = "ancestral") -> None:  # fmt: skip
+    """Figure 3 layout for base models at one sampler setting."""
+    meta = summary[~summary["instruct"]][["model", "dataset", "family", "n_params"]].drop_duplicates()
+    ps = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
+    ps = ps.merge(meta, on=["model", "dataset"])
+    families, datasets = sorted(ps["family"].unique()), sorted(ps["dataset"].unique())
+    fig, axes = plt.subplots(len(families), len(datasets), figsize=(4.2 * len(datasets), 3.2 * len(families)),
+                             squeeze=False)  # fmt: skip
+    for i, fam in enumerate(families):
+        sizes = sorted(ps.loc[ps["family"] == fam, "n_params"].unique())
+        cmap = plt.get_cmap("viridis", max(len(sizes), 2))
+        for j, ds in enumerate(datasets):
+            ax = axes[i, j]
+            sub = ps[(ps["family"] == fam) & (ps["dataset"] == ds)]
+            for (model, n), g in sub.groupby(["model", "n_params"]):
+                c = cmap(sizes.index(n))
+                g = g.sort_values("step")
+                ax.plot(g["step"], ema(g["entropy_mean"], smoothing), color=c, lw=1.3, label=f"{model} ({n:.3g})")
+                ax.plot(g["step"], ema(g["logloss_mean"], smoothing), color=c, lw=1.3, ls="--")
+            ax.set_title(f"{fam} / {ds}", fontsize=9)
+            ax.set_xlabel("generation step")
+            if j == 0:
+                ax.set_ylabel("nats / token")
+            ax.legend(fontsize=6, title="solid: entropy, dashed: log loss", title_fontsize=6)
+    fig.suptitle(f"Per-step entropy vs reference log loss ({sampler}, T={temperature}, smoothing={smoothing})",
+                 fontsize=10)  # fmt: skip
+    _save(fig, outputs)
+
+
+def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], temperature: float = 1.0,
+                 sampler: str = "ancestral") -> None:  # fmt: skip
+    """Figure 2 layout: log EntCE vs log size per family, one colour per dataset."""
+    sel = summary[(summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature)
+                  & ~summary["instruct"]]  # fmt: skip
+    families, datasets = sorted(sel["family"].unique()), sorted(sel["dataset"].unique())
+    colors = {d: plt.get_cmap("tab10")(k) for k, d in enumerate(datasets)}
+    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False)
+    for i, fam in enumerate(families):
+        ax = axes[0, i]
+        for ds in datasets:
+            g = sel[(sel["family"] == fam) & (sel["dataset"] == ds)].sort_values("n_params")
+            pos = g[g["entce"] > 0]
+            neg = g[~(g["entce"] > 0)]
+            fit = fits[(fits["family"] == fam) & (fits["dataset"] == ds)]
+            label = ds
+            if len(fit) and np.isfinite(fit["slope"].iloc[0]):
+                f = fit.iloc[0]
+                xs = np.log(pos["n_params"].astype(float))
+                ax.plot(xs, f["slope"] * xs + f["intercept"], color=colors[ds], lw=1)
+                label = f"{ds}: slope {f['slope']:.2f}"
+            ax.scatter(np.log(pos["n_params"].astype(float)), np.log(pos["entce"]), color=colors[ds], label=label, s=18)
+            for r in neg.itertuples():
+                ax.axvline(np.log(float(r.n_params)), color=colors[ds], ls=":", lw=0.8)
+            if len(neg):
+                ax.plot([], [], color=colors[ds], ls=":", label=f"{ds}: EntCE<=0 ({len(neg)}, not fitted)")
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("log parameters")
+        ax.set_ylabel("log EntCE (nats)")
+        ax.legend(fontsize=6)
+    _save(fig, outputs)

@@ -1,0 +1,34 @@
+"""Adapter: sample continuations for one model x dataset x sampler setting."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.generate import generate_file  # noqa: E402
+from entcal.logs import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])
+g, s = snakemake.params.generation, snakemake.params.setting
+generate_file(
+    snakemake.input.model,
+    snakemake.wildcards.model,
+    snakemake.input.examples,
+    snakemake.output.generations,
+    sampler=s["sampler"],
+    temperature=float(s["temperature"]),
+    prompt_tokens=g["prompt_tokens"],
+    max_new_tokens=g["max_new_tokens"],
+    min_reference_tokens=g["min_reference_tokens"],
+    n_prompts=g["n_prompts"],
+    batch_size=g["batch_size"],
+    seed=snakemake.params.seed,
+    stop_at_eos=g["stop_at_eos"],
+    dtype=snakemake.params.dtype,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
+)

@@ -1,0 +1,30 @@
+"""Adapter: reference log loss and teacher-forced entropy for one model x dataset."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.logs import setup_logging  # noqa: E402
+from entcal.score import score_file  # noqa: E402
+
+setup_logging(snakemake.log[0])
+g = snakemake.params.generation
+score_file(
+    snakemake.input.model,
+    snakemake.wildcards.model,
+    snakemake.input.examples,
+    snakemake.output.scores,
+    temperatures=snakemake.params.temperatures,
+    prompt_tokens=g["prompt_tokens"],
+    max_new_tokens=g["max_new_tokens"],
+    min_reference_tokens=g["min_reference_tokens"],
+    n_prompts=g["n_prompts"],
+    batch_size=snakemake.params.scoring["batch_size"],
+    dtype=snakemake.params.dtype,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,25 @@
+"""Adapter: train one demo model on one dataset."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.logs import setup_logging  # noqa: E402
+from entcal.train import train_model  # noqa: E402
+
+setup_logging(snakemake.log[0])
+train_cfg = {**snakemake.params.training, **snakemake.params.budget}
+train_cfg["max_positions"] = max(4096, train_cfg["seq_len"])
+train_model(
+    snakemake.input.train_ids,
+    snakemake.input.tokenizer,
+    snakemake.output[0],
+    arch=snakemake.params.arch,
+    train_cfg=train_cfg,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+)
