@@ -83,7 +83,7 @@ def download_model(
 def _link_or_copy(src: str, dst: str) -> None:
     """Hard-link a cached blob into the model folder (no second copy on disk), else copy it."""
     try:
-        os.link(src, dst)
+        os.link(os.path.realpath(src), dst)
     except OSError:
         shutil.copy2(src, dst)
 

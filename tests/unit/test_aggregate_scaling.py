@@ -1,0 +1,76 @@
+"""Aggregation (per-step means, EntCE and its parts) and the log-log scaling fit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entcal.aggregate import curves, ragged_matrix
+from entcal.scaling import fit_loglog, scaling_fits
+
+
+def test_ragged_matrix_pads_with_nan():
+    m = ragged_matrix([[1, 2, 3], [4]], 2)
+    assert m.shape == (2, 2) and m[0].tolist() == [1, 2] and m[1, 0] == 4 and np.isnan(m[1, 1])
+
+
+def _frames(rng, n=50, T=40):
+    gen_len = rng.integers(10, T + 1, n)  # some generations end early (eos)
+    H = [rng.normal(3.0 + 0.01 * np.arange(k), 0.3) for k in gen_len]
+    L = [rng.normal(2.5, 0.4, T) for _ in range(n)]
+    F = [rng.normal(2.8, 0.2, T) for _ in range(n)]
+    gen = pd.DataFrame({"example_id": range(n), "n_tokens": gen_len, "entropy": H,
+                        "stopped_at_eos": gen_len < T})  # fmt: skip
+    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": L, "tf_entropy": F})
+    return gen, ref, H, L, F
+
+
+def test_curves_match_direct_computation():
+    rng = np.random.default_rng(0)
+    gen, ref, H, L, F = _frames(rng)
+    steps, s = curves(gen, ref, max_len=30)
+    assert len(steps) == 30 and steps["step"].tolist() == list(range(1, 31))
+    for t in (0, 12, 29):  # mean over the generations still running at step t
+        alive = [h[t] for h in H if len(h) > t]
+        assert steps.loc[t, "entropy_mean"] == pytest.approx(np.mean(alive), abs=1e-12)
+        assert steps.loc[t, "entropy_n"] == len(alive)
+        assert steps.loc[t, "entropy_se"] == pytest.approx(np.std(alive, ddof=1) / np.sqrt(len(alive)), abs=1e-12)
+        assert steps.loc[t, "logloss_mean"] == pytest.approx(np.mean([x[t] for x in L]), abs=1e-12)
+    H_bar = np.mean([np.mean([h[t] for h in H if len(h) > t]) for t in range(30)])
+    L_bar = np.mean([np.mean([x[t] for x in L]) for t in range(30)])
+    F_bar = np.mean([np.mean([x[t] for x in F]) for t in range(30)])
+    assert s["entropy_mean"] == pytest.approx(H_bar) and s["logloss_mean"] == pytest.approx(L_bar)
+    assert s["entce"] == pytest.approx(H_bar - L_bar)
+    assert s["gen_minus_tf"] == pytest.approx(H_bar - F_bar)
+    assert s["tf_minus_logloss"] == pytest.approx(F_bar - L_bar)
+    assert s["gen_minus_tf"] + s["tf_minus_logloss"] == pytest.approx(s["entce"])
+    assert 0 < s["entce_se"] < 0.2 and s["eos_fraction"] == pytest.approx(gen["stopped_at_eos"].mean())
+
+
+def test_fit_recovers_planted_exponent_exactly_without_noise():
+    n = np.array([1e8, 4e8, 1.6e9, 7e9, 3e10])
+    fit = fit_loglog(n, 3.0 * n**-0.13)
+    assert fit["slope"] == pytest.approx(-0.13, abs=1e-10)
+    assert fit["intercept"] == pytest.approx(np.log(3.0), abs=1e-8)
+    assert fit["r2"] == pytest.approx(1.0) and fit["n"] == 5
+
+
+def test_fit_ci_covers_planted_exponent_at_nominal_rate():
+    rng = np.random.default_rng(1)
+    n = np.geomspace(1e8, 1e11, 6)
+    hits = 0
+    for _ in range(400):
+        fit = fit_loglog(n, 2.0 * n**-0.35 * np.exp(rng.normal(0, 0.1, n.size)))
+        hits += fit["slope_ci_low"] <= -0.35 <= fit["slope_ci_high"]
+    assert 0.91 <= hits / 400 <= 0.99  # 95% t-interval
+
+
+def test_nonpositive_entce_is_excluded_and_reported():
+    summary = pd.DataFrame({
+        "model": ["a", "b", "c", "d"], "family": "f", "dataset": "x", "sampler": "ancestral",
+        "temperature": 1.0, "instruct": False, "n_params": [1e6, 1e7, 1e8, 1e9],
+        "entce": [0.5, -0.1, 0.3, 0.2],
+    })  # fmt: skip
+    fits = scaling_fits(summary)
+    row = fits.iloc[0]
+    assert row["n"] == 3 and row["n_excluded"] == 1 and row["excluded"] == "b"
+    assert row["slope"] == pytest.approx(fit_loglog(np.array([1e6, 1e8, 1e9]), np.array([0.5, 0.3, 0.2]))["slope"])

@@ -1,0 +1,92 @@
+"""Both configurations validate; wrong keys and types stop with a message naming them."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from entcal.config import ConfigError, check_config, setting_slug
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = str(ROOT / "config" / "schema.yaml")
+
+
+def load(name):
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load(name)
+    validate(cfg, SCHEMA, set_default=True)
+    check_config(cfg)
+    assert cfg["generation"]["backend"] == "hf"  # default filled in
+
+
+def test_paper_grid_is_the_papers():
+    cfg = load("config.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    fams = {}
+    for m in cfg["models"].values():
+        fams.setdefault(m["family"], []).append(m)
+    assert {k: len(v) for k, v in fams.items()} == {"llama2": 6, "llama3": 8, "qwen2.5": 14, "pythia": 5}
+    assert [s["temperature"] for s in cfg["samplers"]["base"]] == [1.0, 0.95, 0.9, 0.85, 0.8]
+    g = cfg["generation"]
+    assert (g["n_prompts"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"]) == (5000, 128, 2048, 1024)
+
+
+def test_unknown_key_is_named():
+    cfg = load("demo.yaml")
+    cfg["generation"]["n_promts"] = 3
+    with pytest.raises(WorkflowError, match="n_promts"):
+        validate(cfg, SCHEMA, set_default=True)
+
+
+def test_wrong_type_is_named():
+    cfg = load("demo.yaml")
+    cfg["models"]["s0"]["train"]["tokens"] = "many"
+    with pytest.raises(WorkflowError, match="many"):
+        validate(cfg, SCHEMA, set_default=True)
+
+
+def test_hf_model_needs_revision():
+    cfg = load("config.yaml")
+    del cfg["models"]["pythia_410m"]["revision"]
+    with pytest.raises(WorkflowError, match="revision"):
+        validate(cfg, SCHEMA, set_default=True)
+
+
+def test_semantic_errors_name_the_key(tmp_path):
+    cfg = load("demo.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    bad = copy.deepcopy(cfg)
+    bad["models"]["s1"]["arch"]["heads"] = 5
+    bad["models"]["mine"] = {"family": "x", "source": "local", "path": str(tmp_path / "none"), "n_params": 10,
+                             "instruct": False}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    assert "models.s1.arch" in str(err.value) and "models.mine.path" in str(err.value)
+
+
+def test_setting_slug():
+    assert setting_slug({"sampler": "ancestral", "temperature": 0.8}) == "ancestral-t0.8"
+    assert setting_slug({"sampler": "ancestral", "temperature": 1}) == "ancestral-t1"
+
+
+def _schema_keys(props, prefix=""):
+    for k, v in props.items():
+        yield prefix + k
+        yield from _schema_keys(v.get("properties", {}), prefix + k + ".")
+
+
+def test_every_schema_key_is_documented_and_described():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    doc = (ROOT / "config" / "README.md").read_text()
+    keys = list(_schema_keys(schema["properties"]))
+    for name, prefix in [("dataset", "datasets.<slug>."), ("model", "models.<slug>."), ("sampler", "")]:
+        keys += list(_schema_keys(schema["$defs"][name]["properties"], prefix))
+    missing = [k for k in keys if f"`{k}`" not in doc]
+    assert not missing, f"config/README.md lacks {missing}"

@@ -1,0 +1,92 @@
+"""One loading path for local, trained and hub models; pinned downloads from a warm offline cache."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from entcal.hub import download_model
+from entcal.models import ModelLoadError, build_model, count_params, load_model
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_local_folder_roundtrip(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir, "tiny", device="cpu")
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        a = model(x).logits
+        b = load_model(tiny_model_dir, "tiny", device="cpu")[0](x).logits
+    assert torch.equal(a, b) and a.shape == (1, 4, len(tok))
+    assert tok.pad_token_id is not None
+
+
+def test_missing_folder_names_the_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="'qwen_missing'.*folder not found"):
+        load_model(tmp_path / "absent", "qwen_missing")
+
+
+def test_folder_without_weights_is_rejected(tmp_path, tiny_model_dir):
+    d = tmp_path / "noweights"
+    shutil.copytree(tiny_model_dir, d)
+    for w in d.glob("*.safetensors"):
+        w.unlink()
+    with pytest.raises(ModelLoadError, match="'broken'.*no weight files"):
+        load_model(d, "broken")
+
+
+def test_truncated_weights_give_a_clear_error(tmp_path, tiny_model_dir):
+    d = tmp_path / "cut"
+    shutil.copytree(tiny_model_dir, d)
+    w = next(d.glob("*.safetensors"))
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="'cut'.*cannot load weights"):
+        load_model(d, "cut")
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt_neox"])
+def test_count_params_nonembedding(kind):
+    m = build_model({"type": kind, "hidden_size": 16, "layers": 2, "heads": 2, "ffn": 32}, 100, 64)
+    c = count_params(m)
+    emb = 100 * 16
+    untied = m.get_output_embeddings().weight is not m.get_input_embeddings().weight
+    assert c["n_params_total"] == sum(p.numel() for p in m.parameters())
+    assert c["n_params_nonembedding"] == c["n_params_total"] - emb - (emb if untied else 0)
+
+
+def _warm_cache(cache, src, repo="org/tiny-lm"):
+    """The huggingface_hub cache layout a completed snapshot_download leaves behind."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / SHA
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for i, f in enumerate(sorted(src.iterdir())):
+        blob = blobs / f"blob{i}"
+        shutil.copy(f, blob)
+        (snap / f.name).symlink_to(blob)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(SHA)
+    return repo
+
+
+def test_pinned_download_from_offline_cache_loads_like_the_original(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
+    out = download_model("tiny_hf", repo, SHA, str(tmp_path / "models" / "tiny_hf"), cache_dir=str(tmp_path / "cache"))
+    assert json.loads((out / "entcal_source.json").read_text())["revision"] == SHA
+    assert not (out / "model.safetensors").is_symlink()
+    x = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        a = load_model(out, "tiny_hf", device="cpu")[0](x).logits
+        b = load_model(tiny_model_dir, "tiny", device="cpu")[0](x).logits
+    assert torch.equal(a, b)
+
+
+def test_unknown_revision_offline_names_the_model(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
+    with pytest.raises(ModelLoadError, match="'tiny_hf'"):
+        download_model("tiny_hf", repo, "f" * 40, str(tmp_path / "m"), cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "m").exists()

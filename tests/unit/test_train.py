@@ -1,0 +1,37 @@
+"""The demo trainer learns, checkpoints, and leaves a folder the shared loader opens."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from entcal.models import load_model
+from entcal.tokenization import build_tokenizer
+from entcal.train import train_model
+from conftest import TEXTS
+
+
+def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path):
+    docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "split": "train", "source": "x", "n_chars": 0, "text": TEXTS})
+    docs.to_parquet(tmp_path / "docs.parquet")
+    build_tokenizer(str(tmp_path / "docs.parquet"), str(tmp_path / "tok"), str(tmp_path / "ids.npy"), vocab_size=300)
+    ids = np.load(tmp_path / "ids.npy")
+    assert ids.max() < 300 and ids.dtype == np.uint16
+    cfg = {"tokens": 64 * 8 * 40, "lr": 1e-2, "seq_len": 64, "batch_size": 8, "warmup_steps": 5,
+           "weight_decay": 0.1, "min_lr_ratio": 0.1, "bf16": False, "checkpoint_fractions": [0.5],
+           "max_positions": 128}  # fmt: skip
+    arch = {"type": "llama", "hidden_size": 32, "layers": 1, "heads": 2, "ffn": 64}
+    meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "m"), arch, cfg, seed=0)
+    log = pd.read_csv(tmp_path / "m" / "train_log.csv")
+    assert meta["steps"] == 40 and meta["tokens_seen"] == 64 * 8 * 40
+    assert log["loss"].iloc[-1] < 0.6 * np.log(300)  # far below the uniform model's log V
+    assert json.loads((tmp_path / "m" / "entcal.json").read_text())["n_params_nonembedding"] > 0
+    ck = tmp_path / "m" / "checkpoints" / f"tokens_{64 * 8 * 20}"
+    final, tok = load_model(tmp_path / "m", "m", device="cpu")
+    half, _ = load_model(ck, "ck", device="cpu")
+    x = torch.from_numpy(ids[:64].astype(np.int64))[None]
+    with torch.no_grad():
+        l_final = torch.nn.functional.cross_entropy(final(x).logits[0, :-1], x[0, 1:])
+        l_half = torch.nn.functional.cross_entropy(half(x).logits[0, :-1], x[0, 1:])
+    assert l_final < l_half
