@@ -20,6 +20,8 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/aggregate.smk"
+include: "rules/theory.smk"
+include: "rules/exact.smk"
 include: "rules/plots.smk"
 
 

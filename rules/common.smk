@@ -107,6 +107,12 @@ def get_final_outputs():
         f"{RD}/tables/scaling_fits.csv",
         *expand(f"{RD}/figures/per_step{{smooth}}.{{ext}}", smooth=["", "_smoothed"], ext=["png", "pdf"]),
         *expand(f"{RD}/figures/scaling.{{ext}}", ext=["png", "pdf"]),
+        f"{RD}/tables/power_law.csv",
+        f"{RD}/tables/singleton_slopes.csv",
+        f"{RD}/tables/prop31.csv",
+        *expand(f"{RD}/figures/figure1_theory.{{ext}}", ext=["png", "pdf"]),
+        f"{RD}/tables/future_entropy_exact.csv",
+        *expand(f"{RD}/figures/future_entropy_exact.{{ext}}", ext=["png", "pdf"]),
     ]
 
 

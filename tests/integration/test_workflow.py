@@ -95,6 +95,26 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
 
 
+def test_micro_run_writes_the_theory_tables(micro):
+    rd, _, cfg = micro
+    mass = pd.read_csv(rd / "tables" / "singleton_mass.csv")
+    assert {"alpha", "v", "m", "singleton_mass_exact", "singleton_mass_mc", "singleton_mass_mc_se",
+            "k1_over_m_exact"} <= set(mass.columns)  # fmt: skip
+    assert set(mass["alpha"]) == set(cfg["theory"]["alphas"]) and (mass["v"] == cfg["theory"]["v"]).all()
+    pl = pd.read_csv(rd / "tables" / "power_law.csv")
+    assert list(pl.columns[:6]) == ["dataset", "alpha_ols", "alpha_ols_ci_low", "alpha_ols_ci_high", "alpha_mle",
+                                    "alpha_mle_se"]  # fmt: skip
+    assert set(pl["dataset"]) == {"prose", "code"} and "alpha_ols_token" in pl.columns
+    np.testing.assert_allclose(pl["predicted_exponent"], 1 / pl["alpha_ols"] - 1)
+    ex = pd.read_csv(rd / "tables" / "future_entropy_exact.csv")
+    assert {"instance", "method", "entce", "logloss", "max_abs_step_entce"} <= set(ex.columns)
+    fe = ex[ex["method"] == "future_entropy"].iloc[0]
+    orig = ex[ex["method"] == "original"].iloc[0]
+    assert abs(fe["entce"]) < 1e-8 and fe["logloss"] <= orig["logloss"] + 1e-12
+    for f in ["figure1_theory.png", "future_entropy_exact.png"]:
+        assert (rd / "figures" / f).stat().st_size > 1000
+
+
 def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micro):
     rd, p, cfg = micro
     r = smk("-n", "--cores", "2", "--configfile", str(p))

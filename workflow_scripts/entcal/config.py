@@ -56,3 +56,54 @@ def check_config(config: dict) -> None:
         log.warning("generation.min_reference_tokens > max_new_tokens: references are cut at max_new_tokens")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def schema_markdown(schema: dict) -> str:
+    """config/README.md: every key of the schema with its type, description and default.
+
+    Regenerate with ``python -c "import entcal.config as c; c.write_config_readme()"``.
+    """
+
+    def walk(props, prefix, out):
+        for k, v in props.items():
+            t = v.get("type", "")
+            dflt = f" Default: `{v['default']}`." if "default" in v and not isinstance(v["default"], dict) else ""
+            out.append(f"| `{prefix}{k}` | {t if isinstance(t, str) else '/'.join(t)} | {v.get('description', '')}{dflt} |")
+            walk(v.get("properties", {}), f"{prefix}{k}.", out)
+        return out
+
+    head = ["| key | type | meaning |", "|---|---|---|"]
+    parts = [
+        "# Configuration keys",
+        "",
+        "Both `config/config.yaml` (the paper's grid) and `config/demo.yaml` (the CPU demo) follow",
+        "`config/schema.yaml`; the workflow validates the configuration when it loads and stops on an",
+        "unknown key or a wrong type, naming it. Defaults are filled in when a key is absent; the",
+        "effective configuration is written to `{results_dir}/config.effective.yaml`.",
+        "This file is generated from the schema (`entcal.config.write_config_readme`).",
+        "",
+        "## Top level",
+        "",
+        *walk(schema["properties"], "", list(head)),
+    ]
+    for name, title, prefix in [
+        ("dataset", "Dataset entries (`datasets.<slug>`)", "datasets.<slug>."),
+        ("model", "Model entries (`models.<slug>`)", "models.<slug>."),
+        ("sampler", "Sampler settings (`samplers.base[]`, `samplers.instruct[]`)", ""),
+    ]:
+        parts += ["", f"## {title}", "", *walk(schema["$defs"][name]["properties"], prefix, list(head))]
+    parts += [
+        "",
+        "Model sources: `hf` needs `repo_id`, `revision`, `n_params`; `local` needs `path`, `n_params`;",
+        "`train` needs `arch` and `train` (the model is trained separately on each dataset's training split).",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_config_readme(root: str | Path | None = None) -> None:
+    import yaml
+
+    root = Path(root) if root else Path(__file__).resolve().parents[2]
+    schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
+    (root / "config" / "README.md").write_text(schema_markdown(schema))

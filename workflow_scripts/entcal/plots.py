@@ -98,3 +98,67 @@ def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], 
         ax.set_ylabel("log EntCE (nats)")
         ax.legend(fontsize=6)
     _save(fig, outputs)
+
+
+def plot_theory(mass: pd.DataFrame, curves: pd.DataFrame, table: pd.DataFrame, outputs: list[str]) -> None:
+    """Figure 1: singleton mass vs m per alpha (left); rank-frequency per dataset (right)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k, (a, g) in enumerate(mass.groupby("alpha")):
+        c = plt.get_cmap("tab10")(k)
+        ax1.loglog(g["m"], g["singleton_mass_exact"], color=c, label=f"alpha={a:g} exact")
+        ax1.errorbar(g["m"], g["singleton_mass_mc"], yerr=2 * g["singleton_mass_mc_se"], fmt="o", ms=3, color=c,
+                     alpha=0.7)  # fmt: skip
+        m0, y0 = g["m"].iloc[0], g["singleton_mass_exact"].iloc[0]
+        ax1.loglog(g["m"], y0 * (g["m"] / m0) ** (1 / a - 1), ls=":", color=c, lw=1,
+                   label=f"slope 1/alpha-1 = {1 / a - 1:.2f}")  # fmt: skip
+    v = int(mass["v"].iloc[0])
+    ax1.axvline(v / 3, color="grey", lw=0.8, ls="--")
+    ax1.set_xlabel("training samples m")
+    ax1.set_ylabel("mass of items seen once")
+    ax1.set_title(f"Singleton mass, Zipf over v={v:,} items (dashed: v/3)", fontsize=9)
+    ax1.legend(fontsize=6)
+    words = curves[curves["unit"] == "word"]
+    for k, (d, g) in enumerate(words.groupby("dataset")):
+        a = table.loc[table["dataset"] == d, "alpha_ols"].iloc[0]
+        ax2.loglog(g["rank"], g["frequency"], color=plt.get_cmap("tab10")(k), label=f"{d}: alpha={a:.2f}")
+    ax2.set_xlabel("rank")
+    ax2.set_ylabel("frequency")
+    ax2.set_title("Rank-frequency of words (top ranks)", fontsize=9)
+    ax2.legend(fontsize=7)
+    _save(fig, outputs)
+
+
+EXACT_SHOWN = ["original", "local_temperature", "global_temperature", "one_step_lookahead", "future_entropy"]
+
+
+def plot_future_entropy_exact(table, steps, noise, mc, outputs: list[str], instance: int = 0) -> None:
+    """Four panels: per-step curves, EntCE vs log loss, |EntCE| vs predictor noise, MC label error."""
+    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
+    st = steps[steps["instance"] == instance]
+    for k, m in enumerate(EXACT_SHOWN):
+        g = st[st["method"] == m]
+        c = plt.get_cmap("tab10")(k)
+        ax[0, 0].plot(g["step"], g["entropy"], color=c, label=m)
+        ax[0, 0].plot(g["step"], g["logloss"], color=c, ls="--")
+    ax[0, 0].set(xlabel="step", ylabel="nats", title="(a) entropy of own generations (solid), log loss (dashed)")
+    ax[0, 0].legend(fontsize=6)
+    tb = table[(table["instance"] == instance) & np.isfinite(table["logloss"])]
+    ax[0, 1].axhline(0, color="grey", lw=0.8)
+    for r in tb.itertuples():
+        ax[0, 1].scatter(r.logloss, r.entce, s=20)
+        ax[0, 1].annotate(r.method, (r.logloss, r.entce), fontsize=6)
+    ax[0, 1].set(xlabel="log loss (nats/token)", ylabel="EntCE (nats/token)", title="(b) EntCE vs log loss")
+    agg = noise.groupby("delta")["abs_entce"].agg(["mean", "sem"])
+    slope = np.polyfit(np.log(agg.index), np.log(agg["mean"]), 1)[0]
+    ax[1, 0].errorbar(agg.index, agg["mean"], yerr=2 * agg["sem"], fmt="o-", label=f"slope {slope:.2f}")
+    ax[1, 0].set(xscale="log", yscale="log", xlabel="predictor noise delta (nats)", ylabel="|EntCE|",
+                 title="(c) Algorithm 1 with a noisy predictor")  # fmt: skip
+    ax[1, 0].legend(fontsize=7)
+    for k, (name, g) in enumerate(mc.groupby("estimator")):
+        ax[1, 1].loglog(g["m"], g["rmse"], "o-", color=plt.get_cmap("tab10")(k), label=name)
+    g = mc[mc["estimator"] == "surprisal"]
+    ax[1, 1].loglog(g["m"], g["rmse"].iloc[0] / np.sqrt(g["m"] / g["m"].iloc[0]), ":", color="grey", label="1/sqrt(m)")
+    ax[1, 1].set(xlabel="rollouts m", ylabel="RMSE of the label", title="(d) Monte Carlo future-entropy labels")
+    ax[1, 1].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, outputs)

@@ -1,0 +1,75 @@
+# Section 3 theory: singleton mass under power-law data (Figure 1 left), Proposition 3.1,
+# and rank-frequency exponents of every dataset (Figure 1 right). CPU, seconds.
+
+
+def get_power_law_inputs(wildcards):
+    """Input function: every dataset's documents (docs_<name>) and, where the workflow trains a
+    tokenizer, its encoded training stream (ids_<name>) for the token-level exponent."""
+    inputs = {f"docs_{d}": f"{RD}/data/{d}/docs.parquet" for d in DATASETS}
+    if any(m["source"] == "train" for m in config["models"].values()):
+        inputs.update({f"ids_{d}": f"{RD}/data/{d}/train_ids.npy" for d in DATASETS})
+    return inputs
+
+
+rule singleton_mass:
+    output:
+        mass=f"{RD}/tables/singleton_mass.csv",
+        slopes=f"{RD}/tables/singleton_slopes.csv",
+        prop31=f"{RD}/tables/prop31.csv",
+    params:
+        theory=lookup(dpath="theory", within=config),
+        seed=lookup(dpath="seed", within=config),
+    log:
+        f"{RD}/logs/singleton_mass.log",
+    benchmark:
+        f"{RD}/benchmarks/singleton_mass.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow_scripts/singleton_mass.py"
+
+
+rule power_law:
+    input:
+        unpack(get_power_law_inputs),
+    output:
+        table=f"{RD}/tables/power_law.csv",
+        curves=f"{RD}/tables/rank_frequency.parquet",
+    params:
+        top=lookup(dpath="theory/rank_top", within=config),
+    log:
+        f"{RD}/logs/power_law.log",
+    benchmark:
+        f"{RD}/benchmarks/power_law.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../workflow_scripts/power_law.py"
+
+
+rule plot_theory:
+    input:
+        mass=rules.singleton_mass.output.mass,
+        curves=rules.power_law.output.curves,
+        table=rules.power_law.output.table,
+    output:
+        png=report(f"{RD}/figures/figure1_theory.png", caption="report/theory.rst", category="Figures"),
+        pdf=f"{RD}/figures/figure1_theory.pdf",
+    log:
+        f"{RD}/logs/plot_theory.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_theory.py"

@@ -1,0 +1,22 @@
+"""Adapter: rank-frequency exponents (OLS and MLE) of every dataset."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.logs import setup_logging  # noqa: E402
+from entcal.theory import power_law_tables  # noqa: E402
+
+setup_logging(snakemake.log[0])
+named = dict(snakemake.input.items())
+table, curves = power_law_tables(
+    docs={k.removeprefix("docs_"): v for k, v in named.items() if k.startswith("docs_")},
+    token_ids={k.removeprefix("ids_"): v for k, v in named.items() if k.startswith("ids_")},
+    top=snakemake.params.top,
+)
+table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
+curves.to_parquet(snakemake.output.curves, index=False)
