@@ -25,6 +25,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 PER_STEP_KEYS = ["model", "dataset", "sampler", "temperature"]
+PER_STEP_CONTRACT = PER_STEP_KEYS + ["step", "entropy_mean", "entropy_se", "logloss_mean", "logloss_se", "tf_entropy_mean"]
 
 
 def ragged_matrix(seqs, width: int) -> np.ndarray:
@@ -122,7 +123,7 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
             }
         )
     ps = pd.concat(per_step, ignore_index=True)
-    ps = ps[PER_STEP_KEYS + [c for c in ps.columns if c not in PER_STEP_KEYS]]
+    ps = ps[PER_STEP_CONTRACT + [c for c in ps.columns if c not in PER_STEP_CONTRACT]]
     cols = [
         "model", "family", "n_params", "instruct", "dataset", "sampler", "temperature", "n_prompts",
         "entropy_mean", "logloss_mean", "tf_entropy_mean", "entce",
