@@ -44,3 +44,17 @@ rule scaling_fits:
         runtime=10,
     script:
         "../workflow_scripts/scaling_fits.py"
+
+
+rule dump_config:
+    output:
+        f"{RD}/config.effective.yaml",
+    params:
+        config=config,
+    log:
+        f"{RD}/logs/dump_config.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/dump_config.py"

@@ -116,13 +116,17 @@ def get_final_outputs():
     ]
 
 
-rule dump_config:
-    output:
-        f"{RD}/config.effective.yaml",
-    params:
-        config=config,
-    log:
-        f"{RD}/logs/dump_config.log",
-    localrule: True
-    script:
-        "../workflow_scripts/dump_config.py"
+def get_dataset_raw(wildcards):
+    """Input function: the hub snapshot of an `hf` dataset; nothing for local corpora."""
+    if config["datasets"][wildcards.dataset]["source"] == "hf":
+        return f"{DL}/datasets/{wildcards.dataset}"
+    return []
+
+
+def get_power_law_inputs(wildcards):
+    """Input function: every dataset's documents (docs_<name>) and, where the workflow trains a
+    tokenizer, its encoded training stream (ids_<name>) for the token-level exponent."""
+    inputs = {f"docs_{d}": f"{RD}/data/{d}/docs.parquet" for d in DATASETS}
+    if any(m["source"] == "train" for m in config["models"].values()):
+        inputs.update({f"ids_{d}": f"{RD}/data/{d}/train_ids.npy" for d in DATASETS})
+    return inputs

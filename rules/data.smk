@@ -5,13 +5,6 @@ localrules:
     download_dataset,
 
 
-def get_dataset_raw(wildcards):
-    """Input function: the hub snapshot of an `hf` dataset; nothing for local corpora."""
-    if config["datasets"][wildcards.dataset]["source"] == "hf":
-        return f"{DL}/datasets/{wildcards.dataset}"
-    return []
-
-
 rule download_dataset:
     output:
         directory(f"{DL}/datasets/{{dataset}}"),

@@ -2,15 +2,6 @@
 # and rank-frequency exponents of every dataset (Figure 1 right). CPU, seconds.
 
 
-def get_power_law_inputs(wildcards):
-    """Input function: every dataset's documents (docs_<name>) and, where the workflow trains a
-    tokenizer, its encoded training stream (ids_<name>) for the token-level exponent."""
-    inputs = {f"docs_{d}": f"{RD}/data/{d}/docs.parquet" for d in DATASETS}
-    if any(m["source"] == "train" for m in config["models"].values()):
-        inputs.update({f"ids_{d}": f"{RD}/data/{d}/train_ids.npy" for d in DATASETS})
-    return inputs
-
-
 rule singleton_mass:
     output:
         mass=f"{RD}/tables/singleton_mass.csv",

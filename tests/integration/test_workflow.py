@@ -41,6 +41,12 @@ def test_paper_grid_dry_run_offline():
     assert counts["score"] == 3 * 33 and counts["download_model"] == 33 and counts["download_dataset"] == 3
 
 
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
+def test_workflow_lints_clean(config):
+    r = smk("--lint", "--configfile", config)
+    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+
+
 def test_wrong_config_key_stops_with_its_name(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["generation"]["temprature"] = 1.0
