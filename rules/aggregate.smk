@@ -7,6 +7,7 @@ rule aggregate:
         scores=sorted({score_path(d, m) for d, m, _ in generation_jobs()}),
     output:
         per_step=f"{RD}/tables/per_step.parquet",
+        per_prompt=f"{RD}/tables/per_prompt.parquet",
         summary=report(
             f"{RD}/tables/summary.csv",
             caption="report/summary.rst",
@@ -32,8 +33,14 @@ rule aggregate:
 rule scaling_fits:
     input:
         summary=rules.aggregate.output.summary,
+        per_prompt=rules.aggregate.output.per_prompt,
+        power_law=f"{RD}/tables/power_law.csv",
     output:
         fits=f"{RD}/tables/scaling_fits.csv",
+        data_fits=f"{RD}/tables/data_scaling_fits.csv",
+    params:
+        n_boot=lookup(dpath="analysis/n_boot", within=config),
+        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/scaling_fits.log",
     conda:
@@ -44,6 +51,25 @@ rule scaling_fits:
         runtime=10,
     script:
         "../workflow_scripts/scaling_fits.py"
+
+
+rule context_fits:
+    input:
+        per_step=rules.aggregate.output.per_step,
+    output:
+        fits=f"{RD}/tables/context_fits.csv",
+    params:
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
+    log:
+        f"{RD}/logs/context_fits.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/context_fits.py"
 
 
 rule dump_config:

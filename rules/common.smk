@@ -7,7 +7,7 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal.config import check_config, setting_slug  # noqa: E402
+from entcal.config import check_config, checkpoint_models, setting_slug  # noqa: E402
 
 
 validate(config, "../config/schema.yaml", set_default=True)
@@ -15,24 +15,43 @@ check_config(config)
 
 RD = config["results_dir"]
 DL = config["downloads_dir"]
-MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
+
+
+CHECKPOINTS = checkpoint_models(config)
+MODELS = list(config["models"]) + list(CHECKPOINTS)
 
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
-    setting=r"[a-z_]+-t[0-9.]+",
+    setting=r"[a-z_]+[0-9.e-]*-t[0-9.]+",
+
+
+def model_spec(model):
+    """The config entry of a model (a checkpoint shares its trained model's entry)."""
+    return config["models"][CHECKPOINTS[model][0] if model in CHECKPOINTS else model]
 
 
 def model_settings(model):
-    """Sampler settings (dicts with sampler, temperature, slug) run for a model."""
+    """Sampler settings (dicts with sampler, temperature, param, slug) run for a model.
+    Checkpoints are sampled at temperature 1 only."""
+    if model in CHECKPOINTS:
+        s = {"sampler": "ancestral", "temperature": 1.0}
+        return [dict(s, slug=setting_slug(s))]
     kind = "instruct" if config["models"][model]["instruct"] else "base"
-    return [dict(s, slug=setting_slug(s)) for s in config["samplers"][kind]]
+    return [
+        dict(s, slug=setting_slug(s))
+        for s in config["samplers"][kind]
+        if model in s.get("models", [model])
+    ]
 
 
 def model_folder(model, dataset):
-    """Where the model used on `dataset` lives: trained per dataset, downloaded, or given."""
+    """The output folder that holds the model used on `dataset`, trained per dataset, downloaded
+    or given (a checkpoint lives inside its trained model's folder)."""
+    if model in CHECKPOINTS:
+        return f"{RD}/models/{dataset}/{CHECKPOINTS[model][0]}"
     spec = config["models"][model]
     if spec["source"] == "train":
         return f"{RD}/models/{dataset}/{model}"
@@ -46,6 +65,32 @@ def get_model_folder(wildcards):
     return model_folder(wildcards.model, wildcards.dataset)
 
 
+def get_model_path(wildcards):
+    """Params function: the save_pretrained folder to load (a checkpoint's own subfolder)."""
+    folder = model_folder(wildcards.model, wildcards.dataset)
+    if wildcards.model in CHECKPOINTS:
+        return f"{folder}/checkpoints/tokens_{CHECKPOINTS[wildcards.model][1]}"
+    return folder
+
+
+def get_train_budget(wildcards):
+    """Params function: a trained model's budget, without the keys that do not change training
+    (so that asking for checkpoint evaluation does not retrain the model)."""
+    budget = dict(config["models"][wildcards.model]["train"])
+    budget.pop("evaluate_checkpoints", None)
+    return budget
+
+
+def train_tokens(model):
+    """Training tokens seen by a trained model or checkpoint (None for hub and local models)."""
+    if model in CHECKPOINTS:
+        return CHECKPOINTS[model][1]
+    spec, tr = config["models"][model], config["training"]
+    if spec["source"] != "train":
+        return None
+    return spec["train"]["tokens"] // (tr["seq_len"] * tr["batch_size"]) * tr["seq_len"] * tr["batch_size"]
+
+
 def get_setting(wildcards):
     """Params function: the sampler setting dict behind a setting slug."""
     for s in model_settings(wildcards.model):
@@ -54,14 +99,14 @@ def get_setting(wildcards):
     raise ValueError(f"model {wildcards.model!r} has no sampler setting {wildcards.setting!r}")
 
 
-def get_temperatures(wildcards):
-    """Params function: every temperature the model is sampled at (scoring covers them all)."""
-    return sorted({float(s["temperature"]) for s in model_settings(wildcards.model)}, reverse=True)
+def get_settings(wildcards):
+    """Params function: every sampler setting of the model (scoring covers them all in one pass)."""
+    return model_settings(wildcards.model)
 
 
 def get_gpus(wildcards):
     """Resource function: GPUs for a generation / scoring job."""
-    return config["models"][wildcards.model].get("gpus", 0)
+    return model_spec(wildcards.model).get("gpus", 0)
 
 
 def generation_jobs():
@@ -81,7 +126,7 @@ def aggregate_jobs():
     """Params for the aggregate rule: one dict per generation file with its model metadata."""
     jobs = []
     for d, m, s in generation_jobs():
-        spec = config["models"][m]
+        spec = model_spec(m)
         jobs.append(
             {
                 "model": m,
@@ -90,7 +135,11 @@ def aggregate_jobs():
                 "instruct": spec["instruct"],
                 "dataset": d,
                 "sampler": s["sampler"],
+                "sampler_param": s.get("param"),
                 "temperature": float(s["temperature"]),
+                "setting": s["slug"],
+                "checkpoint_of": CHECKPOINTS[m][0] if m in CHECKPOINTS else None,
+                "train_tokens": train_tokens(m),
                 "generations": generation_path(d, m, s["slug"]),
                 "scores": score_path(d, m),
             }
@@ -105,6 +154,10 @@ def get_final_outputs():
         f"{RD}/tables/summary.csv",
         f"{RD}/tables/per_step.parquet",
         f"{RD}/tables/scaling_fits.csv",
+        f"{RD}/tables/data_scaling_fits.csv",
+        f"{RD}/tables/context_fits.csv",
+        *expand(f"{RD}/figures/{{name}}.{{ext}}", name=["tradeoff", "context_length", "data_scaling"],
+                ext=["png", "pdf"]),  # fmt: skip
         *expand(f"{RD}/figures/per_step{{smooth}}.{{ext}}", smooth=["", "_smoothed"], ext=["png", "pdf"]),
         *expand(f"{RD}/figures/scaling.{{ext}}", ext=["png", "pdf"]),
         f"{RD}/tables/power_law.csv",

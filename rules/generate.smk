@@ -9,6 +9,7 @@ rule generate:
         generations=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.parquet",
         meta=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.json",
     params:
+        model_path=get_model_path,
         setting=get_setting,
         generation=lookup(dpath="generation", within=config),
         seed=lookup(dpath="seed", within=config),
@@ -37,7 +38,8 @@ rule score:
         scores=f"{RD}/scores/{{dataset}}/{{model}}.parquet",
         meta=f"{RD}/scores/{{dataset}}/{{model}}.json",
     params:
-        temperatures=get_temperatures,
+        model_path=get_model_path,
+        settings=get_settings,
         generation=lookup(dpath="generation", within=config),
         scoring=lookup(dpath="scoring", within=config),
         dtype=lookup(dpath="dtype", within=config),

@@ -51,7 +51,7 @@ rule train_model:
         directory(f"{RD}/models/{{dataset}}/{{model}}"),
     params:
         arch=lookup(dpath="models/{model}/arch", within=config),
-        budget=lookup(dpath="models/{model}/train", within=config),
+        budget=get_train_budget,
         training=lookup(dpath="training", within=config),
         seed=lookup(dpath="seed", within=config),
     log:

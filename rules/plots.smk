@@ -49,3 +49,61 @@ rule plot_scaling:
         runtime=10,
     script:
         "../workflow_scripts/plot_scaling.py"
+
+
+rule plot_tradeoff:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
+        pdf=f"{RD}/figures/tradeoff.pdf",
+    log:
+        f"{RD}/logs/plot_tradeoff.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_tradeoff.py"
+
+
+rule plot_context:
+    input:
+        per_step=rules.aggregate.output.per_step,
+        fits=rules.context_fits.output.fits,
+    output:
+        png=report(f"{RD}/figures/context_length.png", caption="report/context.rst", category="Figures"),
+        pdf=f"{RD}/figures/context_length.pdf",
+    params:
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
+    log:
+        f"{RD}/logs/plot_context.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_context.py"
+
+
+rule plot_data_scaling:
+    input:
+        summary=rules.aggregate.output.summary,
+        fits=rules.scaling_fits.output.data_fits,
+    output:
+        png=report(f"{RD}/figures/data_scaling.png", caption="report/data_scaling.rst", category="Figures"),
+        pdf=f"{RD}/figures/data_scaling.pdf",
+    log:
+        f"{RD}/logs/plot_data_scaling.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_data_scaling.py"

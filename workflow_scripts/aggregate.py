@@ -17,4 +17,5 @@ aggregate(
     per_step_out=snakemake.output.per_step,
     summary_out=snakemake.output.summary,
     max_len=snakemake.params.max_len,
+    per_prompt_out=snakemake.output.per_prompt,
 )

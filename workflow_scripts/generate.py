@@ -14,12 +14,13 @@ from entcal.logs import setup_logging  # noqa: E402
 setup_logging(snakemake.log[0])
 g, s = snakemake.params.generation, snakemake.params.setting
 generate_file(
-    snakemake.input.model,
+    snakemake.params.model_path,
     snakemake.wildcards.model,
     snakemake.input.examples,
     snakemake.output.generations,
     sampler=s["sampler"],
     temperature=float(s["temperature"]),
+    sampler_param=s.get("param"),
     prompt_tokens=g["prompt_tokens"],
     max_new_tokens=g["max_new_tokens"],
     min_reference_tokens=g["min_reference_tokens"],

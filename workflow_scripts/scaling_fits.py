@@ -4,12 +4,22 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
-from entcal.scaling import write_scaling_fits  # noqa: E402
+from entcal.scaling import data_scaling_fits, write_scaling_fits  # noqa: E402
 
 setup_logging(snakemake.log[0])
-write_scaling_fits(snakemake.input.summary, snakemake.output.fits)
+write_scaling_fits(
+    snakemake.input.summary,
+    snakemake.output.fits,
+    per_prompt=snakemake.input.per_prompt,
+    power_law=snakemake.input.power_law,
+    n_boot=snakemake.params.n_boot,
+    seed=snakemake.params.seed,
+)
+data_scaling_fits(pd.read_csv(snakemake.input.summary)).to_csv(snakemake.output.data_fits, index=False, float_format="%.6g")

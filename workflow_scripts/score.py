@@ -14,11 +14,11 @@ from entcal.score import score_file  # noqa: E402
 setup_logging(snakemake.log[0])
 g = snakemake.params.generation
 score_file(
-    snakemake.input.model,
+    snakemake.params.model_path,
     snakemake.wildcards.model,
     snakemake.input.examples,
     snakemake.output.scores,
-    temperatures=snakemake.params.temperatures,
+    settings=snakemake.params.settings,
     prompt_tokens=g["prompt_tokens"],
     max_new_tokens=g["max_new_tokens"],
     min_reference_tokens=g["min_reference_tokens"],
@@ -27,4 +27,5 @@ score_file(
     dtype=snakemake.params.dtype,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    epsilon=snakemake.params.scoring["truncation_epsilon"],
 )

@@ -75,8 +75,16 @@ def test_micro_run_writes_the_contract_tables(micro):
     rd, _, cfg = micro
     summary = pd.read_csv(rd / "tables" / "summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLS)]) == SUMMARY_COLS
-    assert len(summary) == 2 * 2 * 2  # datasets x models x temperatures
-    assert set(summary["sampler"]) == {"ancestral"} and set(summary["temperature"]) == {1.0, 0.8}
+    # datasets x (models x temperatures + one truncation setting + one checkpoint of tiny_b)
+    assert len(summary) == 2 * (2 * 2 + 1 + 1)
+    assert set(summary["sampler"]) == {"ancestral", "top_p"} and set(summary["temperature"]) == {1.0, 0.8}
+    trunc = summary[summary["sampler"] == "top_p"]
+    assert (trunc["model"] == "tiny_b").all() and (trunc["sampler_param"] == 0.8).all()
+    assert (trunc["outside_support_frac"] > 0).all() and (summary.loc[summary["sampler"] == "ancestral",
+                                                                      "outside_support_frac"] == 0).all()  # fmt: skip
+    ck = summary[summary["checkpoint_of"] == "tiny_b"]
+    assert len(ck) == 2 and (ck["train_tokens"] < summary.loc[summary["model"] == "tiny_b", "train_tokens"].max()).all()
+    summary = summary[(summary["sampler"] == "ancestral") & summary["checkpoint_of"].isna()]
     assert (summary["n_prompts"] == cfg["generation"]["n_prompts"]).all()
     np.testing.assert_allclose(summary["entce"], summary["entropy_mean"] - summary["logloss_mean"], atol=1e-5)
     np.testing.assert_allclose(summary["entce"], summary["gen_minus_tf"] + summary["tf_minus_logloss"], atol=1e-5)
@@ -91,8 +99,16 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert list(ps.columns[: len(PER_STEP_COLS)]) == PER_STEP_COLS
     assert ps.groupby(["model", "dataset", "temperature"])["step"].max().eq(cfg["analysis"]["max_len"]).all()
     fits = pd.read_csv(rd / "tables" / "scaling_fits.csv")
-    assert {"family", "dataset", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "n"} <= set(fits.columns)
-    for f in ["per_step.png", "per_step.pdf", "per_step_smoothed.png", "scaling.png", "scaling.pdf"]:
+    assert {"family", "dataset", "slope", "slope_ci_low", "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high",
+            "intercept", "r2", "n", "predicted_exponent"} <= set(fits.columns)  # fmt: skip
+    assert (fits["n"] + fits["n_excluded"] == 2).all()  # two sizes; checkpoints are not sizes
+    data = pd.read_csv(rd / "tables" / "data_scaling_fits.csv")
+    assert set(data["model"]) == {"tiny_b"} and (data["n"] + data["n_excluded"] == 2).all()
+    ctx = pd.read_csv(rd / "tables" / "context_fits.csv")
+    assert {"model", "dataset", "L_inf", "beta", "beta_ci_low", "beta_ci_high"} <= set(ctx.columns)
+    assert len(ctx) == 2 * 3  # (two models + one checkpoint) x two datasets
+    for f in ["per_step.png", "per_step.pdf", "per_step_smoothed.png", "scaling.png", "scaling.pdf", "tradeoff.png",
+              "context_length.png", "data_scaling.png"]:  # fmt: skip
         assert (rd / "figures" / f).stat().st_size > 1000
     gen = pd.read_parquet(rd / "generations" / "code" / "tiny_b" / "ancestral-t1.parquet")
     assert {"example_id", "token_ids", "entropy", "logprob", "text", "n_tokens"} <= set(gen.columns)
@@ -131,9 +147,9 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     r = smk("-n", "--cores", "2", "--configfile", str(p2))
     assert r.returncode == 0, r.stderr[-2000:]
     counts = job_counts(r.stdout + r.stderr)
-    # code only: prepare, tokenizer, 2 models, 4 generations, 2 scorings; then the shared tail
-    assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 4
-    assert counts["score"] == 2 and counts["aggregate"] == 1
+    # code only: prepare, tokenizer, 2 models, 4 + 1 truncation + 1 checkpoint generations, 2 + 1 scorings
+    assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 6
+    assert counts["score"] == 3 and counts["aggregate"] == 1
     assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
                                   and ("generations" in l or "models/" in l))  # fmt: skip
 

@@ -20,14 +20,14 @@ def _frames(rng, n=50, T=40):
     F = [rng.normal(2.8, 0.2, T) for _ in range(n)]
     gen = pd.DataFrame({"example_id": range(n), "n_tokens": gen_len, "entropy": H,
                         "stopped_at_eos": gen_len < T})  # fmt: skip
-    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": L, "tf_entropy": F})
+    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": L, "tf_entropy": F, "n_outside": 0})
     return gen, ref, H, L, F
 
 
 def test_curves_match_direct_computation():
     rng = np.random.default_rng(0)
     gen, ref, H, L, F = _frames(rng)
-    steps, s = curves(gen, ref, max_len=30)
+    steps, s, pp = curves(gen, ref, max_len=30)
     assert len(steps) == 30 and steps["step"].tolist() == list(range(1, 31))
     for t in (0, 12, 29):  # mean over the generations still running at step t
         alive = [h[t] for h in H if len(h) > t]
@@ -44,6 +44,8 @@ def test_curves_match_direct_computation():
     assert s["tf_minus_logloss"] == pytest.approx(F_bar - L_bar)
     assert s["gen_minus_tf"] + s["tf_minus_logloss"] == pytest.approx(s["entce"])
     assert 0 < s["entce_se"] < 0.2 and s["eos_fraction"] == pytest.approx(gen["stopped_at_eos"].mean())
+    assert pp["entropy_mean"].tolist() == pytest.approx([np.mean(h[:30]) for h in H])
+    assert pp["logloss_mean"].tolist() == pytest.approx([np.mean(x[:30]) for x in L])
 
 
 def test_fit_recovers_planted_exponent_exactly_without_noise():
@@ -74,3 +76,66 @@ def test_nonpositive_entce_is_excluded_and_reported():
     row = fits.iloc[0]
     assert row["n"] == 3 and row["n_excluded"] == 1 and row["excluded"] == "b"
     assert row["slope"] == pytest.approx(fit_loglog(np.array([1e6, 1e8, 1e9]), np.array([0.5, 0.3, 0.2]))["slope"])
+
+
+def _prompt_frames(rng, n_params, slope, n_prompts=80, noise=0.3):
+    rows = []
+    for k, n in enumerate(n_params):
+        entce = 2.0 * n**slope
+        ref = rng.normal(3.0, noise, n_prompts)
+        gen = ref + entce + rng.normal(0, noise, n_prompts)
+        rows.append(pd.DataFrame({"model": f"m{k}", "dataset": "x", "sampler": "ancestral", "temperature": 1.0,
+                                  "example_id": range(n_prompts), "entropy_mean": gen, "logloss_mean": ref}))  # fmt: skip
+    pp = pd.concat(rows, ignore_index=True)
+    g = pp.groupby("model", sort=False)
+    summary = pd.DataFrame({"model": [f"m{k}" for k in range(len(n_params))], "family": "f", "dataset": "x",
+                            "sampler": "ancestral", "temperature": 1.0, "instruct": False, "n_params": n_params,
+                            "entce": (g["entropy_mean"].mean() - g["logloss_mean"].mean()).to_numpy()})  # fmt: skip
+    return summary, pp
+
+
+def test_bootstrap_ci_over_prompts_covers_the_planted_slope():
+    from entcal.scaling import scaling_fits
+
+    rng = np.random.default_rng(5)
+    n_params = np.geomspace(1e6, 1e9, 5)
+    hits, runs = 0, 60
+    for r in range(runs):
+        summary, pp = _prompt_frames(rng, n_params, -0.1)
+        fit = scaling_fits(summary, pp, n_boot=300, seed=r).iloc[0]
+        assert fit["boot_valid"] == 300
+        hits += fit["slope_boot_ci_low"] <= -0.1 <= fit["slope_boot_ci_high"]
+    assert 0.85 <= hits / runs <= 1.0
+
+
+def test_context_fit_recovers_a_planted_power_law():
+    from entcal.scaling import context_fits
+
+    rng = np.random.default_rng(0)
+    step = np.arange(1, 400)
+    l = 64 + step
+    se = np.full(step.shape, 0.01)
+    ps = pd.DataFrame({"model": "m", "dataset": "x", "sampler": "ancestral", "temperature": 1.0, "step": step,
+                       "logloss_mean": 2.0 + 30.0 * l**-0.7 + rng.normal(0, 0.01, step.size),
+                       "logloss_se": se, "logloss_n": 100})  # fmt: skip
+    f = context_fits(ps, prompt_tokens=64).iloc[0]
+    assert f["converged"]
+    assert f["L_inf_ci_low"] <= 2.0 <= f["L_inf_ci_high"] and f["beta_ci_low"] <= 0.7 <= f["beta_ci_high"]
+    assert abs(f["beta"] - 0.7) < 0.1
+
+
+def test_data_scaling_fit_uses_checkpoints_and_excludes_them_from_size_fits():
+    from entcal.scaling import data_scaling_fits
+
+    tokens = np.array([1e5, 2e5, 8e5])
+    summary = pd.DataFrame({
+        "model": ["s3_tok100000", "s3_tok200000", "s3", "s2"], "family": "f", "dataset": "x",
+        "sampler": "ancestral", "temperature": 1.0, "instruct": False, "n_params": [800, 800, 800, 300],
+        "entce": list(0.5 * tokens**-0.2) + [0.4], "checkpoint_of": ["s3", "s3", None, None],
+        "train_tokens": list(tokens) + [8e5],
+    })  # fmt: skip
+    d = data_scaling_fits(summary)
+    assert d.set_index("model").loc["s3", "slope"] == pytest.approx(-0.2, abs=1e-10)
+    assert d.set_index("model").loc["s3", "n"] == 3 and "s2" not in set(d["model"])
+    size = scaling_fits(summary)
+    assert size.iloc[0]["n"] == 2  # s3 and s2 only: checkpoints are not sizes

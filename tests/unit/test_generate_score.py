@@ -6,7 +6,7 @@ import torch
 
 from entcal.generate import sample_with_entropy, select_examples
 from entcal.models import load_model
-from entcal.score import score_references
+from entcal.score import score_settings, setting_stats
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,10 @@ def test_scores_of_a_padded_batch_equal_unpadded_float64(model64):
     model, tok = model64
     pairs = [([5, 17, 33], [4, 99, 120, 6, 7]), ([7], [8, 9]), ([250, 3, 3, 41, 2, 2], [3, 1, 200])]
     temps = [1.0, 0.8]
-    out = score_references(model, pairs, temps, batch_size=3, pad_id=tok.pad_token_id, chunk=3)
+    settings = [{"sampler": "ancestral", "temperature": t} for t in temps]
+    out = score_settings(model, pairs, settings, batch_size=3, pad_id=tok.pad_token_id, epsilon=1e-3, chunk=2)
     for (p, r), s in zip(pairs, out):
+        assert not s["outside"].any()
         for k, tau in enumerate(temps):
             logp, ent = ref_full_stats(model, p + r, tau)
             pos = np.arange(len(p) - 1, len(p) + len(r) - 1)
@@ -108,3 +110,42 @@ def test_select_examples_splits_prompt_and_reference(tiny_tokenizer):
     assert [c[0] for c in chosen] == [1]
     body = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert chosen[0][1] == body[:5] and chosen[0][2] == body[5:12]
+
+
+def test_truncated_scoring_on_a_hand_built_distribution():
+    probs = torch.tensor([[0.5, 0.25, 0.15, 0.07, 0.03]], dtype=torch.float64)
+    logits = probs.log().repeat(5, 1)
+    targets = torch.arange(5)
+    eps = 1e-3
+    nll, ent, outside = setting_stats(logits, targets, {"sampler": "top_p", "temperature": 1.0, "param": 0.7}, eps)
+    kept = torch.tensor([0.5, 0.25], dtype=torch.float64) / 0.75  # top-p 0.7 keeps the two largest (0.5 + 0.25 >= 0.7)
+    assert outside.tolist() == [False, False, True, True, True]
+    expect = [-np.log((1 - eps) * kept[0] + eps * 0.5), -np.log((1 - eps) * kept[1] + eps * 0.25)]
+    expect += [-np.log(eps * q) for q in (0.15, 0.07, 0.03)]
+    np.testing.assert_allclose(nll.numpy(), expect, rtol=1e-10)
+    np.testing.assert_allclose(ent.numpy(), -(kept * kept.log()).sum().item(), rtol=1e-10)
+    # top-k 3 at temperature 0.5: p^2 renormalised over the first three
+    nll, ent, outside = setting_stats(logits, targets, {"sampler": "top_k", "temperature": 0.5, "param": 3}, 0.0)
+    q = probs[0, :3] ** 2 / (probs[0, :3] ** 2).sum()
+    np.testing.assert_allclose(nll[:3].numpy(), -q.log().numpy(), rtol=1e-10)
+    assert torch.isinf(nll[3:]).all() and outside.sum() == 2
+
+
+@pytest.mark.parametrize("sampler,param", [("top_p", 0.8), ("top_k", 20), ("min_p", 0.05), ("typical", 0.9), ("eta", 0.01)])
+def test_truncated_sampling_records_the_truncated_entropy(model64, sampler, param):
+    from entcal.generate import sampling_processors
+
+    model, tok = model64
+    out = sample_with_entropy(model, tok, PROMPTS, temperature=0.9, max_new_tokens=6, batch_size=3, seed=0,
+                              stop_at_eos=False, sampler=sampler, sampler_param=param)  # fmt: skip
+    procs = sampling_processors(sampler, 0.9, param)
+    for p, row in zip(PROMPTS, out):
+        seq = torch.tensor([p + row["token_ids"]])
+        with torch.no_grad():
+            logits = model(seq).logits[0, len(p) - 1 : -1].double()
+        for proc in procs:
+            logits = proc(seq[:, : len(p)], logits)
+        logp = torch.log_softmax(logits, -1)
+        ent = -(torch.where(logp.isinf(), 0.0, logp.exp() * logp)).sum(-1)
+        np.testing.assert_allclose(row["entropy"], ent.numpy(), atol=1e-5)
+        assert np.isfinite(row["logprob"]).all()  # sampled tokens are always inside the support

@@ -11,6 +11,9 @@ Definitions (nats/token; step t = 1 is the first generated / first reference tok
   EntCE = entropy_mean - logloss_mean = (entropy_mean - tf_entropy_mean) + (tf_entropy_mean - logloss_mean).
   The first part (``gen_minus_tf``) is what accumulates while the model feeds on its own output;
   the second (``tf_minus_logloss``) is plain over- (negative) or under-confidence (positive) on human text.
+
+``per_prompt.parquet`` keeps, per prompt, the mean over its first ``max_len`` steps of its own
+generation entropy, reference log loss and teacher-forced entropy: the unit the bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _mean_se(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataFrame, dict]:
-    """Per-step curves and the summary numbers of one generation file and its matching scores.
+    """Per-step curves, summary numbers and per-prompt means of one generation file and its scores.
 
     ``gen``: rows of a generations Parquet; ``ref``: rows of a scores Parquet at the same temperature.
     """
@@ -77,6 +80,14 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
     g = pd.Series(np.nanmean(H, axis=1), index=gen["example_id"].to_numpy())
     r = pd.Series(np.nanmean(L, axis=1), index=ref["example_id"].to_numpy())
     d = (g - r).dropna()
+    per_prompt = pd.DataFrame({
+        "example_id": gen["example_id"].to_numpy(),
+        "entropy_mean": np.nanmean(H, axis=1),
+    }).merge(pd.DataFrame({
+        "example_id": ref["example_id"].to_numpy(),
+        "logloss_mean": np.nanmean(L, axis=1),
+        "tf_entropy_mean": np.nanmean(F, axis=1),
+    }), on="example_id")  # fmt: skip
     summary = {
         "n_prompts": int(len(gen)),
         "max_len": int(len(both)),
@@ -87,29 +98,33 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
         "entce_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
         "gen_minus_tf": ent - tf,
         "tf_minus_logloss": tf - ll,
+        "outside_support_frac": float(ref["n_outside"].sum() / ref["n_tokens"].sum()),
         "mean_gen_tokens": float(gen["n_tokens"].mean()),
         "eos_fraction": float(gen["stopped_at_eos"].mean()),
     }
-    return steps, summary
+    return steps, summary, per_prompt
 
 
-def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int) -> None:
+def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None) -> None:
     """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files.
 
     Each job dict: model, family, n_params (or None: then the counted non-embedding parameters),
-    instruct, dataset, sampler, temperature, generations (path), scores (path).
+    instruct, dataset, sampler, sampler_param, temperature, setting (slug), checkpoint_of (the
+    trained model a checkpoint belongs to, else None), train_tokens (None for hub models),
+    generations (path), scores (path).
     """
-    per_step, summary = [], []
+    per_step, summary, prompts = [], [], []
     for job in jobs:
         gen = pd.read_parquet(job["generations"])
         sc = pd.read_parquet(job["scores"])
-        ref = sc[np.isclose(sc["temperature"], job["temperature"])]
+        ref = sc[sc["setting"] == job["setting"]]
         if ref.empty:
-            raise ValueError(f"{job['scores']} has no rows at temperature {job['temperature']}")
+            raise ValueError(f"{job['scores']} has no rows for sampler setting {job['setting']}")
         meta = json.loads(Path(job["generations"]).with_suffix(".json").read_text())
-        steps, s = curves(gen, ref, max_len)
+        steps, s, pp = curves(gen, ref, max_len)
         key = {k: job[k] for k in PER_STEP_KEYS}
-        per_step.append(steps.assign(**key))
+        prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
+        per_step.append(steps.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
         n_params = job.get("n_params") or meta["n_params_nonembedding"]
         summary.append(
             {
@@ -119,7 +134,10 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                 "n_params_total": meta["n_params_total"],
                 "n_params_nonembedding": meta["n_params_nonembedding"],
                 "instruct": bool(job["instruct"]),
+                "sampler_param": job.get("sampler_param"),
                 **s,
+                "checkpoint_of": job.get("checkpoint_of"),
+                "train_tokens": job.get("train_tokens"),
             }
         )
     ps = pd.concat(per_step, ignore_index=True)
@@ -135,4 +153,8 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     Path(per_step_out).parent.mkdir(parents=True, exist_ok=True)
     ps.to_parquet(per_step_out, index=False)
     sm.to_csv(summary_out, index=False, float_format="%.6g")
+    if per_prompt_out:
+        pp = pd.concat(prompts, ignore_index=True)
+        first = PER_STEP_KEYS + ["sampler_param", "setting", "example_id"]
+        pp[first + [c for c in pp.columns if c not in first]].to_parquet(per_prompt_out, index=False)
     log.info("summary:\n%s", sm.to_string())

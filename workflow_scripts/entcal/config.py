@@ -18,8 +18,33 @@ class ConfigError(ValueError):
 
 
 def setting_slug(setting: dict) -> str:
-    """File-name slug of a sampler setting, e.g. ``ancestral-t0.8``."""
-    return f"{setting['sampler']}-t{float(setting['temperature']):g}"
+    """File-name slug of a sampler setting, e.g. ``ancestral-t0.8`` or ``top_p0.9-t1``."""
+    param = f"{float(setting['param']):g}" if setting.get("param") is not None else ""
+    return f"{setting['sampler']}{param}-t{float(setting['temperature']):g}"
+
+
+def checkpoint_tokens(tokens: int, seq_len: int, batch_size: int, fractions: list[float]) -> dict[int, int]:
+    """{optimiser step: tokens seen} of the intermediate checkpoints (the workflow derives the
+    checkpoint folders ``checkpoints/tokens_{n}`` from the same function)."""
+    steps = max(1, int(tokens) // (seq_len * batch_size))
+    out = {}
+    for f in fractions:
+        if 0 < f < 1:
+            step = max(1, round(f * steps))
+            out[step] = step * batch_size * seq_len
+    return out
+
+
+def checkpoint_models(config: dict) -> dict[str, tuple[str, int]]:
+    """{slug: (trained model, tokens seen)} of the intermediate checkpoints evaluated for data
+    scaling (models with ``train.evaluate_checkpoints``); slugs are ``{model}_tok{tokens}``."""
+    tr, out = config["training"], {}
+    for m, spec in config["models"].items():
+        if spec["source"] == "train" and spec["train"].get("evaluate_checkpoints"):
+            for n in checkpoint_tokens(spec["train"]["tokens"], tr["seq_len"], tr["batch_size"],
+                                       tr["checkpoint_fractions"]).values():  # fmt: skip
+                out[f"{m}_tok{n}"] = (m, n)
+    return out
 
 
 def check_config(config: dict) -> None:
@@ -50,6 +75,12 @@ def check_config(config: dict) -> None:
         slugs = [setting_slug(s) for s in settings]
         if len(set(slugs)) != len(slugs):
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
+        for i, st in enumerate(settings):
+            if (st["sampler"] == "ancestral") != (st.get("param") is None):
+                errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r} and only for it")
+            for m in st.get("models", []):
+                if m not in config["models"]:
+                    errors.append(f"samplers.{kind}[{i}].models: unknown model {m!r}")
     if config["analysis"]["max_len"] > config["generation"]["max_new_tokens"]:
         errors.append("analysis.max_len exceeds generation.max_new_tokens")
     if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:

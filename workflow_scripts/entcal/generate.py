@@ -26,7 +26,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
+from transformers import (
+    EtaLogitsWarper,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
 
 from entcal.metrics import entropy_from_logits
 
@@ -103,11 +113,30 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def sampling_processors(sampler: str, temperature: float) -> list[LogitsProcessor]:
-    """transformers warpers for a sampler setting (the recorder is appended after them)."""
-    if sampler != "ancestral":
-        raise ValueError(f"unknown sampler {sampler!r}")
-    return [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+TRUNCATION_WARPERS = {
+    "top_p": lambda x: TopPLogitsWarper(top_p=float(x)),
+    "top_k": lambda x: TopKLogitsWarper(top_k=int(x)),
+    "min_p": lambda x: MinPLogitsWarper(min_p=float(x)),
+    "typical": lambda x: TypicalLogitsWarper(mass=float(x)),
+    "eta": lambda x: EtaLogitsWarper(epsilon=float(x)),
+}
+SAMPLERS = ["ancestral", *TRUNCATION_WARPERS]
+
+
+def sampling_processors(sampler: str, temperature: float, param: float | None = None) -> list[LogitsProcessor]:
+    """transformers warpers of a sampler setting, in generate()'s own order: temperature, then truncation.
+
+    ``sampler``: ``ancestral`` (temperature only) or a truncation rule of :data:`TRUNCATION_WARPERS`
+    (top_p, top_k, min_p, typical, eta) with its ``param``. The entropy recorder goes after these.
+    """
+    procs: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    if sampler == "ancestral":
+        return procs
+    if sampler not in TRUNCATION_WARPERS:
+        raise ValueError(f"unknown sampler {sampler!r} (known: {SAMPLERS})")
+    if param is None:
+        raise ValueError(f"sampler {sampler!r} needs a param")
+    return [*procs, TRUNCATION_WARPERS[sampler](param)]
 
 
 @torch.inference_mode()
@@ -121,6 +150,7 @@ def sample_with_entropy(
     seed: int,
     stop_at_eos: bool = True,
     sampler: str = "ancestral",
+    sampler_param: float | None = None,
 ) -> list[dict]:
     """Sample one continuation per prompt; per step record entropy and the drawn token's logprob."""
     eos = tok.eos_token_id
@@ -148,7 +178,7 @@ def sample_with_entropy(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             generation_config=gen_cfg,
-            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature), rec]),
+            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature, sampler_param), rec]),
         )
         new = seqs[:, ids.shape[1] :].cpu()
         ent, lp = rec.finish(seqs)
@@ -180,6 +210,7 @@ def generate_file(
     *,
     sampler: str,
     temperature: float,
+    sampler_param: float | None = None,
     prompt_tokens: int,
     max_new_tokens: int,
     min_reference_tokens: int,
@@ -210,6 +241,7 @@ def generate_file(
         seed=seed,
         stop_at_eos=stop_at_eos,
         sampler=sampler,
+        sampler_param=sampler_param,
     )
     seconds = time.time() - t0
     for (example_id, _, _), row in zip(chosen, rows):
@@ -225,6 +257,7 @@ def generate_file(
         **(meta or {}),
         "model": model_name,
         "sampler": sampler,
+        "sampler_param": sampler_param,
         "temperature": temperature,
         "n_prompts": len(df),
         "prompt_tokens": prompt_tokens,

@@ -30,6 +30,12 @@ def ema(x: np.ndarray, alpha: float) -> np.ndarray:
     return y
 
 
+def _not_checkpoint(summary: pd.DataFrame) -> pd.Series:
+    if "checkpoint_of" not in summary:
+        return pd.Series(True, index=summary.index)
+    return summary["checkpoint_of"].isna() | (summary["checkpoint_of"] == "")
+
+
 def _save(fig, outputs: list[str]) -> None:
     for out in outputs:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +46,8 @@ def _save(fig, outputs: list[str]) -> None:
 def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[str], smoothing: float = 1.0,
                   temperature: float = 1.0, sampler: str = "ancestral") -> None:  # fmt: skip
     """Figure 3 layout for base models at one sampler setting."""
-    meta = summary[~summary["instruct"]][["model", "dataset", "family", "n_params"]].drop_duplicates()
+    meta = summary[~summary["instruct"] & _not_checkpoint(summary)][["model", "dataset", "family", "n_params"]]
+    meta = meta.drop_duplicates()
     ps = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
     ps = ps.merge(meta, on=["model", "dataset"])
     families, datasets = sorted(ps["family"].unique()), sorted(ps["dataset"].unique())
@@ -71,7 +78,7 @@ def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], 
                  sampler: str = "ancestral") -> None:  # fmt: skip
     """Figure 2 layout: log EntCE vs log size per family, one colour per dataset."""
     sel = summary[(summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature)
-                  & ~summary["instruct"]]  # fmt: skip
+                  & ~summary["instruct"] & _not_checkpoint(summary)]  # fmt: skip
     families, datasets = sorted(sel["family"].unique()), sorted(sel["dataset"].unique())
     colors = {d: plt.get_cmap("tab10")(k) for k, d in enumerate(datasets)}
     fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False)
@@ -161,4 +168,75 @@ def plot_future_entropy_exact(table, steps, noise, mc, outputs: list[str], insta
     ax[1, 1].set(xlabel="rollouts m", ylabel="RMSE of the label", title="(d) Monte Carlo future-entropy labels")
     ax[1, 1].legend(fontsize=7)
     fig.tight_layout()
+    _save(fig, outputs)
+
+
+MARKERS = {"top_p": "^", "top_k": "v", "min_p": "s", "typical": "D", "eta": "P"}
+
+
+def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
+    """Figure 4 layout: EntCE vs log loss as temperature falls (lines, base models), the instruct
+    model (stars) and truncation samplers (markers; smoothed log loss), one panel per dataset."""
+    s = summary[_not_checkpoint(summary)]
+    datasets = sorted(s["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for j, ds in enumerate(datasets):
+        ax = axes[0, j]
+        d = s[s["dataset"] == ds]
+        sizes = sorted(d["n_params"].unique())
+        cmap = plt.get_cmap("viridis", max(len(sizes), 2))
+        for model, g in d[(d["sampler"] == "ancestral") & ~d["instruct"]].groupby("model"):
+            g = g.sort_values("temperature")
+            c = cmap(sizes.index(g["n_params"].iloc[0]))
+            ax.plot(g["logloss_mean"], g["entce"], "o-", color=c, ms=3, label=f"{model} T={g['temperature'].min():g}..{g['temperature'].max():g}")
+        for r in d[d["instruct"]].itertuples():
+            ax.scatter(r.logloss_mean, r.entce, marker="*", s=80, color=cmap(sizes.index(r.n_params)), label=f"{r.model} (instruct)")
+        for r in d[d["sampler"] != "ancestral"].itertuples():
+            ax.scatter(r.logloss_mean, r.entce, marker=MARKERS.get(r.sampler, "x"), s=30,
+                       color=cmap(sizes.index(r.n_params)), label=f"{r.model} {r.sampler} {r.sampler_param:g}")  # fmt: skip
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel="log loss on human text (nats/token)", ylabel="EntCE (nats/token)", title=ds)
+        ax.legend(fontsize=5)
+    _save(fig, outputs)
+
+
+def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int, outputs: list[str]) -> None:
+    """Reference log loss vs context position with the fitted L_inf + A l^-beta, per dataset."""
+    from entcal.scaling import power_law_curve
+
+    ps = per_step[(per_step["sampler"] == "ancestral") & np.isclose(per_step["temperature"], 1.0)]
+    datasets = sorted(ps["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    for j, ds in enumerate(datasets):
+        ax = axes[0, j]
+        for k, (model, g) in enumerate(ps[ps["dataset"] == ds].groupby("model")):
+            c = plt.get_cmap("tab10")(k % 10)
+            l = prompt_tokens + g["step"].to_numpy(float)
+            ax.plot(l, ema(g["logloss_mean"], 0.2), color=c, lw=0.8, alpha=0.7)
+            f = fits[(fits["model"] == model) & (fits["dataset"] == ds)]
+            if len(f) and f["converged"].iloc[0]:
+                f = f.iloc[0]
+                ax.plot(l, power_law_curve(l, f["L_inf"], f["A"], f["beta"]), color=c, lw=1.5,
+                        label=f"{model}: L_inf={f['L_inf']:.2f}, beta={f['beta']:.2f}")  # fmt: skip
+        ax.set(xscale="log", xlabel="context position l (tokens)", ylabel="reference log loss (nats)", title=ds)
+        ax.legend(fontsize=6)
+    _save(fig, outputs)
+
+
+def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str]) -> None:
+    """log EntCE vs log training tokens for trained models evaluated at their checkpoints."""
+    sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
+                  & summary["train_tokens"].notna()].copy()  # fmt: skip
+    sel["base"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
+    datasets = sorted(sel["dataset"].unique())
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 3.8), squeeze=False)
+    for j, ds in enumerate(datasets):
+        ax = axes[0, j]
+        for k, r in enumerate(fits[fits["dataset"] == ds].itertuples()):
+            g = sel[(sel["dataset"] == ds) & (sel["base"] == r.model)].sort_values("train_tokens")
+            c = plt.get_cmap("tab10")(k % 10)
+            ax.plot(g["train_tokens"], g["entce"], "o-", color=c, label=f"{r.model}: slope {r.slope:.2f}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xscale="log", xlabel="training tokens", ylabel="EntCE (nats/token)", title=ds)
+        ax.legend(fontsize=7)
     _save(fig, outputs)

@@ -7,9 +7,20 @@ slope = 1/alpha - 1 for data whose rank-frequency exponent is alpha.
 Where EntCE <= 0 the logarithm is undefined: such models are excluded from the fit and listed
 in ``excluded`` (never dropped silently).
 
+Uncertainty: the t-based 95% CI of the OLS slope treats each model as one noiseless point; the
+bootstrap CI resamples prompts (the sampling unit), independently per model, recomputes each
+model's EntCE from its per-prompt means and refits; replicates where a model's EntCE <= 0 drop
+that model, and replicates with fewer than two models left are skipped (``boot_valid`` counts the rest).
+
 Output columns (``tables/scaling_fits.csv``): family, dataset, sampler, temperature, n (models
-fitted), slope, slope_se, slope_ci_low, slope_ci_high (95%, t-based; NaN when n < 3), intercept,
-r2, n_excluded, excluded (";"-joined model names with EntCE <= 0).
+fitted), slope, slope_se, slope_ci_low, slope_ci_high (95%, t-based; NaN when n < 3),
+slope_boot_ci_low, slope_boot_ci_high (95% percentile bootstrap over prompts), boot_valid,
+intercept, r2, n_excluded, excluded (";"-joined model names with EntCE <= 0), and, when the theory
+table exists, alpha_ols and predicted_exponent = 1/alpha - 1 of the dataset.
+
+Context length (companion paper): the per-step reference log loss is loss as a function of context
+position l = prompt tokens + step; :func:`context_fits` fits L(l) = L_inf + A l^(-beta) per model x
+dataset by weighted nonlinear least squares (scipy), with 95% normal CIs from the covariance.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import logging
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy import optimize, stats
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +54,44 @@ def fit_loglog(n_params: np.ndarray, entce: np.ndarray) -> dict:
     return out
 
 
-def scaling_fits(summary: pd.DataFrame, sampler: str = "ancestral", temperature: float = 1.0) -> pd.DataFrame:
+def base_selection(summary: pd.DataFrame, sampler: str = "ancestral", temperature: float = 1.0) -> pd.DataFrame:
+    """Base models (no checkpoints) at one sampler setting: the points of a size-scaling fit."""
+    keep = (summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature) & ~summary["instruct"]
+    if "checkpoint_of" in summary:
+        keep &= summary["checkpoint_of"].isna() | (summary["checkpoint_of"] == "")
+    return summary[keep]
+
+
+def bootstrap_slope(n_params: np.ndarray, prompts: list[pd.DataFrame], n_boot: int, seed: int) -> dict:
+    """Percentile CI of the log-log slope, resampling each model's prompts with replacement."""
+    rng = np.random.default_rng(seed)
+    x = np.log(np.asarray(n_params, dtype=np.float64))
+    gen = [p["entropy_mean"].to_numpy() for p in prompts]
+    ref = [p["logloss_mean"].to_numpy() for p in prompts]
+    slopes = []
+    for _ in range(n_boot):
+        e = np.array([g[idx].mean() - r[idx].mean() for g, r in zip(gen, ref)
+                      for idx in [rng.integers(0, len(g), len(g))]])  # fmt: skip
+        ok = e > 0
+        if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+            slopes.append(np.polyfit(x[ok], np.log(e[ok]), 1)[0])
+    if len(slopes) < max(20, n_boot // 10):
+        return {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": len(slopes)}
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    return {"slope_boot_ci_low": lo, "slope_boot_ci_high": hi, "boot_valid": len(slopes)}
+
+
+def scaling_fits(
+    summary: pd.DataFrame,
+    per_prompt: pd.DataFrame | None = None,
+    power_law: pd.DataFrame | None = None,
+    sampler: str = "ancestral",
+    temperature: float = 1.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One fit per family x dataset over base models at the given sampler setting."""
-    sel = summary[
-        (summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature) & ~summary["instruct"]
-    ]
+    sel = base_selection(summary, sampler, temperature)
     rows = []
     for (family, dataset), g in sel.groupby(["family", "dataset"], sort=True):
         bad = g[~(g["entce"] > 0)]
@@ -54,6 +99,12 @@ def scaling_fits(summary: pd.DataFrame, sampler: str = "ancestral", temperature:
         if len(bad):
             log.warning("%s/%s: EntCE <= 0 for %s, excluded from the log-log fit", family, dataset,
                         ", ".join(bad["model"]))  # fmt: skip
+        boot = {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": 0}
+        if per_prompt is not None and len(g) >= 2:
+            pp = per_prompt[(per_prompt["dataset"] == dataset) & (per_prompt["sampler"] == sampler)
+                            & np.isclose(per_prompt["temperature"], temperature)]  # fmt: skip
+            prompts = [pp[pp["model"] == m] for m in g["model"]]
+            boot = bootstrap_slope(g["n_params"].to_numpy(), prompts, n_boot, seed)
         rows.append(
             {
                 "family": family,
@@ -61,16 +112,88 @@ def scaling_fits(summary: pd.DataFrame, sampler: str = "ancestral", temperature:
                 "sampler": sampler,
                 "temperature": temperature,
                 **fit_loglog(ok["n_params"].to_numpy(), ok["entce"].to_numpy()),
+                **boot,
                 "n_excluded": len(bad),
                 "excluded": ";".join(bad["model"]),
             }
         )
     cols = ["family", "dataset", "sampler", "temperature", "n", "slope", "slope_se", "slope_ci_low",
-            "slope_ci_high", "intercept", "r2", "n_excluded", "excluded"]  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
+            "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high", "boot_valid", "intercept", "r2",
+            "n_excluded", "excluded"]  # fmt: skip
+    fits = pd.DataFrame(rows, columns=cols)
+    if power_law is not None:
+        fits = fits.merge(power_law[["dataset", "alpha_ols", "predicted_exponent"]], on="dataset", how="left")
+    return fits
 
 
-def write_scaling_fits(summary_csv: str, out_csv: str) -> None:
-    fits = scaling_fits(pd.read_csv(summary_csv))
+def write_scaling_fits(summary_csv: str, out_csv: str, per_prompt: str | None = None, power_law: str | None = None,
+                       n_boot: int = 1000, seed: int = 0) -> None:  # fmt: skip
+    fits = scaling_fits(
+        pd.read_csv(summary_csv),
+        pd.read_parquet(per_prompt) if per_prompt else None,
+        pd.read_csv(power_law) if power_law else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
     fits.to_csv(out_csv, index=False, float_format="%.6g")
     log.info("fits:\n%s", fits.to_string())
+
+
+def power_law_curve(l, L_inf, A, beta):
+    return L_inf + A * np.power(l, -beta)
+
+
+def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "ancestral",
+                 temperature: float = 1.0) -> pd.DataFrame:  # fmt: skip
+    """L(l) = L_inf + A l^(-beta) on the per-step reference log loss, per model x dataset.
+
+    Columns: model, dataset, L_inf, L_inf_ci_low, L_inf_ci_high, A, beta, beta_ci_low, beta_ci_high,
+    n_points, converged (False when the fit failed or its covariance is undefined).
+    """
+    sel = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
+    z = stats.norm.ppf(0.975)
+    rows = []
+    for (model, dataset), g in sel.groupby(["model", "dataset"], sort=True):
+        g = g[np.isfinite(g["logloss_mean"]) & (g["logloss_n"] > 1)]
+        l = prompt_tokens + g["step"].to_numpy(float)
+        y = g["logloss_mean"].to_numpy()
+        sigma = np.where(g["logloss_se"] > 0, g["logloss_se"], np.nan)
+        sigma = np.nan_to_num(sigma, nan=np.nanmedian(sigma) if np.isfinite(sigma).any() else 1.0)
+        row = {"model": model, "dataset": dataset, "n_points": len(g)}
+        try:
+            p, cov = optimize.curve_fit(power_law_curve, l, y, p0=[y.min() * 0.9, 1.0, 0.5], sigma=sigma,
+                                        absolute_sigma=True, bounds=([0, -np.inf, 1e-3], [np.inf, np.inf, 5]),
+                                        maxfev=20000)  # fmt: skip
+            se = np.sqrt(np.diag(cov))
+            row.update(L_inf=p[0], L_inf_ci_low=p[0] - z * se[0], L_inf_ci_high=p[0] + z * se[0], A=p[1],
+                       beta=p[2], beta_ci_low=p[2] - z * se[2], beta_ci_high=p[2] + z * se[2],
+                       converged=bool(np.all(np.isfinite(se))))  # fmt: skip
+        except (RuntimeError, ValueError) as err:
+            log.warning("context fit %s/%s failed: %s", model, dataset, err)
+            row.update(converged=False)
+        rows.append(row)
+    cols = ["model", "dataset", "L_inf", "L_inf_ci_low", "L_inf_ci_high", "A", "beta", "beta_ci_low",
+            "beta_ci_high", "n_points", "converged"]  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def data_scaling_fits(summary: pd.DataFrame) -> pd.DataFrame:
+    """log EntCE on log training tokens per trained model x dataset, over its checkpoints and itself.
+
+    Columns: model, dataset, n, slope, slope_se, slope_ci_low, slope_ci_high, intercept, r2,
+    n_excluded, excluded (checkpoints with EntCE <= 0), tokens_min, tokens_max.
+    """
+    sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
+                  & summary["train_tokens"].notna()].copy()  # fmt: skip
+    sel["family_model"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
+    rows = []
+    for (model, dataset), g in sel.groupby(["family_model", "dataset"], sort=True):
+        if len(g) < 2:
+            continue
+        ok, bad = g[g["entce"] > 0], g[~(g["entce"] > 0)]
+        rows.append({"model": model, "dataset": dataset, **fit_loglog(ok["train_tokens"].to_numpy(), ok["entce"].to_numpy()),
+                     "n_excluded": len(bad), "excluded": ";".join(bad["model"]),
+                     "tokens_min": int(g["train_tokens"].min()), "tokens_max": int(g["train_tokens"].max())})  # fmt: skip
+    cols = ["model", "dataset", "n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept", "r2",
+            "n_excluded", "excluded", "tokens_min", "tokens_max"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from entcal.config import checkpoint_tokens
 from entcal.models import build_model, count_params
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def train_model(
         min_lr_rate=train_cfg["min_lr_ratio"],
     )
     gen = torch.Generator().manual_seed(seed)
-    ckpt_steps = {max(1, round(f * steps)): f for f in train_cfg.get("checkpoint_fractions", []) if 0 < f < 1}
+    ckpt_steps = checkpoint_tokens(train_cfg["tokens"], seq_len, batch, train_cfg.get("checkpoint_fractions", []))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -90,7 +91,7 @@ def train_model(
         if step % 10 == 0 or step == steps:
             rows.append((step, step * batch * seq_len, loss.item(), sched.get_last_lr()[0], time.time() - t0))
         if step in ckpt_steps:
-            ck = out / "checkpoints" / f"tokens_{step * batch * seq_len}"
+            ck = out / "checkpoints" / f"tokens_{ckpt_steps[step]}"
             model.save_pretrained(ck)
             tok.save_pretrained(ck)
     model.eval()
