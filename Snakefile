@@ -22,6 +22,7 @@ include: "rules/generate.smk"
 include: "rules/aggregate.smk"
 include: "rules/theory.smk"
 include: "rules/exact.smk"
+include: "rules/quality.smk"
 include: "rules/plots.smk"
 
 

@@ -26,6 +26,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
     setting=r"[a-z_]+[0-9.e-]*-t[0-9.]+",
+    featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
 
 
 def model_spec(model):
@@ -165,6 +166,8 @@ def get_final_outputs():
         f"{RD}/tables/prop31.csv",
         *expand(f"{RD}/figures/figure1_theory.{{ext}}", ext=["png", "pdf"]),
         f"{RD}/tables/future_entropy_exact.csv",
+        *([f"{RD}/tables/mauve_buckets.csv", f"{RD}/mauve/examples.md", f"{RD}/figures/mauve.png"]
+          if config["mauve"]["featurizers"] else []),  # fmt: skip
         *expand(f"{RD}/figures/future_entropy_exact.{{ext}}", ext=["png", "pdf"]),
     ]
 
@@ -183,3 +186,59 @@ def get_power_law_inputs(wildcards):
     if any(m["source"] == "train" for m in config["models"].values()):
         inputs.update({f"ids_{d}": f"{RD}/data/{d}/train_ids.npy" for d in DATASETS})
     return inputs
+
+
+def get_excerpt_jobs(wildcards):
+    """Params function: the generation files whose excerpts enter MAUVE (base models, not
+    checkpoints, at the settings listed in mauve.settings), with the folder of their tokenizer."""
+    jobs = []
+    for m in config["models"]:
+        if config["models"][m]["instruct"]:
+            continue
+        for s in model_settings(m):
+            if s["slug"] in config["mauve"]["settings"]:
+                jobs.append({
+                    "model": m,
+                    "setting": s["slug"],
+                    "generations": generation_path(wildcards.dataset, m, s["slug"]),
+                    "scores": score_path(wildcards.dataset, m),
+                    "model_path": model_folder(m, wildcards.dataset),
+                })  # fmt: skip
+    return jobs
+
+
+def get_excerpt_inputs(wildcards):
+    """Input function: generation, score and model files behind the excerpts of one dataset."""
+    jobs = get_excerpt_jobs(wildcards)
+    return {
+        "generations": [j["generations"] for j in jobs],
+        "scores": sorted({j["scores"] for j in jobs}),
+        "models": sorted({j["model_path"] for j in jobs}),
+    }
+
+
+def get_featurizer_path(wildcards):
+    """Params function: the folder the featurizer loads (none for the packaged MiniLM)."""
+    spec = config["mauve"]["featurizers"][wildcards.featurizer]
+    if spec["source"] == "model":
+        return model_folder(spec["model"], wildcards.dataset)
+    if spec["source"] == "hf":
+        return f"{DL}/featurizers/{wildcards.featurizer}"
+    return None
+
+
+def get_featurizer_folder(wildcards):
+    """Input function: the featurizer's folder when a rule produces it."""
+    path = get_featurizer_path(wildcards)
+    return [path] if path else []
+
+
+def get_featurizer_gpus(wildcards):
+    """Resource function: one GPU for hub featurizers (gpt2-large), none otherwise."""
+    return 1 if config["mauve"]["featurizers"][wildcards.featurizer]["source"] == "hf" else 0
+
+
+def get_mauve_tables(wildcards):
+    """Input function: every dataset x featurizer bucket table."""
+    return expand(f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv", dataset=DATASETS,
+                  featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip

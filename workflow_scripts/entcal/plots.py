@@ -240,3 +240,25 @@ def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[s
         ax.set(xscale="log", xlabel="training tokens", ylabel="EntCE (nats/token)", title=ds)
         ax.legend(fontsize=7)
     _save(fig, outputs)
+
+
+def plot_mauve(table: pd.DataFrame, summary: pd.DataFrame, outputs: list[str]) -> None:
+    """Figure 5: MAUVE vs bucket mean entropy, a panel per dataset (rows: featurizers)."""
+    sizes = summary.drop_duplicates("model").set_index("model")["n_params"]
+    datasets = sorted(table["dataset"].unique()) or ["none"]
+    feats = list(dict.fromkeys(table["featurizer"])) or ["none"]
+    fig, axes = plt.subplots(len(feats), len(datasets), figsize=(5 * len(datasets), 3.8 * len(feats)), squeeze=False)
+    for i, fz in enumerate(feats):
+        for j, ds in enumerate(datasets):
+            ax = axes[i, j]
+            t = table[(table["dataset"] == ds) & (table["featurizer"] == fz)]
+            order = sorted(t["model"].unique(), key=lambda m: sizes.get(m, 0))
+            cmap = plt.get_cmap("viridis", max(len(order), 2))
+            for k, m in enumerate(order):
+                g = t[t["model"] == m].sort_values("entropy_mean")
+                ax.errorbar(g["entropy_mean"], g["mauve_mean"], yerr=g["mauve_sd"], fmt="o-", ms=3, color=cmap(k),
+                            label=f"{m} ({sizes.get(m, float('nan')):.3g})")  # fmt: skip
+                ax.axvline(g["human_entropy_mean"].iloc[0], color=cmap(k), ls="--", lw=0.8)
+            ax.set(xlabel="excerpt entropy (nats/token)", ylabel="MAUVE", title=f"{ds} ({fz})", ylim=(0, 1.02))
+            ax.legend(fontsize=6)
+    _save(fig, outputs)

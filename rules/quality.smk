@@ -1,0 +1,116 @@
+# Sample quality vs entropy (paper Figure 5): excerpts bucketed by entropy, MAUVE per bucket.
+
+
+localrules:
+    download_featurizer,
+
+
+rule download_featurizer:
+    output:
+        directory(f"{DL}/featurizers/{{featurizer}}"),
+    params:
+        repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
+        revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
+        cache_dir=lookup(dpath="hf_cache_dir", within=config),
+    log:
+        f"{RD}/logs/download_featurizer/{{featurizer}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    script:
+        "../workflow_scripts/download_featurizer.py"
+
+
+rule mauve_excerpts:
+    input:
+        unpack(get_excerpt_inputs),
+    output:
+        excerpts=f"{RD}/mauve/{{dataset}}/excerpts.parquet",
+    params:
+        jobs=get_excerpt_jobs,
+        window=lookup(dpath="mauve/window", within=config),
+    log:
+        f"{RD}/logs/mauve_excerpts/{{dataset}}.log",
+    benchmark:
+        f"{RD}/benchmarks/mauve_excerpts/{{dataset}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    script:
+        "../workflow_scripts/mauve_excerpts.py"
+
+
+rule mauve_features:
+    input:
+        excerpts=rules.mauve_excerpts.output.excerpts,
+        featurizer=get_featurizer_folder,
+    output:
+        features=f"{RD}/mauve/{{dataset}}/features_{{featurizer}}.parquet",
+    params:
+        spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
+        model_path=get_featurizer_path,
+        device=lookup(dpath="device", within=config),
+    log:
+        f"{RD}/logs/mauve_features/{{dataset}}/{{featurizer}}.log",
+    benchmark:
+        f"{RD}/benchmarks/mauve_features/{{dataset}}/{{featurizer}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        gpu=get_featurizer_gpus,
+        mem_mb=16000,
+        runtime=120,
+    script:
+        "../workflow_scripts/mauve_features.py"
+
+
+rule mauve_buckets:
+    input:
+        excerpts=rules.mauve_excerpts.output.excerpts,
+        features=rules.mauve_features.output.features,
+    output:
+        table=f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv",
+    params:
+        cfg=lookup(dpath="mauve", within=config),
+        seed=lookup(dpath="seed", within=config),
+    log:
+        f"{RD}/logs/mauve_buckets/{{dataset}}/{{featurizer}}.log",
+    benchmark:
+        f"{RD}/benchmarks/mauve_buckets/{{dataset}}/{{featurizer}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../workflow_scripts/mauve_buckets.py"
+
+
+rule mauve_summary:
+    input:
+        tables=get_mauve_tables,
+        excerpts=expand(f"{RD}/mauve/{{dataset}}/excerpts.parquet", dataset=DATASETS),
+        summary=rules.aggregate.output.summary,
+    output:
+        table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),
+        examples=report(f"{RD}/mauve/examples.md", caption="report/mauve_examples.rst", category="Excerpts"),
+        png=report(f"{RD}/figures/mauve.png", caption="report/mauve.rst", category="Figures"),
+        pdf=f"{RD}/figures/mauve.pdf",
+    params:
+        datasets=DATASETS,
+        seed=lookup(dpath="seed", within=config),
+    log:
+        f"{RD}/logs/mauve_summary.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../workflow_scripts/mauve_summary.py"

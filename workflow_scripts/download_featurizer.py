@@ -1,0 +1,21 @@
+"""Adapter (local rule): snapshot the MAUVE featurizer (a hub model) at its pinned revision."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.hub import download_model  # noqa: E402
+from entcal.logs import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])
+download_model(
+    snakemake.wildcards.featurizer,
+    repo_id=snakemake.params.repo_id,
+    revision=snakemake.params.revision,
+    out_dir=snakemake.output[0],
+    cache_dir=snakemake.params.cache_dir,
+)

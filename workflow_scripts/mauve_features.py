@@ -1,0 +1,25 @@
+"""Adapter: featurize every distinct excerpt text once with one featurizer."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.logs import setup_logging  # noqa: E402
+from entcal.models import resolve_device  # noqa: E402
+from entcal.quality import build_features  # noqa: E402
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+build_features(
+    snakemake.input.excerpts,
+    snakemake.params.spec,
+    snakemake.params.model_path,
+    snakemake.output.features,
+    device=str(resolve_device(snakemake.params.device)),
+)
