@@ -9,6 +9,7 @@ rule download_model:
     output:
         directory(f"{DL}/models/{{model}}"),
     params:
+        name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
         revision=lookup(dpath="models/{model}/revision", within=config),
         cache_dir=lookup(dpath="hf_cache_dir", within=config),

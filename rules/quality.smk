@@ -9,6 +9,7 @@ rule download_featurizer:
     output:
         directory(f"{DL}/featurizers/{{featurizer}}"),
     params:
+        name="{featurizer}",
         repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
         revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
         cache_dir=lookup(dpath="hf_cache_dir", within=config),
@@ -18,7 +19,7 @@ rule download_featurizer:
         "../envs/pipeline.yaml"
     threads: 1
     script:
-        "../workflow_scripts/download_featurizer.py"
+        "../workflow_scripts/download_model.py"
 
 
 rule mauve_excerpts:

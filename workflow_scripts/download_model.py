@@ -1,4 +1,4 @@
-"""Adapter (local rule): snapshot a hub model at its pinned revision."""
+"""Adapter (local rules download_model, download_featurizer): snapshot a hub model at its pinned revision."""
 
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])
 download_model(
-    snakemake.wildcards.model,
+    snakemake.params.name,
     repo_id=snakemake.params.repo_id,
     revision=snakemake.params.revision,
     out_dir=snakemake.output[0],
