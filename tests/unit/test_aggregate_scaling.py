@@ -119,7 +119,7 @@ def test_context_fit_recovers_a_planted_power_law():
                        "logloss_mean": 2.0 + 30.0 * l**-0.7 + rng.normal(0, 0.01, step.size),
                        "logloss_se": se, "logloss_n": 100})  # fmt: skip
     f = context_fits(ps, prompt_tokens=64).iloc[0]
-    assert f["converged"]
+    assert f["converged"] and not f["beta_at_bound"]
     assert f["L_inf_ci_low"] <= 2.0 <= f["L_inf_ci_high"] and f["beta_ci_low"] <= 0.7 <= f["beta_ci_high"]
     assert abs(f["beta"] - 0.7) < 0.1
 

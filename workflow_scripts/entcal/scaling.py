@@ -148,7 +148,8 @@ def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "anc
     """L(l) = L_inf + A l^(-beta) on the per-step reference log loss, per model x dataset.
 
     Columns: model, dataset, L_inf, L_inf_ci_low, L_inf_ci_high, A, beta, beta_ci_low, beta_ci_high,
-    n_points, converged (False when the fit failed or its covariance is undefined).
+    n_points, converged (False when the fit failed or its covariance is undefined), beta_at_bound
+    (beta ended on its bound [0.001, 5]: the curve is too flat or too short to identify the exponent).
     """
     sel = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
     z = stats.norm.ppf(0.975)
@@ -167,13 +168,14 @@ def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "anc
             se = np.sqrt(np.diag(cov))
             row.update(L_inf=p[0], L_inf_ci_low=p[0] - z * se[0], L_inf_ci_high=p[0] + z * se[0], A=p[1],
                        beta=p[2], beta_ci_low=p[2] - z * se[2], beta_ci_high=p[2] + z * se[2],
-                       converged=bool(np.all(np.isfinite(se))))  # fmt: skip
+                       converged=bool(np.all(np.isfinite(se))),
+                       beta_at_bound=bool(np.isclose(p[2], 1e-3) or np.isclose(p[2], 5.0)))  # fmt: skip
         except (RuntimeError, ValueError) as err:
             log.warning("context fit %s/%s failed: %s", model, dataset, err)
             row.update(converged=False)
         rows.append(row)
     cols = ["model", "dataset", "L_inf", "L_inf_ci_low", "L_inf_ci_high", "A", "beta", "beta_ci_low",
-            "beta_ci_high", "n_points", "converged"]  # fmt: skip
+            "beta_ci_high", "n_points", "converged", "beta_at_bound"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
