@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from entcal.generate import sampling_processors, select_examples
-from entcal.metrics import entropy_from_logits
+from entcal.metrics import token_logloss_entropy
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,12 @@ def setting_stats(
     scores = x
     for proc in sampling_processors(setting["sampler"], tau, setting.get("param")):
         scores = proc(targets[:, None], scores)  # the warpers ignore input_ids
-    t_trunc = torch.log_softmax(scores, -1).gather(-1, targets[:, None])[:, 0]
-    outside = torch.isinf(t_trunc)
-    nll = -t_trunc
+    nll, ent = token_logloss_entropy(scores, targets)  # the distribution the sampler draws from
+    outside = torch.isinf(nll)
     if setting["sampler"] != "ancestral" and epsilon > 0:
         t_full = torch.log_softmax(x / tau, -1).gather(-1, targets[:, None])[:, 0]
-        nll = -torch.logaddexp(t_trunc + np.log1p(-epsilon), t_full + np.log(epsilon))
-    return nll, entropy_from_logits(scores), outside
+        nll = -torch.logaddexp(-nll + np.log1p(-epsilon), t_full + np.log(epsilon))
+    return nll, ent, outside
 
 
 @torch.inference_mode()
