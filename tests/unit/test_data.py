@@ -88,3 +88,19 @@ def test_stdlib_corpus_excludes_tests(tmp_path):
     (tmp_path / "json" / "enc.py").write_text("def f():\n    pass\n")
     docs = read_python_stdlib(tmp_path)
     assert [n for n, _ in docs] == ["json/enc.py"]
+
+
+def test_wikitext103_builder_splits_articles_at_top_level_headings(tmp_path):
+    from entcal.data import read_corpus
+
+    d = tmp_path / "wikitext-103-raw-v1"
+    d.mkdir()
+    lines = ["", " = Alpha = \n", "", " Alpha is a letter . \n", " = = History = = \n", " Old . \n",
+             " = Beta = \n", " Beta follows . \n"]  # fmt: skip
+    pd.DataFrame({"text": lines}).to_parquet(d / "train-00000-of-00001.parquet")
+    spec = {"source": "hf", "builder": "wikitext103"}
+    docs = read_corpus(spec, tmp_path)
+    assert [t for t, _ in docs] == ["Alpha", "Beta"]
+    assert docs[0][1] == " = Alpha = \n Alpha is a letter . \n = = History = = \n Old . \n"
+    with pytest.raises(DatasetError, match="codecontests"):
+        read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
