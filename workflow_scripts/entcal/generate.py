@@ -38,7 +38,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from entcal.metrics import entropy_from_logits
+from entcal.metrics import entropy_from_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class EntropyRecorder(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self._last_logp is not None:
             self.logprob.append(self._last_logp.gather(-1, input_ids[:, -1:]).squeeze(-1))
-        logp = torch.log_softmax(scores.float(), dim=-1)
-        self.entropy.append(entropy_from_logits(scores))
+        x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+        logp = torch.log_softmax(x, dim=-1)  # one log-softmax serves entropy and logprob
+        self.entropy.append(entropy_from_logprobs(logp))
         self._last_logp = logp
         return scores
 

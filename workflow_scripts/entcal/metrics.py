@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["entropy_from_logits", "token_logloss_entropy"]
+__all__ = ["entropy_from_logits", "entropy_from_logprobs", "token_logloss_entropy"]
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of a normalised log-distribution over the last axis; -inf entries contribute 0."""
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -29,10 +35,7 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     if temperature != 1.0:
         x = x / temperature
-    logp = torch.log_softmax(x, dim=-1)
-    p = logp.exp()
-    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-    return -plogp.sum(dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(x, dim=-1))
 
 
 def token_logloss_entropy(
@@ -43,7 +46,5 @@ def token_logloss_entropy(
     if temperature != 1.0:
         x = x / temperature
     logp = torch.log_softmax(x, dim=-1)
-    p = logp.exp()
-    ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
     nll = -logp.gather(-1, targets.unsqueeze(-1).long()).squeeze(-1)
-    return nll, ent
+    return nll, entropy_from_logprobs(logp)
