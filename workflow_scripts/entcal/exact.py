@@ -55,10 +55,6 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ models and basic recursions
 
 
-def n_states(P: np.ndarray) -> int:
-    return P.shape[1]
-
-
 def start_state(P: np.ndarray) -> int:
     return P.shape[1] - 1
 
@@ -131,9 +127,7 @@ def truncated_future_entropy(Q: np.ndarray, t: int, k: int) -> np.ndarray:
     stop = min(T, t + k)
     F = np.zeros(S)
     for u in range(stop - 1, t - 1, -1):
-        nxt = np.zeros(S)
-        nxt[:V] = F[:V]
-        F = HQ[u] + Q[u] @ nxt[:V]
+        F = HQ[u] + Q[u] @ F[:V]
     return F
 
 

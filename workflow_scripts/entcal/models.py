@@ -13,7 +13,6 @@ Whatever the source, :func:`load_model` opens the folder with ``AutoModelForCaus
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -119,9 +118,3 @@ def build_model(arch: dict, vocab_size: int, max_positions: int, seed: int = 0):
     else:
         raise ValueError(f"unknown architecture type {kind!r} (llama | gpt_neox)")
     return AutoModelForCausalLM.from_config(cfg)
-
-
-def model_card(path: str | Path) -> dict:
-    """The ``entcal.json`` metadata written next to a trained model (empty if absent)."""
-    p = Path(path) / "entcal.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
