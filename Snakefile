@@ -23,6 +23,7 @@ include: "rules/aggregate.smk"
 include: "rules/theory.smk"
 include: "rules/exact.smk"
 include: "rules/quality.smk"
+include: "rules/calibration.smk"
 include: "rules/plots.smk"
 
 

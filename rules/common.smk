@@ -7,7 +7,7 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal.config import check_config, checkpoint_models, setting_slug  # noqa: E402
+from entcal.config import CALIBRATED_SAMPLERS, calibrated_models, check_config, checkpoint_models, setting_slug  # noqa: E402
 
 
 validate(config, "../config/schema.yaml", set_default=True)
@@ -20,6 +20,7 @@ DATASETS = list(config["datasets"])
 
 CHECKPOINTS = checkpoint_models(config)
 MODELS = list(config["models"]) + list(CHECKPOINTS)
+CALIBRATED = calibrated_models(config)  # models a future-entropy predictor is trained for
 
 
 wildcard_constraints:
@@ -110,6 +111,42 @@ def get_gpus(wildcards):
     return model_spec(wildcards.model).get("gpus", 0)
 
 
+def calibration_folder(dataset, model):
+    return f"{RD}/calibration/{dataset}/{model}"
+
+
+def calibration_files(dataset, model):
+    """The predictor a model's calibrated samplers need (empty for other models)."""
+    if model not in CALIBRATED:
+        return {}
+    d = calibration_folder(dataset, model)
+    return {"calibration": f"{d}/predictor.json", "head": f"{d}/predictor.safetensors"}
+
+
+def get_generate_calibration(wildcards):
+    """Input function (unpacked): the predictor files, for a calibrated sampler setting only."""
+    if get_setting(wildcards)["sampler"] in CALIBRATED_SAMPLERS:
+        return calibration_files(wildcards.dataset, wildcards.model)
+    return {}
+
+
+def get_score_calibration(wildcards):
+    """Input function (unpacked): the predictor files, when any setting of the model needs them."""
+    return calibration_files(wildcards.dataset, wildcards.model)
+
+
+def get_calibrated_samplers(wildcards):
+    """Params function: the calibrated samplers run for the model."""
+    return sorted({s["sampler"] for s in model_settings(wildcards.model) if s["sampler"] in CALIBRATED_SAMPLERS})
+
+
+def get_calibration_tables(wildcards):
+    return {
+        "predictors": [f"{calibration_folder(d, m)}/predictor.json" for d in DATASETS for m in CALIBRATED],
+        "tradeoffs": [f"{calibration_folder(d, m)}/tradeoff_tf.csv" for d in DATASETS for m in CALIBRATED],
+    }
+
+
 def generation_jobs():
     """Every (dataset, model, setting dict) of the grid."""
     return [(d, m, s) for d in DATASETS for m in MODELS for s in model_settings(m)]
@@ -169,6 +206,8 @@ def get_final_outputs():
         *([f"{RD}/tables/mauve_buckets.csv", f"{RD}/mauve/examples.md", f"{RD}/figures/mauve.png"]
           if config["mauve"]["featurizers"] else []),  # fmt: skip
         *expand(f"{RD}/figures/future_entropy_exact.{{ext}}", ext=["png", "pdf"]),
+        *([f"{RD}/tables/calibration.csv", f"{RD}/tables/predictor.csv", f"{RD}/figures/calibration_tf.png"]
+          if CALIBRATED else []),  # fmt: skip
     ]
 
 

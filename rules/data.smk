@@ -27,6 +27,7 @@ rule prepare_dataset:
     output:
         docs=f"{RD}/data/{{dataset}}/docs.parquet",
         examples=f"{RD}/data/{{dataset}}/examples.parquet",
+        calibration=f"{RD}/data/{{dataset}}/calibration.parquet",
     params:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),

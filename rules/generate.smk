@@ -3,6 +3,7 @@
 
 rule generate:
     input:
+        unpack(get_generate_calibration),
         model=get_model_folder,
         examples=rules.prepare_dataset.output.examples,
     output:
@@ -32,6 +33,7 @@ rule generate:
 
 rule score:
     input:
+        unpack(get_score_calibration),
         model=get_model_folder,
         examples=rules.prepare_dataset.output.examples,
     output:

@@ -32,4 +32,6 @@ generate_file(
     device=snakemake.params.device,
     threads=snakemake.threads,
     meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
+    calibration=snakemake.input.get("calibration"),
+    head=snakemake.input.get("head"),
 )

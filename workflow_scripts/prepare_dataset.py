@@ -18,4 +18,5 @@ prepare_dataset(
     examples_out=snakemake.output.examples,
     seed=snakemake.params.seed,
     raw_dir=snakemake.input.raw or None,
+    calibration_out=snakemake.output.calibration,
 )

@@ -28,4 +28,6 @@ score_file(
     device=snakemake.params.device,
     threads=snakemake.threads,
     epsilon=snakemake.params.scoring["truncation_epsilon"],
+    calibration=snakemake.input.get("calibration"),
+    head=snakemake.input.get("head"),
 )

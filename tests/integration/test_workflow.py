@@ -35,9 +35,11 @@ def test_paper_grid_dry_run_offline():
     r = smk("-n", "--cores", "4")
     assert r.returncode == 0, r.stderr[-3000:]
     counts = job_counts(r.stdout + r.stderr)
-    # 19 base models x 5 temperatures + 14 instruct models x 1, on 3 datasets
-    assert counts["generate"] == 3 * (19 * 5 + 14)
+    # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
+    assert counts["generate"] == 3 * (19 * 10 + 14)
     assert counts["score"] == 3 * 33 and counts["download_model"] == 33 and counts["download_dataset"] == 3
+    # a future-entropy predictor per base model and dataset
+    assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
@@ -74,13 +76,16 @@ def test_micro_run_writes_the_contract_tables(micro):
     rd, _, cfg = micro
     summary = pd.read_csv(rd / "tables" / "summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLS)]) == SUMMARY_COLS
-    # datasets x (models x temperatures + one truncation setting + one checkpoint of tiny_b)
-    assert len(summary) == 2 * (2 * 2 + 1 + 1)
-    assert set(summary["sampler"]) == {"ancestral", "top_p"} and set(summary["temperature"]) == {1.0, 0.8}
+    # datasets x (models x temperatures + one truncation + three calibrated settings + one checkpoint of tiny_b)
+    assert len(summary) == 2 * (2 * 2 + 1 + 3 + 1)
+    assert set(summary["sampler"]) == {"ancestral", "top_p", "future_entropy", "one_step_lookahead", "mirostat"}
+    assert set(summary["temperature"]) == {1.0, 0.8}
     trunc = summary[summary["sampler"] == "top_p"]
     assert (trunc["model"] == "tiny_b").all() and (trunc["sampler_param"] == 0.8).all()
     assert (trunc["outside_support_frac"] > 0).all() and (summary.loc[summary["sampler"] == "ancestral",
                                                                       "outside_support_frac"] == 0).all()  # fmt: skip
+    tilts = summary[summary["sampler"].isin(["future_entropy", "one_step_lookahead"])]
+    assert (tilts["outside_support_frac"] == 0).all()  # the tilt keeps the full support: exact log loss
     ck = summary[summary["checkpoint_of"] == "tiny_b"]
     assert len(ck) == 2 and (ck["train_tokens"] < summary.loc[summary["model"] == "tiny_b", "train_tokens"].max()).all()
     summary = summary[(summary["sampler"] == "ancestral") & summary["checkpoint_of"].isna()]
@@ -114,6 +119,40 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert all(len(e) == n for e, n in zip(gen["entropy"], gen["n_tokens"]))
     assert (rd / "benchmarks" / "generate" / "code" / "tiny_b" / "ancestral-t1.tsv").is_file()
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
+
+
+def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
+    import json
+
+    rd, _, cfg = micro
+    c = cfg["calibration"]
+    for ds in ("prose", "code"):
+        labels = pd.read_parquet(rd / "calibration" / ds / "tiny_b" / "labels.parquet")
+        assert set(labels["split"]) == {"train", "test"}
+        assert labels.groupby("prefix_id").size().eq(c["candidates"]).all()
+        assert (labels["label"] >= labels["onestep_entropy"] - 1e-5).all()
+        assert (labels["step"] < cfg["analysis"]["max_len"]).all()
+        pj = json.loads((rd / "calibration" / ds / "tiny_b" / "predictor.json").read_text())
+        assert set(pj["alpha"]) == {"future_entropy", "one_step_lookahead"}
+        assert all(len(v) == len(c["step_buckets"]) for v in pj["alpha"].values())
+        # each fitted alpha lowers (never raises) the fit windows' log loss against the base model
+        for v in pj["alpha"].values():
+            assert all(b["logloss"] <= b["logloss_base"] + 1e-9 for b in v if b["n"])
+        assert (rd / "calibration" / ds / "tiny_b" / "predictor.safetensors").stat().st_size > 0
+        # labels are never cut from evaluation documents
+        docs = pd.read_parquet(rd / "data" / ds / "docs.parquet")
+        windows = pd.read_parquet(rd / "data" / ds / "calibration.parquet")
+        assert set(windows["doc_id"]) <= set(docs.loc[docs["split"] == "calibration", "doc_id"])
+    table = pd.read_csv(rd / "tables" / "calibration.csv")
+    assert set(table["model"]) == {"tiny_b"}
+    assert {"future_entropy", "one_step_lookahead", "mirostat", "ancestral", "top_p"} == set(table["sampler"])
+    fpt = table.set_index(["dataset", "sampler", "temperature"])["forward_tokens_per_generated_token"]
+    assert (fpt.xs("one_step_lookahead", level=1) > fpt.xs("future_entropy", level=1)).all()
+    pred = pd.read_csv(rd / "tables" / "predictor.csv")
+    assert len(pred) == 2 and {"r2_test", "rmse_test", "rmse_constant", "noise_ceiling_r2"} <= set(pred.columns)
+    tr = pd.read_csv(rd / "tables" / "tradeoff_tf.csv")
+    assert set(tr["method"]) == {"temperature", "future_entropy", "one_step_lookahead"}
+    assert (rd / "figures" / "calibration_tf.png").stat().st_size > 1000
 
 
 def test_micro_run_writes_the_theory_tables(micro):
@@ -151,8 +190,10 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     r = smk("-n", "--cores", "2", "--configfile", str(p2))
     assert r.returncode == 0, r.stderr[-2000:]
     counts = job_counts(r.stdout + r.stderr)
-    # code only: prepare, tokenizer, 2 models, 4 + 1 truncation + 1 checkpoint generations, 2 + 1 scorings
-    assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 6
+    # code only: prepare, tokenizer, 2 models, 4 + 1 truncation + 3 calibrated + 1 checkpoint generations,
+    # 2 + 1 scorings, one predictor
+    assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 9
+    assert counts["calibration_labels"] == counts["train_predictor"] == 1
     assert counts["score"] == 3 and counts["aggregate"] == 1
     assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
                                   and ("generations" in l or "models/" in l))  # fmt: skip
@@ -180,7 +221,8 @@ def test_report_holds_every_figure_and_renders(micro, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     text = html.read_text(errors="replace")
     for name in ["per_step.png", "scaling.png", "tradeoff.png", "figure1_theory.png", "future_entropy_exact.png",
-                 "context_length.png", "data_scaling.png", "summary.csv", "mauve.png", "examples.md"]:  # fmt: skip
+                 "context_length.png", "data_scaling.png", "summary.csv", "mauve.png", "examples.md",
+                 "calibration.csv", "calibration_tf.png"]:  # fmt: skip
         assert name in text, name
     if find_chromium() is None:
         pytest.skip("report built; rendering needs Debian's chromium (installed by .ci/run)")

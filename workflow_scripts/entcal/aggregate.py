@@ -136,6 +136,7 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                 "instruct": bool(job["instruct"]),
                 "sampler_param": job.get("sampler_param"),
                 **s,
+                "gen_forward_tokens": meta.get("forward_tokens"),
                 "checkpoint_of": job.get("checkpoint_of"),
                 "train_tokens": job.get("train_tokens"),
             }

@@ -13,6 +13,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+TRUNCATION_SAMPLERS = ("top_p", "top_k", "min_p", "typical", "eta")
+CALIBRATED_SAMPLERS = ("future_entropy", "one_step_lookahead", "mirostat")
+
+
 class ConfigError(ValueError):
     """A configuration value is inconsistent; the message names the key."""
 
@@ -32,6 +36,17 @@ def checkpoint_tokens(tokens: int, seq_len: int, batch_size: int, fractions: lis
         if 0 < f < 1:
             step = max(1, round(f * steps))
             out[step] = step * batch_size * seq_len
+    return out
+
+
+def calibrated_models(config: dict) -> list[str]:
+    """Models with a calibrated-sampler setting: the ones a future-entropy predictor is trained for."""
+    out = []
+    for m, spec in config["models"].items():
+        for st in config["samplers"]["instruct" if spec["instruct"] else "base"]:
+            if st["sampler"] in CALIBRATED_SAMPLERS and m in st.get("models", [m]):
+                out.append(m)
+                break
     return out
 
 
@@ -76,8 +91,8 @@ def check_config(config: dict) -> None:
         if len(set(slugs)) != len(slugs):
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
         for i, st in enumerate(settings):
-            if (st["sampler"] == "ancestral") != (st.get("param") is None):
-                errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r} and only for it")
+            if (st["sampler"] in TRUNCATION_SAMPLERS) != (st.get("param") is not None):
+                errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r} and only for the truncation samplers")
             for m in st.get("models", []):
                 if m not in config["models"]:
                     errors.append(f"samplers.{kind}[{i}].models: unknown model {m!r}")
@@ -86,6 +101,13 @@ def check_config(config: dict) -> None:
             errors.append(f"mauve.featurizers.{name}.model: unknown model {f.get('model')!r}")
         if f["source"] == "hf" and not (f.get("repo_id") and f.get("revision")):
             errors.append(f"mauve.featurizers.{name}: source 'hf' needs repo_id and revision")
+    cal = config.get("calibration") or {}
+    edges = cal.get("step_buckets", [0])
+    if edges[0] != 0 or sorted(set(edges)) != list(edges):
+        errors.append(f"calibration.step_buckets must start at 0 and increase, got {edges}")
+    lo, hi = cal.get("alpha_bounds", [-0.5, 4.0])
+    if lo >= hi:
+        errors.append(f"calibration.alpha_bounds must be [low, high] with low < high, got {[lo, hi]}")
     if config["analysis"]["max_len"] > config["generation"]["max_new_tokens"]:
         errors.append("analysis.max_len exceeds generation.max_new_tokens")
     if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:

@@ -1,16 +1,20 @@
 """Datasets: find a corpus, split it by document, cut evaluation examples.
 
-Two files per dataset, both Parquet:
+Three files per dataset, all Parquet:
 
 ``docs.parquet`` (one row per document)
-    doc_id (str), split ("train" | "heldout"), source (str: file name inside the corpus),
+    doc_id (str), split ("train" | "calibration" | "heldout"), source (str: file name inside the corpus),
     n_chars (int), text (str).
 ``examples.parquet`` (one row per evaluation example, drawn from held-out documents only)
     example_id (int), doc_id (str), char_start (int: where the window starts in the document),
     prefix (str: text placed before the window, e.g. an instruction; empty in the demo),
     text (str: the window; its first P tokens join the prompt, the rest is the human reference).
 
-Splitting is by document, so no document straddles train and held-out.
+``calibration.parquet``: the same columns, windows cut the same way from the calibration split
+    (documents neither trained on nor evaluated on; the future-entropy predictor's labels and its
+    alpha fit come only from them).
+
+Splitting is by document, so no document straddles two splits.
 
 Corpus sources (``source`` in the dataset config):
 
@@ -149,9 +153,11 @@ def read_corpus(spec: dict, raw_dir: str | Path | None = None) -> list[tuple[str
 
 
 def split_documents(
-    docs: list[tuple[str, str]], heldout_fraction: float, seed: int, min_chars: int = 0, max_docs: int | None = None
+    docs: list[tuple[str, str]], heldout_fraction: float, seed: int, min_chars: int = 0, max_docs: int | None = None,
+    calibration_fraction: float = 0.0,
 ) -> pd.DataFrame:
-    """Shuffle documents with ``seed`` and hold out a fraction of them (at least one)."""
+    """Shuffle documents with ``seed``; hold out a fraction of them (at least one) for evaluation and
+    a further fraction (at least one when positive) for calibration; the rest is for training."""
     docs = [(s, t) for s, t in docs if len(t) >= min_chars]
     if len(docs) < 2:
         raise DatasetError(f"need at least 2 documents of >= {min_chars} characters, found {len(docs)}")
@@ -160,13 +166,16 @@ def split_documents(
     if max_docs:
         order = order[:max_docs]
     n_held = max(1, round(heldout_fraction * len(order)))
+    n_cal = max(1, round(calibration_fraction * len(order))) if calibration_fraction > 0 else 0
+    if n_held + n_cal >= len(order):
+        raise DatasetError(f"{len(order)} documents leave none for training after {n_held} held out and {n_cal} for calibration")
     rows = []
     for rank, i in enumerate(order):
         source, text = docs[i]
         rows.append(
             {
                 "doc_id": f"d{i:05d}",
-                "split": "heldout" if rank < n_held else "train",
+                "split": "heldout" if rank < n_held else "calibration" if rank < n_held + n_cal else "train",
                 "source": source,
                 "n_chars": len(text),
                 "text": text,
@@ -182,8 +191,9 @@ def make_examples(
     window_chars: int,
     seed: int,
     prefix: str = "",
+    split: str = "heldout",
 ) -> pd.DataFrame:
-    """Cut evaluation windows from held-out documents.
+    """Cut evaluation windows from the documents of ``split`` (held-out ones by default).
 
     ``window_start="doc_start"``: one window at the start of each held-out document (code files).
     ``window_start="line_start"``: windows at random line starts, uniformly over held-out documents'
@@ -191,7 +201,7 @@ def make_examples(
     so document starts would all look alike). Windows keep ``window_chars`` characters; the
     tokenizer later splits them into prompt and reference, and drops those that are too short.
     """
-    held = docs[docs["split"] == "heldout"]
+    held = docs[docs["split"] == split]
     rng = random.Random(seed)
     rows = []
     if window_start == "doc_start":
@@ -212,30 +222,34 @@ def make_examples(
     else:
         raise DatasetError(f"unknown window_start {window_start!r} (doc_start | line_start)")
     if not rows:
-        raise DatasetError("no held-out window could be cut: documents too short for window_chars")
+        raise DatasetError(f"no {split} window could be cut: documents too short for window_chars")
     out = pd.DataFrame(rows, columns=["doc_id", "char_start", "text"])
     out.insert(0, "example_id", range(len(out)))
     out.insert(3, "prefix", prefix)
     return out
 
 
-def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None) -> None:
-    """Read a corpus, split it, cut examples and write both Parquet files."""
+def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None,
+                    calibration_out: str | None = None) -> None:  # fmt: skip
+    """Read a corpus, split it, cut examples (and calibration windows) and write the Parquet files."""
     docs = split_documents(
         read_corpus(spec, raw_dir),
         heldout_fraction=spec.get("heldout_fraction", 0.1),
         seed=seed,
         min_chars=spec.get("min_chars", 0),
         max_docs=spec.get("max_docs"),
+        calibration_fraction=spec.get("calibration_fraction", 0.0) if calibration_out else 0.0,
     )
-    examples = make_examples(
-        docs,
+    cut = dict(
         n_examples=spec.get("n_examples", 512),
         window_start=spec.get("window_start", "doc_start"),
         window_chars=spec.get("window_chars", 4000),
         seed=seed,
         prefix=spec.get("prefix", ""),
     )
+    examples = make_examples(docs, **cut)
+    if calibration_out:
+        make_examples(docs, **cut, split="calibration").to_parquet(calibration_out, index=False)
     log.info(
         "%d documents (%d held out, %.2f MB train), %d examples",
         len(docs),

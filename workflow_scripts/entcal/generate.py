@@ -121,7 +121,8 @@ TRUNCATION_WARPERS = {
     "typical": lambda x: TypicalLogitsWarper(mass=float(x)),
     "eta": lambda x: EtaLogitsWarper(epsilon=float(x)),
 }
-SAMPLERS = ["ancestral", *TRUNCATION_WARPERS]
+MODEL_SAMPLERS = ("future_entropy", "one_step_lookahead", "mirostat")  # need the model or a predictor: entcal.calibration
+SAMPLERS = ["ancestral", *TRUNCATION_WARPERS, *MODEL_SAMPLERS]
 
 
 def sampling_processors(sampler: str, temperature: float, param: float | None = None) -> list[LogitsProcessor]:
@@ -129,9 +130,12 @@ def sampling_processors(sampler: str, temperature: float, param: float | None = 
 
     ``sampler``: ``ancestral`` (temperature only) or a truncation rule of :data:`TRUNCATION_WARPERS`
     (top_p, top_k, min_p, typical, eta) with its ``param``. The entropy recorder goes after these.
+    For the samplers of :data:`MODEL_SAMPLERS` only the temperature is returned here; their own
+    processors (which need the model or a trained predictor) come from
+    :func:`entcal.calibration.processor_factory`.
     """
     procs: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
-    if sampler == "ancestral":
+    if sampler == "ancestral" or sampler in MODEL_SAMPLERS:
         return procs
     if sampler not in TRUNCATION_WARPERS:
         raise ValueError(f"unknown sampler {sampler!r} (known: {SAMPLERS})")
@@ -152,8 +156,13 @@ def sample_with_entropy(
     stop_at_eos: bool = True,
     sampler: str = "ancestral",
     sampler_param: float | None = None,
+    extra_processors=None,
 ) -> list[dict]:
-    """Sample one continuation per prompt; per step record entropy and the drawn token's logprob."""
+    """Sample one continuation per prompt; per step record entropy and the drawn token's logprob.
+
+    ``extra_processors``: optional function (prompt ids, attention mask) -> logits processors for
+    one batch, placed after the sampler's warpers and before the entropy recorder.
+    """
     eos = tok.eos_token_id
     gen_cfg = GenerationConfig(
         do_sample=True,
@@ -173,13 +182,15 @@ def sample_with_entropy(
     for b in range(0, len(prompts), batch_size):
         batch = prompts[b : b + batch_size]
         ids, mask = left_pad(batch, tok.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
         rec = EntropyRecorder()
+        extra = extra_processors(ids, mask) if extra_processors else []
         torch.manual_seed(seed + b)
         seqs = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
+            input_ids=ids,
+            attention_mask=mask,
             generation_config=gen_cfg,
-            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature, sampler_param), rec]),
+            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature, sampler_param), *extra, rec]),
         )
         new = seqs[:, ids.shape[1] :].cpu()
         ent, lp = rec.finish(seqs)
@@ -223,12 +234,25 @@ def generate_file(
     device: str,
     threads: int = 1,
     meta: dict | None = None,
+    calibration: str | None = None,
+    head: str | None = None,
 ) -> None:
-    """Generate for one model x dataset x sampler setting; write Parquet plus JSON sidecar."""
+    """Generate for one model x dataset x sampler setting; write Parquet plus JSON sidecar.
+
+    ``calibration`` / ``head``: the train_predictor outputs (JSON, safetensors), needed by the
+    samplers of :data:`MODEL_SAMPLERS`.
+    """
+    from entcal.calibration import forward_tokens_per_step, load_calibration, processor_factory
     from entcal.models import count_params, load_model
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    factory, calib = None, {}
+    if sampler in MODEL_SAMPLERS:
+        if not calibration:
+            raise ValueError(f"sampler {sampler!r} needs the model's calibration file (train_predictor output)")
+        calib = load_calibration(calibration)
+        factory = processor_factory(sampler, model, calib, head)
     examples = pd.read_parquet(examples_path)
     chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts)
     t0 = time.time()
@@ -243,6 +267,7 @@ def generate_file(
         stop_at_eos=stop_at_eos,
         sampler=sampler,
         sampler_param=sampler_param,
+        extra_processors=factory,
     )
     seconds = time.time() - t0
     for (example_id, _, _), row in zip(chosen, rows):
@@ -254,6 +279,8 @@ def generate_file(
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out_path, index=False)
     n_new = int(df["n_tokens"].sum())
+    n_prompt = int(df["prompt_len"].sum())
+    lookahead = sampler == "one_step_lookahead"
     sidecar = {
         **(meta or {}),
         "model": model_name,
@@ -264,6 +291,10 @@ def generate_file(
         "prompt_tokens": prompt_tokens,
         "max_new_tokens": max_new_tokens,
         "generated_tokens": n_new,
+        # model forward tokens: prompts (twice for the lookahead's own cache) + per generated token
+        "forward_tokens": n_prompt * (2 if lookahead else 1)
+        + n_new * forward_tokens_per_step(sampler, calib.get("candidates", 0)),
+        "mirostat_target": calib.get("mirostat_target") if sampler == "mirostat" else None,
         "eos_fraction": float(df["stopped_at_eos"].mean()),
         "seconds": round(seconds, 2),
         "tokens_per_second": round(n_new / max(seconds, 1e-9), 1),

@@ -171,7 +171,13 @@ def plot_future_entropy_exact(table, steps, noise, mc, outputs: list[str], insta
     _save(fig, outputs)
 
 
-MARKERS = {"top_p": "^", "top_k": "v", "min_p": "s", "typical": "D", "eta": "P"}
+MARKERS = {"top_p": "^", "top_k": "v", "min_p": "s", "typical": "D", "eta": "P",
+           "future_entropy": "X", "one_step_lookahead": "h", "mirostat": "d"}  # fmt: skip
+
+
+def _setting_label(r) -> str:
+    param = getattr(r, "sampler_param", None)
+    return f"{r.model} {r.sampler}" + (f" {param:g}" if param is not None and param == param else "")
 
 
 def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
@@ -193,7 +199,7 @@ def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
             ax.scatter(r.logloss_mean, r.entce, marker="*", s=80, color=cmap(sizes.index(r.n_params)), label=f"{r.model} (instruct)")
         for r in d[d["sampler"] != "ancestral"].itertuples():
             ax.scatter(r.logloss_mean, r.entce, marker=MARKERS.get(r.sampler, "x"), s=30,
-                       color=cmap(sizes.index(r.n_params)), label=f"{r.model} {r.sampler} {r.sampler_param:g}")  # fmt: skip
+                       color=cmap(sizes.index(r.n_params)), label=_setting_label(r))  # fmt: skip
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xlabel="log loss on human text (nats/token)", ylabel="EntCE (nats/token)", title=ds)
         ax.legend(fontsize=5)
@@ -261,4 +267,45 @@ def plot_mauve(table: pd.DataFrame, summary: pd.DataFrame, outputs: list[str]) -
                 ax.axvline(g["human_entropy_mean"].iloc[0], color=cmap(k), ls="--", lw=0.8)
             ax.set(xlabel="excerpt entropy (nats/token)", ylabel="MAUVE", title=f"{ds} ({fz})", ylim=(0, 1.02))
             ax.legend(fontsize=6)
+    _save(fig, outputs)
+
+
+def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[str]) -> None:
+    """Top: on calibration-split human text (teacher-forced), entropy vs log loss as alpha varies, for
+    temperature 1/(1+alpha) (solid) and the tilts by the trained head (dashed) and by the one-step
+    lookahead (dotted); a tilt beats temperature where its curve lies below at equal entropy.
+    Bottom: the same axes for the models' own generations (entropy of generations vs reference log
+    loss): temperature settings (line) and every other sampler (markers); the grey diagonal is
+    calibration (entropy = log loss)."""
+    datasets = sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 8), squeeze=False)
+    styles = {"temperature": "-", "future_entropy": "--", "one_step_lookahead": ":"}
+    for j, ds in enumerate(datasets):
+        t = table[table["dataset"] == ds]
+        models = list(t.sort_values("n_params")["model"].unique())
+        cmap = plt.get_cmap("viridis", max(len(models), 2))
+        ax = axes[0, j]
+        for m in models:
+            tr = tradeoff[(tradeoff["dataset"] == ds) & (tradeoff["model"] == m)]
+            for meth, g in tr.groupby("method"):
+                g = g.sort_values("alpha")
+                ax.plot(g["tf_entropy"], g["logloss"], styles.get(meth, "-."), color=cmap(models.index(m)), marker=".",
+                        label=f"{m} {meth}")  # fmt: skip
+        ax.set(xlabel="entropy on human text (nats/token)", ylabel="log loss (nats/token)",
+               title=f"{ds}: teacher-forced, alpha sweep")  # fmt: skip
+        ax.legend(fontsize=5)
+        ax = axes[1, j]
+        for m in models:
+            g = t[t["model"] == m]
+            c = cmap(models.index(m))
+            a = g[g["sampler"] == "ancestral"].sort_values("temperature")
+            ax.plot(a["entropy_mean"], a["logloss_mean"], "o-", color=c, ms=3, label=f"{m} temperature")
+            for r in g[g["sampler"] != "ancestral"].itertuples():
+                ax.scatter(r.entropy_mean, r.logloss_mean, marker=MARKERS.get(r.sampler, "x"), s=40, color=c,
+                           label=_setting_label(r))  # fmt: skip
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+        ax.set(xlabel="entropy of generations (nats/token)", ylabel="reference log loss (nats/token)",
+               title=f"{ds}: generations")  # fmt: skip
+        ax.legend(fontsize=5)
     _save(fig, outputs)

@@ -4,7 +4,12 @@ One forward pass per batch serves every sampler setting of the model's grid: tem
 truncation only transform the logits, so each setting's log loss and entropy come from the same
 hidden states. The vocabulary projection is chunked (``chunk`` positions at a time).
 
-For a truncation sampler (top_p, top_k, min_p, typical, eta; transformers' own warpers) the log loss
+Calibrated samplers (``entcal.calibration``) are scored from the same pass: ``future_entropy`` tilts
+the logits with the trained head's prediction on the same hidden state; ``one_step_lookahead`` adds
+one batched forward of the top candidates over the pass's KV cache; ``mirostat`` runs its
+controller teacher-forced along the reference (its surprise driven by the human tokens).
+
+For a truncation sampler (top_p, top_k, min_p, typical, eta, and mirostat) the log loss
 of a reference token outside the kept support is infinite. We record which tokens fall outside and
 report the log loss of the stated smoothing p_eps = (1 - eps) p_trunc + eps p_tau (eps =
 ``scoring.truncation_epsilon``), p_tau being the untruncated distribution at the same temperature.
@@ -32,8 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from entcal.generate import sampling_processors, select_examples
+from entcal.generate import TRUNCATION_WARPERS, sampling_processors, select_examples
 from entcal.metrics import token_logloss_entropy
+
+TRUNCATING = (*TRUNCATION_WARPERS, "mirostat")  # samplers whose support can exclude the reference token
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +56,23 @@ def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def setting_stats(
-    logits: torch.Tensor, targets: torch.Tensor, setting: dict, epsilon: float
+    logits: torch.Tensor, targets: torch.Tensor, setting: dict, epsilon: float, adjust=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log loss, entropy, outside-support mask) of one sampler setting at each position.
 
     ``logits``: (N, V); ``targets``: (N,); ``setting``: sampler, temperature, optional param.
+    ``adjust``: optional function (tempered scores) -> final scores, for the calibrated samplers.
     """
     x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     tau = float(setting["temperature"])
     scores = x
     for proc in sampling_processors(setting["sampler"], tau, setting.get("param")):
         scores = proc(targets[:, None], scores)  # the warpers ignore input_ids
+    if adjust is not None:
+        scores = adjust(scores)
     nll, ent = token_logloss_entropy(scores, targets)  # the distribution the sampler draws from
     outside = torch.isinf(nll)
-    if setting["sampler"] != "ancestral" and epsilon > 0:
+    if setting["sampler"] in TRUNCATING and epsilon > 0:
         t_full = torch.log_softmax(x / tau, -1).gather(-1, targets[:, None])[:, 0]
         nll = -torch.logaddexp(-nll + np.log1p(-epsilon), t_full + np.log(epsilon))
     return nll, ent, outside
@@ -77,33 +87,70 @@ def score_settings(
     pad_id: int,
     epsilon: float,
     chunk: int = 256,
+    calib: dict | None = None,
+    head=None,
 ) -> list[dict]:
     """Per pair and setting: log loss, entropy and outside-support flags at the reference tokens.
 
     Returns one dict per pair with arrays of shape (len(settings), n_ref): ``logloss``,
-    ``tf_entropy``, ``outside``.
+    ``tf_entropy``, ``outside``. ``calib`` / ``head``: the train_predictor outputs, needed by the
+    calibrated samplers.
     """
+    from entcal.calibration import Mirostat, reference_lookahead, step_bucket, tilt_logprobs
+
     base = getattr(model, model.base_model_prefix)
-    head = model.get_output_embeddings()
+    lm_head = model.get_output_embeddings()
     device = next(model.parameters()).device
+    samplers = {st["sampler"] for st in settings}
+    if samplers & {"future_entropy", "one_step_lookahead", "mirostat"} and calib is None:
+        raise ValueError("calibrated samplers need the model's calibration file (train_predictor output)")
+    k = calib["candidates"] if calib else 0
     out = []
     for b in range(0, len(pairs), batch_size):
         batch = pairs[b : b + batch_size]
         ids, mask = right_pad([p + r for p, r in batch], pad_id)
         ids, mask = ids.to(device), mask.to(device)
-        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+        starts, lengths = [len(p) for p, _ in batch], [len(r) for _, r in batch]
+        if "one_step_lookahead" in samplers:
+            h_all, look_top, look_f = reference_lookahead(model, ids, mask, starts, lengths, k)
+        else:
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            h_all = torch.stack([
+                torch.nn.functional.pad(hidden[i, s - 1 : s - 1 + n], (0, 0, 0, max(lengths) - n))
+                for i, (s, n) in enumerate(zip(starts, lengths))
+            ])  # fmt: skip
         for i, (p, r) in enumerate(batch):
-            h = hidden[i, len(p) - 1 : len(p) - 1 + len(r)]
             tgt = ids[i, len(p) : len(p) + len(r)]
-            res = {k: np.empty((len(settings), len(r)), dtype=np.float32 if k != "outside" else bool)
-                   for k in ("logloss", "tf_entropy", "outside")}  # fmt: skip
+            res = {key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
+                   for key in ("logloss", "tf_entropy", "outside")}  # fmt: skip
+            miro = {j: Mirostat(calib["mirostat_target"], calib["mirostat_eta"])
+                    for j, st in enumerate(settings) if st["sampler"] == "mirostat"}  # fmt: skip
             for start in range(0, len(r), chunk):
-                logits = head(h[start : start + chunk])
-                for k, st in enumerate(settings):
-                    nll, ent, outside = setting_stats(logits, tgt[start : start + chunk], st, epsilon)
-                    sl = slice(start, start + chunk)
-                    res["logloss"][k, sl], res["tf_entropy"][k, sl] = nll.cpu().numpy(), ent.cpu().numpy()
-                    res["outside"][k, sl] = outside.cpu().numpy()
+                sl = slice(start, start + chunk)
+                h = h_all[i, sl][: len(r) - start]
+                logits = lm_head(h)
+                steps = np.arange(start, start + len(h))
+                for j, st in enumerate(settings):
+                    adjust = None
+                    if st["sampler"] in ("future_entropy", "one_step_lookahead"):
+                        alphas = [x["alpha"] for x in calib["alpha"][st["sampler"]]]
+                        a = torch.tensor([alphas[q] for q in step_bucket(steps, calib["step_buckets"])], device=device)
+                        if st["sampler"] == "future_entropy":
+                            def adjust(x, h=h, a=a):
+                                lp = torch.log_softmax(x, -1)
+                                top = lp.topk(k, -1).indices
+                                return tilt_logprobs(lp, head(h, top), top, a)
+                        else:
+                            def adjust(x, a=a, top=look_top[i, sl][: len(h)], f=look_f[i, sl][: len(h)]):
+                                return tilt_logprobs(torch.log_softmax(x, -1), f, top, a)
+                    elif st["sampler"] == "mirostat":
+                        def adjust(x, m=miro[j], t0=start, tgt=tgt):
+                            lp = torch.log_softmax(x, -1)
+                            return torch.cat([m.step(lp[q : q + 1], tgt[t0 + q - 1 : t0 + q] if t0 + q else None)
+                                              for q in range(lp.shape[0])])  # fmt: skip
+                    nll, ent, outside = setting_stats(logits, tgt[sl], st, epsilon, adjust)
+                    res["logloss"][j, sl], res["tf_entropy"][j, sl] = nll.cpu().numpy(), ent.cpu().numpy()
+                    res["outside"][j, sl] = outside.cpu().numpy()
             out.append(res)
     return out
 
@@ -124,19 +171,26 @@ def score_file(
     device: str,
     threads: int = 1,
     epsilon: float = 1e-3,
+    calibration: str | None = None,
+    head: str | None = None,
 ) -> None:
     """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar.
 
     ``settings``: dicts with slug, sampler, temperature and (for truncation) param.
+    ``calibration`` / ``head``: the train_predictor outputs, for the calibrated samplers.
     """
+    from entcal.calibration import load_calibration, load_head
     from entcal.models import load_model
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    calib = load_calibration(calibration) if calibration else None
+    head_mod = load_head(head, model)[0] if head else None
     examples = pd.read_parquet(examples_path)
     chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts)
     t0 = time.time()
-    scored = score_settings(model, [(p, r) for _, p, r in chosen], settings, batch_size, tok.pad_token_id, epsilon)
+    scored = score_settings(model, [(p, r) for _, p, r in chosen], settings, batch_size, tok.pad_token_id, epsilon,
+                            calib=calib, head=head_mod)  # fmt: skip
     seconds = time.time() - t0
     rows = []
     for (example_id, p, r), s in zip(chosen, scored):

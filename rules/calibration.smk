@@ -1,0 +1,112 @@
+# The trained future-entropy predictor (Section 5 made practical): Monte Carlo labels on
+# calibration-split text, the head and its alpha fit, and the comparison table of every sampler.
+
+
+rule calibration_labels:
+    input:
+        model=get_model_folder,
+        windows=rules.prepare_dataset.output.calibration,
+    output:
+        labels=f"{RD}/calibration/{{dataset}}/{{model}}/labels.parquet",
+        meta=f"{RD}/calibration/{{dataset}}/{{model}}/labels.json",
+    params:
+        model_path=get_model_path,
+        calibration=lookup(dpath="calibration", within=config),
+        generation=lookup(dpath="generation", within=config),
+        max_len=lookup(dpath="analysis/max_len", within=config),
+        seed=lookup(dpath="seed", within=config),
+        dtype=lookup(dpath="dtype", within=config),
+        device=lookup(dpath="device", within=config),
+    log:
+        f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/calibration_labels/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        gpu=get_gpus,
+        mem_mb=16000,
+        runtime=720,
+    script:
+        "../workflow_scripts/calibration_labels.py"
+
+
+rule train_predictor:
+    input:
+        model=get_model_folder,
+        labels=rules.calibration_labels.output.labels,
+        windows=rules.prepare_dataset.output.calibration,
+    output:
+        head=f"{RD}/calibration/{{dataset}}/{{model}}/predictor.safetensors",
+        settings=f"{RD}/calibration/{{dataset}}/{{model}}/predictor.json",
+        tradeoff=f"{RD}/calibration/{{dataset}}/{{model}}/tradeoff_tf.csv",
+    params:
+        model_path=get_model_path,
+        samplers=get_calibrated_samplers,
+        calibration=lookup(dpath="calibration", within=config),
+        generation=lookup(dpath="generation", within=config),
+        max_len=lookup(dpath="analysis/max_len", within=config),
+        seed=lookup(dpath="seed", within=config),
+        dtype=lookup(dpath="dtype", within=config),
+        device=lookup(dpath="device", within=config),
+    log:
+        f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_predictor/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        gpu=get_gpus,
+        mem_mb=32000,
+        runtime=240,
+    script:
+        "../workflow_scripts/train_predictor.py"
+
+
+rule calibration_table:
+    input:
+        unpack(get_calibration_tables),
+        summary=rules.aggregate.output.summary,
+    output:
+        table=report(
+            f"{RD}/tables/calibration.csv",
+            caption="report/calibration.rst",
+            category="Tables",
+        ),
+        predictors=f"{RD}/tables/predictor.csv",
+        tradeoff=f"{RD}/tables/tradeoff_tf.csv",
+    log:
+        f"{RD}/logs/calibration_table.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/calibration_table.py"
+
+
+rule plot_calibration:
+    input:
+        table=rules.calibration_table.output.table,
+        tradeoff=rules.calibration_table.output.tradeoff,
+    output:
+        png=report(
+            f"{RD}/figures/calibration_tf.png",
+            caption="report/calibration_tf.rst",
+            category="Figures",
+        ),
+        pdf=f"{RD}/figures/calibration_tf.pdf",
+    log:
+        f"{RD}/logs/plot_calibration.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/plot_calibration.py"

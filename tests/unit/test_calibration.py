@@ -1,0 +1,236 @@
+"""The trained future-entropy predictor and the calibrated samplers, against independent references."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from entcal import calibration as cal
+from entcal.generate import sample_with_entropy
+from entcal.models import load_model
+from entcal.score import score_settings
+
+
+@pytest.fixture(scope="module")
+def model64(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
+    return model.double(), tok
+
+
+def _rand_case(n=6, v=9, k=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logp = torch.log_softmax(torch.randn(n, v, generator=g, dtype=torch.float64) * 2, -1)
+    top = logp.topk(k, -1).indices
+    f = torch.rand(n, k, generator=g, dtype=torch.float64) * 5
+    return logp, top, f
+
+
+def test_tilt_with_zero_predictor_is_identity_then_temperature():
+    logp, top, _ = _rand_case()
+    zero = torch.zeros(top.shape, dtype=torch.float64)
+    torch.testing.assert_close(cal.tilt_logprobs(logp, zero, top, 0.0), logp, atol=1e-12, rtol=0)
+    for a in (0.25, 1.0, -0.3):
+        tau = 1 / (1 + a)
+        ref = torch.log_softmax(logp / tau, -1)  # temperature tau on the same distribution
+        torch.testing.assert_close(cal.tilt_logprobs(logp, zero, top, a), ref, atol=1e-12, rtol=0)
+
+
+def test_tilt_matches_the_formula_in_float64():
+    logp, top, f = _rand_case(seed=3)
+    a = 0.7
+    got = cal.tilt_logprobs(logp, f, top, a)
+    for i in range(logp.shape[0]):
+        p = logp[i].exp().numpy()
+        fi = np.full(p.shape, np.sum(p[top[i]] / p[top[i]].sum() * f[i].numpy()))  # rest: p-weighted mean
+        fi[top[i].numpy()] = f[i].numpy()
+        w = p ** (1 + a) * np.exp(-a * fi)
+        np.testing.assert_allclose(got[i].exp().numpy(), w / w.sum(), atol=1e-12)
+
+
+def test_fit_alpha_finds_the_known_optimum():
+    # human tokens drawn from the tilt at a* itself: the log loss (a proper score) is minimised at a*
+    logp, top, f = _rand_case(n=1, v=12, k=6, seed=5)
+    a_star = 0.6
+    q = cal.tilt_logprobs(logp, f, top, a_star)[0].exp()
+    n = 40000
+    tgt = torch.multinomial(q, n, replacement=True, generator=torch.Generator().manual_seed(1))
+    rep = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731
+    res = cal.fit_alpha(rep(logp), rep(f), rep(top), tgt, bounds=(-0.5, 4.0))
+    assert abs(res["alpha"] - a_star) < 0.06
+    assert res["logloss"] <= res["logloss_base"]
+    # and with f = 0 the fit is the log-loss-optimal temperature, found here by brute force
+    zero = torch.zeros_like(rep(f))
+    res0 = cal.fit_alpha(rep(logp), zero, rep(top), tgt)
+    grid = np.linspace(-0.5, 4, 4501)
+    ll = [float(-torch.log_softmax((1 + a) * logp[0], -1)[tgt].mean()) for a in grid]
+    assert abs(res0["alpha"] - grid[int(np.argmin(ll))]) < 2e-3
+
+
+def test_candidate_entropies_equal_a_full_forward(model64):
+    model, _ = model64
+    ids = torch.tensor([[0, 0, 5, 17, 33, 4, 99], [7, 8, 9, 10, 11, 12, 13]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    ends = torch.tensor([[4, 7, 7], [2, 5, 7]])
+    cands = torch.tensor([[3, 250, 1], [42, 42, 8]])
+    got = cal.candidate_entropies(model, out.past_key_values, mask.bool(), ends, cands)
+    assert out.past_key_values.get_seq_length() == 7  # cropped back
+    for b in range(2):
+        for q in range(3):
+            real = ids[b, : ends[b, q]][mask[b, : ends[b, q]].bool()].tolist() + [int(cands[b, q])]
+            with torch.no_grad():
+                lp = torch.log_softmax(model(torch.tensor([real])).logits[0, -1], -1)
+            assert abs(float(got[b, q]) - float(-(lp.exp() * lp).sum())) < 1e-9
+
+
+def _labels(model, tok, n_prefix=24, k=4, rollouts=2, horizon=6):
+    windows = pd.DataFrame({"example_id": range(6), "prefix": "", "text": [
+        "The quick brown fox jumps over the lazy dog. " * 6, "def add(a, b):\n    return a + b\n" * 6,
+        "To be, or not to be, that is the question:\n" * 6, "The lazy dog sleeps. " * 10,
+        "print(add(2, 3))\n" * 10, "Whether 'tis nobler in the mind to suffer\n" * 6]})  # fmt: skip
+    prefixes = cal.make_prefixes(tok, windows, prompt_tokens=8, max_len=40, per_window=n_prefix // 6, n_windows=6,
+                                 heldout_fraction=0.34, seed=0)  # fmt: skip
+    df, spent = cal.label_prefixes(model, tok, prefixes, candidates=k, rollouts=rollouts, horizon=horizon,
+                                   batch_size=16, seed=0, stop_at_eos=False)  # fmt: skip
+    return prefixes, df, spent
+
+
+def test_labels_are_summed_rollout_entropies(model64):
+    model, tok = model64
+    prefixes, df, spent = _labels(model, tok)
+    assert set(df["split"]) == {"train", "test"} and len(df) == len(prefixes) * 4
+    assert spent > 0
+    # the one-step lookahead column is the exact entropy after the candidate, from a plain forward
+    for r in df.sample(5, random_state=0).itertuples():
+        seq = prefixes[r.prefix_id]["prefix_ids"] + [r.candidate]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([seq])).logits[0, -1], -1)
+        assert abs(r.onestep_entropy - float(-(lp.exp() * lp).sum())) < 1e-5
+        assert r.label == pytest.approx(np.mean(r.label_rollouts), rel=1e-5)
+        assert r.onestep_entropy <= r.label  # the rest of the sum is non-negative
+    assert (df["rank"].groupby(df["prefix_id"]).apply(list).map(lambda x: x == [0, 1, 2, 3])).all()
+
+
+def test_head_learns_and_beats_a_constant_on_held_out_labels():
+    # synthetic labels with a known dependence on the hidden state and the token's embedding
+    torch.manual_seed(0)
+    n_prefix, d, v, k = 400, 12, 30, 5
+    emb = torch.randn(v, d)
+    h = torch.randn(n_prefix, d)
+    w = torch.randn(d, d) / d**0.5
+    rows = []
+    for i in range(n_prefix):
+        for c in torch.randperm(v)[:k].tolist():
+            y = 5 + 2 * float(torch.tanh(h[i] @ w @ emb[c])) + 0.1 * float(torch.randn(()))
+            rows.append({"prefix_id": i, "candidate": c, "label": y,
+                         "label_rollouts": np.array([y, y], np.float32), "onestep_entropy": float(torch.rand(())), "split": "test" if i < 80 else "train"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    train, test = df[df.split == "train"], df[df.split == "test"]
+    head = cal.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
+    hist = cal.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0)
+    assert np.mean(hist[-30:]) < 0.5 * np.mean(hist[:30])
+    m = cal.evaluate_head(head.eval(), h, train, test)
+    assert m["rmse_test"] < 0.8 * m["rmse_constant"]
+    assert m["r2_test"] > 0.3
+    # the full-vocabulary output and the per-candidate output agree
+    with torch.no_grad():
+        full, some = head(h[:3]), head(h[:3], torch.tensor([[1, 2], [3, 4], [5, 6]]))
+    torch.testing.assert_close(full.gather(-1, torch.tensor([[1, 2], [3, 4], [5, 6]])), some, atol=1e-5, rtol=0)
+
+
+def test_head_round_trips_through_safetensors(tmp_path, model64):
+    model, _ = model64
+    head = cal.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=3.0, sigma=2.0)
+    path = tmp_path / "predictor.safetensors"
+    cal.save_head(head, path, {"head": {"rank": 4, "hidden": 8}})
+    again, settings = cal.load_head(path, model)
+    h = torch.randn(3, model.config.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(head(h), again(h))
+    assert settings["head"]["rank"] == 4
+
+
+def _calib(alpha_head, alpha_look, k):
+    return {"candidates": k, "step_buckets": [0, 3], "mirostat_target": 2.0, "mirostat_eta": 0.1,
+            "alpha": {"future_entropy": [{"alpha": alpha_head[0]}, {"alpha": alpha_head[1]}],
+                      "one_step_lookahead": [{"alpha": alpha_look[0]}, {"alpha": alpha_look[1]}]}}  # fmt: skip
+
+
+PROMPTS = [[5, 17, 33, 4, 99, 120], [7, 8], [250, 3, 3, 41]]
+
+
+@pytest.mark.parametrize("sampler", ["future_entropy", "one_step_lookahead", "mirostat"])
+def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model64, sampler):
+    """Generation with each calibrated sampler, then every step re-derived independently from a
+    plain full forward in float64; and scoring the generated text with the same sampler reproduces
+    the recorded entropies (the same distribution, teacher-forced)."""
+    model, tok = model64
+    k = 5
+    head = cal.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
+    torch.nn.init.normal_(head.bias, std=1.0)
+    head.requires_grad_(False)
+    calib = _calib([0.4, -0.2], [0.8, 0.3], k)
+    factory = {"future_entropy": lambda ids, mask: [cal.FutureEntropyTilt(cal.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])],
+               "one_step_lookahead": lambda ids, mask: [cal.FutureEntropyTilt(cal.LookaheadPredictor(model, mask), [0.8, 0.3], [0, 3], k, ids.shape[1])],
+               "mirostat": lambda ids, mask: [cal.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
+    tap = cal.HiddenTap(model)
+    try:
+        out = sample_with_entropy(model, tok, PROMPTS, temperature=1.0, max_new_tokens=7, batch_size=3, seed=0,
+                                  stop_at_eos=False, extra_processors=factory)  # fmt: skip
+    finally:
+        tap.remove()
+    for p, row in zip(PROMPTS, out):
+        seq = p + row["token_ids"]
+        with torch.no_grad():
+            base = model.model(torch.tensor([seq])).last_hidden_state[0]
+            logp = torch.log_softmax(model.lm_head(base), -1)
+        miro = cal.Mirostat(2.0, 0.1)
+        for t in range(len(row["token_ids"])):
+            pos = len(p) - 1 + t
+            lp = logp[pos : pos + 1]
+            top = lp.topk(k, -1).indices
+            a = [0.4, -0.2][t >= 3] if sampler == "future_entropy" else [0.8, 0.3][t >= 3]
+            if sampler == "future_entropy":
+                q = cal.tilt_logprobs(lp, head(base[pos : pos + 1], top), top, a)
+            elif sampler == "one_step_lookahead":
+                f = []
+                for c in top[0].tolist():
+                    with torch.no_grad():
+                        nxt = torch.log_softmax(model(torch.tensor([seq[: pos + 1] + [c]])).logits[0, -1], -1)
+                    f.append(float(-(nxt.exp() * nxt).sum()))
+                q = cal.tilt_logprobs(lp, torch.tensor([f], dtype=torch.float64), top, a)
+            else:
+                q = torch.log_softmax(miro.step(lp, torch.tensor([seq[pos]]) if t else None), -1)
+            ent = float(-(q.exp() * q.nan_to_num(neginf=0)).sum())
+            assert abs(row["entropy"][t] - ent) < 1e-4, (sampler, t)
+            assert abs(row["logprob"][t] - float(q[0, row["token_ids"][t]])) < 1e-4
+    # scoring the generations as references reproduces the recorded per-step entropies
+    pairs = [(p, row["token_ids"]) for p, row in zip(PROMPTS, out)]
+    st = {"sampler": sampler, "temperature": 1.0, "slug": f"{sampler}-t1"}
+    scored = score_settings(model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4,
+                            calib=calib, head=head)  # fmt: skip
+    for row, s in zip(out, scored):
+        np.testing.assert_allclose(s["tf_entropy"][0], row["entropy"], atol=1e-4)
+        np.testing.assert_allclose(-s["logloss"][0], row["logprob"], atol=1e-4)
+
+
+def test_mirostat_holds_surprise_near_its_target(model64):
+    import copy
+
+    model, tok = model64
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(12.0)  # a peaked model, so truncation has room to work
+    free = sample_with_entropy(model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0,
+                               stop_at_eos=False)  # fmt: skip
+    free_s = np.mean([-r["logprob"][20:] for r in free])
+    target = free_s - 1.0
+    out = sample_with_entropy(model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0,
+                              stop_at_eos=False, extra_processors=lambda i, m: [cal.Mirostat(target, 0.2)])  # fmt: skip
+    with torch.no_grad():
+        surprise = []
+        for p, row in zip(PROMPTS * 4, out):
+            lp = torch.log_softmax(model(torch.tensor([p + row["token_ids"]])).logits[0], -1)
+            pos = np.arange(len(p) - 1, len(p) - 1 + len(row["token_ids"]))
+            surprise.append(-lp[pos, row["token_ids"]].numpy()[20:])  # untruncated surprise, after warm-up
+    assert abs(np.mean(surprise) - target) < 0.25, (np.mean(surprise), target, free_s)

@@ -1,0 +1,28 @@
+"""Adapter: Monte Carlo future-entropy labels for one model x dataset."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.calibration import labels_file  # noqa: E402
+from entcal.logs import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])
+labels_file(
+    snakemake.params.model_path,
+    snakemake.wildcards.model,
+    snakemake.input.windows,
+    snakemake.output.labels,
+    prompt_tokens=snakemake.params.generation["prompt_tokens"],
+    max_len=snakemake.params.max_len,
+    cal=snakemake.params.calibration,
+    seed=snakemake.params.seed,
+    dtype=snakemake.params.dtype,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    stop_at_eos=snakemake.params.generation["stop_at_eos"],
+)

@@ -1,0 +1,31 @@
+"""Adapter: train the future-entropy head, fit alpha per step bucket, measure the Mirostat target."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))
+from entcal.calibration import train_predictor_file  # noqa: E402
+from entcal.logs import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])
+train_predictor_file(
+    snakemake.params.model_path,
+    snakemake.wildcards.model,
+    snakemake.input.labels,
+    snakemake.input.windows,
+    snakemake.output.head,
+    snakemake.output.tradeoff,
+    samplers=snakemake.params.samplers,
+    prompt_tokens=snakemake.params.generation["prompt_tokens"],
+    max_len=snakemake.params.max_len,
+    cal=snakemake.params.calibration,
+    seed=snakemake.params.seed,
+    dtype=snakemake.params.dtype,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    dataset=snakemake.wildcards.dataset,
+)
