@@ -61,17 +61,39 @@ def load_tokenizer(path: str | Path, name: str = ""):
     return tok
 
 
-def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto"):
-    """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline."""
+def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto", quantization: str = "none"):
+    """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline.
+
+    ``quantization``: ``none``, or ``nf4`` (4-bit NF4 weights with ``dtype`` compute, the paper's
+    scoring setting; needs the bitsandbytes package and a CUDA device).
+    """
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(path, name)
     tok = load_tokenizer(path, name)
+    kwargs = {"dtype": DTYPES[dtype], "local_files_only": True}
+    dev = resolve_device(device)
+    if quantization == "nf4":
+        if dev.type != "cuda":
+            raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs a CUDA device (got {dev}); use 'none'")
+        try:
+            from transformers import BitsAndBytesConfig
+
+            import bitsandbytes  # noqa: F401
+        except ImportError as err:
+            raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs bitsandbytes (pip install bitsandbytes)") from err
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=DTYPES[dtype])  # fmt: skip
+        kwargs["device_map"] = {"": dev.index or 0}
+    elif quantization != "none":
+        raise ModelLoadError(f"model {name!r}: unknown quantization {quantization!r} (none | nf4)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(f"model {name!r}: cannot load weights from {path}: {err}") from err
-    model.to(resolve_device(device)).eval()
+    if quantization == "none":
+        model.to(dev)
+    model.eval()
     return model, tok
 
 
