@@ -21,7 +21,7 @@ rule aggregate:
     benchmark:
         f"{RD}/benchmarks/aggregate.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -44,7 +44,7 @@ rule scaling_fits:
     log:
         f"{RD}/logs/scaling_fits.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -63,7 +63,7 @@ rule context_fits:
     log:
         f"{RD}/logs/context_fits.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -81,6 +81,6 @@ rule dump_config:
         f"{RD}/logs/dump_config.log",
     localrule: True
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/dump_config.py"

@@ -11,6 +11,7 @@ rule calibration_labels:
         meta=f"{RD}/calibration/{{dataset}}/{{model}}/labels.json",
     params:
         model_path=get_model_path,
+        chat=get_chat,
         calibration=lookup(dpath="calibration", within=config),
         generation=lookup(dpath="generation", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
@@ -22,12 +23,12 @@ rule calibration_labels:
     benchmark:
         f"{RD}/benchmarks/calibration_labels/{{dataset}}/{{model}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=mem_by_size(16000),
+        runtime=runtime_by_size(60, 6),
     script:
         "../workflow_scripts/calibration_labels.py"
 
@@ -43,6 +44,7 @@ rule train_predictor:
         tradeoff=f"{RD}/calibration/{{dataset}}/{{model}}/tradeoff_tf.csv",
     params:
         model_path=get_model_path,
+        chat=get_chat,
         samplers=get_calibrated_samplers,
         calibration=lookup(dpath="calibration", within=config),
         generation=lookup(dpath="generation", within=config),
@@ -55,12 +57,12 @@ rule train_predictor:
     benchmark:
         f"{RD}/benchmarks/train_predictor/{{dataset}}/{{model}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=32000,
-        runtime=240,
+        mem_mb=mem_by_size(32000),
+        runtime=runtime_by_size(30, 3),
     script:
         "../workflow_scripts/train_predictor.py"
 
@@ -80,7 +82,7 @@ rule calibration_table:
     log:
         f"{RD}/logs/calibration_table.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -103,7 +105,7 @@ rule plot_calibration:
     log:
         f"{RD}/logs/plot_calibration.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,

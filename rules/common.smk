@@ -7,10 +7,15 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal.config import CALIBRATED_SAMPLERS, calibrated_models, check_config, checkpoint_models, setting_slug  # noqa: E402
+from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, calibrated_models, check_config, checkpoint_models, setting_slug  # noqa: E402
 
 
 validate(config, "../config/schema.yaml", set_default=True)
+if config["revisions_lock"]:
+    import yaml
+
+    for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
+        logger.warning(note)
 check_config(config)
 
 RD = config["results_dir"]
@@ -104,6 +109,26 @@ def get_setting(wildcards):
 def get_settings(wildcards):
     """Params function: every sampler setting of the model (scoring covers them all in one pass)."""
     return model_settings(wildcards.model)
+
+
+def get_chat(wildcards):
+    """Params function: instruct models see instructions through their chat template."""
+    return bool(model_spec(wildcards.model)["instruct"])
+
+
+def size_billions(model):
+    """Configured parameter count in billions (0 for the demo's trained models)."""
+    return (model_spec(model).get("n_params") or 0) / 1e9
+
+
+def mem_by_size(base_mb, per_billion_mb=3000):
+    """Resource function: host memory grows with the model (bf16 weights are loaded on the host first)."""
+    return lambda wildcards, attempt: int(base_mb + per_billion_mb * size_billions(wildcards.model))
+
+
+def runtime_by_size(base_min, per_billion_min):
+    """Resource function (minutes): grows with the model, and with each retry (attempt 2 gets twice the time)."""
+    return lambda wildcards, attempt: int((base_min + per_billion_min * size_billions(wildcards.model)) * attempt)
 
 
 def get_gpus(wildcards):

@@ -15,7 +15,7 @@ rule download_dataset:
     log:
         f"{RD}/logs/download_dataset/{{dataset}}.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     script:
         "../workflow_scripts/download_dataset.py"
@@ -36,7 +36,7 @@ rule prepare_dataset:
     benchmark:
         f"{RD}/benchmarks/prepare_dataset/{{dataset}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=8000,

@@ -16,7 +16,7 @@ rule future_entropy_exact:
     benchmark:
         f"{RD}/benchmarks/future_entropy_exact.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -37,7 +37,7 @@ rule plot_future_entropy_exact:
     log:
         f"{RD}/logs/plot_future_entropy_exact.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -11,6 +11,7 @@ rule generate:
         meta=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.json",
     params:
         model_path=get_model_path,
+        chat=get_chat,
         setting=get_setting,
         generation=lookup(dpath="generation", within=config),
         seed=lookup(dpath="seed", within=config),
@@ -21,12 +22,12 @@ rule generate:
     benchmark:
         f"{RD}/benchmarks/generate/{{dataset}}/{{model}}/{{setting}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=mem_by_size(16000),
+        runtime=runtime_by_size(120, 15),
     script:
         "../workflow_scripts/generate.py"
 
@@ -41,6 +42,7 @@ rule score:
         meta=f"{RD}/scores/{{dataset}}/{{model}}.json",
     params:
         model_path=get_model_path,
+        chat=get_chat,
         settings=get_settings,
         generation=lookup(dpath="generation", within=config),
         scoring=lookup(dpath="scoring", within=config),
@@ -51,11 +53,11 @@ rule score:
     benchmark:
         f"{RD}/benchmarks/score/{{dataset}}/{{model}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=mem_by_size(16000),
+        runtime=runtime_by_size(30, 4),
     script:
         "../workflow_scripts/score.py"

@@ -16,7 +16,7 @@ rule download_model:
     log:
         f"{RD}/logs/download_model/{{model}}.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     script:
         "../workflow_scripts/download_model.py"
@@ -35,7 +35,7 @@ rule train_tokenizer:
     benchmark:
         f"{RD}/benchmarks/train_tokenizer/{{dataset}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -60,7 +60,7 @@ rule train_model:
     benchmark:
         f"{RD}/benchmarks/train_model/{{dataset}}/{{model}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         mem_mb=4000,

@@ -19,7 +19,7 @@ rule plot_per_step:
     log:
         f"{RD}/logs/plot_per_step{{smooth}}.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -42,7 +42,7 @@ rule plot_scaling:
     log:
         f"{RD}/logs/plot_scaling.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -60,7 +60,7 @@ rule plot_tradeoff:
     log:
         f"{RD}/logs/plot_tradeoff.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -81,7 +81,7 @@ rule plot_context:
     log:
         f"{RD}/logs/plot_context.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -100,7 +100,7 @@ rule plot_data_scaling:
     log:
         f"{RD}/logs/plot_data_scaling.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,

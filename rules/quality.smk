@@ -16,7 +16,7 @@ rule download_featurizer:
     log:
         f"{RD}/logs/download_featurizer/{{featurizer}}.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     script:
         "../workflow_scripts/download_model.py"
@@ -35,7 +35,7 @@ rule mauve_excerpts:
     benchmark:
         f"{RD}/benchmarks/mauve_excerpts/{{dataset}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -59,7 +59,7 @@ rule mauve_features:
     benchmark:
         f"{RD}/benchmarks/mauve_features/{{dataset}}/{{featurizer}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_featurizer_gpus,
@@ -83,7 +83,7 @@ rule mauve_buckets:
     benchmark:
         f"{RD}/benchmarks/mauve_buckets/{{dataset}}/{{featurizer}}.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -108,7 +108,7 @@ rule mauve_summary:
     log:
         f"{RD}/logs/mauve_summary.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -15,7 +15,7 @@ rule singleton_mass:
     benchmark:
         f"{RD}/benchmarks/singleton_mass.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -37,7 +37,7 @@ rule power_law:
     benchmark:
         f"{RD}/benchmarks/power_law.tsv"
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -57,7 +57,7 @@ rule plot_theory:
     log:
         f"{RD}/logs/plot_theory.log",
     conda:
-        "../envs/pipeline.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -25,4 +25,5 @@ labels_file(
     device=snakemake.params.device,
     threads=snakemake.threads,
     stop_at_eos=snakemake.params.generation["stop_at_eos"],
+    chat=snakemake.params.chat,
 )

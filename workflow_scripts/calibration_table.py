@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 import pandas as pd  # noqa: E402
 
-from entcal.calibration import calibration_tables  # noqa: E402
+from entcal.aggregate import calibration_tables  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])

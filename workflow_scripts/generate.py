@@ -34,4 +34,9 @@ generate_file(
     meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),
+    chat=snakemake.params.chat,
+    shard_size=g["shard_size"],
+    max_context=g["max_context"],
+    backend=g["backend"],
+    gpus=snakemake.resources.gpu,
 )

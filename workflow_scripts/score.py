@@ -30,4 +30,8 @@ score_file(
     epsilon=snakemake.params.scoring["truncation_epsilon"],
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),
+    chat=snakemake.params.chat,
+    shard_size=g["shard_size"],
+    max_context=g["max_context"],
+    quantization=snakemake.params.scoring["quantization"],
 )

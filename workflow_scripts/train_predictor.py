@@ -28,4 +28,5 @@ train_predictor_file(
     device=snakemake.params.device,
     threads=snakemake.threads,
     dataset=snakemake.wildcards.dataset,
+    chat=snakemake.params.chat,
 )

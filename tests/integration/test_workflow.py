@@ -31,15 +31,24 @@ def job_counts(out: str) -> dict:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def test_paper_grid_dry_run_offline():
-    r = smk("-n", "--cores", "4")
+def test_paper_grid_dry_run_offline_with_the_slurm_profile():
+    r = smk("-n", "--profile", "profiles/slurm")
     assert r.returncode == 0, r.stderr[-3000:]
-    counts = job_counts(r.stdout + r.stderr)
+    out = r.stdout + r.stderr
+    counts = job_counts(out)
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)
     assert counts["score"] == 3 * 33 and counts["download_model"] == 33 and counts["download_dataset"] == 3
     # a future-entropy predictor per base model and dataset
     assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
+    # GPUs by model size as the paper used them, on the GPU partition; more memory and time for larger models
+    blocks = {m[1]: m[2] for m in re.finditer(r"wildcards: dataset=\w+, model=(\w+), setting=ancestral-t1\n\s+resources: (.*)", out)}
+    res = {m: dict(kv.split("=", 1) for kv in b.split(", ")) for m, b in blocks.items()}
+    assert res["qwen25_7b"]["gpu"] == "1" and res["qwen25_14b"]["gpu"] == "2" and res["llama2_70b"]["gpu"] == "4"
+    assert res["pythia_12b"]["gpu"] == "2" and res["qwen25_32b"]["gpu"] == "4"
+    assert res["llama2_70b"]["slurm_partition"] == "gpu"
+    assert int(res["llama2_70b"]["mem_mb"]) > int(res["qwen25_7b"]["mem_mb"])
+    assert int(res["llama2_70b"]["runtime"]) > int(res["qwen25_7b"]["runtime"])
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])

@@ -90,3 +90,53 @@ def test_unknown_revision_offline_names_the_model(tmp_path, tiny_model_dir, monk
     with pytest.raises(ModelLoadError, match="'tiny_hf'"):
         download_model("tiny_hf", repo, "f" * 40, str(tmp_path / "m"), cache_dir=str(tmp_path / "cache"))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_branch_download_records_the_commit_it_resolved_to(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
+    out = download_model("tiny_hf", repo, "main", str(tmp_path / "m"), cache_dir=str(tmp_path / "cache"))
+    src = json.loads((out / "entcal_source.json").read_text())
+    assert (src["revision"], src["commit"]) == ("main", SHA)
+
+
+def test_pin_writes_a_lock_the_workflow_applies_and_names_gated_models(tmp_path):
+    import types
+
+    import yaml
+    from huggingface_hub import errors as hf_errors
+
+    from entcal.config import apply_revision_lock
+    from entcal.hub import pin_revisions
+
+    cfg = {"models": {"a": {"source": "hf", "repo_id": "org/a", "revision": "main"},
+                      "b": {"source": "hf", "repo_id": "org/b", "revision": "c" * 40},
+                      "t": {"source": "train"}},
+           "datasets": {"wt": {"source": "hf", "repo_id": "org/wt", "revision": "main"}},
+           "mauve": {"featurizers": {}}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    shas = {("model", "org/a", "main"): "1" * 40, ("model", "org/b", "c" * 40): "c" * 40, ("dataset", "org/wt", "main"): "2" * 40}
+
+    class Api:
+        def model_info(self, repo, revision):
+            return types.SimpleNamespace(sha=shas[("model", repo, revision)])
+
+        def dataset_info(self, repo, revision):
+            return types.SimpleNamespace(sha=shas[("dataset", repo, revision)])
+
+    lock = pin_revisions(tmp_path / "c.yaml", tmp_path / "lock.yaml", api=Api())
+    assert yaml.safe_load((tmp_path / "lock.yaml").read_text()) == lock
+    assert apply_revision_lock(cfg, lock) == []
+    assert cfg["models"]["a"]["revision"] == "1" * 40 and cfg["datasets"]["wt"]["revision"] == "2" * 40
+    assert cfg["models"]["b"]["revision"] == "c" * 40
+    # a lock written for another repo is not applied, and says so
+    cfg["models"]["a"] = {"source": "hf", "repo_id": "org/other", "revision": "main"}
+    notes = apply_revision_lock(cfg, lock)
+    assert cfg["models"]["a"]["revision"] == "main" and "models.a" in notes[0]
+
+    class Gated(Api):
+        def model_info(self, repo, revision):
+            raise hf_errors.GatedRepoError("401", response=types.SimpleNamespace(headers={}, status_code=401, request=None))
+
+    with pytest.raises(RuntimeError, match="models.a: org/a is gated"):
+        pin_revisions(tmp_path / "c.yaml", tmp_path / "lock2.yaml", api=Gated())

@@ -159,3 +159,62 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         first = PER_STEP_KEYS + ["sampler_param", "setting", "example_id"]
         pp[first + [c for c in pp.columns if c not in first]].to_parquet(per_prompt_out, index=False)
     log.info("summary:\n%s", sm.to_string())
+
+
+# --------------------------------------------------------------------------------------------------
+# The calibrated samplers side by side (entcal.calibration writes the predictors; torch-free here)
+
+
+def equal_entropy_logloss(temps: pd.DataFrame, entropy: float) -> float:
+    """Log loss of plain temperature sampling at the given generation entropy: linear interpolation
+    between the model's temperature settings (NaN outside their range: no extrapolation)."""
+    t = temps.sort_values("entropy_mean")
+    x, y = t["entropy_mean"].to_numpy(), t["logloss_mean"].to_numpy()
+    if len(t) < 2 or not (x[0] <= entropy <= x[-1]):
+        return float("nan")
+    return float(np.interp(entropy, x, y))
+
+
+def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs: list[pd.DataFrame]):
+    """(calibration table, predictor table, teacher-forced trade-off table); see README for columns."""
+    pred_rows = []
+    for p in predictors:
+        row = {"model": p["model"], "dataset": p["dataset"], **p["metrics"],
+               "train_loss_first": p["train_loss_first"], "train_loss_last": p["train_loss_last"],
+               "horizon": p["horizon"], "candidates": p["candidates"], "label_mean": p["label_mu"],
+               "label_forward_tokens": p["label_forward_tokens"], "fit_tokens": p["fit_tokens"],
+               "fit_positions": p["fit_positions"], "mirostat_target": p["mirostat_target"]}  # fmt: skip
+        for s, buckets in p["alpha"].items():
+            row[f"alpha_{s}"] = ";".join(f"{b['alpha']:.4g}" for b in buckets)
+            n = np.array([b["n"] for b in buckets], float)
+            gain = np.array([(b["logloss_base"] - b["logloss"]) if b["n"] else 0.0 for b in buckets])
+            row[f"fit_logloss_gain_{s}"] = float(np.sum(n * gain) / max(n.sum(), 1))
+        pred_rows.append(row)
+    pred = pd.DataFrame(pred_rows)
+    by = {(p["model"], p["dataset"]): p for p in predictors}
+    s = summary[summary["model"].isin({p["model"] for p in predictors}) & summary["checkpoint_of"].isna()].copy()
+    cols = ["model", "dataset", "n_params", "sampler", "sampler_param", "temperature", "entropy_mean", "logloss_mean",
+            "entce", "entce_se", "tf_entropy_mean", "gen_minus_tf", "tf_minus_logloss"]  # fmt: skip
+    out = []
+    for (m, d), g in s.groupby(["model", "dataset"]):
+        temps = g[g["sampler"] == "ancestral"]
+        p = by.get((m, d), {})
+        for r in g.itertuples():
+            row = {c: getattr(r, c) for c in cols}
+            gen_tokens = r.mean_gen_tokens * r.n_prompts
+            row["forward_tokens_per_generated_token"] = getattr(r, "gen_forward_tokens", np.nan) / gen_tokens
+            fit, k = p.get("fit_tokens", 0), p.get("candidates", 0)
+            row["setup_forward_tokens"] = {  # one-off: labels, the alpha fit, the Mirostat target
+                "future_entropy": p.get("label_forward_tokens", 0) + fit,
+                "one_step_lookahead": fit * (1 + k),
+                "mirostat": fit,
+            }.get(r.sampler, 0)
+            ll_t = equal_entropy_logloss(temps, r.entropy_mean)
+            row["logloss_temperature_at_equal_entropy"] = ll_t
+            row["delta_logloss_vs_temperature"] = r.logloss_mean - ll_t
+            out.append(row)
+    table = pd.DataFrame(out)
+    tr = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else pd.DataFrame()
+    if not tr.empty:
+        tr = tr[["model", "dataset", *[c for c in tr.columns if c not in ("model", "dataset")]]]
+    return table, pred, tr

@@ -159,11 +159,11 @@ def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: li
 
 
 def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, per_window: int, n_windows: int,
-                  heldout_fraction: float, seed: int) -> list[dict]:  # fmt: skip
+                  heldout_fraction: float, seed: int, chat: bool = False) -> list[dict]:  # fmt: skip
     """Prefixes of calibration-split windows: the tokenizer's specials + the window's first
     ``prompt_tokens + step`` tokens, ``step`` uniform in [0, max_len) (the evaluation's generation
     steps). A ``heldout_fraction`` of the windows (not of the prefixes) is kept for testing."""
-    from entcal.generate import _specials
+    from entcal.generate import prefix_ids
 
     rng = random.Random(seed)
     rows, used = [], 0
@@ -171,7 +171,7 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
         body = tok(r.text, add_special_tokens=False)["input_ids"]
         if len(body) < prompt_tokens + 1:
             continue
-        pre = tok(r.prefix, add_special_tokens=True)["input_ids"] if r.prefix else _specials(tok)
+        pre = prefix_ids(tok, r.prefix, getattr(r, "instruction", ""), chat)
         top_step = min(max_len, len(body) - prompt_tokens)
         split = "test" if used < round(heldout_fraction * n_windows) else "train"
         for step in sorted(rng.sample(range(top_step), min(per_window, top_step))):
@@ -518,7 +518,8 @@ def forward_tokens_per_step(sampler: str, candidates: int) -> int:
 
 
 def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: str, *, prompt_tokens: int, max_len: int,
-                cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True) -> None:  # fmt: skip
+                cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True,
+                chat: bool = False) -> None:  # fmt: skip
     """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar.
 
     Columns: prefix_id, window_id, split (train | test), step (0-based generation step the prefix
@@ -535,7 +536,7 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
     windows = pd.read_parquet(windows_path)
     prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
-                             cal["test_fraction"], seed)  # fmt: skip
+                             cal["test_fraction"], seed, chat)  # fmt: skip
     if not prefixes:
         raise ValueError(f"{windows_path}: no calibration window holds {prompt_tokens + 1} tokens")
     t0 = time.time()
@@ -610,7 +611,8 @@ def tradeoff_rows(data: dict, alphas: list[float]) -> list[dict]:
 
 def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
                          tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
-                         seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "") -> None:  # fmt: skip
+                         seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
+                         chat: bool = False) -> None:  # fmt: skip
     """Train the head, test it on held-out labels, fit alpha per step bucket for each tilt sampler,
     measure the Mirostat target; write ``predictor.safetensors`` + ``predictor.json`` and the
     teacher-forced trade-off table."""
@@ -642,7 +644,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     # alpha per bucket on further calibration windows (not the label windows)
     windows = pd.read_parquet(windows_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
-    chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"])
+    chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
     data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head,
                     "one_step_lookahead" in samplers, cal["batch_size"], tok.pad_token_id)  # fmt: skip
     data = {k: v.detach() for k, v in data.items()}
@@ -681,62 +683,3 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     }  # fmt: skip
     save_head(head, head_out, settings)
     log.info("predictor: %s", {k: v for k, v in settings.items() if k != "alpha"})
-
-
-# --------------------------------------------------------------------------------------------------
-# Tables across models
-
-
-def equal_entropy_logloss(temps: pd.DataFrame, entropy: float) -> float:
-    """Log loss of plain temperature sampling at the given generation entropy: linear interpolation
-    between the model's temperature settings (NaN outside their range: no extrapolation)."""
-    t = temps.sort_values("entropy_mean")
-    x, y = t["entropy_mean"].to_numpy(), t["logloss_mean"].to_numpy()
-    if len(t) < 2 or not (x[0] <= entropy <= x[-1]):
-        return float("nan")
-    return float(np.interp(entropy, x, y))
-
-
-def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs: list[pd.DataFrame]):
-    """(calibration table, predictor table, teacher-forced trade-off table); see README for columns."""
-    pred_rows = []
-    for p in predictors:
-        row = {"model": p["model"], "dataset": p["dataset"], **p["metrics"],
-               "train_loss_first": p["train_loss_first"], "train_loss_last": p["train_loss_last"],
-               "horizon": p["horizon"], "candidates": p["candidates"], "label_mean": p["label_mu"],
-               "label_forward_tokens": p["label_forward_tokens"], "fit_tokens": p["fit_tokens"],
-               "fit_positions": p["fit_positions"], "mirostat_target": p["mirostat_target"]}  # fmt: skip
-        for s, buckets in p["alpha"].items():
-            row[f"alpha_{s}"] = ";".join(f"{b['alpha']:.4g}" for b in buckets)
-            n = np.array([b["n"] for b in buckets], float)
-            gain = np.array([(b["logloss_base"] - b["logloss"]) if b["n"] else 0.0 for b in buckets])
-            row[f"fit_logloss_gain_{s}"] = float(np.sum(n * gain) / max(n.sum(), 1))
-        pred_rows.append(row)
-    pred = pd.DataFrame(pred_rows)
-    by = {(p["model"], p["dataset"]): p for p in predictors}
-    s = summary[summary["model"].isin({p["model"] for p in predictors}) & summary["checkpoint_of"].isna()].copy()
-    cols = ["model", "dataset", "n_params", "sampler", "sampler_param", "temperature", "entropy_mean", "logloss_mean",
-            "entce", "entce_se", "tf_entropy_mean", "gen_minus_tf", "tf_minus_logloss"]  # fmt: skip
-    out = []
-    for (m, d), g in s.groupby(["model", "dataset"]):
-        temps = g[g["sampler"] == "ancestral"]
-        p = by.get((m, d), {})
-        for r in g.itertuples():
-            row = {c: getattr(r, c) for c in cols}
-            gen_tokens = r.mean_gen_tokens * r.n_prompts
-            row["forward_tokens_per_generated_token"] = getattr(r, "gen_forward_tokens", np.nan) / gen_tokens
-            fit, k = p.get("fit_tokens", 0), p.get("candidates", 0)
-            row["setup_forward_tokens"] = {  # one-off: labels, the alpha fit, the Mirostat target
-                "future_entropy": p.get("label_forward_tokens", 0) + fit,
-                "one_step_lookahead": fit * (1 + k),
-                "mirostat": fit,
-            }.get(r.sampler, 0)
-            ll_t = equal_entropy_logloss(temps, r.entropy_mean)
-            row["logloss_temperature_at_equal_entropy"] = ll_t
-            row["delta_logloss_vs_temperature"] = r.logloss_mean - ll_t
-            out.append(row)
-    table = pd.DataFrame(out)
-    tr = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else pd.DataFrame()
-    if not tr.empty:
-        tr = tr[["model", "dataset", *[c for c in tr.columns if c not in ("model", "dataset")]]]
-    return table, pred, tr

@@ -62,6 +62,44 @@ def checkpoint_models(config: dict) -> dict[str, tuple[str, int]]:
     return out
 
 
+HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_entries(config: dict):
+    """(section, name, entry) of every hub item whose revision can be pinned: hf models, hf datasets,
+    hf MAUVE featurizers."""
+    for name, m in config.get("models", {}).items():
+        if m.get("source") == "hf":
+            yield "models", name, m
+    for name, d in config.get("datasets", {}).items():
+        if d.get("source") == "hf":
+            yield "datasets", name, d
+    for name, f in (config.get("mauve") or {}).get("featurizers", {}).items():
+        if f.get("source") == "hf":
+            yield "featurizers", name, f
+
+
+def apply_revision_lock(config: dict, lock: dict) -> list[str]:
+    """Pin each unpinned hub entry to the commit the lock recorded for the same repo and revision.
+
+    ``lock``: {section: {name: {repo_id, revision, commit}}}. Entries whose repo or requested revision
+    changed since the lock was written are left alone (and reported). Returns messages.
+    """
+    notes = []
+    for section, name, entry in hub_entries(config):
+        rec = lock.get(section, {}).get(name)
+        if rec is None or HEX40.fullmatch(entry.get("revision", "")):
+            continue
+        if rec.get("repo_id") != entry.get("repo_id") or rec.get("revision") != entry.get("revision"):
+            notes.append(f"{section}.{name}: lock entry is for {rec.get('repo_id')}@{rec.get('revision')}, "
+                         f"config asks {entry.get('repo_id')}@{entry.get('revision')}: not pinned (run the pin step again)")  # fmt: skip
+            continue
+        if not HEX40.fullmatch(str(rec.get("commit", ""))):
+            raise ConfigError(f"revisions lock: {section}.{name} has no 40-hex commit ({rec.get('commit')!r})")
+        entry["revision"] = rec["commit"]
+    return notes
+
+
 def check_config(config: dict) -> None:
     """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
     errors, unpinned = [], []
@@ -75,7 +113,7 @@ def check_config(config: dict) -> None:
             p = Path(m["path"])
             if not (p / "config.json").is_file():
                 errors.append(f"{key}.path: {p} is not a save_pretrained folder (no config.json)")
-        if m["source"] == "hf" and not re.fullmatch(r"[0-9a-f]{40}", m["revision"]):
+        if m["source"] == "hf" and not HEX40.fullmatch(m["revision"]):
             unpinned.append(name)
     if unpinned:
         log.warning("%d hub models have no pinned 40-hex revision (results may not be reproducible): %s",

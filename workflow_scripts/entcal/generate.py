@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from transformers import (
 )
 
 from entcal.metrics import entropy_from_logprobs
+from entcal.shards import ShardStore, model_fingerprint, shard_slices
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +75,51 @@ class EntropyRecorder(LogitsProcessor):
         return torch.stack(self.entropy, 1).cpu(), torch.stack(self.logprob, 1).cpu()
 
 
-def select_examples(tok, examples: pd.DataFrame, prompt_tokens: int, ref_tokens: int, min_ref_tokens: int, n: int):
+def prefix_ids(tok, prefix: str = "", instruction: str = "", chat: bool = False) -> list[int]:
+    """Tokens put before an example's window.
+
+    With an ``instruction`` (WritingPrompts, CodeContests): the model's chat template with the
+    instruction as the user turn and the generation prompt opened (``chat``: instruct models; the
+    window then starts the assistant turn), else the paper's plain format ``Q: {instruction}\nA: ``
+    after the tokenizer's special tokens. Without one: ``prefix`` with the special tokens, or just
+    the special tokens (BOS for Llama-style tokenizers).
+    """
+    if instruction:
+        if chat:
+            if not getattr(tok, "chat_template", None):
+                raise ValueError(f"an instruct model's tokenizer ({getattr(tok, 'name_or_path', '?')}) has no chat template")
+            text = tok.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True,
+                                           tokenize=False)  # fmt: skip
+            return list(tok(text, add_special_tokens=False)["input_ids"])
+        return list(tok(f"{prefix}Q: {instruction}\nA: ", add_special_tokens=True)["input_ids"])
+    return list(tok(prefix, add_special_tokens=True)["input_ids"]) if prefix else _specials(tok)
+
+
+def select_examples(tok, examples: pd.DataFrame, prompt_tokens: int, ref_tokens: int, min_ref_tokens: int, n: int,
+                    chat: bool = False, max_context: int | None = None):  # fmt: skip
     """The first ``n`` examples whose window holds ``prompt_tokens + min_ref_tokens`` tokens.
 
-    Returns a list of (example_id, prompt_ids, reference_ids): prompt = tokens of the prefix
-    (with the tokenizer's special tokens, e.g. BOS) + the window's first ``prompt_tokens``
-    tokens; reference = the next tokens of the window, at most ``ref_tokens``. Generation and
-    scoring call this with the same arguments, so they see the same prompts.
+    Returns a list of (example_id, prompt_ids, reference_ids): prompt = :func:`prefix_ids` (the
+    tokenizer's special tokens, and the instruction where the example has one; ``chat`` for
+    instruct models) + the window's first ``prompt_tokens`` tokens; reference = the next tokens of
+    the window, at most ``ref_tokens``. With ``max_context``, examples whose prompt plus
+    ``ref_tokens`` would not fit are skipped (long CodeContests statements). Generation and scoring
+    call this with the same arguments, so they see the same prompts.
     """
-    out = []
+    out, too_long = [], 0
     for r in examples.itertuples():
         body = tok(r.text, add_special_tokens=False)["input_ids"]
         if len(body) < prompt_tokens + min_ref_tokens:
             continue
-        pre = tok(r.prefix, add_special_tokens=True)["input_ids"] if r.prefix else _specials(tok)
+        pre = prefix_ids(tok, r.prefix, getattr(r, "instruction", ""), chat)
+        if max_context and len(pre) + prompt_tokens + ref_tokens > max_context:
+            too_long += 1
+            continue
         out.append((int(r.example_id), pre + body[:prompt_tokens], body[prompt_tokens : prompt_tokens + ref_tokens]))
         if len(out) == n:
             break
+    if too_long:
+        log.info("skipped %d examples whose prompt + %d tokens exceed the %d-token context", too_long, ref_tokens, max_context)
     if len(out) < n:
         log.warning("only %d of %d requested examples are long enough", len(out), n)
     if not out:
@@ -236,48 +266,97 @@ def generate_file(
     meta: dict | None = None,
     calibration: str | None = None,
     head: str | None = None,
+    chat: bool = False,
+    shard_size: int = 512,
+    backend: str = "hf",
+    gpus: int = 0,
+    max_context: int | None = None,
 ) -> None:
     """Generate for one model x dataset x sampler setting; write Parquet plus JSON sidecar.
 
     ``calibration`` / ``head``: the train_predictor outputs (JSON, safetensors), needed by the
-    samplers of :data:`MODEL_SAMPLERS`.
+    samplers of :data:`MODEL_SAMPLERS`. The prompts are generated ``shard_size`` at a time, each
+    shard saved as it finishes (:mod:`entcal.shards`): a killed job resumes from its last shard.
+    ``backend``: ``hf`` (transformers, entropy recorded inside the sampling loop), ``vllm`` (vLLM
+    sampling, tensor-parallel over ``gpus``, then the exact entropy pass of
+    :mod:`entcal.vllm_backend`) or ``auto`` (vLLM where usable).
     """
     from entcal.calibration import forward_tokens_per_step, load_calibration, processor_factory
-    from entcal.models import count_params, load_model
+    from entcal.models import count_params, load_model, load_tokenizer
+    from entcal.vllm_backend import choose_backend
 
     torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    backend = choose_backend(backend, sampler)
+    tok = load_tokenizer(model_dir, model_name)
+    examples = pd.read_parquet(examples_path)
+    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
+                             max_context)  # fmt: skip
+    fingerprint = {
+        "model": model_fingerprint(model_dir), "sampler": sampler, "param": sampler_param, "temperature": temperature,
+        "max_new_tokens": max_new_tokens, "seed": seed, "stop_at_eos": stop_at_eos, "dtype": dtype,
+        "calibration": Path(calibration).read_text() if calibration else None, "backend": backend,
+        "prompts": [p for _, p, _ in chosen],
+    }  # fmt: skip
+    store = ShardStore(out_path, fingerprint)
+    slices = shard_slices(len(chosen), shard_size, batch_size)
+    t0 = time.time()
+    tokens = {}
+    if backend == "vllm":  # phase 1: sample every missing shard with vLLM, then free the GPU for the entropy pass
+        tokens = _vllm_phase(model_dir, chosen, slices, store, fingerprint, sampler=sampler, temperature=temperature,
+                             param=sampler_param, max_new_tokens=max_new_tokens, seed=seed, stop_at_eos=stop_at_eos,
+                             eos_id=tok.eos_token_id, gpus=gpus, dtype=dtype)  # fmt: skip
+    model = None
     factory, calib = None, {}
     if sampler in MODEL_SAMPLERS:
         if not calibration:
             raise ValueError(f"sampler {sampler!r} needs the model's calibration file (train_predictor output)")
         calib = load_calibration(calibration)
-        factory = processor_factory(sampler, model, calib, head)
-    examples = pd.read_parquet(examples_path)
-    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts)
-    t0 = time.time()
-    rows = sample_with_entropy(
-        model,
-        tok,
-        [p for _, p, _ in chosen],
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-        stop_at_eos=stop_at_eos,
-        sampler=sampler,
-        sampler_param=sampler_param,
-        extra_processors=factory,
-    )
+    frames, n_new_run = [], 0
+    for k, sl in enumerate(slices):
+        part = chosen[sl]
+        ids = [e for e, _, _ in part]
+        df = store.load(k, ids)
+        if df is None:
+            if model is None:
+                model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+                if calib:
+                    factory = processor_factory(sampler, model, calib, head)
+            prompts = [p for _, p, _ in part]
+            if backend == "vllm":
+                from entcal.vllm_backend import entropy_pass
+
+                setting = {"sampler": sampler, "temperature": temperature, "param": sampler_param}
+                rows = entropy_pass(model, prompts, tokens[k], setting, batch_size, tok.pad_token_id)
+                for row in rows:
+                    row["stopped_at_eos"] = bool(stop_at_eos and row["token_ids"] and row["token_ids"][-1] == tok.eos_token_id)
+            else:
+                rows = sample_with_entropy(
+                    model,
+                    tok,
+                    prompts,
+                    temperature=temperature,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    seed=seed + sl.start,  # = seed + the batch's offset in the whole job: shard-independent
+                    stop_at_eos=stop_at_eos,
+                    sampler=sampler,
+                    sampler_param=sampler_param,
+                    extra_processors=factory,
+                )
+            for example_id, row in zip(ids, rows):
+                row["example_id"] = example_id
+                row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
+            df = pd.DataFrame(rows)[
+                ["example_id", "prompt_len", "n_tokens", "stopped_at_eos", "token_ids", "entropy", "logprob", "text"]
+            ]
+            store.save(k, df, ids)
+            n_new_run += int(df["n_tokens"].sum())
+        frames.append(df)
+    if model is None:  # every shard was resumed: parameter counts still come from the model
+        model, _ = load_model(model_dir, model_name, dtype=dtype, device="cpu")
     seconds = time.time() - t0
-    for (example_id, _, _), row in zip(chosen, rows):
-        row["example_id"] = example_id
-        row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
-    df = pd.DataFrame(rows)[
-        ["example_id", "prompt_len", "n_tokens", "stopped_at_eos", "token_ids", "entropy", "logprob", "text"]
-    ]
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out_path, index=False)
+    df = store.merge(frames)
+    shutil.rmtree(str(out_path) + ".tokens.shards", ignore_errors=True)  # the vLLM backend's token shards
     n_new = int(df["n_tokens"].sum())
     n_prompt = int(df["prompt_len"].sum())
     lookahead = sampler == "one_step_lookahead"
@@ -296,11 +375,42 @@ def generate_file(
         + n_new * forward_tokens_per_step(sampler, calib.get("candidates", 0)),
         "mirostat_target": calib.get("mirostat_target") if sampler == "mirostat" else None,
         "eos_fraction": float(df["stopped_at_eos"].mean()),
-        "seconds": round(seconds, 2),
-        "tokens_per_second": round(n_new / max(seconds, 1e-9), 1),
+        "shards": len(frames),
+        "shards_resumed": store.resumed,
+        "shards_redone": store.redone,
+        "seconds": round(seconds, 2),  # this run only (resumed shards cost nothing)
+        "tokens_per_second": round(n_new_run / max(seconds, 1e-9), 1),
         "device": str(next(model.parameters()).device),
+        "backend": backend,
         "dtype": dtype,
         **count_params(model),
     }
     Path(out_path).with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
     log.info("generation: %s", sidecar)
+
+
+def _vllm_phase(model_dir, chosen, slices, store, fingerprint, *, gpus, dtype, **kw) -> dict[int, list[list[int]]]:
+    """Sampled token ids of every shard not yet finished, from vLLM; token shards are themselves
+    kept (``{output}.tokens.shards``), so a job killed during the entropy pass does not resample."""
+    import gc
+
+    from entcal.vllm_backend import generate_vllm, make_llm
+
+    tok_store = ShardStore(str(store.out) + ".tokens", fingerprint)
+    out, llm = {}, None
+    for k, sl in enumerate(slices):
+        ids = [e for e, _, _ in chosen[sl]]
+        if store.read(k, ids)[0] is not None:  # finished already (counted in the main loop)
+            continue
+        df = tok_store.load(k, ids)
+        if df is None:
+            llm = llm or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=kw["seed"])
+            toks = generate_vllm(llm, [p for _, p, _ in chosen[sl]], **{**kw, "seed": kw["seed"] + sl.start})
+            df = pd.DataFrame({"example_id": ids, "token_ids": toks})
+            tok_store.save(k, df, ids)
+        out[k] = [list(t) for t in df["token_ids"]]
+    del llm
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out

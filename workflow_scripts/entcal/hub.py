@@ -69,8 +69,9 @@ def download_model(
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ModelLoadError(f"model {name!r}: cannot write {out} (disk full?): {err}") from err
+    # the hub cache keeps a snapshot under snapshots/<commit>: record what the revision resolved to
     (tmp / "entcal_source.json").write_text(
-        json.dumps({"repo_id": repo_id, "revision": revision, "snapshot": str(snap)}, indent=2)
+        json.dumps({"repo_id": repo_id, "revision": revision, "commit": Path(snap).name, "snapshot": str(snap)}, indent=2)
     )
     if out.exists():
         shutil.rmtree(out)
@@ -106,3 +107,44 @@ def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache
     shutil.copytree(snap, out, symlinks=False, copy_function=_link_or_copy)
     log.info("dataset %s: %s@%s -> %s", name, repo_id, revision, out)
     return out
+
+
+def pin_revisions(config_path: str | Path, out_path: str | Path, api=None, token: str | None = None) -> dict:
+    """Resolve every hub model, dataset and featurizer revision of a configuration to its commit and
+    write the lock file the workflow reads (``revisions_lock``). Needs the hub (run it where the
+    network is); a gated repository needs ``HF_TOKEN``. Returns the lock.
+    """
+    import yaml
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hf_errors
+
+    from entcal.config import hub_entries
+
+    api = api or HfApi(token=token)
+    config = yaml.safe_load(Path(config_path).read_text())
+    lock: dict = {}
+    for section, name, entry in hub_entries(config):
+        repo, rev = entry["repo_id"], entry["revision"]
+        try:
+            info = (api.dataset_info if section == "datasets" else api.model_info)(repo, revision=rev)
+        except hf_errors.GatedRepoError as err:
+            raise RuntimeError(f"{section}.{name}: {repo} is gated; accept its licence and set HF_TOKEN ({err})") from err
+        except (hf_errors.RevisionNotFoundError, hf_errors.RepositoryNotFoundError) as err:
+            raise RuntimeError(f"{section}.{name}: {repo}@{rev} not found ({err})") from err
+        lock.setdefault(section, {})[name] = {"repo_id": repo, "revision": rev, "commit": info.sha}
+        log.info("%s.%s: %s@%s = %s", section, name, repo, rev, info.sha)
+    Path(out_path).write_text(yaml.safe_dump(lock, sort_keys=True))
+    return lock
+
+
+if __name__ == "__main__":  # python -m entcal.hub pin config/config.yaml config/revisions.lock.yaml
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Pin hub revisions of a configuration to commits (needs the hub).")
+    ap.add_argument("command", choices=["pin"])
+    ap.add_argument("config")
+    ap.add_argument("lock")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pin_revisions(a.config, a.lock, token=os.environ.get("HF_TOKEN"))
+    print(f"wrote {a.lock}; set revisions_lock: {a.lock} in the configuration")

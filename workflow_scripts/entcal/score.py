@@ -39,6 +39,7 @@ import torch
 
 from entcal.generate import TRUNCATION_WARPERS, sampling_processors, select_examples
 from entcal.metrics import token_logloss_entropy
+from entcal.shards import ShardStore, model_fingerprint, shard_slices
 
 TRUNCATING = (*TRUNCATION_WARPERS, "mirostat")  # samplers whose support can exclude the reference token
 
@@ -155,43 +156,8 @@ def score_settings(
     return out
 
 
-def score_file(
-    model_dir: str,
-    model_name: str,
-    examples_path: str,
-    out_path: str,
-    *,
-    settings: list[dict],
-    prompt_tokens: int,
-    max_new_tokens: int,
-    min_reference_tokens: int,
-    n_prompts: int,
-    batch_size: int,
-    dtype: str,
-    device: str,
-    threads: int = 1,
-    epsilon: float = 1e-3,
-    calibration: str | None = None,
-    head: str | None = None,
-) -> None:
-    """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar.
-
-    ``settings``: dicts with slug, sampler, temperature and (for truncation) param.
-    ``calibration`` / ``head``: the train_predictor outputs, for the calibrated samplers.
-    """
-    from entcal.calibration import load_calibration, load_head
-    from entcal.models import load_model
-
-    torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
-    calib = load_calibration(calibration) if calibration else None
-    head_mod = load_head(head, model)[0] if head else None
-    examples = pd.read_parquet(examples_path)
-    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts)
-    t0 = time.time()
-    scored = score_settings(model, [(p, r) for _, p, r in chosen], settings, batch_size, tok.pad_token_id, epsilon,
-                            calib=calib, head=head_mod)  # fmt: skip
-    seconds = time.time() - t0
+def score_rows(chosen, scored, settings) -> list[dict]:
+    """One row per pair x setting (the columns of the module docstring)."""
     rows = []
     for (example_id, p, r), s in zip(chosen, scored):
         for k, st in enumerate(settings):
@@ -210,8 +176,68 @@ def score_file(
                     "n_outside": int(s["outside"][k].sum()),
                 }
             )
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(out_path, index=False)
+    return rows
+
+
+def score_file(
+    model_dir: str,
+    model_name: str,
+    examples_path: str,
+    out_path: str,
+    *,
+    settings: list[dict],
+    prompt_tokens: int,
+    max_new_tokens: int,
+    min_reference_tokens: int,
+    n_prompts: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    threads: int = 1,
+    epsilon: float = 1e-3,
+    calibration: str | None = None,
+    head: str | None = None,
+    chat: bool = False,
+    shard_size: int = 512,
+    quantization: str = "none",
+    max_context: int | None = None,
+) -> None:
+    """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar.
+
+    ``settings``: dicts with slug, sampler, temperature and (for truncation) param.
+    ``calibration`` / ``head``: the train_predictor outputs, for the calibrated samplers.
+    Pairs are scored ``shard_size`` at a time and each shard saved as it finishes (resumable, see
+    :mod:`entcal.shards`). ``quantization``: ``none`` (weights in ``dtype``, bf16 on the paper grid)
+    or ``nf4`` (the paper's 4-bit NF4 setting; needs bitsandbytes and a CUDA device).
+    """
+    from entcal.calibration import load_calibration, load_head
+    from entcal.models import load_model
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, quantization=quantization)
+    calib = load_calibration(calibration) if calibration else None
+    head_mod = load_head(head, model)[0] if head else None
+    examples = pd.read_parquet(examples_path)
+    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
+                             max_context)  # fmt: skip
+    store = ShardStore(out_path, {
+        "model": model_fingerprint(model_dir), "settings": settings, "epsilon": epsilon, "dtype": dtype,
+        "quantization": quantization, "calibration": Path(calibration).read_text() if calibration else None,
+        "pairs": [(p, r) for _, p, r in chosen],
+    })  # fmt: skip
+    t0, frames = time.time(), []
+    for sl in shard_slices(len(chosen), shard_size, batch_size):
+        part = chosen[sl]
+        ids = [e for e, _, _ in part]
+        df = store.load(len(frames), ids)
+        if df is None:
+            scored = score_settings(model, [(p, r) for _, p, r in part], settings, batch_size, tok.pad_token_id,
+                                    epsilon, calib=calib, head=head_mod)  # fmt: skip
+            df = pd.DataFrame(score_rows(part, scored, settings))
+            store.save(len(frames), df, ids)
+        frames.append(df)
+    seconds = time.time() - t0
+    store.merge(frames)
     n_tok = sum(len(p) + len(r) for _, p, r in chosen)
     sidecar = {
         "model": model_name,
@@ -219,6 +245,10 @@ def score_file(
         "truncation_epsilon": epsilon,
         "n_prompts": len(chosen),
         "forward_tokens": n_tok,
+        "shards": len(frames),
+        "shards_resumed": store.resumed,
+        "shards_redone": store.redone,
+        "quantization": quantization,
         "seconds": round(seconds, 2),
         "tokens_per_second": round(n_tok / max(seconds, 1e-9), 1),
         "dtype": dtype,

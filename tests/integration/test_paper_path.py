@@ -1,0 +1,149 @@
+"""The paper grid's own code path on local stand-ins: tiny models laid out as hub snapshots (one base,
+one instruct with a chat template) and tiny files shaped like WikiText-103, WritingPrompts and
+CodeContests, through download -> prepare -> generate -> score, offline (HF_HUB_OFFLINE=1)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SHA = "0123456789abcdef0123456789abcdef01234567"
+DSHA = "89abcdef0123456789abcdef0123456789abcdef"
+
+pytestmark = pytest.mark.slow
+
+
+def warm(cache: Path, kind: str, repo: str, files: dict[str, Path | bytes], sha: str) -> None:
+    """The cache layout a completed snapshot_download leaves (blobs, snapshots/<sha>, refs/main)."""
+    root = cache / f"{kind}s--{repo.replace('/', '--')}"
+    for i, (rel, src) in enumerate(files.items()):
+        blob = root / "blobs" / f"{kind}{i}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(src.read_bytes() if isinstance(src, Path) else src)
+        link = root / "snapshots" / sha / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(sha)
+
+
+def parquet_bytes(df: pd.DataFrame, tmp: Path) -> bytes:
+    p = tmp / "x.parquet"
+    df.to_parquet(p)
+    return p.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def paper_path(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("paper")
+    cache = tmp / "hub"
+    model_files = {p.name: p for p in tiny_model_dir.iterdir()}
+    warm(cache, "model", "org/tiny-base", model_files, SHA)
+    chat_dir = tmp / "chat"
+    shutil.copytree(tiny_model_dir, chat_dir)
+    tc = json.loads((chat_dir / "tokenizer_config.json").read_text())
+    tc["chat_template"] = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+                           "{% if add_generation_prompt %}<assistant>{% endif %}")  # fmt: skip
+    (chat_dir / "tokenizer_config.json").write_text(json.dumps(tc))
+    warm(cache, "model", "org/tiny-chat", {p.name: p for p in chat_dir.iterdir()}, SHA)
+    # dataset stand-ins, shaped like the hub repositories
+    lines = []
+    for i in range(12):
+        lines += [f" = Article {i} = \n", "", " The quick brown fox jumps over the lazy dog . " * 12 + "\n"]
+    warm(cache, "dataset", "org/wikitext", {"wikitext-103-raw-v1/train-00000-of-00001.parquet":
+                                              parquet_bytes(pd.DataFrame({"text": lines}), tmp)}, DSHA)  # fmt: skip
+    wp = pd.DataFrame({"prompt": [f"[ WP ] A fox number {i} ." for i in range(12)],
+                       "story": ["The fox did n't stop . <newline> It ran and ran over the lazy dog . " * 10] * 12})  # fmt: skip
+    warm(cache, "dataset", "org/wp", {"data/train-00000-of-00001.parquet": parquet_bytes(wp, tmp)}, DSHA)
+    sol = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n" * 8
+    cc = {s: parquet_bytes(pd.DataFrame({"name": [f"{s}{i}" for i in range(5)], "description": ["Add two numbers."] * 5,
+                                         "solutions": [{"language": [3], "solution": [sol]}] * 5}), tmp)
+          for s in ("train", "valid", "test")}  # fmt: skip
+    warm(cache, "dataset", "org/cc", {f"data/{s}-00000-of-00001.parquet": b for s, b in cc.items()}, DSHA)
+
+    cfg = {
+        "results_dir": str(tmp / "results"), "downloads_dir": str(tmp / "downloads"), "hf_cache_dir": str(cache),
+        "revisions_lock": str(tmp / "lock.yaml"), "device": "cpu", "dtype": "float32", "threads": 1,
+        "generation": {"n_prompts": 3, "prompt_tokens": 8, "max_new_tokens": 12, "min_reference_tokens": 12,
+                       "batch_size": 2, "shard_size": 2},
+        "scoring": {"batch_size": 2},
+        "analysis": {"max_len": 12},
+        "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}, {"sampler": "top_p", "param": 0.9, "temperature": 1.0}],
+                     "instruct": [{"sampler": "ancestral", "temperature": 1.0}]},
+        "mauve": {"featurizers": {}},
+        "datasets": {
+            "wikitext": {"source": "hf", "repo_id": "org/wikitext", "revision": DSHA, "builder": "wikitext103",
+                         "min_chars": 200, "heldout_fraction": 0.5, "window_chars": 4000},
+            "writingprompts": {"source": "hf", "repo_id": "org/wp", "revision": DSHA, "builder": "writingprompts",
+                               "heldout_fraction": 0.5, "window_chars": 4000},
+            "codecontests": {"source": "hf", "repo_id": "org/cc", "revision": DSHA, "builder": "codecontests",
+                             "heldout_fraction": 0.5, "window_chars": 4000},
+        },
+        "models": {
+            "base": {"family": "tiny", "source": "hf", "repo_id": "org/tiny-base", "revision": SHA, "n_params": 1000,
+                     "instruct": False},
+            "chat": {"family": "tiny", "source": "hf", "repo_id": "org/tiny-chat", "revision": "main", "n_params": 1000,
+                     "instruct": True},
+        },
+    }  # fmt: skip
+    # the chat model is configured at `main` and pinned by a lock file, as `python -m entcal.hub pin` writes it
+    (tmp / "lock.yaml").write_text(yaml.safe_dump({"models": {"chat": {"repo_id": "org/tiny-chat", "revision": "main",
+                                                                        "commit": SHA}}}))  # fmt: skip
+    p = tmp / "paper_tiny.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    rd = Path(cfg["results_dir"])
+    targets = [str(rd / "scores" / d / f"{m}.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
+    targets += [str(rd / "generations" / d / m / "ancestral-t1.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return rd, Path(cfg["downloads_dir"]), cfg
+
+
+def test_downloads_are_pinned_snapshots(paper_path):
+    _, dl, _ = paper_path
+    for m in ("base", "chat"):
+        src = json.loads((dl / "models" / m / "entcal_source.json").read_text())
+        assert src["revision"] == SHA and src["commit"] == SHA  # the lock pinned `main` for the chat model
+    assert (dl / "datasets" / "codecontests" / "data" / "valid-00000-of-00001.parquet").is_file()
+
+
+def test_prepared_datasets_follow_the_paper(paper_path):
+    rd, _, _ = paper_path
+    wp = pd.read_parquet(rd / "data" / "writingprompts" / "docs.parquet")
+    assert wp["instruction"].str.startswith("Write a story based on the following prompt: A fox number").all()
+    assert not wp["text"].str.contains("<newline>| n't|\\[ WP \\]").any()
+    cc = pd.read_parquet(rd / "data" / "codecontests" / "docs.parquet")
+    assert len(cc) == 15 and cc["text"].str.startswith("```\n").all()  # train + valid + test
+    assert cc["instruction"].str.startswith("Write code to solve the following coding problem").all()
+    wt = pd.read_parquet(rd / "data" / "wikitext" / "docs.parquet")
+    assert len(wt) == 12 and (wt["n_chars"] >= 200).all()
+
+
+def test_generation_and_scoring_for_base_and_instruct_models(paper_path):
+    rd, _, cfg = paper_path
+    g = cfg["generation"]
+    for d in cfg["datasets"]:
+        gb = pd.read_parquet(rd / "generations" / d / "base" / "ancestral-t1.parquet")
+        gc = pd.read_parquet(rd / "generations" / d / "chat" / "ancestral-t1.parquet")
+        assert len(gb) == len(gc) == g["n_prompts"]
+        s = pd.read_parquet(rd / "scores" / d / "base.parquet")
+        assert set(s["setting"]) == {"ancestral-t1", "top_p0.9-t1"} and (s["n_tokens"] == g["max_new_tokens"]).all()
+        sc = pd.read_parquet(rd / "scores" / d / "chat.parquet")
+        assert set(sc["setting"]) == {"ancestral-t1"}
+        # the same human tokens are scored for both models; prompts differ where instructions differ
+        assert s[s["setting"] == "ancestral-t1"]["token_ids"].map(list).tolist() == sc["token_ids"].map(list).tolist()
+        if d == "wikitext":
+            assert (gb["prompt_len"] == gc["prompt_len"]).all()
+        else:  # base: "Q: ...\nA: " ; instruct: its chat template
+            assert (gb["prompt_len"] != gc["prompt_len"]).all()
+        meta = json.loads((rd / "generations" / d / "base" / "ancestral-t1.json").read_text())
+        assert meta["backend"] == "hf" and meta["shards"] == 2  # 3 prompts, shards of 2

