@@ -84,3 +84,26 @@ rule dump_config:
         "../envs/analysis.yaml"
     script:
         "../workflow_scripts/dump_config.py"
+
+
+rule benchmark_table:
+    input:
+        [f for f in get_final_outputs() if not f.endswith("tables/benchmarks.csv")],
+    output:
+        table=report(
+            f"{RD}/tables/benchmarks.csv",
+            caption="report/benchmarks.rst",
+            category="Tables",
+        ),
+    params:
+        bench_dir=f"{RD}/benchmarks",
+    log:
+        f"{RD}/logs/benchmark_table.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/benchmark_table.py"

@@ -233,6 +233,7 @@ def get_final_outputs():
         *expand(f"{RD}/figures/future_entropy_exact.{{ext}}", ext=["png", "pdf"]),
         *([f"{RD}/tables/calibration.csv", f"{RD}/tables/predictor.csv", f"{RD}/figures/calibration_tf.png"]
           if CALIBRATED else []),  # fmt: skip
+        f"{RD}/tables/benchmarks.csv",
     ]
 
 

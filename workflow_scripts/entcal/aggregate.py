@@ -218,3 +218,26 @@ def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs:
     if not tr.empty:
         tr = tr[["model", "dataset", *[c for c in tr.columns if c not in ("model", "dataset")]]]
     return table, pred, tr
+
+
+def benchmark_table(bench_dir: str | Path) -> pd.DataFrame:
+    """Every Snakemake ``benchmark:`` record under ``bench_dir`` in one table, slowest first.
+
+    Columns: ``rule``, ``job`` (the record's path under the rule's folder: its wildcards), then
+    Snakemake's own columns (``s`` wall seconds, ``max_rss`` peak resident MB, ``max_vms``,
+    ``max_uss``, ``max_pss``, ``io_in``, ``io_out``, ``mean_load``, ``cpu_time``), and
+    ``share_of_job_time`` (this job's ``s`` over the sum of all jobs').
+    """
+    root = Path(bench_dir)
+    frames = []
+    for f in sorted(root.rglob("*.tsv")):
+        rel = f.relative_to(root)
+        df = pd.read_csv(f, sep="\t")
+        df.insert(0, "job", "/".join(rel.with_suffix("").parts[1:]) or "-")
+        df.insert(0, "rule", rel.parts[0].removesuffix(".tsv"))
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["rule", "job", "s", "share_of_job_time"])
+    out = pd.concat(frames, ignore_index=True).drop(columns=["h:m:s"], errors="ignore")
+    out["share_of_job_time"] = out["s"] / out["s"].sum()
+    return out.sort_values("s", ascending=False, ignore_index=True)

@@ -187,11 +187,14 @@ def sample_with_entropy(
     sampler: str = "ancestral",
     sampler_param: float | None = None,
     extra_processors=None,
+    record: bool = True,
 ) -> list[dict]:
     """Sample one continuation per prompt; per step record entropy and the drawn token's logprob.
 
     ``extra_processors``: optional function (prompt ids, attention mask) -> logits processors for
     one batch, placed after the sampler's warpers and before the entropy recorder.
+    ``record=False`` samples without the recorder (entropy and logprob are then None): the
+    "generate, then score in a second pass" baseline of the benchmarks.
     """
     eos = tok.eos_token_id
     gen_cfg = GenerationConfig(
@@ -216,14 +219,15 @@ def sample_with_entropy(
         rec = EntropyRecorder()
         extra = extra_processors(ids, mask) if extra_processors else []
         torch.manual_seed(seed + b)
+        procs = [*sampling_processors(sampler, temperature, sampler_param), *extra, *([rec] if record else [])]
         seqs = model.generate(
             input_ids=ids,
             attention_mask=mask,
             generation_config=gen_cfg,
-            logits_processor=LogitsProcessorList([*sampling_processors(sampler, temperature, sampler_param), *extra, rec]),
+            logits_processor=LogitsProcessorList(procs),
         )
         new = seqs[:, ids.shape[1] :].cpu()
-        ent, lp = rec.finish(seqs)
+        ent, lp = rec.finish(seqs) if record else (None, None)
         for i in range(len(batch)):
             toks = new[i].tolist()
             n = len(toks)
@@ -237,8 +241,8 @@ def sample_with_entropy(
                     "n_tokens": n,
                     "stopped_at_eos": stopped,
                     "token_ids": toks[:n],
-                    "entropy": ent[i, :n].numpy().astype(np.float32),
-                    "logprob": lp[i, :n].numpy().astype(np.float32),
+                    "entropy": ent[i, :n].numpy().astype(np.float32) if record else None,
+                    "logprob": lp[i, :n].numpy().astype(np.float32) if record else None,
                 }
             )
     return results

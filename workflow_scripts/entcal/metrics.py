@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["entropy_from_logits", "entropy_from_logprobs", "token_logloss_entropy"]
+__all__ = ["entropy_from_logits", "entropy_from_logprobs", "projected_logloss_entropy", "token_logloss_entropy"]
 
 
 def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
@@ -48,3 +48,23 @@ def token_logloss_entropy(
     logp = torch.log_softmax(x, dim=-1)
     nll = -logp.gather(-1, targets.unsqueeze(-1).long()).squeeze(-1)
     return nll, entropy_from_logprobs(logp)
+
+
+def projected_logloss_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, chunk: int | None = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log loss and entropy of softmax(hidden @ weight.T / temperature) at each position.
+
+    ``hidden``: (L, d) final hidden states, ``weight``: (V, d) output embedding, ``targets``: (L,).
+    With ``chunk`` the vocabulary projection and log-softmax run ``chunk`` positions at a time (peak
+    memory O(chunk x V), the pattern ``entcal.score`` uses); ``chunk=None`` materialises the whole
+    (L, V) float32 log-softmax (the baseline the benchmarks compare against).
+    """
+    L = hidden.shape[0]
+    step = L if chunk is None else chunk
+    nll = torch.empty(L, dtype=torch.float32 if hidden.dtype != torch.float64 else torch.float64)
+    ent = torch.empty_like(nll)
+    for s in range(0, L, step):
+        logits = hidden[s : s + step] @ weight.T
+        nll[s : s + step], ent[s : s + step] = token_logloss_entropy(logits, targets[s : s + step], temperature)
+    return nll, ent

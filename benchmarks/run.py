@@ -1,0 +1,279 @@
+"""Benchmarks of the pipeline's main savings, each a ratio against a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/run.py            # about 3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run.py --demo     # also the CPU demo end to end (about 20 minutes)
+    .venv/bin/python benchmarks/run.py --tiny     # seconds: what tests/unit/test_benchmarks.py runs
+
+1. same-pass entropy vs two-pass: generation with the entropy recorded inside the sampling loop
+   (``entcal.generate.sample_with_entropy``) against generation without it followed by a separate
+   teacher-forced pass over prompt + generated text (``entcal.score.score_settings``), same prompts,
+   N and L; forward tokens and wall time.
+2. memory of the entropy / log-loss kernel (``entcal.metrics.projected_logloss_entropy``): the
+   vocabulary projection and log-softmax ``chunk`` positions at a time, against materialising the
+   float32 log-softmax of the whole sequence; peak resident memory added by the kernel, each variant
+   in its own process; both checked against float64.
+3. workflow overhead: a dry run of the whole paper grid and a no-op rerun of the demo, against the
+   bare start-up of ``snakemake --version``.
+4. (``--demo``) the demo end to end: wall time, the slowest three rules' share of job time.
+
+Prints a Markdown table and writes it with the raw figures to ``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow_scripts"))
+
+SIZES = {
+    "full": {
+        "gen": {"n": 64, "prompt": 64, "new": 256, "batch": 64, "vocab": 2048,
+                "arch": {"type": "llama", "hidden_size": 128, "layers": 4, "heads": 4, "ffn": 352}},  # demo s3
+        "kernel": {"L": 2048, "V": 152064, "d": 896, "chunk": 256},  # Qwen2.5's vocabulary, Qwen2.5-0.5B's width
+    },
+    "tiny": {
+        "gen": {"n": 4, "prompt": 8, "new": 16, "batch": 4, "vocab": 300,
+                "arch": {"type": "llama", "hidden_size": 16, "layers": 1, "heads": 2, "ffn": 32}},
+        "kernel": {"L": 64, "V": 3000, "d": 32, "chunk": 16},
+    },
+}  # fmt: skip
+
+
+def hardware() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def row(bench, measure, baseline, ours, ratio, target, met, sizes):
+    return {"benchmark": bench, "measure": measure, "baseline": baseline, "ours": ours, "ratio": ratio,
+            "target": target, "met": met, "sizes": sizes}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. same-pass entropy vs generate-then-score
+
+
+def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from entcal.generate import sample_with_entropy
+    from entcal.models import build_model
+    from entcal.score import score_settings
+
+    torch.set_num_threads(threads)
+    model = build_model(sz["arch"], sz["vocab"], sz["prompt"] + sz["new"] + 8, seed=seed).eval()
+    tok = SimpleNamespace(eos_token_id=0, pad_token_id=0, bos_token_id=0)
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, sz["vocab"], (sz["prompt"],), generator=g).tolist() for _ in range(sz["n"])]
+    kw = dict(temperature=1.0, max_new_tokens=sz["new"], batch_size=sz["batch"], seed=seed, stop_at_eos=False)
+    sample_with_entropy(model, tok, prompts[: sz["batch"]], **{**kw, "max_new_tokens": 4})  # warm-up
+    t0 = time.perf_counter()
+    same = sample_with_entropy(model, tok, prompts, **kw)
+    t_same = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plain = sample_with_entropy(model, tok, prompts, record=False, **kw)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored = score_settings(model, [(p, r["token_ids"]) for p, r in zip(prompts, plain)],
+                            [{"sampler": "ancestral", "temperature": 1.0, "slug": "a"}], sz["batch"], 0, 0.0)  # fmt: skip
+    t_score = time.perf_counter() - t0
+    # the two routes give the same entropies for the same tokens (same seeds: same samples)
+    same_tokens = all(a["token_ids"] == b["token_ids"] for a, b in zip(same, plain))
+    max_diff = max(float(np.max(np.abs(a["entropy"] - s["tf_entropy"][0]))) for a, s in zip(same, scored)) if same_tokens else float("nan")
+    n_new = sum(r["n_tokens"] for r in same)
+    fwd_same = sum(len(p) + r["n_tokens"] - 1 for p, r in zip(prompts, same))  # prefill + each fed-back token
+    fwd_two = fwd_same + sum(len(p) + r["n_tokens"] for p, r in zip(prompts, plain))  # + the scoring pass
+    sizes = f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, {threads} threads"
+    return [
+        row("1 same-pass entropy", "forward tokens", fwd_two, fwd_same, fwd_two / fwd_same, ">= 1.9x fewer",
+            fwd_two / fwd_same >= 1.9, sizes),
+        row("1 same-pass entropy", "wall time (s)", round(t_gen + t_score, 2), round(t_same, 2),
+            (t_gen + t_score) / t_same, "reported", None, sizes),
+        row("1 same-pass entropy", "max abs entropy difference (nats)", "two-pass", "same-pass", max_diff, "< 1e-4",
+            bool(max_diff < 1e-4), sizes),
+        row("throughput (transformers, CPU)", "generation tokens/s, with entropy vs without", round(n_new / t_gen, 1),
+            round(n_new / t_same, 1), (n_new / t_same) / (n_new / t_gen), "reported", None, sizes),
+        row("throughput (transformers, CPU)", "scoring tokens/s (prompt + reference) vs generation", round(n_new / t_same, 1),
+            round((fwd_two - fwd_same) / t_score, 1), ((fwd_two - fwd_same) / t_score) / (n_new / t_same), "reported",
+            None, sizes),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. memory of the chunked kernel
+
+
+def kernel_child(variant: str, L: int, V: int, d: int, chunk: int, check: int) -> dict:
+    """Run in a fresh process: peak RSS added by one variant of the kernel, and its float64 error."""
+    import torch
+
+    from entcal.metrics import projected_logloss_entropy
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(L, d, generator=g)
+    weight = torch.randn(V, d, generator=g) * (3.0 / d**0.5)  # logits of standard deviation about 3
+    targets = torch.randint(V, (L,), generator=g)
+    projected_logloss_entropy(hidden[:2], weight[:16], targets[:2] % 16, chunk=1)  # load kernels before measuring
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    nll, ent = projected_logloss_entropy(hidden, weight, targets, chunk=None if variant == "full" else chunk)
+    seconds = time.perf_counter() - t0
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    ref_nll, ref_ent = projected_logloss_entropy(hidden[:check].double(), weight.double(), targets[:check], chunk=16)
+    err = max(float((nll[:check].double() - ref_nll).abs().max()), float((ent[:check].double() - ref_ent).abs().max()))
+    return {"peak_mb": peak_mb, "seconds": seconds, "max_abs_err_vs_float64": err}
+
+
+def bench_kernel(sz: dict) -> list[dict]:
+    out = {}
+    for variant in ("full", "chunked"):
+        cmd = [sys.executable, __file__, "--kernel-child", variant, *(str(sz[k]) for k in ("L", "V", "d", "chunk"))]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[variant] = json.loads(r.stdout.strip().splitlines()[-1])
+    full, ch = out["full"], out["chunked"]
+    sizes = f"L={sz['L']}, V={sz['V']}, d={sz['d']}, chunk={sz['chunk']}; float64 check on the first 256 positions"
+    err = max(full["max_abs_err_vs_float64"], ch["max_abs_err_vs_float64"])
+    return [
+        row("2 chunked kernel", "peak memory added (MB)", round(full["peak_mb"], 1), round(ch["peak_mb"], 1),
+            full["peak_mb"] / max(ch["peak_mb"], 1e-3), ">= 5x lower", full["peak_mb"] / max(ch["peak_mb"], 1e-3) >= 5, sizes),
+        row("2 chunked kernel", "wall time (s)", round(full["seconds"], 2), round(ch["seconds"], 2),
+            full["seconds"] / ch["seconds"], "reported", None, sizes),
+        row("2 chunked kernel", "max abs error vs float64 (nats), full / chunked", f"{full['max_abs_err_vs_float64']:.1e}",
+            f"{ch['max_abs_err_vs_float64']:.1e}", err, "< 1e-5", err < 1e-5, sizes),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. workflow overhead, 4. the demo
+
+
+def _time(cmd: list[str], env=None) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t0, r
+
+
+def bench_workflow() -> list[dict]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    smk = [sys.executable, "-m", "snakemake"]
+    t_start, _ = _time([*smk, "--version"], env)
+    t_dry, r = _time([*smk, "-n", "--cores", "2"], env)
+    jobs = next((ln.split()[-1] for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("total")), "?")
+    rows = [row("3 workflow overhead", f"dry run of the paper grid ({jobs} jobs), s", round(t_start, 2), round(t_dry, 2),
+                t_dry / t_start, "< 10 s", r.returncode == 0 and t_dry < 10, "vs `snakemake --version` start-up")]  # fmt: skip
+    if (ROOT / "results" / "demo" / "tables" / "summary.csv").is_file():
+        t_noop, r = _time([*smk, "--cores", "2", "--configfile", "config/demo.yaml"], env)
+        nothing = "Nothing to be done" in r.stdout + r.stderr
+        rows.append(row("3 workflow overhead", "no-op rerun of the demo, s", round(t_start, 2), round(t_noop, 2),
+                        t_noop / t_start, "< 10 s", nothing and t_noop < 10,
+                        "results/demo complete" if nothing else "results/demo NOT up to date: jobs ran"))  # fmt: skip
+    else:
+        rows.append(row("3 workflow overhead", "no-op rerun of the demo, s", "-", "not measured", None, "< 10 s", None,
+                        "run the demo first (results/demo)"))  # fmt: skip
+    return rows
+
+
+def rule_times(bench_dir: Path) -> dict[str, float]:
+    """Seconds per rule, summed over its jobs' Snakemake benchmark records."""
+    import pandas as pd
+
+    out: dict[str, float] = {}
+    for f in bench_dir.rglob("*.tsv"):
+        rule = f.relative_to(bench_dir).parts[0].removesuffix(".tsv")
+        out[rule] = out.get(rule, 0.0) + float(pd.read_csv(f, sep="\t")["s"].sum())
+    return out
+
+
+def bench_demo(demo_dir: Path, cores: int = 2) -> list[dict]:
+    import shutil
+
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", "config/demo.yaml", "--config",
+           f"results_dir={demo_dir}"]  # fmt: skip
+    wall, r = _time(cmd, env)
+    if r.returncode != 0:
+        raise RuntimeError("demo failed:\n" + (r.stdout + r.stderr)[-3000:])
+    times = rule_times(demo_dir / "benchmarks")
+    total = sum(times.values())
+    top = sorted(times.items(), key=lambda kv: -kv[1])[:3]
+    share = ", ".join(f"{k} {v / total:.0%} ({v:.0f} s)" for k, v in top)
+    return [
+        row("4 demo end to end", "wall time, s (baseline: summed job time)", round(total, 1), round(wall, 1),
+            total / wall, "<= 1200 s", wall <= 1200, f"{cores} cores; job time / wall = parallel speed-up"),
+        row("4 demo end to end", "slowest three rules' share of job time", "-", share,
+            sum(v for _, v in top) / total, "reported", None, f"from {demo_dir}/benchmarks"),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return "" if x is None else str(x)
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["benchmark", "measure", "baseline", "ours", "ratio", "target", "met", "sizes"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r[c]) if c != "met" else {True: "yes", False: "NO", None: ""}[r[c]]
+                                       for c in cols) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes (seconds), for the tests")
+    ap.add_argument("--demo", action="store_true", help="also run the demo end to end into --demo-dir")
+    ap.add_argument("--demo-dir", default="results/demo-bench")
+    ap.add_argument("--no-workflow", action="store_true", help="skip the Snakemake overhead figures")
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    ap.add_argument("--kernel-child", nargs=5, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.kernel_child:
+        v, L, V, d, chunk = a.kernel_child
+        print(json.dumps(kernel_child(v, int(L), int(V), int(d), int(chunk), check=min(256, int(L)))))
+        return []
+    sz = SIZES["tiny" if a.tiny else "full"]
+    rows = bench_same_pass(sz["gen"], a.threads) + bench_kernel(sz["kernel"])
+    if not a.no_workflow:
+        rows += bench_workflow()
+    if a.demo:
+        rows += bench_demo(ROOT / a.demo_dir)
+    hw = hardware()
+    print(f"Machine: {hw}\n")
+    print(table(rows))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"machine": hw, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2,
+                                      default=str))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()
