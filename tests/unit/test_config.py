@@ -23,7 +23,8 @@ def test_shipped_configs_validate(name):
     cfg = load(name)
     validate(cfg, SCHEMA, set_default=True)
     check_config(cfg)
-    assert cfg["generation"]["backend"] == "hf"  # default filled in
+    assert cfg["scoring"]["quantization"] == "none" and cfg["generation"]["shard_size"] >= 1  # defaults filled in
+    assert cfg["generation"]["backend"] in ("hf", "auto")
 
 
 def test_paper_grid_is_the_papers():
@@ -33,9 +34,15 @@ def test_paper_grid_is_the_papers():
     for m in cfg["models"].values():
         fams.setdefault(m["family"], []).append(m)
     assert {k: len(v) for k, v in fams.items()} == {"llama2": 6, "llama3": 8, "qwen2.5": 14, "pythia": 5}
-    assert [s["temperature"] for s in cfg["samplers"]["base"]] == [1.0, 0.95, 0.9, 0.85, 0.8]
+    base = cfg["samplers"]["base"]
+    assert [s["temperature"] for s in base if s["sampler"] == "ancestral"] == [1.0, 0.95, 0.9, 0.85, 0.8]
+    assert {"future_entropy", "one_step_lookahead", "mirostat"} <= {s["sampler"] for s in base}
+    assert [s["temperature"] for s in cfg["samplers"]["instruct"]] == [1.0]
     g = cfg["generation"]
     assert (g["n_prompts"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"]) == (5000, 128, 2048, 1024)
+    assert g["max_context"] == 4096
+    gpus = {m["n_params"]: m["gpus"] for m in cfg["models"].values()}
+    assert all(n <= 8.1e9 for n, k in gpus.items() if k == 1) and all(n >= 3e10 for n, k in gpus.items() if k == 4)
 
 
 def test_unknown_key_is_named():
