@@ -112,7 +112,7 @@ def test_labels_are_summed_rollout_entropies(model64):
 
 
 def test_head_learns_and_beats_a_constant_on_held_out_labels():
-    # synthetic labels with a known dependence on the hidden state and the token's embedding
+    # synthetic labels with a known dependence on the hidden state, the token's embedding and its log-prob
     torch.manual_seed(0)
     n_prefix, d, v, k = 400, 12, 30, 5
     emb = torch.randn(v, d)
@@ -121,21 +121,42 @@ def test_head_learns_and_beats_a_constant_on_held_out_labels():
     rows = []
     for i in range(n_prefix):
         for c in torch.randperm(v)[:k].tolist():
-            y = 5 + 2 * float(torch.tanh(h[i] @ w @ emb[c])) + 0.1 * float(torch.randn(()))
-            rows.append({"prefix_id": i, "candidate": c, "label": y,
-                         "label_rollouts": np.array([y, y], np.float32), "onestep_entropy": float(torch.rand(())), "split": "test" if i < 80 else "train"})  # fmt: skip
+            lp = -float(torch.rand(())) * 5
+            y = 5 + 2 * float(torch.tanh(h[i] @ w @ emb[c])) - 0.5 * lp + 0.1 * float(torch.randn(()))
+            rows.append({"prefix_id": i, "window_id": i // 4, "candidate": c, "logprob": lp, "label": y,
+                         "onestep_entropy": float(torch.rand(())), "label_rollouts": np.array([y, y], np.float32),
+                         "split": "test" if i < 80 else "val" if i < 140 else "train"})  # fmt: skip
     df = pd.DataFrame(rows)
-    train, test = df[df.split == "train"], df[df.split == "test"]
+    train, val, test = (df[df.split == s] for s in ("train", "val", "test"))
     head = cal.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
-    hist = cal.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0)
-    assert np.mean(hist[-30:]) < 0.5 * np.mean(hist[:30])
+    run = cal.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val)
+    assert np.mean(run["loss"][-30:]) < 0.5 * np.mean(run["loss"][:30])
+    assert run["val_loss"][-1][0] >= run["best_step"] and min(v for _, v in run["val_loss"]) < run["val_loss"][0][1]
     m = cal.evaluate_head(head.eval(), h, train, test)
     assert m["rmse_test"] < 0.8 * m["rmse_constant"]
     assert m["r2_test"] > 0.3
     # the full-vocabulary output and the per-candidate output agree
+    lp_all = torch.log_softmax(torch.randn(3, v), -1)
+    idx = torch.tensor([[1, 2], [3, 4], [5, 6]])
     with torch.no_grad():
-        full, some = head(h[:3]), head(h[:3], torch.tensor([[1, 2], [3, 4], [5, 6]]))
-    torch.testing.assert_close(full.gather(-1, torch.tensor([[1, 2], [3, 4], [5, 6]])), some, atol=1e-5, rtol=0)
+        full, some = head(h[:3], lp_all), head(h[:3], lp_all.gather(-1, idx), idx)
+    torch.testing.assert_close(full.gather(-1, idx), some, atol=1e-5, rtol=0)
+
+
+def test_early_stopping_keeps_the_best_weights_when_training_overfits():
+    # pure-noise labels: anything learnt is overfitting, so the validation loss is best early on
+    torch.manual_seed(1)
+    emb, h = torch.randn(20, 8), torch.randn(60, 8)
+    df = pd.DataFrame({"prefix_id": np.repeat(np.arange(60), 4), "candidate": np.tile([1, 2, 3, 4], 60),
+                       "logprob": -1.0, "label": np.random.default_rng(0).normal(10, 2, 240)})  # fmt: skip
+    train, val = df[df.prefix_id >= 20], df[df.prefix_id < 20]
+    head = cal.FutureEntropyHead(emb, rank=8, hidden=64, mu=train.label.mean(), sigma=train.label.std())
+    run = cal.train_head(head, h, train, steps=2000, lr=3e-2, batch_size=64, seed=0, val=val, eval_every=10, patience=5)
+    assert len(run["loss"]) < 2000  # stopped early
+    with torch.no_grad():
+        v = float(torch.mean(((cal._predict(head, h, val) - torch.tensor(val.label.to_numpy(), dtype=torch.float32))
+                               / head.sigma) ** 2))  # fmt: skip
+    assert v == pytest.approx(min(x for _, x in run["val_loss"]), rel=1e-5)  # the best weights were restored
 
 
 def test_head_round_trips_through_safetensors(tmp_path, model64):
@@ -145,8 +166,9 @@ def test_head_round_trips_through_safetensors(tmp_path, model64):
     cal.save_head(head, path, {"head": {"rank": 4, "hidden": 8}})
     again, settings = cal.load_head(path, model)
     h = torch.randn(3, model.config.hidden_size)
+    lp = torch.log_softmax(torch.randn(3, model.config.vocab_size), -1)
     with torch.no_grad():
-        torch.testing.assert_close(head(h), again(h))
+        torch.testing.assert_close(head(h, lp), again(h, lp))
     assert settings["head"]["rank"] == 4
 
 
@@ -167,7 +189,7 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
     model, tok = model64
     k = 5
     head = cal.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
-    torch.nn.init.normal_(head.bias, std=1.0)
+    torch.nn.init.normal_(head.mlp[2].weight, std=1.0)  # a non-trivial f
     head.requires_grad_(False)
     calib = _calib([0.4, -0.2], [0.8, 0.3], k)
     factory = {"future_entropy": lambda ids, mask: [cal.FutureEntropyTilt(cal.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])],
@@ -191,7 +213,7 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
             top = lp.topk(k, -1).indices
             a = [0.4, -0.2][t >= 3] if sampler == "future_entropy" else [0.8, 0.3][t >= 3]
             if sampler == "future_entropy":
-                q = cal.tilt_logprobs(lp, head(base[pos : pos + 1], top), top, a)
+                q = cal.tilt_logprobs(lp, head(base[pos : pos + 1], lp.gather(-1, top), top), top, a)
             elif sampler == "one_step_lookahead":
                 f = []
                 for c in top[0].tolist():

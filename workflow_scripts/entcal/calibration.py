@@ -261,9 +261,12 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
 
 
 class FutureEntropyHead(nn.Module):
-    """f(h, y) = mu + sigma * (u(h) · P e_y + w · n(h) + b_y) for every token y in one matmul.
+    """f(h, y) = mu + sigma * (u(h) · P e_y + s(h) + g(h) · log p̂(y | h)) for every token y in one matmul.
 
-    ``emb``: the model's output embedding (V, d), frozen and not saved with the head.
+    ``h``: the frozen model's last hidden state; ``e_y``: its frozen output embedding (not saved with
+    the head); log p̂(y | h) is the model's own log-probability of the candidate (clipped at -30), which
+    the model computes anyway. No per-token free parameters: a token seen in few labels cannot be
+    memorised.
     """
 
     def __init__(self, emb: torch.Tensor, rank: int = 32, hidden: int = 128, mu: float = 0.0, sigma: float = 1.0):
@@ -271,23 +274,22 @@ class FutureEntropyHead(nn.Module):
         d = emb.shape[1]
         self.register_buffer("emb", emb.detach().float(), persistent=False)
         self.norm = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, rank))
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, rank + 2))
         self.proj = nn.Linear(d, rank, bias=False)
-        self.scalar = nn.Linear(d, 1)
-        self.bias = nn.Parameter(torch.zeros(emb.shape[0]))
         self.register_buffer("mu", torch.tensor(float(mu)))
         self.register_buffer("sigma", torch.tensor(float(sigma)))
 
-    def forward(self, h: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, V) predictions, or (N, K) at ``tokens`` (N, K) when given."""
-        z = self.norm(h.to(self.bias.dtype))
-        u = self.mlp(z)  # (N, r)
-        if tokens is None:
-            out = u @ self.proj(self.emb).T + self.bias
-        else:
-            e = self.proj(self.emb[tokens])  # (N, K, r)
-            out = (e * u[:, None, :]).sum(-1) + self.bias[tokens]
-        return self.mu + self.sigma * (out + self.scalar(z))
+    def forward(self, h: torch.Tensor, logp: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, V) predictions from ``logp`` (N, V), or (N, K) at ``tokens`` (N, K) with ``logp`` (N, K)
+        the log-probabilities of those tokens."""
+        dtype = self.proj.weight.dtype
+        z = self.norm(h.to(dtype))
+        out = self.mlp(z)  # (N, r + 2)
+        u, s, g = out[:, :-2], out[:, -2:-1], out[:, -1:]
+        lp = logp.to(dtype).clamp(min=-30.0)
+        e = self.proj(self.emb.to(dtype)) if tokens is None else self.proj(self.emb.to(dtype)[tokens])
+        inter = u @ e.T if tokens is None else (e * u[:, None, :]).sum(-1)
+        return self.mu + self.sigma * (inter + s + g * lp)
 
 
 def r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -295,29 +297,53 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
+def _predict(head: FutureEntropyHead, h: torch.Tensor, df: pd.DataFrame) -> torch.Tensor:
+    pid = torch.tensor(df["prefix_id"].to_numpy())
+    cand = torch.tensor(df["candidate"].to_numpy())[:, None]
+    lp = torch.tensor(df["logprob"].to_numpy(), dtype=torch.float32)[:, None]
+    return head(h[pid], lp, cand)[:, 0]
+
+
 def train_head(head: FutureEntropyHead, h: torch.Tensor, labels: pd.DataFrame, *, steps: int, lr: float,
-               batch_size: int, seed: int, weight_decay: float = 0.01) -> list[float]:  # fmt: skip
+               batch_size: int, seed: int, weight_decay: float = 0.05, val: pd.DataFrame | None = None,
+               eval_every: int = 25, patience: int = 8) -> dict:  # fmt: skip
     """MSE on the observed (prefix, candidate) labels only; ``h`` (n_prefixes, d) indexed by prefix_id.
 
-    Returns the training loss (standardised units) every step.
+    With ``val`` (labels of other windows), early stopping: the validation MSE is measured every
+    ``eval_every`` steps, training stops after ``patience`` evaluations without improvement and the
+    best weights are kept. Returns {"loss": per-step training loss (standardised units),
+    "val_loss": [(step, loss)], "best_step": step}.
     """
     g = torch.Generator().manual_seed(seed)
-    pid = torch.tensor(labels["prefix_id"].to_numpy())
-    cand = torch.tensor(labels["candidate"].to_numpy())
+    torch.manual_seed(seed)
     y = torch.tensor(labels["label"].to_numpy(), dtype=torch.float32)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    hist = []
-    for _ in range(steps):
-        b = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
-        pred = head(h[pid[b]], cand[b][:, None])[:, 0]
+    hist, val_hist, best, best_step, best_state, bad = [], [], float("inf"), 0, None, 0
+    y_val = torch.tensor(val["label"].to_numpy(), dtype=torch.float32) if val is not None and len(val) else None
+    for step in range(1, steps + 1):
+        b = torch.randint(len(y), (min(batch_size, len(y)),), generator=g).numpy()
+        pred = _predict(head, h, labels.iloc[b])
         loss = torch.mean(((pred - y[b]) / head.sigma) ** 2)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         hist.append(float(loss.detach()))
-    return hist
+        if y_val is not None and (step % eval_every == 0 or step == steps):
+            with torch.no_grad():
+                v = float(torch.mean(((_predict(head, h, val) - y_val) / head.sigma) ** 2))
+            val_hist.append((step, v))
+            if v < best:
+                best, best_step, bad = v, step, 0
+                best_state = {k: t.detach().clone() for k, t in head.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return {"loss": hist, "val_loss": val_hist, "best_step": best_step or len(hist)}
 
 
 @torch.no_grad()
@@ -327,11 +353,8 @@ def evaluate_head(head: FutureEntropyHead, h: torch.Tensor, train: pd.DataFrame,
     ``noise_ceiling_r2``: the R^2 a perfect predictor could reach, given the labels' own Monte Carlo
     variance (estimated from the spread of the rollouts).
     """
-    def predict(df):
-        return head(h[torch.tensor(df["prefix_id"].to_numpy())], torch.tensor(df["candidate"].to_numpy())[:, None])[:, 0].numpy()
-
     y_tr, y_te = train["label"].to_numpy(), test["label"].to_numpy()
-    p_te = predict(test)
+    p_te = _predict(head, h, test).numpy()
     const = np.full_like(y_te, y_tr.mean())
     b, a = np.polyfit(train["onestep_entropy"], y_tr, 1)
     one = a + b * test["onestep_entropy"].to_numpy()
@@ -340,7 +363,7 @@ def evaluate_head(head: FutureEntropyHead, h: torch.Tensor, train: pd.DataFrame,
     return {
         "n_train": int(len(train)),
         "n_test": int(len(test)),
-        "r2_train": r2(y_tr, predict(train)),
+        "r2_train": r2(y_tr, _predict(head, h, train).numpy()),
         "r2_test": r2(y_te, p_te),
         "rmse_test": float(np.sqrt(np.mean((y_te - p_te) ** 2))),
         "rmse_constant": float(np.sqrt(np.mean((y_te - const) ** 2))),
@@ -395,8 +418,8 @@ class HeadPredictor:
     def __init__(self, head: FutureEntropyHead, tap: HiddenTap):
         self.head, self.tap = head, tap
 
-    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tap.last, top_idx)
+    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tap.last, top_logp, top_idx)
 
 
 class LookaheadPredictor:
@@ -411,7 +434,7 @@ class LookaheadPredictor:
         self.forward_tokens = 0
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor | None = None) -> torch.Tensor:
         B, n = input_ids.shape
         if self.key_mask.shape[1] < n:
             self.key_mask = torch.cat([self.key_mask, self.key_mask.new_ones(B, n - self.key_mask.shape[1])], 1)
@@ -439,9 +462,9 @@ class FutureEntropyTilt(LogitsProcessor):
         step = input_ids.shape[1] - self.prompt_width
         a = float(self.alphas[step_bucket([step], self.edges)[0]])
         logp = torch.log_softmax(scores.float(), -1)
-        top = logp.topk(self.k, -1).indices
-        f = self.predictor(input_ids, top)
-        return tilt_logprobs(logp, f, top, a)
+        top = logp.topk(self.k, -1)
+        f = self.predictor(input_ids, top.indices, top.values)
+        return tilt_logprobs(logp, f, top.indices, a)
 
 
 class Mirostat(LogitsProcessor):
@@ -583,7 +606,7 @@ def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: Futu
             t = lp.topk(k, -1).indices if not lookahead else top[i, :n]
             acc["logp"].append(lp)
             acc["top"].append(t)
-            acc["f_head"].append(head(h[i, :n], t))
+            acc["f_head"].append(head(h[i, :n], lp.gather(-1, t), t))
             if lookahead:
                 acc["f_look"].append(f[i, :n])
             acc["target"].append(ids[i, s : s + n])
@@ -633,11 +656,17 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
     if train.empty or test.empty:
         raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
+    # early stopping on the last windows of the training side; the test windows stay untouched
+    wins = sorted(train["window_id"].unique())
+    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))):]) if len(wins) > 1 else set()
+    fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
     hc = cal["head"]
     emb = model.get_output_embeddings().weight
-    head = FutureEntropyHead(emb, rank=hc["rank"], hidden=hc["hidden"], mu=train["label"].mean(),
-                             sigma=max(train["label"].std(), 1e-3))  # fmt: skip
-    hist = train_head(head, h, train, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed)
+    head = FutureEntropyHead(emb, rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
+                             sigma=max(fit["label"].std(), 1e-3))  # fmt: skip
+    run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
+                     weight_decay=hc["weight_decay"], val=val)  # fmt: skip
+    hist = run["loss"]
     head.eval()
     metrics = evaluate_head(head, h, train, test)
     log.info("head: %s", metrics)
@@ -673,6 +702,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
         "head": {k: hc[k] for k in ("rank", "hidden", "steps", "lr", "batch_size")},
         "label_mu": float(head.mu), "label_sigma": float(head.sigma),
         "train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:])),
+        "val_loss": run["val_loss"], "best_step": run["best_step"], "n_val": int(len(val)),
         "metrics": metrics, "step_buckets": edges, "alpha": fits,
         "fit_positions": int(len(nll)), "fit_windows": len(chosen),
         "mirostat_target": float(nll.mean()), "mirostat_eta": cal["mirostat_eta"],

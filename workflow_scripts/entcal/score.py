@@ -139,8 +139,8 @@ def score_settings(
                         if st["sampler"] == "future_entropy":
                             def adjust(x, h=h, a=a):
                                 lp = torch.log_softmax(x, -1)
-                                top = lp.topk(k, -1).indices
-                                return tilt_logprobs(lp, head(h, top), top, a)
+                                top = lp.topk(k, -1)
+                                return tilt_logprobs(lp, head(h, top.values, top.indices), top.indices, a)
                         else:
                             def adjust(x, a=a, top=look_top[i, sl][: len(h)], f=look_f[i, sl][: len(h)]):
                                 return tilt_logprobs(torch.log_softmax(x, -1), f, top, a)
