@@ -181,6 +181,7 @@ def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs:
     for p in predictors:
         row = {"model": p["model"], "dataset": p["dataset"], **p["metrics"],
                "train_loss_first": p["train_loss_first"], "train_loss_last": p["train_loss_last"],
+               "n_val": p.get("n_val"), "best_step": p.get("best_step"),
                "horizon": p["horizon"], "candidates": p["candidates"], "label_mean": p["label_mu"],
                "label_forward_tokens": p["label_forward_tokens"], "fit_tokens": p["fit_tokens"],
                "fit_positions": p["fit_positions"], "mirostat_target": p["mirostat_target"]}  # fmt: skip
