@@ -24,6 +24,7 @@ rule calibration_labels:
         f"{RD}/benchmarks/calibration_labels/{{dataset}}/{{model}}.tsv"
     conda:
         "../envs/inference.yaml"
+    priority: 20  # on the critical path to the calibrated samplers' generations
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
@@ -58,6 +59,7 @@ rule train_predictor:
         f"{RD}/benchmarks/train_predictor/{{dataset}}/{{model}}.tsv"
     conda:
         "../envs/inference.yaml"
+    priority: 20  # on the critical path to the calibrated samplers' generations
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,

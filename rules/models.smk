@@ -61,6 +61,7 @@ rule train_model:
         f"{RD}/benchmarks/train_model/{{dataset}}/{{model}}.tsv"
     conda:
         "../envs/inference.yaml"
+    priority: 50  # the longest jobs, and every model's generations wait for them: start them first
     threads: lookup(dpath="threads", within=config)
     resources:
         mem_mb=4000,

@@ -256,3 +256,20 @@ def test_mirostat_holds_surprise_near_its_target(model64):
             pos = np.arange(len(p) - 1, len(p) - 1 + len(row["token_ids"]))
             surprise.append(-lp[pos, row["token_ids"]].numpy()[20:])  # untruncated surprise, after warm-up
     assert abs(np.mean(surprise) - target) < 0.25, (np.mean(surprise), target, free_s)
+
+
+def test_equal_entropy_comparison_finds_the_matching_temperature():
+    # with f = 0 the tilt at alpha is temperature 1 / (1 + alpha): same entropy, same log loss, delta 0
+    g = torch.Generator().manual_seed(4)
+    n, v, k = 400, 30, 5
+    logp = torch.log_softmax(torch.randn(n, v, generator=g, dtype=torch.float64) * 2, -1)
+    top = logp.topk(k, -1).indices
+    target = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
+    data = {"logp": logp, "top": top, "f_head": torch.zeros(n, k, dtype=torch.float64), "target": target,
+            "step": torch.arange(n) % 50}  # fmt: skip
+    out = cal.equal_entropy_comparison(data, {"future_entropy": [{"alpha": 0.3}, {"alpha": 0.3}]}, [0, 25])
+    e = out["future_entropy"]
+    assert e["temperature"] == pytest.approx(1 / 1.3, abs=1e-5)
+    assert abs(e["delta_logloss"]) < 1e-6 and e["entropy"] < e["base_entropy"]
+    # a temperature outside the bracket is reported as NaN, not extrapolated
+    assert np.isnan(cal.temperature_at_entropy(logp, target, 1e-9)[0])

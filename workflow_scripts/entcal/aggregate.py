@@ -190,6 +190,10 @@ def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs:
             n = np.array([b["n"] for b in buckets], float)
             gain = np.array([(b["logloss_base"] - b["logloss"]) if b["n"] else 0.0 for b in buckets])
             row[f"fit_logloss_gain_{s}"] = float(np.sum(n * gain) / max(n.sum(), 1))
+        for s, e in p.get("equal_entropy_tf", {}).items():
+            row[f"tf_entropy_{s}"], row[f"tf_logloss_{s}"] = e["entropy"], e["logloss"]
+            row[f"tf_temperature_{s}"], row[f"tf_logloss_temperature_{s}"] = e["temperature"], e["temperature_logloss"]
+            row[f"tf_delta_logloss_{s}"] = e["delta_logloss"]
         pred_rows.append(row)
     pred = pd.DataFrame(pred_rows)
     by = {(p["model"], p["dataset"]): p for p in predictors}

@@ -614,6 +614,45 @@ def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: Futu
     return {k_: torch.cat(v) for k_, v in acc.items() if v}
 
 
+def mean_stats(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """(mean entropy, mean log loss) over positions of the distributions ``scores`` (log-probs or logits)."""
+    from entcal.metrics import token_logloss_entropy
+
+    nll, ent = token_logloss_entropy(scores, targets)
+    return float(ent.double().mean()), float(nll.double().mean())
+
+
+def temperature_at_entropy(logp: torch.Tensor, targets: torch.Tensor, entropy: float, lo: float = 0.05, hi: float = 5.0):
+    """The global temperature whose mean entropy over the positions equals ``entropy`` (Brent), and
+    its mean log loss: plain temperature at exactly equal (teacher-forced) entropy."""
+    from scipy.optimize import brentq
+
+    def gap(tau):
+        return mean_stats(logp / tau, targets)[0] - entropy
+
+    if gap(lo) > 0 or gap(hi) < 0:
+        return float("nan"), float("nan")
+    tau = brentq(gap, lo, hi, xtol=1e-6)
+    return float(tau), mean_stats(logp / tau, targets)[1]
+
+
+def equal_entropy_comparison(data: dict, fits: dict, edges: list[int]) -> dict:
+    """For each tilt at its fitted alphas: its mean entropy and log loss on the fit windows (human
+    text, teacher-forced), and those of the global temperature with exactly the same mean entropy.
+    ``delta_logloss`` < 0: the tilt has lower log loss than temperature at equal entropy."""
+    bucket = step_bucket(data["step"].numpy(), edges)
+    out = {}
+    for s, buckets in fits.items():
+        f = data["f_head"] if s == "future_entropy" else data["f_look"]
+        a = torch.tensor([buckets[q]["alpha"] for q in bucket], dtype=data["logp"].dtype)
+        ent, ll = mean_stats(tilt_logprobs(data["logp"], f, data["top"], a), data["target"])
+        tau, ll_t = temperature_at_entropy(data["logp"], data["target"], ent)
+        base_ent, base_ll = mean_stats(data["logp"], data["target"])
+        out[s] = {"entropy": ent, "logloss": ll, "base_entropy": base_ent, "base_logloss": base_ll,
+                  "temperature": tau, "temperature_logloss": ll_t, "delta_logloss": ll - ll_t}  # fmt: skip
+    return out
+
+
 def tradeoff_rows(data: dict, alphas: list[float]) -> list[dict]:
     """Teacher-forced trade-off on human text: mean log loss and entropy of temperature 1/(1+a) and of
     each tilt at fixed a."""
@@ -692,6 +731,8 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
             fits[s].append({"bucket_start": start, **r})
         log.info("alpha %s: %s", s, fits[s])
     nll = -data["logp"].gather(-1, data["target"][:, None])[:, 0].double()
+    equal = equal_entropy_comparison(data, fits, edges)
+    log.info("equal-entropy comparison on the fit windows: %s", equal)
     tr = pd.DataFrame(tradeoff_rows(data, cal["tradeoff_alphas"]))
     Path(tradeoff_out).parent.mkdir(parents=True, exist_ok=True)
     tr.assign(model=model_name, dataset=dataset).to_csv(tradeoff_out, index=False, float_format="%.6g")
@@ -703,7 +744,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
         "label_mu": float(head.mu), "label_sigma": float(head.sigma),
         "train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:])),
         "val_loss": run["val_loss"], "best_step": run["best_step"], "n_val": int(len(val)),
-        "metrics": metrics, "step_buckets": edges, "alpha": fits,
+        "metrics": metrics, "step_buckets": edges, "alpha": fits, "equal_entropy_tf": equal,
         "fit_positions": int(len(nll)), "fit_windows": len(chosen),
         "mirostat_target": float(nll.mean()), "mirostat_eta": cal["mirostat_eta"],
         "label_forward_tokens": lab_meta["forward_tokens"],
