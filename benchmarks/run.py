@@ -89,17 +89,18 @@ def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(1, sz["vocab"], (sz["prompt"],), generator=g).tolist() for _ in range(sz["n"])]
     kw = dict(temperature=1.0, max_new_tokens=sz["new"], batch_size=sz["batch"], seed=seed, stop_at_eos=False)
-    sample_with_entropy(model, tok, prompts[: sz["batch"]], **{**kw, "max_new_tokens": 4})  # warm-up
-    t0 = time.perf_counter()
-    same = sample_with_entropy(model, tok, prompts, **kw)
-    t_same = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    plain = sample_with_entropy(model, tok, prompts, record=False, **kw)
-    t_gen = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scored = score_settings(model, [(p, r["token_ids"]) for p, r in zip(prompts, plain)],
-                            [{"sampler": "ancestral", "temperature": 1.0, "slug": "a"}], sz["batch"], 0, 0.0)  # fmt: skip
-    t_score = time.perf_counter() - t0
+    setting = [{"sampler": "ancestral", "temperature": 1.0, "slug": "a"}]
+    t_same = t_gen = t_score = float("inf")
+    for rep in range(3):  # the first round warms allocator and kernels up; then the best of two, alternating
+        t0 = time.perf_counter()
+        plain = sample_with_entropy(model, tok, prompts, record=False, **kw)
+        t1 = time.perf_counter()
+        scored = score_settings(model, [(p, r["token_ids"]) for p, r in zip(prompts, plain)], setting, sz["batch"], 0, 0.0)
+        t2 = time.perf_counter()
+        same = sample_with_entropy(model, tok, prompts, **kw)
+        t3 = time.perf_counter()
+        if rep:
+            t_gen, t_score, t_same = min(t_gen, t1 - t0), min(t_score, t2 - t1), min(t_same, t3 - t2)
     # the two routes give the same entropies for the same tokens (same seeds: same samples)
     same_tokens = all(a["token_ids"] == b["token_ids"] for a, b in zip(same, plain))
     max_diff = max(float(np.max(np.abs(a["entropy"] - s["tf_entropy"][0]))) for a, s in zip(same, scored)) if same_tokens else float("nan")

@@ -39,7 +39,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from entcal.metrics import entropy_from_logprobs
+from entcal.metrics import logz_entropy
 from entcal.shards import ShardStore, model_fingerprint, shard_slices
 
 log = logging.getLogger(__name__)
@@ -56,22 +56,26 @@ class EntropyRecorder(LogitsProcessor):
     def __init__(self):
         self.entropy: list[torch.Tensor] = []
         self.logprob: list[torch.Tensor] = []
-        self._last_logp: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._last_logp is not None:
-            self.logprob.append(self._last_logp.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        if self._last is not None:
+            self.logprob.append(self._logprob(input_ids[:, -1:]))
         x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-        logp = torch.log_softmax(x, dim=-1)  # one log-softmax serves entropy and logprob
-        self.entropy.append(entropy_from_logprobs(logp))
-        self._last_logp = logp
+        logz, ent = logz_entropy(x)  # one pass serves the entropy now and the drawn token's logprob next step
+        self.entropy.append(ent.float())
+        self._last = (x, logz)
         return scores
+
+    def _logprob(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, logz = self._last
+        return (x.gather(-1, tokens).squeeze(-1).double() - logz).float()
 
     def finish(self, sequences: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(entropy, logprob), each (B, steps), once generation has returned ``sequences``."""
-        if self._last_logp is not None:
-            self.logprob.append(self._last_logp.gather(-1, sequences[:, -1:]).squeeze(-1))
-            self._last_logp = None
+        if self._last is not None:
+            self.logprob.append(self._logprob(sequences[:, -1:]))
+            self._last = None
         return torch.stack(self.entropy, 1).cpu(), torch.stack(self.logprob, 1).cpu()
 
 
