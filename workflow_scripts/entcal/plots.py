@@ -278,7 +278,8 @@ def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[
     loss): temperature settings (line) and every other sampler (markers); the grey diagonal is
     calibration (entropy = log loss)."""
     datasets = sorted(table["dataset"].unique())
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 8), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 8.5), squeeze=False)
+    fig.subplots_adjust(hspace=0.35)
     styles = {"temperature": "-", "future_entropy": "--", "one_step_lookahead": ":"}
     for j, ds in enumerate(datasets):
         t = table[table["dataset"] == ds]
