@@ -128,21 +128,24 @@ def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor,
 @torch.inference_mode()
 def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: list[int], lengths: list[int], k: int,
                         query_chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Teacher-forced pass over right-padded sequences with the one-step lookahead at each scored position.
+    """Teacher-forced pass over right-padded sequences, with the one-step lookahead at each scored
+    position when ``k`` > 0.
 
     Row b scores positions ``starts[b] .. starts[b] + lengths[b] - 1`` (the prediction of token
     ``starts[b] + j`` from the tokens before it). Returns, per row and scored position j (padded
-    to max length): the hidden state (B, L, d), the top-k candidate ids (B, L, k) of p̂ and their
-    lookahead entropies (B, L, k).
+    to max length): the hidden state (B, L, d) and, for ``k`` > 0, the top-k candidate ids
+    (B, L, k) of p̂ and their lookahead entropies (B, L, k) (else None, None).
     """
     base = getattr(model, model.base_model_prefix)
     head = model.get_output_embeddings()
-    out = base(input_ids=ids, attention_mask=mask, use_cache=True)
+    out = base(input_ids=ids, attention_mask=mask, use_cache=k > 0)
     hid, past = out.last_hidden_state, out.past_key_values
     B, L = ids.shape[0], max(lengths)
     # hidden state predicting token starts[b] + j sits at position starts[b] + j - 1
     gather = torch.tensor([[min(s - 1 + j, ids.shape[1] - 1) for j in range(L)] for s in starts], device=ids.device)
     h = hid.gather(1, gather[:, :, None].expand(-1, -1, hid.shape[-1]))
+    if k == 0:
+        return h, None, None
     top = torch.zeros(B, L, k, dtype=torch.long, device=ids.device)
     f = torch.zeros(B, L, k, device=ids.device)
     per = max(1, query_chunk // k)
@@ -595,12 +598,7 @@ def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: Futu
         ids, mask = right_pad([p + r for p, r in batch], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         starts, lengths = [len(p) for p, _ in batch], [len(r) for _, r in batch]
-        if lookahead:
-            h, top, f = reference_lookahead(model, ids, mask, starts, lengths, k)
-        else:
-            hid = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=mask).last_hidden_state
-            h = torch.stack([torch.nn.functional.pad(hid[i, s - 1 : s - 1 + n], (0, 0, 0, max(lengths) - n))
-                             for i, (s, n) in enumerate(zip(starts, lengths))])  # fmt: skip
+        h, top, f = reference_lookahead(model, ids, mask, starts, lengths, k if lookahead else 0)
         for i, (s, n) in enumerate(zip(starts, lengths)):
             lp = torch.log_softmax(lm_head(h[i, :n]).float(), -1)
             t = lp.topk(k, -1).indices if not lookahead else top[i, :n]

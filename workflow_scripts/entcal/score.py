@@ -99,7 +99,6 @@ def score_settings(
     """
     from entcal.calibration import Mirostat, reference_lookahead, step_bucket, tilt_logprobs
 
-    base = getattr(model, model.base_model_prefix)
     lm_head = model.get_output_embeddings()
     device = next(model.parameters()).device
     samplers = {st["sampler"] for st in settings}
@@ -112,14 +111,8 @@ def score_settings(
         ids, mask = right_pad([p + r for p, r in batch], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         starts, lengths = [len(p) for p, _ in batch], [len(r) for _, r in batch]
-        if "one_step_lookahead" in samplers:
-            h_all, look_top, look_f = reference_lookahead(model, ids, mask, starts, lengths, k)
-        else:
-            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
-            h_all = torch.stack([
-                torch.nn.functional.pad(hidden[i, s - 1 : s - 1 + n], (0, 0, 0, max(lengths) - n))
-                for i, (s, n) in enumerate(zip(starts, lengths))
-            ])  # fmt: skip
+        h_all, look_top, look_f = reference_lookahead(model, ids, mask, starts, lengths,
+                                                      k if "one_step_lookahead" in samplers else 0)  # fmt: skip
         for i, (p, r) in enumerate(batch):
             tgt = ids[i, len(p) : len(p) + len(r)]
             res = {key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
