@@ -18,6 +18,7 @@ rule calibration_labels:
         seed=lookup(dpath="seed", within=config),
         dtype=lookup(dpath="dtype", within=config),
         device=lookup(dpath="device", within=config),
+        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
     log:
         f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
     benchmark:
@@ -53,6 +54,7 @@ rule train_predictor:
         seed=lookup(dpath="seed", within=config),
         dtype=lookup(dpath="dtype", within=config),
         device=lookup(dpath="device", within=config),
+        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
     log:
         f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
     benchmark:

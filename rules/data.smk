@@ -37,7 +37,7 @@ rule prepare_dataset:
         f"{RD}/benchmarks/prepare_dataset/{{dataset}}.tsv"
     conda:
         "../envs/inference.yaml"
-    threads: 1
+    threads: lookup(dpath="threads", within=config)
     resources:
         mem_mb=8000,
         runtime=60,

@@ -18,6 +18,22 @@ TEXTS = [
 ]
 
 
+def make_prompts(model_dir, examples, out, *, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, **kw):
+    """The prompts file a select_prompts job would write for these examples (a DataFrame or a path)."""
+    import pandas as pd
+
+    from entcal.prompts import select_prompts_file
+
+    out = Path(out)
+    if isinstance(examples, pd.DataFrame):
+        examples.to_parquet(out.with_suffix(".examples.parquet"))
+        examples = out.with_suffix(".examples.parquet")
+    select_prompts_file(str(model_dir), "tiny", str(examples), str(out), prompt_tokens=prompt_tokens,
+                        max_new_tokens=max_new_tokens, min_reference_tokens=min_reference_tokens, n_prompts=n_prompts,
+                        **kw)  # fmt: skip
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from entcal.tokenization import train_bpe

@@ -26,4 +26,6 @@ labels_file(
     threads=snakemake.threads,
     stop_at_eos=snakemake.params.generation["stop_at_eos"],
     chat=snakemake.params.chat,
+    gpus=snakemake.resources.gpu,
+    gpu_memory_gb=snakemake.params.gpu_memory_gb,
 )

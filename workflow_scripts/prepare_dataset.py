@@ -19,4 +19,5 @@ prepare_dataset(
     seed=snakemake.params.seed,
     raw_dir=snakemake.input.raw or None,
     calibration_out=snakemake.output.calibration,
+    threads=snakemake.threads,
 )

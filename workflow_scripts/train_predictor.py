@@ -29,4 +29,6 @@ train_predictor_file(
     threads=snakemake.threads,
     dataset=snakemake.wildcards.dataset,
     chat=snakemake.params.chat,
+    gpus=snakemake.resources.gpu,
+    gpu_memory_gb=snakemake.params.gpu_memory_gb,
 )

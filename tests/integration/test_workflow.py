@@ -38,7 +38,8 @@ def test_paper_grid_dry_run_offline_with_the_slurm_profile():
     counts = job_counts(out)
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)
-    assert counts["score"] == 3 * 33 and counts["download_model"] == 33 and counts["download_dataset"] == 3
+    assert counts["score"] == counts["select_prompts"] == 3 * 33
+    assert counts["download_model"] == 33 and counts["download_dataset"] == 3
     # a future-entropy predictor per base model and dataset
     assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
     # GPUs by model size as the paper used them, on the GPU partition; more memory and time for larger models
@@ -101,6 +102,8 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert (summary["n_prompts"] == cfg["generation"]["n_prompts"]).all()
     np.testing.assert_allclose(summary["entce"], summary["entropy_mean"] - summary["logloss_mean"], atol=1e-5)
     np.testing.assert_allclose(summary["entce"], summary["gen_minus_tf"] + summary["tf_minus_logloss"], atol=1e-5)
+    np.testing.assert_allclose(summary["entce_pooled"], summary["entropy_pooled"] - summary["logloss_pooled"], atol=1e-5)
+    assert (summary["precision"] == "exact").all()
     assert summary[["entropy_mean", "logloss_mean", "tf_entropy_mean"]].gt(0).all().all()
     # entropy can never exceed log V
     assert (summary["entropy_mean"] <= np.log(cfg["training"]["vocab_size"]) + 1e-6).all()
@@ -125,6 +128,11 @@ def test_micro_run_writes_the_contract_tables(micro):
         assert (rd / "figures" / f).stat().st_size > 1000
     gen = pd.read_parquet(rd / "generations" / "code" / "tiny_b" / "ancestral-t1.parquet")
     assert {"example_id", "token_ids", "entropy", "logprob", "text", "n_tokens"} <= set(gen.columns)
+    prompts = pd.read_parquet(rd / "prompts" / "code" / "tiny_b.parquet")  # generation and scoring read the same prompts
+    scores = pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet").query("setting == 'ancestral-t1'")
+    assert gen["example_id"].tolist() == prompts["example_id"].tolist() == scores["example_id"].tolist()
+    assert gen["prompt_len"].tolist() == prompts["prompt_len"].tolist()
+    assert scores["token_ids"].map(list).tolist() == prompts["reference_ids"].map(list).tolist()
     assert all(len(e) == n for e, n in zip(gen["entropy"], gen["n_tokens"]))
     assert (rd / "benchmarks" / "generate" / "code" / "tiny_b" / "ancestral-t1.tsv").is_file()
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
@@ -202,6 +210,7 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     # code only: prepare, tokenizer, 2 models, 4 + 1 truncation + 3 calibrated + 1 checkpoint generations,
     # 2 + 1 scorings, one predictor
     assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 9
+    assert counts["select_prompts"] == 3  # two models and a checkpoint
     assert counts["calibration_labels"] == counts["train_predictor"] == 1
     assert counts["score"] == 3 and counts["aggregate"] == 1
     assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")

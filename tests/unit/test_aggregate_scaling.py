@@ -46,6 +46,23 @@ def test_curves_match_direct_computation():
     assert 0 < s["entce_se"] < 0.2 and s["eos_fraction"] == pytest.approx(gen["stopped_at_eos"].mean())
     assert pp["entropy_mean"].tolist() == pytest.approx([np.mean(h[:30]) for h in H])
     assert pp["logloss_mean"].tolist() == pytest.approx([np.mean(x[:30]) for x in L])
+    # the authors' notebook: every live token of the first 30 steps weighs the same
+    pooled_h = sum(np.sum(h[:30]) for h in H) / sum(min(len(h), 30) for h in H)
+    pooled_l = sum(np.sum(x[:30]) for x in L) / (30 * len(L))
+    assert s["entropy_pooled"] == pytest.approx(pooled_h) and s["logloss_pooled"] == pytest.approx(pooled_l)
+    assert s["entce_pooled"] == pytest.approx(pooled_h - pooled_l)
+    # entropy rises with t here, and pooling weighs the early steps more (every generation is alive
+    # there), so the pooled estimate is lower than the mean of per-step means
+    assert s["entce_pooled"] < s["entce"] - 1e-3
+
+
+def test_the_two_estimators_agree_when_no_generation_ends_early():
+    rng = np.random.default_rng(3)
+    gen, ref, H, L, F = _frames(rng, n=20, T=25)
+    gen["entropy"] = [rng.normal(3.0, 0.3, 25) for _ in range(20)]
+    gen["n_tokens"], gen["stopped_at_eos"] = 25, False
+    _, s, _ = curves(gen, ref, max_len=25)
+    assert s["entce_pooled"] == pytest.approx(s["entce"], abs=1e-12)
 
 
 def test_fit_recovers_planted_exponent_exactly_without_noise():

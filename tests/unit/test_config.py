@@ -23,7 +23,7 @@ def test_shipped_configs_validate(name):
     cfg = load(name)
     validate(cfg, SCHEMA, set_default=True)
     check_config(cfg)
-    assert cfg["scoring"]["quantization"] == "none" and cfg["generation"]["shard_size"] >= 1  # defaults filled in
+    assert cfg["precision"] == "exact" and cfg["generation"]["shard_size"] >= 1  # defaults filled in
     assert cfg["generation"]["backend"] in ("hf", "auto")
 
 

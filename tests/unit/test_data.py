@@ -102,8 +102,25 @@ def test_wikitext103_builder_splits_articles_at_top_level_headings(tmp_path):
     docs = read_corpus(spec, tmp_path)
     assert [t for t, _ in docs] == ["Alpha", "Beta"]
     assert docs[0][1] == " = Alpha = \n Alpha is a letter . \n = = History = = \n Old . \n"
-    with pytest.raises(DatasetError, match="codecontests: cannot read columns"):
+    with pytest.raises(DatasetError, match=r"codecontests: .* has no column\(s\) \['name', 'description', 'solutions'\]"):
         read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
+
+
+def test_wikitext103_builder_reads_the_authors_copy_one_article_per_row_in_file_order(tmp_path):
+    from entcal.data import read_corpus
+
+    d = tmp_path / "data"
+    d.mkdir()
+    pd.DataFrame({"text": [" = A = \n a .\n", " = B = \n b .\n"]}).to_parquet(d / "train-00000-of-00002-x.parquet")
+    pd.DataFrame({"text": [" = C = \n c .\n"]}).to_parquet(d / "train-00001-of-00002-y.parquet")
+    pd.DataFrame({"text": [" = T = \n"]}).to_parquet(d / "test-00000-of-00001-z.parquet")
+    docs = read_corpus({"source": "hf", "builder": "wikitext103"}, tmp_path)
+    assert [t for _, t in docs] == [" = A = \n a .\n", " = B = \n b .\n", " = C = \n c .\n"]  # train only, file order
+    assert [s for s, _ in docs] == ["train-0", "train-1", "train-2"]
+    bad = d / "train-00001-of-00002-y.parquet"
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated download
+    with pytest.raises(DatasetError, match="cannot read .*train-00001.*download_dataset"):
+        read_corpus({"source": "hf", "builder": "wikitext103"}, tmp_path)
 
 
 def test_writingprompts_builder_strips_the_tag_and_detokenises(tmp_path):
@@ -123,6 +140,11 @@ def test_writingprompts_builder_strips_the_tag_and_detokenises(tmp_path):
     assert instruction == WP_INSTRUCTION.format(prompt="A dragon who is afraid of heights.")
     assert instruction.startswith("Write a story based on the following prompt: A dragon")
     assert docs[1][2].endswith('You can\'t stop "laughing".') and docs[1][1] == "It was funny (really)!"
+    # the authors' code: detokenise the whole string, so the markers stay and "[ WP ]" becomes "[WP]"
+    # before their tag check, which then finds nothing to strip
+    authors = read_corpus({"source": "hf", "builder": "writingprompts", "text_rules": "authors"}, tmp_path)
+    assert authors[0][1] == "He didn't fly, ever. <newline> <newline> Not once."
+    assert authors[0][2] == WP_INSTRUCTION.format(prompt="[WP] A dragon who is afraid of heights.")
 
 
 def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tmp_path):
@@ -132,23 +154,45 @@ def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tm
     d.mkdir()
     sols = lambda *xs: {"language": [3] * len(xs), "solution": list(xs)}  # noqa: E731
     for split, rows in {
-        "train": [("a", "Sum two numbers.", sols("print(1)", "a, b = map(int, input().split())\nprint(a + b)")),
-                  ("img", "See the figure <image> below.", sols("print(2)"))],
+        "train": [("a", "Sum two numbers.\n", sols("print(1)", "a, b = map(int, input().split())\nprint(a + b)")),
+                  ("img", "See the figure <image> below.", sols("print(2)")),
+                  ("img2", "As shown: [Image]", sols("print(4)"))],
         "valid": [("u", "Unicode only.", sols("print('é')"))],
         "test": [("c", "Longest wins even if another is ASCII.", sols("x = 'ü' * 100\nprint(x)", "print(3)"))],
     }.items():  # fmt: skip
         pd.DataFrame(rows, columns=["name", "description", "solutions"]).to_parquet(d / f"{split}-00000-of-00001.parquet")
     docs = read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
-    assert [s for s, _, _ in docs] == ["train/a", "test/c"]  # image problem and no-ASCII problem dropped
+    assert [s for s, _, _ in docs] == ["train/a", "test/c"]  # both image tags and the no-ASCII problem dropped
     assert docs[0][1] == "```\na, b = map(int, input().split())\nprint(a + b)\n```"
     assert docs[0][2] == CODE_INSTRUCTION + "\nSum two numbers."
     assert docs[1][1] == "```\nprint(3)\n```"  # the longest *ASCII* solution
+    authors = read_corpus({"source": "hf", "builder": "codecontests", "text_rules": "authors"}, tmp_path)
+    assert authors[0][1] == "```a, b = map(int, input().split())\nprint(a + b)```"  # "```{}```".format(sol.strip())
+    assert authors[0][2] == CODE_INSTRUCTION + "\nSum two numbers.\n"  # the statement as it is
+
+
+def test_first_selection_keeps_file_order_whole_documents_and_puts_calibration_last(tmp_path):
+    from entcal.data import prepare_dataset
+
+    d = tmp_path / "data"
+    d.mkdir()
+    texts = [f" = T{i} = \n" + "word " * (50 + 40 * i) for i in range(10)] + [" = short = \n"]
+    pd.DataFrame({"text": texts}).to_parquet(d / "train-00000-of-00001.parquet")
+    spec = {"source": "hf", "builder": "wikitext103", "min_chars": 100, "calibration_fraction": 0.2}
+    out = {k: str(tmp_path / f"{k}.parquet") for k in ("docs", "examples", "calibration")}
+    prepare_dataset(spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"])
+    docs, ex, cal = (pd.read_parquet(out[k]) for k in ("docs", "examples", "calibration"))
+    assert docs["text"].tolist() == texts[:10]  # file order; the short article dropped (min_chars)
+    assert docs["split"].tolist() == ["heldout"] * 8 + ["calibration"] * 2  # no training split; calibration last
+    assert ex["text"].tolist() == texts[:8] and (ex["char_start"] == 0).all()  # whole documents, no window
+    assert ex["example_id"].tolist() == list(range(8))
+    assert cal["text"].tolist() == texts[8:10]
 
 
 def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_tokenizer):
     import copy
 
-    from entcal.generate import prefix_ids, select_examples
+    from entcal.prompts import prefix_ids, select_examples
 
     tok = tiny_tokenizer
     story = "The quick brown fox jumps over the lazy dog. " * 8
@@ -170,10 +214,25 @@ def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_token
     assert inst[0][1][-10:] == body[:10]  # the story starts the assistant turn
     with pytest.raises(ValueError, match="chat template"):
         select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, chat=True)
-    # prompt + continuation must fit the context: the instruction makes the first example too long
+    # prompt + continuation must stay below the context (the authors' strict <): the instruction makes the first
+    # example too long, and the second one fits only with one token to spare
     fit = select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2,
-                          max_context=len(prefix_ids(tok)) + 30)  # fmt: skip
+                          max_context=len(prefix_ids(tok)) + 31)  # fmt: skip
     assert [e for e, _, _ in fit] == [1]
     # references shorter than the minimum are skipped (here: all of them)
     with pytest.raises(ValueError, match="no example holds"):
         select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=len(body), n=2)
+
+
+def test_too_few_qualifying_examples_is_an_error_only_under_the_papers_selection(tiny_tokenizer, tmp_path):
+    from entcal.data import write_examples
+    from entcal.prompts import select_examples
+
+    text = "To be, or not to be, that is the question. " * 10
+    ex = pd.DataFrame({"example_id": [0, 1], "doc_id": ["a", "b"], "char_start": 0, "prefix": "", "instruction": "",
+                       "text": ["too short", text]})  # fmt: skip
+    write_examples(ex, tmp_path / "first.parquet", "first")
+    write_examples(ex, tmp_path / "random.parquet", "random")
+    assert len(select_examples(tiny_tokenizer, tmp_path / "random.parquet", 5, 7, 7, n=2)) == 1  # a warning
+    with pytest.raises(ValueError, match=r"only 1 of 2 requested examples qualify .*raise the dataset's max_docs"):
+        select_examples(tiny_tokenizer, tmp_path / "first.parquet", 5, 7, 7, n=2)

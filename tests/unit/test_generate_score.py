@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from entcal.generate import sample_with_entropy, select_examples
+from entcal.generate import sample_with_entropy
+from entcal.prompts import select_examples
 from entcal.models import load_model
 from entcal.score import score_settings, setting_stats
 

@@ -11,14 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entcal.shards import ShardStore, shard_slices
+from entcal.generate import fixed_batches
+from entcal.shards import ShardStore, group_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shards_are_whole_batches():
-    assert [(s.start, s.stop) for s in shard_slices(10, 3, 2)] == [(0, 4), (4, 8), (8, 10)]
-    assert [(s.start, s.stop) for s in shard_slices(5, 1, 4)] == [(0, 4), (4, 5)]
+    def shards(n, size, batch):
+        return [((s.start, s.stop), [(b.start, b.stop) for b in bs]) for s, bs in group_shards(fixed_batches(n, batch), size)]
+
+    assert [s for s, _ in shards(10, 3, 2)] == [(0, 4), (4, 8), (8, 10)]
+    assert shards(5, 1, 4) == [((0, 4), [(0, 4)]), ((4, 5), [(4, 5)])]
+    # batches of different sizes (the memory plan's) are never split across shards
+    planned = [slice(0, 5), slice(5, 7), slice(7, 8), slice(8, 12)]
+    assert [(s.start, s.stop) for s, _ in group_shards(planned, 6)] == [(0, 7), (7, 12)]
 
 
 def test_a_shard_is_used_only_when_whole_and_ours(tmp_path):
@@ -62,22 +69,22 @@ def _run_killed(module, func, inner, kw, die_at):
 
 
 @pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    from conftest import TEXTS
+def examples(tmp_path_factory, tiny_model_dir):
+    """The prompts file of 8 examples (prompt 6 tokens, references of 4 to 10)."""
+    from conftest import TEXTS, make_prompts
 
     d = tmp_path_factory.mktemp("ex")
     texts = [t[i : i + 200] for t in TEXTS for i in (0, 40, 80)]
     ex = pd.DataFrame({"example_id": range(len(texts)), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
                        "text": texts})  # fmt: skip
-    p = d / "examples.parquet"
-    ex.to_parquet(p)
-    return p
+    return make_prompts(tiny_model_dir, ex, d / "prompts.parquet", prompt_tokens=6, max_new_tokens=10,
+                        min_reference_tokens=4, n_prompts=8)  # fmt: skip
 
 
-def _gen_kw(model_dir, examples, out):
-    return dict(model_dir=str(model_dir), model_name="tiny", examples_path=str(examples), out_path=str(out),
-                sampler="ancestral", temperature=1.0, prompt_tokens=6, max_new_tokens=10, min_reference_tokens=4,
-                n_prompts=8, batch_size=2, seed=5, stop_at_eos=False, dtype="float32", device="cpu", shard_size=2)  # fmt: skip
+def _gen_kw(model_dir, prompts, out):
+    return dict(model_dir=str(model_dir), model_name="tiny", prompts_path=str(prompts), out_path=str(out),
+                sampler="ancestral", temperature=1.0, max_new_tokens=10, batch_size=2, seed=5, stop_at_eos=False,
+                dtype="float32", device="cpu", shard_size=2)  # fmt: skip
 
 
 def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrupted_run(tiny_model_dir, examples, tmp_path):
@@ -114,9 +121,8 @@ def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
 
     settings = [{"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"},
                 {"sampler": "top_k", "param": 5, "temperature": 0.8, "slug": "top_k5-t0.8"}]  # fmt: skip
-    kw = lambda out: dict(model_dir=str(tiny_model_dir), model_name="tiny", examples_path=str(examples),  # noqa: E731
-                          out_path=str(out), settings=settings, prompt_tokens=6, max_new_tokens=10,
-                          min_reference_tokens=4, n_prompts=8, batch_size=2, dtype="float32", device="cpu",
+    kw = lambda out: dict(model_dir=str(tiny_model_dir), model_name="tiny", prompts_path=str(examples),  # noqa: E731
+                          out_path=str(out), settings=settings, batch_size=2, dtype="float32", device="cpu",
                           shard_size=4)  # fmt: skip
     ref = tmp_path / "ref" / "s.parquet"
     score_file(**kw(ref))

@@ -37,7 +37,7 @@ def test_backend_choice():
     assert vb.choose_backend("hf", "ancestral") == "hf"
     assert vb.choose_backend("auto", "typical") == "hf"  # vLLM has no typical sampling
     assert vb.choose_backend("vllm", "future_entropy") == "hf"
-    if not vb.vllm_usable():
+    if vb.vllm_unusable():
         assert vb.choose_backend("auto", "ancestral") == "hf"
 
 
@@ -75,7 +75,7 @@ def fake_vllm(monkeypatch, tiny_model_dir):
     inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    monkeypatch.setattr(vb, "vllm_usable", lambda: True)
+    monkeypatch.setattr(vb, "vllm_unusable", lambda: None)
     return calls
 
 
@@ -84,14 +84,16 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
 
     from entcal.generate import generate_file
 
+    from conftest import make_prompts
+
     ex = pd.DataFrame({"example_id": range(3), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
                        "text": [t[:200] for t in TEXTS]})  # fmt: skip
-    ex.to_parquet(tmp_path / "ex.parquet")
+    prompts = make_prompts(tiny_model_dir, ex, tmp_path / "prompts.parquet", prompt_tokens=6, max_new_tokens=7,
+                           min_reference_tokens=4, n_prompts=3)  # fmt: skip
     out = tmp_path / "g.parquet"
-    generate_file(str(tiny_model_dir), "tiny", str(tmp_path / "ex.parquet"), str(out), sampler="ancestral",
-                  temperature=0.8, prompt_tokens=6, max_new_tokens=7, min_reference_tokens=4, n_prompts=3,
-                  batch_size=2, seed=0, stop_at_eos=False, dtype="float32", device="cpu", backend="vllm", gpus=2,
-                  shard_size=2)  # fmt: skip
+    generate_file(str(tiny_model_dir), "tiny", str(prompts), str(out), sampler="ancestral", temperature=0.8,
+                  max_new_tokens=7, batch_size=2, seed=0, stop_at_eos=False, dtype="float32", device="cpu",
+                  backend="vllm", gpus=2, shard_size=2)  # fmt: skip
     assert fake_vllm["llm"]["tensor_parallel_size"] == 2
     assert [p["temperature"] for p in fake_vllm["params"]] == [0.8]  # the last shard's single request
     df = pd.read_parquet(out)
@@ -99,7 +101,9 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
     assert meta["backend"] == "vllm" and meta["shards"] == 2 and len(df) == 3
     # the recorded entropies are those of the T = 0.8 distribution at the generated tokens
     model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
-    for p, r in zip(_prompts(tok, ex), df.itertuples()):
+    from entcal.prompts import load_prompts
+
+    for (_, p, _), r in zip(load_prompts(prompts), df.itertuples()):
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([p + list(r.token_ids)])).logits[0] / 0.8, -1)
         pos = np.arange(len(p) - 1, len(p) - 1 + r.n_tokens)
@@ -107,8 +111,3 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
         np.testing.assert_allclose(r.logprob, logp[pos, list(r.token_ids)].numpy(), atol=1e-5)
     assert not (tmp_path / "g.parquet.tokens.shards").exists()  # token shards are cleaned up with the others
 
-
-def _prompts(tok, ex):
-    from entcal.generate import select_examples
-
-    return [p for _, p, _ in select_examples(tok, ex, 6, 7, 4, 3)]

@@ -11,6 +11,10 @@ Definitions (nats/token; step t = 1 is the first generated / first reference tok
   EntCE = entropy_mean - logloss_mean = (entropy_mean - tf_entropy_mean) + (tf_entropy_mean - logloss_mean).
   The first part (``gen_minus_tf``) is what accumulates while the model feeds on its own output;
   the second (``tf_minus_logloss``) is plain over- (negative) or under-confidence (positive) on human text.
+- the pooled estimator of the authors' notebook: ``entropy_pooled`` = sum of every live generation
+  step's entropy over the first T steps / their number (steps after a generation ended count for
+  nothing, so long generations weigh more), likewise ``logloss_pooled``, and
+  ``entce_pooled`` = entropy_pooled - logloss_pooled. It equals ``entce`` when no generation ends early.
 
 ``per_prompt.parquet`` keeps, per prompt, the mean over its first ``max_len`` steps of its own
 generation entropy, reference log loss and teacher-forced entropy: the unit the bootstrap resamples.
@@ -76,6 +80,8 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
     )
     both = steps[(steps["entropy_n"] > 0) & (steps["logloss_n"] > 0)]
     ent, ll, tf = both["entropy_mean"].mean(), both["logloss_mean"].mean(), both["tf_entropy_mean"].mean()
+    live = both["step"].to_numpy() - 1  # pooled over the same steps: every live token weighs the same
+    ent_pooled, ll_pooled = np.nanmean(H[:, live]), np.nanmean(L[:, live])
     # paired per-prompt differences (same example_id) give the standard error of EntCE
     g = pd.Series(np.nanmean(H, axis=1), index=gen["example_id"].to_numpy())
     r = pd.Series(np.nanmean(L, axis=1), index=ref["example_id"].to_numpy())
@@ -96,6 +102,9 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
         "tf_entropy_mean": tf,
         "entce": ent - ll,
         "entce_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
+        "entropy_pooled": float(ent_pooled),
+        "logloss_pooled": float(ll_pooled),
+        "entce_pooled": float(ent_pooled - ll_pooled),
         "gen_minus_tf": ent - tf,
         "tf_minus_logloss": tf - ll,
         "outside_support_frac": float(ref["n_outside"].sum() / ref["n_tokens"].sum()),
@@ -137,6 +146,7 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                 "sampler_param": job.get("sampler_param"),
                 **s,
                 "gen_forward_tokens": meta.get("forward_tokens"),
+                "precision": meta.get("precision", "exact"),
                 "checkpoint_of": job.get("checkpoint_of"),
                 "train_tokens": job.get("train_tokens"),
             }

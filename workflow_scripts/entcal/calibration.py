@@ -46,6 +46,8 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 from transformers import LogitsProcessor
 
+from entcal.metrics import upcast
+
 log = logging.getLogger(__name__)
 
 TILT_SAMPLERS = ("future_entropy", "one_step_lookahead")
@@ -115,13 +117,13 @@ def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor,
     see = (idx[None, None, :] < ends[:, :, None]) & key_mask[:, None, :]  # (B, Q, S)
     self_ = torch.eye(Q, dtype=torch.bool, device=dev).expand(B, Q, Q)
     allowed = torch.cat([see, self_], -1)[:, None]  # (B, 1, Q, S + Q)
-    dtype = next(model.parameters()).dtype
+    dtype = model.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
     csum = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), key_mask.long().cumsum(-1)], -1)
     pos = csum.gather(1, ends)
     logits = model(input_ids=cands, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True).logits
     past.crop(-Q)  # drop the candidates again (negative: number of tokens to remove)
-    logp = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, -1)
+    logp = torch.log_softmax(upcast(logits), -1)
     return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
 
 
@@ -142,18 +144,19 @@ def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: li
     hid, past = out.last_hidden_state, out.past_key_values
     B, L = ids.shape[0], max(lengths)
     # hidden state predicting token starts[b] + j sits at position starts[b] + j - 1
-    gather = torch.tensor([[min(s - 1 + j, ids.shape[1] - 1) for j in range(L)] for s in starts], device=ids.device)
+    gather = torch.tensor([[min(s - 1 + j, ids.shape[1] - 1) for j in range(L)] for s in starts], device=hid.device)
     h = hid.gather(1, gather[:, :, None].expand(-1, -1, hid.shape[-1]))
     if k == 0:
         return h, None, None
-    top = torch.zeros(B, L, k, dtype=torch.long, device=ids.device)
-    f = torch.zeros(B, L, k, device=ids.device)
+    top = torch.zeros(B, L, k, dtype=torch.long, device=h.device)
+    f = torch.zeros(B, L, k, device=h.device)
     per = max(1, query_chunk // k)
     for j0 in range(0, L, per):
         j1 = min(L, j0 + per)
         top[:, j0:j1] = head(h[:, j0:j1]).float().topk(k, -1).indices  # logits order = log-prob order
-        ends = (gather[:, j0:j1] + 1)[:, :, None].expand(-1, -1, k).reshape(B, -1)
-        f[:, j0:j1] = candidate_entropies(model, past, mask.bool(), ends, top[:, j0:j1].reshape(B, -1)).view(B, j1 - j0, k)
+        ends = (gather[:, j0:j1] + 1)[:, :, None].expand(-1, -1, k).reshape(B, -1).to(ids.device)
+        cands = top[:, j0:j1].reshape(B, -1).to(ids.device)
+        f[:, j0:j1] = candidate_entropies(model, past, mask.bool(), ends, cands).view(B, j1 - j0, k).to(h.device)
     return h, top, f
 
 
@@ -166,7 +169,7 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
     """Prefixes of calibration-split windows: the tokenizer's specials + the window's first
     ``prompt_tokens + step`` tokens, ``step`` uniform in [0, max_len) (the evaluation's generation
     steps). A ``heldout_fraction`` of the windows (not of the prefixes) is kept for testing."""
-    from entcal.generate import prefix_ids
+    from entcal.prompts import prefix_ids
 
     rng = random.Random(seed)
     rows, used = [], 0
@@ -193,23 +196,25 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
 @torch.inference_mode()
 def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int) -> torch.Tensor:
     """The last hidden state at the end of each sequence, (N, d), float32."""
-    from entcal.score import right_pad
+    from entcal.models import input_device
+    from entcal.prompts import pad
 
     base = getattr(model, model.base_model_prefix)
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = []
     for b in range(0, len(seqs), batch_size):
         batch = seqs[b : b + batch_size]
-        ids, mask = right_pad(batch, pad_id)
+        ids, mask = pad(batch, pad_id, side="right")
         h = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        last = torch.tensor([len(s) - 1 for s in batch], device=device)
-        out.append(h[torch.arange(len(batch), device=device), last].float())
+        last = torch.tensor([len(s) - 1 for s in batch], device=h.device)
+        out.append(h[torch.arange(len(batch), device=h.device), last].float())
     return torch.cat(out)
 
 
 @torch.inference_mode()
 def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollouts: int, horizon: int,
-                   batch_size: int, seed: int, stop_at_eos: bool = True) -> tuple[pd.DataFrame, int]:  # fmt: skip
+                   batch_size: int, seed: int, stop_at_eos: bool = True,
+                   end_ids: list[int] | None = None) -> tuple[pd.DataFrame, int]:  # fmt: skip
     """Monte Carlo labels of the k-step future entropy after each top candidate of each prefix.
 
     Returns (one row per prefix x candidate, forward tokens spent). The rollouts are sampled by
@@ -224,18 +229,18 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
     h = last_hidden(model, [p["prefix_ids"] for p in prefixes], tok.pad_token_id, batch_size)
     logp = torch.log_softmax(head(h.to(head.weight.dtype)).float(), -1)
     top = logp.topk(candidates, -1)
-    eos = tok.eos_token_id
+    ends = set(([tok.eos_token_id] if end_ids is None else end_ids) if stop_at_eos else [])
     jobs = []  # (prefix index, rank, candidate)
     for i in range(len(prefixes)):
         for r in range(candidates):
             c = int(top.indices[i, r])
-            if not (stop_at_eos and c == eos):
+            if c not in ends:
                 jobs.append((i, r, c))
     prompts = [prefixes[i]["prefix_ids"] + [c] for i, _, c in jobs for _ in range(rollouts)]
     # sort by length so left-padded batches waste little; results are put back in order
     order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
     res = sample_with_entropy(model, tok, [prompts[j] for j in order], temperature=1.0, max_new_tokens=horizon,
-                              batch_size=batch_size, seed=seed, stop_at_eos=stop_at_eos)  # fmt: skip
+                              batch_size=batch_size, seed=seed, stop_at_eos=stop_at_eos, end_ids=sorted(ends))  # fmt: skip
     sums = np.empty(len(prompts))
     first = np.empty(len(prompts))
     for j, r in zip(order, res):
@@ -450,7 +455,8 @@ class LookaheadPredictor:
         k = top_idx.shape[1]
         ends = torch.full((B, k), n, device=input_ids.device)
         self.forward_tokens += new.numel() + top_idx.numel()
-        return candidate_entropies(self.model, self.past, self.key_mask, ends, top_idx)
+        f = candidate_entropies(self.model, self.past, self.key_mask, ends, top_idx.to(self.key_mask.device))
+        return f.to(top_idx.device)
 
 
 class FutureEntropyTilt(LogitsProcessor):
@@ -543,9 +549,27 @@ def forward_tokens_per_step(sampler: str, candidates: int) -> int:
 # Pipeline steps (one model x dataset each)
 
 
+def job_batch(batch_size, model_dir: str, seq_len: int, *, device: str, gpus: int, gpu_memory_gb: float, dtype: str,
+              new_tokens: int = 0, lookahead: int = 0) -> int:  # fmt: skip
+    """``batch_size``, or with ``"auto"`` the memory plan's: sequences of ``seq_len`` tokens that fit
+    one teacher-forced pass (with the lookahead's cache) and, with ``new_tokens``, a generation."""
+    if batch_size != "auto":
+        return int(batch_size)
+    from entcal.generate import job_budget, scoring_batch
+    from entcal.plan import ModelShape, plan_generation
+
+    b = scoring_batch(model_dir, seq_len, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype,
+                      lookahead=lookahead)[0]  # fmt: skip
+    if new_tokens:
+        g = plan_generation(ModelShape.from_dir(model_dir), job_budget(device, gpus, gpu_memory_gb), seq_len + new_tokens,
+                            prompt_len=seq_len, dtype=dtype)  # fmt: skip
+        b = min(b, max(1, g["batch"]))
+    return b
+
+
 def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: str, *, prompt_tokens: int, max_len: int,
                 cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True,
-                chat: bool = False) -> None:  # fmt: skip
+                chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
     """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar.
 
     Columns: prefix_id, window_id, split (train | test), step (0-based generation step the prefix
@@ -557,18 +581,21 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
     import time
 
     from entcal.models import load_model
+    from entcal.prompts import end_token_ids
 
     torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
     windows = pd.read_parquet(windows_path)
     prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
                              cal["test_fraction"], seed, chat)  # fmt: skip
     if not prefixes:
         raise ValueError(f"{windows_path}: no calibration window holds {prompt_tokens + 1} tokens")
+    batch = job_batch(cal["batch_size"], model_dir, max(len(p["prefix_ids"]) for p in prefixes) + 1, device=device,
+                      gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype, new_tokens=cal["horizon"])  # fmt: skip
     t0 = time.time()
     df, spent = label_prefixes(model, tok, prefixes, candidates=cal["candidates"], rollouts=cal["rollouts"],
-                               horizon=cal["horizon"], batch_size=cal["batch_size"], seed=seed,
-                               stop_at_eos=stop_at_eos)  # fmt: skip
+                               horizon=cal["horizon"], batch_size=batch, seed=seed, stop_at_eos=stop_at_eos,
+                               end_ids=end_token_ids(tok, model_dir))  # fmt: skip
     seconds = time.time() - t0
     df["prefix_ids"] = df["prefix_id"].map({p["prefix_id"]: p["prefix_ids"] for p in prefixes})
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -587,27 +614,28 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
 def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: FutureEntropyHead, lookahead: bool,
              batch_size: int, pad_id: int) -> dict[str, torch.Tensor]:  # fmt: skip
     """Every scored position of the pairs: log p̂ (N, V), top-k candidates (N, k), the head's and
-    (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,)."""
-    from entcal.score import right_pad
+    (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,), on the CPU."""
+    from entcal.models import input_device
+    from entcal.prompts import pad
 
     lm_head = model.get_output_embeddings()
-    device = next(model.parameters()).device
+    device = input_device(model)
     acc: dict[str, list] = {k_: [] for k_ in ("logp", "top", "f_head", "f_look", "target", "step")}
     for b in range(0, len(pairs), batch_size):
         batch = pairs[b : b + batch_size]
-        ids, mask = right_pad([p + r for p, r in batch], pad_id)
+        ids, mask = pad([p + r for p, r in batch], pad_id, side="right")
         ids, mask = ids.to(device), mask.to(device)
         starts, lengths = [len(p) for p, _ in batch], [len(r) for _, r in batch]
         h, top, f = reference_lookahead(model, ids, mask, starts, lengths, k if lookahead else 0)
         for i, (s, n) in enumerate(zip(starts, lengths)):
             lp = torch.log_softmax(lm_head(h[i, :n]).float(), -1)
             t = lp.topk(k, -1).indices if not lookahead else top[i, :n]
-            acc["logp"].append(lp)
-            acc["top"].append(t)
-            acc["f_head"].append(head(h[i, :n], lp.gather(-1, t), t))
+            acc["logp"].append(lp.cpu())
+            acc["top"].append(t.cpu())
+            acc["f_head"].append(head(h[i, :n], lp.gather(-1, t), t).cpu())
             if lookahead:
-                acc["f_look"].append(f[i, :n])
-            acc["target"].append(ids[i, s : s + n])
+                acc["f_look"].append(f[i, :n].cpu())
+            acc["target"].append(ids[i, s : s + n].cpu())
             acc["step"].append(torch.arange(n))
     return {k_: torch.cat(v) for k_, v in acc.items() if v}
 
@@ -672,24 +700,28 @@ def tradeoff_rows(data: dict, alphas: list[float]) -> list[dict]:
 def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
                          tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
                          seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
-                         chat: bool = False) -> None:  # fmt: skip
+                         chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
     """Train the head, test it on held-out labels, fit alpha per step bucket for each tilt sampler,
     measure the Mirostat target; write ``predictor.safetensors`` + ``predictor.json`` and the
-    teacher-forced trade-off table."""
+    teacher-forced trade-off table. The head trains on the CPU (it is small; the frozen model's
+    hidden states are computed once on the model's device)."""
     import time
 
-    from entcal.generate import select_examples
     from entcal.models import load_model
+    from entcal.prompts import select_examples
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
     labels = pd.read_parquet(labels_path)
     pre = labels.drop_duplicates("prefix_id").sort_values("prefix_id")
     if not np.array_equal(pre["prefix_id"].to_numpy(), np.arange(len(pre))):
         raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
     t0 = time.time()
-    h = last_hidden(model, [list(x) for x in pre["prefix_ids"]], tok.pad_token_id, cal["batch_size"])
+    seqs = [list(x) for x in pre["prefix_ids"]]
+    batch = job_batch(cal["batch_size"], model_dir, max(map(len, seqs)), device=device, gpus=gpus,
+                      gpu_memory_gb=gpu_memory_gb, dtype=dtype)  # fmt: skip
+    h = last_hidden(model, seqs, tok.pad_token_id, batch).cpu()
     train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
     if train.empty or test.empty:
         raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
@@ -699,7 +731,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
     hc = cal["head"]
     emb = model.get_output_embeddings().weight
-    head = FutureEntropyHead(emb, rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
+    head = FutureEntropyHead(emb.detach().cpu(), rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
                              sigma=max(fit["label"].std(), 1e-3))  # fmt: skip
     run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
                      weight_decay=hc["weight_decay"], val=val)  # fmt: skip
@@ -711,8 +743,11 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     windows = pd.read_parquet(windows_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
     chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
-    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head,
-                    "one_step_lookahead" in samplers, cal["batch_size"], tok.pad_token_id)  # fmt: skip
+    lookahead = "one_step_lookahead" in samplers
+    batch = job_batch(cal["batch_size"], model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
+                      gpu_memory_gb=gpu_memory_gb, dtype=dtype, lookahead=cal["candidates"] if lookahead else 0)  # fmt: skip
+    head.to(emb.device)  # beside the model's last hidden states
+    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head, lookahead, batch, tok.pad_token_id)
     data = {k: v.detach() for k, v in data.items()}
     edges = cal["step_buckets"]
     bucket = torch.tensor(step_bucket(data["step"].numpy(), edges))

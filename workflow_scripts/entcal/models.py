@@ -61,11 +61,15 @@ def load_tokenizer(path: str | Path, name: str = ""):
     return tok
 
 
-def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto", quantization: str = "none"):
+def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto", quantization: str = "none",
+               gpus: int = 1, gpu_memory_gb: float | None = None):  # fmt: skip
     """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline.
 
-    ``quantization``: ``none``, or ``nf4`` (4-bit NF4 weights with ``dtype`` compute, the paper's
-    scoring setting; needs the bitsandbytes package and a CUDA device).
+    ``quantization``: ``none``, or ``nf4`` (the authors' setting: 4-bit NF4 weights, double-quantised
+    block scales, ``dtype`` compute; needs the bitsandbytes package). On CUDA with ``gpus`` > 1 the
+    layers are spread evenly over the job's GPUs (``device_map="auto"`` through accelerate, at most
+    the plan's share of ``gpu_memory_gb`` per GPU for weights, so the rest is left for the KV cache);
+    inputs go to :func:`input_device`, outputs come back on the last GPU.
     """
     from transformers import AutoModelForCausalLM
 
@@ -74,8 +78,6 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
     kwargs = {"dtype": DTYPES[dtype], "local_files_only": True}
     dev = resolve_device(device)
     if quantization == "nf4":
-        if dev.type != "cuda":
-            raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs a CUDA device (got {dev}); use 'none'")
         try:
             from transformers import BitsAndBytesConfig
 
@@ -83,18 +85,36 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
         except ImportError as err:
             raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs bitsandbytes (pip install bitsandbytes)") from err
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True,
                                                            bnb_4bit_compute_dtype=DTYPES[dtype])  # fmt: skip
-        kwargs["device_map"] = {"": dev.index or 0}
     elif quantization != "none":
         raise ModelLoadError(f"model {name!r}: unknown quantization {quantization!r} (none | nf4)")
+    spread = dev.type == "cuda" and gpus > 1
+    if spread:
+        from entcal.plan import GB, Budget, ModelShape, weights_per_gpu
+
+        shape = ModelShape.from_dir(path)
+        per_gpu = weights_per_gpu(shape, Budget(gpus=gpus), quantization, dtype)
+        cap = gpu_memory_gb or torch.cuda.get_device_properties(0).total_memory / GB
+        kwargs["device_map"] = "auto"
+        kwargs["max_memory"] = {i: f"{min(cap, per_gpu * 1.15 / GB + 1):.1f}GB" for i in range(gpus)}
+    elif quantization == "nf4":
+        kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(f"model {name!r}: cannot load weights from {path}: {err}") from err
-    if quantization == "none":
+    if "device_map" not in kwargs:
         model.to(dev)
     model.eval()
+    if spread:
+        log.info("model %s spread over %d GPUs: %s", name, gpus, sorted({str(d) for d in model.hf_device_map.values()}))
     return model, tok
+
+
+def input_device(model) -> torch.device:
+    """Where a model's inputs go (its input embedding's device; the first GPU of a spread model)."""
+    return model.get_input_embeddings().weight.device
 
 
 def count_params(model) -> dict:

@@ -37,23 +37,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from entcal.generate import TRUNCATION_WARPERS, sampling_processors, select_examples
-from entcal.metrics import token_logloss_entropy
-from entcal.shards import ShardStore, model_fingerprint, shard_slices
+from entcal.generate import TRUNCATION_WARPERS, fixed_batches, sampling_processors
+from entcal.metrics import token_logloss_entropy, upcast
+from entcal.models import input_device
+from entcal.prompts import length_order, load_prompts, pad
+from entcal.shards import ShardStore, group_shards, model_fingerprint
 
 TRUNCATING = (*TRUNCATION_WARPERS, "mirostat")  # samplers whose support can exclude the reference token
 
 log = logging.getLogger(__name__)
-
-
-def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 def setting_stats(
@@ -64,7 +56,7 @@ def setting_stats(
     ``logits``: (N, V); ``targets``: (N,); ``setting``: sampler, temperature, optional param.
     ``adjust``: optional function (tempered scores) -> final scores, for the calibrated samplers.
     """
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    x = upcast(logits)
     tau = float(setting["temperature"])
     scores = x
     for proc in sampling_processors(setting["sampler"], tau, setting.get("param")):
@@ -100,7 +92,7 @@ def score_settings(
     from entcal.calibration import Mirostat, reference_lookahead, step_bucket, tilt_logprobs
 
     lm_head = model.get_output_embeddings()
-    device = next(model.parameters()).device
+    device = input_device(model)
     samplers = {st["sampler"] for st in settings}
     if samplers & {"future_entropy", "one_step_lookahead", "mirostat"} and calib is None:
         raise ValueError("calibrated samplers need the model's calibration file (train_predictor output)")
@@ -108,13 +100,14 @@ def score_settings(
     out = []
     for b in range(0, len(pairs), batch_size):
         batch = pairs[b : b + batch_size]
-        ids, mask = right_pad([p + r for p, r in batch], pad_id)
+        ids, mask = pad([p + r for p, r in batch], pad_id, side="right")
         ids, mask = ids.to(device), mask.to(device)
         starts, lengths = [len(p) for p, _ in batch], [len(r) for _, r in batch]
         h_all, look_top, look_f = reference_lookahead(model, ids, mask, starts, lengths,
                                                       k if "one_step_lookahead" in samplers else 0)  # fmt: skip
+        out_dev = h_all.device  # the last GPU of a model spread over several
         for i, (p, r) in enumerate(batch):
-            tgt = ids[i, len(p) : len(p) + len(r)]
+            tgt = ids[i, len(p) : len(p) + len(r)].to(out_dev)
             res = {key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
                    for key in ("logloss", "tf_entropy", "outside")}  # fmt: skip
             miro = {j: Mirostat(calib["mirostat_target"], calib["mirostat_eta"])
@@ -128,7 +121,7 @@ def score_settings(
                     adjust = None
                     if st["sampler"] in ("future_entropy", "one_step_lookahead"):
                         alphas = [x["alpha"] for x in calib["alpha"][st["sampler"]]]
-                        a = torch.tensor([alphas[q] for q in step_bucket(steps, calib["step_buckets"])], device=device)
+                        a = torch.tensor([alphas[q] for q in step_bucket(steps, calib["step_buckets"])], device=out_dev)
                         if st["sampler"] == "future_entropy":
                             def adjust(x, h=h, a=a):
                                 lp = torch.log_softmax(x, -1)
@@ -175,62 +168,66 @@ def score_rows(chosen, scored, settings) -> list[dict]:
 def score_file(
     model_dir: str,
     model_name: str,
-    examples_path: str,
+    prompts_path: str,
     out_path: str,
     *,
     settings: list[dict],
-    prompt_tokens: int,
-    max_new_tokens: int,
-    min_reference_tokens: int,
-    n_prompts: int,
-    batch_size: int,
+    batch_size,
     dtype: str,
     device: str,
     threads: int = 1,
     epsilon: float = 1e-3,
     calibration: str | None = None,
     head: str | None = None,
-    chat: bool = False,
     shard_size: int = 512,
-    quantization: str = "none",
-    max_context: int | None = None,
+    precision: str = "exact",
+    gpus: int = 0,
+    gpu_memory_gb: float = 80.0,
 ) -> None:
     """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar.
 
     ``settings``: dicts with slug, sampler, temperature and (for truncation) param.
     ``calibration`` / ``head``: the train_predictor outputs, for the calibrated samplers.
-    Pairs are scored ``shard_size`` at a time and each shard saved as it finishes (resumable, see
-    :mod:`entcal.shards`). ``quantization``: ``none`` (weights in ``dtype``, bf16 on the paper grid)
-    or ``nf4`` (the paper's 4-bit NF4 setting; needs bitsandbytes and a CUDA device).
+    Pairs are scored in order of length (``batch_size="auto"``: sequences per pass and vocabulary
+    chunk from the memory plan), ``shard_size`` at a time, each shard saved as it finishes (resumable,
+    see :mod:`entcal.shards`); rows are written in example order. ``precision``: ``exact`` (weights in
+    ``dtype``, bf16 on the paper grid) or ``paper`` (the authors' double-quantised NF4 model with
+    ``dtype`` compute; needs bitsandbytes).
     """
     from entcal.calibration import load_calibration, load_head
+    from entcal.generate import scoring_batch
     from entcal.models import load_model
 
     torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, quantization=quantization)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb,
+                            quantization="nf4" if precision == "paper" else "none")  # fmt: skip
     calib = load_calibration(calibration) if calibration else None
     head_mod = load_head(head, model)[0] if head else None
-    examples = pd.read_parquet(examples_path)
-    chosen = select_examples(tok, examples, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
-                             max_context)  # fmt: skip
+    chosen = load_prompts(prompts_path)
+    chosen = [chosen[i] for i in length_order([p + r for _, p, r in chosen])]
+    chunk = 256
+    if batch_size == "auto":
+        look = calib["candidates"] if calib and any(st["sampler"] == "one_step_lookahead" for st in settings) else 0
+        batch_size, chunk = scoring_batch(model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
+                                          gpu_memory_gb=gpu_memory_gb, dtype=dtype, precision=precision, lookahead=look)  # fmt: skip
     store = ShardStore(out_path, {
         "model": model_fingerprint(model_dir), "settings": settings, "epsilon": epsilon, "dtype": dtype,
-        "quantization": quantization, "calibration": Path(calibration).read_text() if calibration else None,
-        "pairs": [(p, r) for _, p, r in chosen],
+        "precision": precision, "calibration": Path(calibration).read_text() if calibration else None,
+        "pairs": [(p, r) for _, p, r in chosen], "batch_size": batch_size,
     })  # fmt: skip
     t0, frames = time.time(), []
-    for sl in shard_slices(len(chosen), shard_size, batch_size):
+    for sl, _ in group_shards(fixed_batches(len(chosen), batch_size), shard_size):
         part = chosen[sl]
         ids = [e for e, _, _ in part]
         df = store.load(len(frames), ids)
         if df is None:
             scored = score_settings(model, [(p, r) for _, p, r in part], settings, batch_size, tok.pad_token_id,
-                                    epsilon, calib=calib, head=head_mod)  # fmt: skip
+                                    epsilon, chunk=chunk, calib=calib, head=head_mod)  # fmt: skip
             df = pd.DataFrame(score_rows(part, scored, settings))
             store.save(len(frames), df, ids)
         frames.append(df)
     seconds = time.time() - t0
-    store.merge(frames)
+    store.merge(frames, sort_by="example_id")
     n_tok = sum(len(p) + len(r) for _, p, r in chosen)
     sidecar = {
         "model": model_name,
@@ -238,10 +235,12 @@ def score_file(
         "truncation_epsilon": epsilon,
         "n_prompts": len(chosen),
         "forward_tokens": n_tok,
+        "batch_size": batch_size,
+        "vocab_chunk": chunk,
         "shards": len(frames),
         "shards_resumed": store.resumed,
         "shards_redone": store.redone,
-        "quantization": quantization,
+        "precision": precision,
         "seconds": round(seconds, 2),
         "tokens_per_second": round(n_tok / max(seconds, 1e-9), 1),
         "dtype": dtype,

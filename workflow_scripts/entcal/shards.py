@@ -94,17 +94,27 @@ class ShardStore:
         pq.write_table(table, tmp)
         os.replace(tmp, self.path(k))
 
-    def merge(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
-        """Concatenate the shards into the output file and remove the shard folder."""
+    def merge(self, frames: list[pd.DataFrame], sort_by: str | list[str] | None = None) -> pd.DataFrame:
+        """Concatenate the shards (sorted by ``sort_by``, stably) into the output file and remove the
+        shard folder."""
         df = pd.concat(frames, ignore_index=True)
+        if sort_by:
+            df = df.sort_values(sort_by, kind="stable", ignore_index=True)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(self.out, index=False)
         shutil.rmtree(self.dir, ignore_errors=True)
         return df
 
 
-def shard_slices(n: int, shard_size: int, batch_size: int) -> list[slice]:
-    """Slices of ``n`` items into shards of ``shard_size`` rounded up to whole batches (so that the
-    per-batch seeds, and hence the samples, do not depend on the sharding)."""
-    size = max(batch_size, -(-shard_size // batch_size) * batch_size)
-    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+def group_shards(batches: list[slice], shard_size: int) -> list[tuple[slice, list[slice]]]:
+    """Consecutive batches grouped into shards of at least ``shard_size`` items (whole batches, so the
+    per-batch seeds, hence the samples, do not depend on the sharding): (shard slice, its batches)."""
+    out, cur = [], []
+    for b in batches:
+        cur.append(b)
+        if cur[-1].stop - cur[0].start >= shard_size:
+            out.append((slice(cur[0].start, cur[-1].stop), cur))
+            cur = []
+    if cur:
+        out.append((slice(cur[0].start, cur[-1].stop), cur))
+    return out

@@ -24,33 +24,39 @@ log = logging.getLogger(__name__)
 VLLM_SAMPLERS = ("ancestral", "top_p", "top_k", "min_p")
 
 
-def vllm_usable() -> bool:
-    """vLLM importable and a CUDA device present."""
+def vllm_unusable() -> str | None:
+    """Why vLLM cannot run here (not installed, no CUDA device), or None."""
     try:
         import torch
         import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    except ImportError as err:
+        return f"vllm is not installed ({err}; see README, 'GPU environment')"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
 
 
 def choose_backend(requested: str, sampler: str) -> str:
-    """``hf`` or ``vllm`` for a job: ``auto`` takes vLLM where it is usable and supports the sampler."""
+    """``hf`` or ``vllm`` for a job: ``auto`` takes vLLM where it is usable and supports the sampler.
+    The log says which backend was taken and why."""
     if requested == "hf":
+        log.info("backend hf: configured (generation.backend: hf)")
         return "hf"
-    ok = sampler in VLLM_SAMPLERS and vllm_usable()
-    if requested == "vllm" and not ok:
-        why = "is not usable here (not installed or no CUDA device)" if sampler in VLLM_SAMPLERS else f"does not run {sampler!r}"
-        log.warning("backend vllm %s: falling back to the transformers backend", why)
-    return "vllm" if ok else "hf"
+    why = f"vLLM does not run the {sampler!r} sampler" if sampler not in VLLM_SAMPLERS else vllm_unusable()
+    if why is None:
+        log.info("backend vllm (generation.backend: %s): vLLM is installed and a CUDA device is present", requested)
+        return "vllm"
+    level = logging.WARNING if requested == "vllm" else logging.INFO
+    log.log(level, "backend hf (generation.backend: %s): %s", requested, why)
+    return "hf"
 
 
 def sampling_params(sampler: str, temperature: float, param, max_new_tokens: int, seed: int, stop_at_eos: bool,
-                    eos_id: int):  # fmt: skip
+                    end_ids: list[int]):  # fmt: skip
     from vllm import SamplingParams
 
     kw = dict(temperature=temperature, top_p=1.0, top_k=-1, min_p=0.0, max_tokens=max_new_tokens, seed=seed,
-              ignore_eos=not stop_at_eos, stop_token_ids=[eos_id] if stop_at_eos and eos_id is not None else None,
+              ignore_eos=not stop_at_eos, stop_token_ids=list(end_ids) if stop_at_eos and end_ids else None,
               skip_special_tokens=False)  # fmt: skip
     if sampler == "top_p":
         kw["top_p"] = float(param)
@@ -70,30 +76,32 @@ def make_llm(model_dir: str, *, gpus: int, dtype: str, seed: int, max_model_len:
 
 
 def generate_vllm(llm, prompts: list[list[int]], *, sampler: str, temperature: float, param, max_new_tokens: int,
-                  seed: int, stop_at_eos: bool, eos_id: int) -> list[list[int]]:  # fmt: skip
-    """Generated token ids per prompt (eos included when sampled); request i is seeded seed + i."""
+                  seed: int, stop_at_eos: bool, end_ids: list[int]) -> list[list[int]]:  # fmt: skip
+    """Generated token ids per prompt (the end token included when sampled: vLLM stops at every id of
+    ``end_ids``); request i is seeded seed + i."""
     from vllm.inputs import TokensPrompt
 
     outs = llm.generate(
         [TokensPrompt(prompt_token_ids=p) for p in prompts],
-        [sampling_params(sampler, temperature, param, max_new_tokens, seed + i, stop_at_eos, eos_id)
+        [sampling_params(sampler, temperature, param, max_new_tokens, seed + i, stop_at_eos, end_ids)
          for i in range(len(prompts))],
     )  # fmt: skip
     return [list(o.outputs[0].token_ids) for o in outs]
 
 
 def entropy_pass(model, prompts: list[list[int]], generated: list[list[int]], setting: dict, batch_size: int,
-                 pad_id: int) -> list[dict]:  # fmt: skip
+                 pad_id: int, calib: dict | None = None, head=None) -> list[dict]:  # fmt: skip
     """Per generated token: the entropy of the distribution it was sampled from (the setting's
-    temperature and truncation) and its log-probability, from one teacher-forced pass.
+    temperature and truncation, or its calibrated sampler with ``calib`` / ``head``) and its
+    log-probability, from one teacher-forced pass.
 
-    Returns rows like :func:`entcal.generate.sample_with_entropy` (without the eos trimming, which
+    Returns rows like :func:`entcal.generate.sample_with_entropy` (without the end trimming, which
     the caller's token lists already carry).
     """
     from entcal.score import score_settings
 
     pairs = [(p, g) for p, g in zip(prompts, generated)]
-    scored = score_settings(model, pairs, [setting], batch_size, pad_id, epsilon=0.0)
+    scored = score_settings(model, pairs, [setting], batch_size, pad_id, epsilon=0.0, calib=calib, head=head)
     rows = []
     for (p, g), s in zip(pairs, scored):
         outside = int(s["outside"][0].sum())

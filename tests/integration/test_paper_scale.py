@@ -1,0 +1,98 @@
+"""The paper grid's data path at its real sizes: full-size local stand-ins of WikiText-103 (29,567 articles),
+WritingPrompts (272,600 stories) and CodeContests (13,610 problems) go through prepare_dataset with the
+paper grid's own dataset settings, then prompt selection with the paper's generation settings (P = 128,
+references of >= 1024 tokens, 2048 new tokens within a 4096-token context, N = 5000) under a locally
+trained 32k-vocabulary BPE; the selected prompts are then batched by the memory plan of real model shapes.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+import standins  # noqa: E402
+
+pytestmark = pytest.mark.slow
+BUILD = {"wikitext": standins.build_wikitext, "writingprompts": standins.build_writingprompts,
+         "codecontests": standins.build_codecontests}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def grid():
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    try:
+        return standins.english_paragraphs(), standins.code_blocks()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    tok = standins.train_tokenizer(*corpus)
+    english = " ".join(corpus[0][:3000])
+    assert len(tok) >= 32_000 and 3.5 < len(english) / len(tok(english)["input_ids"]) < 5.0  # ~4 characters per token
+    return tok
+
+
+@pytest.mark.parametrize("dataset", ["wikitext", "writingprompts", "codecontests"])
+def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, tokenizer, tmp_path):
+    from entcal.data import prepare_dataset
+    from entcal.plan import Budget, ModelShape, auto_batch_fn, generation_batches
+    from entcal.prompts import length_order, select_examples
+
+    paras, blocks = corpus
+    t0 = time.time()
+    raw = tmp_path / "raw"
+    BUILD[dataset](raw, paras, blocks) if dataset == "codecontests" else BUILD[dataset](raw, paras)
+    rows = sum(len(pd.read_parquet(f, columns=[]).index) for f in raw.rglob("train-*.parquet"))
+    assert rows == {"wikitext": 29_567, "writingprompts": 272_600, "codecontests": 13_328}[dataset]
+    t1 = time.time()
+    spec = grid["datasets"][dataset]
+    out = {k: tmp_path / f"{k}.parquet" for k in ("docs", "examples", "calibration")}
+    prepare_dataset(spec, str(out["docs"]), str(out["examples"]), seed=0, raw_dir=str(raw), calibration_out=str(out["calibration"]),
+                    threads=2)
+    t2 = time.time()
+    g = grid["generation"]
+    chosen = select_examples(tokenizer, out["examples"], g["prompt_tokens"], g["max_new_tokens"],
+                             g["min_reference_tokens"], g["n_prompts"], False, g["max_context"],
+                             spec["text_rules"])  # fmt: skip
+    t3 = time.time()
+    print(f"{dataset}: build {t1 - t0:.0f} s, prepare {t2 - t1:.0f} s, select {t3 - t2:.0f} s")
+
+    assert len(chosen) == g["n_prompts"] == 5000
+    ids = [e for e, _, _ in chosen]
+    assert ids == sorted(ids)  # the first qualifying documents, in file order
+    for _, p, r in chosen:
+        assert len(p) + g["max_new_tokens"] < g["max_context"]  # the authors' strict context rule
+        assert g["min_reference_tokens"] <= len(r) <= g["max_new_tokens"]
+    docs = pd.read_parquet(out["docs"], columns=["doc_id", "split"])
+    ex = pd.read_parquet(out["examples"], columns=["example_id", "doc_id", "char_start"])
+    assert set(docs["split"]) == {"heldout", "calibration"}  # no training split in the paper's selection
+    assert (ex["char_start"] == 0).all()  # whole documents, no character window
+    used = set(ex.set_index("example_id").loc[ids, "doc_id"])
+    cal = docs.loc[docs["split"] == "calibration", "doc_id"]
+    assert len(cal) > 150 and not used & set(cal)
+    assert cal.min() > max(used)  # calibration documents come after every evaluation prompt (file order)
+
+    # the memory plan batches these prompts for real shapes: Llama-2-13B on 2 GPUs, Qwen2.5-7B on 1
+    shapes = yaml.safe_load((ROOT / "config" / "model_shapes.yaml").read_text())
+    lens = sorted(len(p) for _, p, _ in chosen)
+    assert lens == [len(chosen[i][1]) for i in length_order([p for _, p, _ in chosen])]
+    for name, gpus in (("llama2_13b", 2), ("qwen25_7b", 1)):
+        fits = auto_batch_fn(ModelShape.from_config(shapes[name]), Budget(gpus=gpus), g["max_new_tokens"], cap=128)
+        batches = generation_batches(lens, g["max_new_tokens"], fits)
+        assert sum(b.stop - b.start for b in batches) == 5000
+        assert all(1 <= b.stop - b.start <= fits(lens[b.stop - 1]) for b in batches)

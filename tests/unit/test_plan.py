@@ -1,0 +1,150 @@
+"""The memory plan at the paper grid's real model shapes (no download): parameter counts against the models
+transformers builds from the same config.json, KV cache bytes against a real cache, every job fitting."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from entcal.plan import GB, Budget, ModelShape, generation_batches, generation_peak, job_rows, plan_generation, plan_scoring
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPES = yaml.safe_load((ROOT / "config" / "model_shapes.yaml").read_text())
+GRID = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def _config(name):
+    from transformers import AutoConfig
+
+    facts = dict(SHAPES[name])
+    return AutoConfig.for_model(facts.pop("model_type"), **facts)
+
+
+@pytest.fixture(scope="module")
+def shape_dirs(tmp_path_factory):
+    """config.json of every grid model, written by transformers from the model-card facts."""
+    root = tmp_path_factory.mktemp("shapes")
+    out = {}
+    for name in SHAPES:
+        _config(name).save_pretrained(root / name)
+        out[name] = root / name
+    return out
+
+
+def test_every_grid_model_has_a_shape_and_its_size_matches_the_model_card():
+    assert set(SHAPES) == set(GRID["models"])
+    for name, spec in GRID["models"].items():
+        n = ModelShape.from_config(SHAPES[name]).n_params()
+        assert abs(n - spec["n_params"]) / spec["n_params"] < 0.05, (name, n, spec["n_params"])
+
+
+@pytest.mark.parametrize("name", ["llama2_70b", "llama3_1b", "llama3_8b", "qwen25_0_5b", "qwen25_72b", "pythia_410m",
+                                  "pythia_12b"])  # fmt: skip
+def test_parameter_count_equals_the_model_transformers_builds(shape_dirs, name):
+    from transformers import AutoModelForCausalLM
+
+    shape = ModelShape.from_dir(shape_dirs[name])
+    with torch.device("meta"):  # real module tree, no memory
+        model = AutoModelForCausalLM.from_config(_config(name))
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    assert shape.n_params() == n
+    head = model.get_output_embeddings()  # a Linear too, tied or not; NF4 leaves it in bf16
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    assert shape.layers * shape.layer_linear() == linear  # what NF4 quantises
+
+
+def test_kv_bytes_per_token_equal_a_real_cache():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
+                      num_key_value_heads=2, head_dim=16)  # GQA and an explicit head_dim, as Llama 3.2
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        past = model(torch.randint(0, 64, (3, 11)), use_cache=True).past_key_values
+    nbytes = sum(t.numel() * t.element_size() for layer in past.layers for t in (layer.keys, layer.values))
+    assert nbytes == 3 * 11 * ModelShape.from_config(cfg.to_dict()).kv_bytes_per_token("bfloat16")
+
+
+def test_the_papers_batch_does_not_fit_and_the_plan_finds_one_that_does():
+    llama2_7b = ModelShape.from_config(SHAPES["llama2_7b"])
+    kv = llama2_7b.kv_bytes_per_token() * 128 * 4096
+    assert abs(kv / GB - 275) < 1  # 32 layers x 4096 x 2 x 2 bytes x 128 x 4096
+    budget = Budget(gpus=1, gpu_memory_gb=80)
+    plan = plan_generation(llama2_7b, budget, 4096, cap=128)
+    assert 1 <= plan["batch"] < 128 and plan["peak"] <= budget.usable
+    worse = generation_peak(llama2_7b, budget, plan["batch"] + 1, 4096)["peak"]
+    assert worse > budget.usable  # the largest batch that fits
+    # a shorter context (WikiText: 129 + 2048) fits more rows
+    assert plan_generation(llama2_7b, budget, 129 + 2048, cap=128, prompt_len=129)["batch"] > plan["batch"]
+
+
+def test_nf4_weights_are_a_quarter_of_bf16_for_the_decoder():
+    s = ModelShape.from_config(SHAPES["llama3_70b"])
+    bf16, nf4 = s.weight_bytes("none"), s.weight_bytes("nf4")
+    assert 0.25 < nf4 / bf16 < 0.30  # linear weights at ~4.1 bits, embeddings and head stay bf16
+    assert nf4 > s.embedding_params() * 2
+
+
+def test_every_job_of_the_paper_grid_fits_its_gpus():
+    from snakemake.utils import validate
+
+    from entcal.plan import GPUSpec
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    rows = job_rows(cfg, {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}, GPUSpec())
+    assert len(rows) == 33 * 3
+    for r in rows:
+        assert r["fits"] and r["gen_batch_worst"] >= 1 and r["score_batch"] >= 1, r
+        assert r["gen_peak_gb"] <= 80 * 0.9 and r["score_peak_gb"] <= 80 * 0.9, r
+        assert r["gpu_hours"] > 0
+    by = {(r["model"], r["dataset"]): r for r in rows}
+    # GQA and more GPUs fit more rows than Llama 2's full multi-head cache on one GPU
+    assert by[("llama3_8b", "wikitext")]["gen_batch_typical"] > by[("llama2_7b", "wikitext")]["gen_batch_typical"]
+    # the 70B-class models load across their 4 GPUs
+    assert by[("qwen25_72b", "codecontests")]["gpus"] == 4
+
+
+def test_generation_batches_cover_the_prompts_and_respect_the_plan():
+    shape = ModelShape.from_config(SHAPES["llama2_13b"])
+    budget = Budget(gpus=2, gpu_memory_gb=80)
+    lens = sorted([130] * 50 + [700] * 40 + [1900] * 30)
+
+    def fits(plen):
+        return plan_generation(shape, budget, plen + 2048, cap=128, prompt_len=plen)["batch"]
+
+    batches = generation_batches(lens, 2048, fits)
+    assert batches[0].start == 0 and batches[-1].stop == len(lens)
+    assert all(a.stop == b.start for a, b in zip(batches, batches[1:]))
+    for b in batches:
+        assert b.stop - b.start <= fits(lens[b.stop - 1])
+    assert batches[0].stop - batches[0].start > batches[-1].stop - batches[-1].start  # short prompts, larger batches
+    with pytest.raises(ValueError, match="does not fit"):
+        generation_batches([10], 2048, lambda plen: 0)
+
+
+def test_scoring_plan_chunks_the_vocabulary():
+    s = ModelShape.from_config(SHAPES["qwen25_72b"])
+    p = plan_scoring(s, Budget(gpus=4, gpu_memory_gb=80), 4096)
+    assert p["fits"] and p["batch"] >= 1 and 16 <= p["chunk"] <= 1024
+    assert 8 * p["chunk"] * s.vocab * 4 <= 0.1 * 80 * GB
+
+
+def test_plan_command_prints_the_grid(tmp_path):
+    out = tmp_path / "plan.csv"
+    r = subprocess.run([sys.executable, "-m", "entcal.plan", "config/config.yaml", "--csv", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "workflow_scripts"),
+                                                            "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "every job fits its GPUs: True" in r.stdout and "GPU-hours" in r.stdout
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert len(df) == 99 and df["fits"].all()
