@@ -8,9 +8,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The paper's grid is the default configuration. A --configfile replaces it instead of being
-# merged into it (a merge would mix the demo's models into the paper's grid).
-if not config.get("results_dir"):
+# The paper's grid is the default configuration, only when no --configfile is given: a --configfile
+# replaces it (a merge would mix the demo's models into the paper's grid) and must name its results_dir.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
@@ -31,3 +31,7 @@ rule all:
     input:
         get_final_outputs(),
     default_target: True
+
+
+onstart:
+    check_intermediate_files()

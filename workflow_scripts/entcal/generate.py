@@ -18,7 +18,6 @@ A JSON sidecar (same stem, ``.json``) records the settings, parameter counts and
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -39,6 +38,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
+from entcal.files import write_sidecar
 from entcal.metrics import logz_entropy, upcast
 from entcal.models import input_device
 from entcal.prompts import end_token_ids, length_order, load_prompts, pad, trim_at_end
@@ -387,8 +387,7 @@ def generate_file(
         "dtype": dtype,
         **count_params(model),
     }
-    Path(out_path).with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
-    log.info("generation: %s", sidecar)
+    log.info("generation: %s", write_sidecar(out_path, sidecar))
 
 
 def _entropy_rows(model, prompts, generated, setting, calib, head, ends, pad_id, batch_size) -> list[dict]:

@@ -246,28 +246,27 @@ def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out
 
     import pandas as pd
 
+    from entcal.files import check_file, write_parquet
     from entcal.models import load_tokenizer
 
     t0 = time.time()
+    check_file(examples_path)
     tok = load_tokenizer(model_dir, model_name)
     chosen = select_examples(tok, examples_path, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
                              max_context, text_rules)  # fmt: skip
     df = pd.DataFrame({"example_id": [e for e, _, _ in chosen], "prompt_len": [len(p) for _, p, _ in chosen],
                        "reference_len": [len(r) for _, _, r in chosen], "prompt_ids": [p for _, p, _ in chosen],
                        "reference_ids": [r for _, _, r in chosen]})[PROMPT_COLUMNS]  # fmt: skip
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out_path, index=False)
     side = {"model": model_name, "n_prompts": len(df), "requested": n_prompts, "prompt_tokens": prompt_tokens,
             "max_new_tokens": max_new_tokens, "min_reference_tokens": min_reference_tokens, "max_context": max_context,
             "chat": chat, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
             "max_prompt_len": int(df["prompt_len"].max()), "seconds": round(time.time() - t0, 2)}  # fmt: skip
-    Path(out_path).with_suffix(".json").write_text(json.dumps(side, indent=2))
-    log.info("prompts: %s", side)
+    log.info("prompts: %s", write_parquet(df, out_path, side))
 
 
 def load_prompts(path: str | Path) -> list[tuple[int, list[int], list[int]]]:
-    """(example_id, prompt_ids, reference_ids) of a prompts file, in its order."""
-    import pyarrow.parquet as pq
+    """(example_id, prompt_ids, reference_ids) of a prompts file, in its order (checked against its sidecar)."""
+    from entcal.files import read_parquet
 
-    t = pq.read_table(path, columns=["example_id", "prompt_ids", "reference_ids"]).to_pydict()
-    return list(zip(t["example_id"], t["prompt_ids"], t["reference_ids"]))
+    t = read_parquet(path, columns=["example_id", "prompt_ids", "reference_ids"])
+    return [(int(e), list(p), list(r)) for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])]

@@ -203,12 +203,13 @@ def example_markdown(excerpts: pd.DataFrame, table: pd.DataFrame, dataset: str, 
 
 def build_excerpts(jobs: list[dict], window: int, out: str) -> None:
     """``jobs``: model, setting, generations, scores, model_path. Writes the excerpts Parquet."""
+    from entcal.files import read_parquet
     from entcal.models import load_tokenizer
 
     frames = []
     for j in jobs:
-        gen = pd.read_parquet(j["generations"])
-        sc = pd.read_parquet(j["scores"])
+        gen = read_parquet(j["generations"], {"model": j["model"]})
+        sc = read_parquet(j["scores"], {"model": j["model"]})
         tok = load_tokenizer(j["model_path"], j["model"])
         frames.append(excerpts_for(gen, sc[sc["setting"] == j["setting"]], tok, window, j["model"], j["setting"]))
     ex = pd.concat(frames, ignore_index=True)

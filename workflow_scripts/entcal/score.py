@@ -28,7 +28,6 @@ Output of :func:`score_file` (``scores/{dataset}/{model}.parquet``), one row per
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import pandas as pd
 import torch
 
 from entcal.generate import TRUNCATION_WARPERS, fixed_batches, sampling_processors
+from entcal.files import write_sidecar
 from entcal.metrics import token_logloss_entropy, upcast
 from entcal.models import input_device
 from entcal.prompts import length_order, load_prompts, pad
@@ -245,5 +245,4 @@ def score_file(
         "tokens_per_second": round(n_tok / max(seconds, 1e-9), 1),
         "dtype": dtype,
     }
-    Path(out_path).with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
-    log.info("scoring: %s", sidecar)
+    log.info("scoring: %s", write_sidecar(out_path, sidecar))

@@ -100,8 +100,9 @@ class ShardStore:
         df = pd.concat(frames, ignore_index=True)
         if sort_by:
             df = df.sort_values(sort_by, kind="stable", ignore_index=True)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(self.out, index=False)
+        from entcal.files import write_parquet
+
+        write_parquet(df, self.out)  # atomic; the job writes the full sidecar once it knows everything
         shutil.rmtree(self.dir, ignore_errors=True)
         return df
 

