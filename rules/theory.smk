@@ -8,6 +8,7 @@ rule singleton_mass:
         slopes=f"{RD}/tables/singleton_slopes.csv",
         prop31=f"{RD}/tables/prop31.csv",
     params:
+        algo=ALGO["theory"],
         theory=lookup(dpath="theory", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -31,6 +32,7 @@ rule power_law:
         table=f"{RD}/tables/power_law.csv",
         curves=f"{RD}/tables/rank_frequency.parquet",
     params:
+        algo=ALGO["theory"],
         top=lookup(dpath="theory/rank_top", within=config),
     log:
         f"{RD}/logs/power_law.log",
@@ -54,6 +56,8 @@ rule plot_theory:
     output:
         png=report(f"{RD}/figures/figure1_theory.png", caption="report/theory.rst", category="Figures"),
         pdf=f"{RD}/figures/figure1_theory.pdf",
+    params:
+        algo=ALGO["figures"],
     log:
         f"{RD}/logs/plot_theory.log",
     conda:

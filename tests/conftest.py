@@ -26,7 +26,9 @@ def make_prompts(model_dir, examples, out, *, prompt_tokens, max_new_tokens, min
 
     out = Path(out)
     if isinstance(examples, pd.DataFrame):
-        examples.to_parquet(out.with_suffix(".examples.parquet"))
+        from entcal.files import write_parquet
+
+        write_parquet(examples, out.with_suffix(".examples.parquet"))  # with its sidecar, as prepare_dataset writes it
         examples = out.with_suffix(".examples.parquet")
     select_prompts_file(str(model_dir), "tiny", str(examples), str(out), prompt_tokens=prompt_tokens,
                         max_new_tokens=max_new_tokens, min_reference_tokens=min_reference_tokens, n_prompts=n_prompts,

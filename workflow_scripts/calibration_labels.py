@@ -12,20 +12,21 @@ from entcal.calibration import labels_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])
+cfg = snakemake.config  # execution settings come from the config, not params
 labels_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
     snakemake.input.windows,
     snakemake.output.labels,
-    prompt_tokens=snakemake.params.generation["prompt_tokens"],
+    prompt_tokens=snakemake.params.prompt_tokens,
     max_len=snakemake.params.max_len,
-    cal=snakemake.params.calibration,
+    cal={**snakemake.params.labels, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
     dtype=snakemake.params.dtype,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    stop_at_eos=snakemake.params.generation["stop_at_eos"],
+    stop_at_eos=snakemake.params.stop_at_eos,
     chat=snakemake.params.chat,
+    device=cfg["device"],
     gpus=snakemake.resources.gpu,
-    gpu_memory_gb=snakemake.params.gpu_memory_gb,
+    gpu_memory_gb=cfg["gpu_memory_gb"],
+    threads=snakemake.threads,
 )

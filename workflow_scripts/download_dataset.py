@@ -17,5 +17,5 @@ download_dataset(
     repo_id=snakemake.params.repo_id,
     revision=snakemake.params.revision,
     out_dir=snakemake.output[0],
-    cache_dir=snakemake.params.cache_dir,
+    cache_dir=snakemake.config["hf_cache_dir"],  # where, not what: not a param
 )

@@ -12,7 +12,7 @@ from entcal.generate import generate_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])
-g, s = snakemake.params.generation, snakemake.params.setting
+s, cfg = snakemake.params.setting, snakemake.config  # execution settings come from the config, not params
 generate_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
@@ -21,19 +21,18 @@ generate_file(
     sampler=s["sampler"],
     temperature=float(s["temperature"]),
     sampler_param=s.get("param"),
-    max_new_tokens=g["max_new_tokens"],
-    batch_size=g["batch_size"],
+    **snakemake.params.sampling,
     seed=snakemake.params.seed,
-    stop_at_eos=g["stop_at_eos"],
     dtype=snakemake.params.dtype,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
+    precision=snakemake.params.precision,
     meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),
-    shard_size=g["shard_size"],
-    backend=g["backend"],
+    batch_size=cfg["generation"]["batch_size"],
+    shard_size=cfg["generation"]["shard_size"],
+    backend=cfg["generation"]["backend"],
+    device=cfg["device"],
+    gpu_memory_gb=cfg["gpu_memory_gb"],
     gpus=snakemake.resources.gpu,
-    precision=snakemake.params.precision,
-    gpu_memory_gb=snakemake.params.gpu_memory_gb,
+    threads=snakemake.threads,
 )

@@ -21,5 +21,5 @@ build_features(
     snakemake.params.spec,
     snakemake.params.model_path,
     snakemake.output.features,
-    device=str(resolve_device(snakemake.params.device)),
+    device=str(resolve_device(snakemake.config["device"])),  # where, not what: not a param
 )

@@ -12,22 +12,22 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.score import score_file  # noqa: E402
 
 setup_logging(snakemake.log[0])
-g = snakemake.params.generation
+cfg = snakemake.config  # execution settings come from the config, not params
 score_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
     snakemake.input.prompts,
     snakemake.output.scores,
     settings=snakemake.params.settings,
-    batch_size=snakemake.params.scoring["batch_size"],
+    epsilon=snakemake.params.truncation_epsilon,
     dtype=snakemake.params.dtype,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    epsilon=snakemake.params.scoring["truncation_epsilon"],
+    precision=snakemake.params.precision,
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),
-    shard_size=g["shard_size"],
-    precision=snakemake.params.precision,
+    batch_size=cfg["scoring"]["batch_size"],
+    shard_size=cfg["generation"]["shard_size"],
+    device=cfg["device"],
+    gpu_memory_gb=cfg["gpu_memory_gb"],
     gpus=snakemake.resources.gpu,
-    gpu_memory_gb=snakemake.params.gpu_memory_gb,
+    threads=snakemake.threads,
 )

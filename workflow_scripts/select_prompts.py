@@ -12,17 +12,12 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.prompts import select_prompts_file  # noqa: E402
 
 setup_logging(snakemake.log[0])
-g = snakemake.params.generation
 select_prompts_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
     snakemake.input.examples,
     snakemake.output.prompts,
-    prompt_tokens=g["prompt_tokens"],
-    max_new_tokens=g["max_new_tokens"],
-    min_reference_tokens=g["min_reference_tokens"],
-    n_prompts=g["n_prompts"],
     chat=snakemake.params.chat,
-    max_context=g["max_context"],
     text_rules=snakemake.params.text_rules,
+    **snakemake.params.selection,
 )

@@ -12,6 +12,7 @@ from entcal.calibration import train_predictor_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])
+cfg = snakemake.config  # execution settings come from the config, not params
 train_predictor_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
@@ -20,15 +21,15 @@ train_predictor_file(
     snakemake.output.head,
     snakemake.output.tradeoff,
     samplers=snakemake.params.samplers,
-    prompt_tokens=snakemake.params.generation["prompt_tokens"],
+    prompt_tokens=snakemake.params.prompt_tokens,
     max_len=snakemake.params.max_len,
-    cal=snakemake.params.calibration,
+    cal={**snakemake.params.predictor, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
     dtype=snakemake.params.dtype,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
     dataset=snakemake.wildcards.dataset,
     chat=snakemake.params.chat,
+    device=cfg["device"],
     gpus=snakemake.resources.gpu,
-    gpu_memory_gb=snakemake.params.gpu_memory_gb,
+    gpu_memory_gb=cfg["gpu_memory_gb"],
+    threads=snakemake.threads,
 )

@@ -1,4 +1,5 @@
-"""The workflow's real rules on a real single-node SLURM cluster, through `snakemake --profile` and
+"""The workflow's real rules on a real single-node SLURM cluster, through `snakemake --profile slurm` by name
+(the site profile `python -m entcal.profile install slurm` writes into a clean configuration home) and
 snakemake-executor-plugin-slurm: jobs run as SLURM jobs, a failing job is reported as failed,
 and a rerun resumes without redoing finished jobs."""
 
@@ -35,14 +36,27 @@ def cluster():
     shutil.rmtree(work, ignore_errors=True)
 
 
-def smk_slurm(*args, timeout=600):
-    """snakemake with the test profile; SIGINT (not SIGTERM) stops a stuck run (see the shared notes)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake", *args]
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A clean configuration home with the site profile, as the README's set-up step writes it; a cluster
+    without slurmdbd asks squeue for job states, and a test wants the first status check soon."""
+    home = tmp_path_factory.mktemp("home")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", "--partition", "debug",
+                        "--status-command", "squeue", "--jobs", "2", "--retries", "0", "--latency-wait", "5",
+                        "--set", "slurm-init-seconds-before-status-checks=1"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return home
+
+
+def smk_slurm(home, *args, timeout=600):
+    """snakemake --profile slurm by name; SIGINT (not SIGTERM) stops a stuck run (see the shared notes)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(home))
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake", "--profile", "slurm", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
 
 
-def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(cluster, tmp_path):
+def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(cluster, home, tmp_path):
     if not SDIST.is_file():
         pytest.skip("demo corpus missing: run envs/install.sh")
     cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
@@ -56,7 +70,7 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     gen = rd / "generations" / "prose" / "tiny_a" / "ancestral-t1.parquet"
     targets = [str(gen), str(rd / "scores" / "prose" / "tiny_a.parquet"), str(rd / "data" / "code" / "docs.parquet")]
     # targets first: --configfile takes every argument after it
-    r = smk_slurm(*targets, "--profile", "tests/slurm/profile", "--keep-going", "--configfile", str(bad))
+    r = smk_slurm(home, *targets, "--keep-going", "--configfile", str(bad))
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-3000:]
     assert "SLURM" in out and "Error in rule prepare_dataset" in out, out[-3000:]
@@ -69,7 +83,7 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     del cfg["datasets"]["code"]["path"]  # fixed: the interpreter's own standard library
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(cfg))
-    r = smk_slurm(*targets, "--profile", "tests/slurm/profile", "--configfile", str(good))
+    r = smk_slurm(home, *targets, "--configfile", str(good))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert (rd / "data" / "code" / "docs.parquet").is_file()

@@ -21,8 +21,8 @@ PER_STEP_COLS = ["model", "dataset", "sampler", "temperature", "step", "entropy_
                  "logloss_mean", "logloss_se", "tf_entropy_mean"]  # fmt: skip
 
 
-def smk(*args, timeout=900):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def smk(*args, timeout=900, env=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
     return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -31,10 +31,23 @@ def job_counts(out: str) -> dict:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def test_paper_grid_dry_run_offline_with_the_slurm_profile():
-    r = smk("-n", "--profile", "profiles/slurm")
+def install_site_profile(home: Path, *args) -> Path:
+    """`python -m entcal.profile install slurm ...` into a clean configuration home (XDG_CONFIG_HOME)."""
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *args], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return home / "snakemake" / "slurm" / "config.yaml"
+
+
+def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
+    profile = install_site_profile(tmp_path, "--partition", "cpu", "--gpu-partition", "gpu", "--gpu-model", "h100",
+                                   "--max-runtime-min", "1440")  # fmt: skip
+    assert "slurm_partition: cpu" in profile.read_text()
+    r = smk("-n", "--profile", "slurm", env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
+    assert "Using profiles slurm and workflow specific profile profiles/default" in out
     counts = job_counts(out)
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)
@@ -47,9 +60,12 @@ def test_paper_grid_dry_run_offline_with_the_slurm_profile():
     res = {m: dict(kv.split("=", 1) for kv in b.split(", ")) for m, b in blocks.items()}
     assert res["qwen25_7b"]["gpu"] == "1" and res["qwen25_14b"]["gpu"] == "2" and res["llama2_70b"]["gpu"] == "4"
     assert res["pythia_12b"]["gpu"] == "2" and res["qwen25_32b"]["gpu"] == "4"
-    assert res["llama2_70b"]["slurm_partition"] == "gpu"
+    assert res["llama2_70b"]["slurm_partition"] == "gpu" and res["llama2_70b"]["gpu_model"] == "h100"
+    assert res["llama2_70b"]["nodes"] == "1"  # a multi-GPU job on one node (the workflow profile)
     assert int(res["llama2_70b"]["mem_mb"]) > int(res["qwen25_7b"]["mem_mb"])
-    assert int(res["llama2_70b"]["runtime"]) > int(res["qwen25_7b"]["runtime"])
+    assert 1440 >= int(res["llama2_70b"]["runtime"]) > int(res["qwen25_7b"]["runtime"])  # capped at the site's maximum
+    cpu = re.search(r"rule prepare_dataset:.*?resources: (.*?)\n", out, re.S)[1]
+    assert "slurm_partition=cpu" in cpu and "gpu_model" not in cpu
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
@@ -138,6 +154,27 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
 
 
+def test_results_load_by_name(micro):
+    from entcal.models import load_tokenizer
+    from entcal.results import load_generations, load_per_step, load_scores, load_summary
+
+    rd, _, cfg = micro
+    pd.testing.assert_frame_equal(load_summary(rd), pd.read_csv(rd / "tables" / "summary.csv"))
+    assert len(load_per_step(rd)) == len(pd.read_parquet(rd / "tables" / "per_step.parquet"))
+    g = load_generations("tiny_b", "prose", "top_p0.8-t1", rd)
+    gen = pd.read_parquet(rd / "generations" / "prose" / "tiny_b" / "top_p0.8-t1.parquet")
+    prompts = pd.read_parquet(rd / "prompts" / "prose" / "tiny_b.parquet")
+    sc = load_scores("tiny_b", "prose", rd).query("setting == 'top_p0.8-t1'")
+    assert g["example_id"].tolist() == gen["example_id"].tolist() == prompts["example_id"].tolist()
+    tok = load_tokenizer(rd / "models" / "prose" / "tiny_b")
+    for row, p, s in zip(g.itertuples(), prompts.itertuples(), sc.itertuples()):
+        assert row.prompt_text == tok.decode(list(p.prompt_ids)) and row.text == tok.decode(list(row.token_ids))
+        assert len(row.entropy) == row.n_tokens and np.allclose(row.logloss, s.logloss)
+        assert row.reference_text == tok.decode(list(p.reference_ids))
+    with pytest.raises(ValueError, match="has no sampler setting 'ancestral-t0.5'"):
+        load_generations("tiny_b", "prose", "ancestral-t0.5", rd)
+
+
 def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
     import json
 
@@ -215,6 +252,36 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     assert counts["score"] == 3 and counts["aggregate"] == 1
     assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
                                   and ("generations" in l or "models/" in l))  # fmt: skip
+
+
+def test_micro_reruns_follow_the_science(micro):
+    """Execution settings rerun nothing; a predictor setting reruns the predictor and what reads it."""
+    import copy
+
+    rd, p, cfg = micro
+
+    def dry(change):
+        c = copy.deepcopy(cfg)
+        change(c)
+        q = p.with_name("rerun.yaml")
+        q.write_text(yaml.safe_dump(c))
+        r = smk("-n", "--cores", "2", "--configfile", str(q))
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = r.stdout + r.stderr
+        return {} if "Nothing to be done" in out else job_counts(out)
+
+    def execution(c):
+        c["generation"].update(shard_size=3, batch_size=2, backend="hf")
+        c["scoring"]["batch_size"] = 2
+        c["calibration"]["batch_size"] = 5
+        c.update(threads=2, device="cpu", gpu_memory_gb=40, hf_cache_dir="/tmp/elsewhere", max_runtime_min=30)
+
+    assert dry(execution) == {}
+    counts = dry(lambda c: c["calibration"]["head"].update(lr=0.002))
+    calibrated = 3  # tiny_b's future_entropy, one_step_lookahead and mirostat settings, per dataset
+    assert counts["train_predictor"] == 2 and counts["generate"] == 2 * calibrated and counts["score"] == 2
+    assert "calibration_labels" not in counts and "train_model" not in counts and "select_prompts" not in counts
+    assert counts["aggregate"] == 1 and counts["calibration_table"] == 1
 
 
 def test_missing_corpus_stops_the_dry_run_with_the_install_command(tmp_path):

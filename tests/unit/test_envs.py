@@ -1,4 +1,4 @@
-"""The per-rule-group conda environments, pyproject's extras and the pip pins agree."""
+"""The two pin sets (CPU and GPU) and the conda environments agree with each other, file by file."""
 
 import re
 import tomllib
@@ -18,17 +18,31 @@ def _pins(lines):
     return out
 
 
-def test_conda_envs_and_extras_pin_what_requirements_pin():
+def _conda(name):
+    env = yaml.safe_load((ROOT / "envs" / name).read_text())
+    return _pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
+
+
+def test_the_cpu_set_extras_pin_what_requirements_pin():
     req = _pins((ROOT / "envs" / "requirements.txt").read_text().splitlines())
     req.update(_pins((ROOT / "envs" / "constraints.txt").read_text().splitlines()))
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    for group in ("inference", "analysis"):
-        env = yaml.safe_load((ROOT / "envs" / f"{group}.yaml").read_text())
-        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-        conda_pins, extra_pins = _pins(pip), _pins(extras[group])
-        assert conda_pins == extra_pins, group
-        for name, version in conda_pins.items():
+    for group in ("inference", "analysis", "workflow"):
+        for name, version in _pins(extras[group]).items():
             assert req.get(name) == version, f"{group}: {name}=={version} vs requirements {req.get(name)}"
+    assert _conda("analysis.yaml") == _pins(extras["analysis"])
+    assert req["torch"] == "2.13.0" and "vllm" not in req
+
+
+def test_the_gpu_set_is_one_set_in_three_files():
+    gpu = _pins((ROOT / "envs" / "requirements-gpu.txt").read_text().splitlines())
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert gpu == _pins(extras["gpu"]) == _conda("inference.yaml")
+    assert gpu["vllm"] == "0.32.0" and gpu["torch"] == "2.13.0"  # what vLLM 0.32.0 requires
+    assert gpu["transformers"].startswith("5.19") and gpu["numpy"].startswith("2.3")
+    cpu = _pins(extras["inference"])
+    # the GPU set differs from the CPU set only where vLLM needs it to
+    assert {k for k in cpu if cpu[k] != gpu.get(k)} == {"transformers", "numpy"}
 
 
 def test_every_rule_names_an_existing_env():

@@ -14,7 +14,9 @@ from conftest import TEXTS
 
 def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path):
     docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "split": "train", "source": "x", "n_chars": 0, "text": TEXTS})
-    docs.to_parquet(tmp_path / "docs.parquet")
+    from entcal.files import write_parquet
+
+    write_parquet(docs, tmp_path / "docs.parquet")
     build_tokenizer(str(tmp_path / "docs.parquet"), str(tmp_path / "tok"), str(tmp_path / "ids.npy"), vocab_size=300)
     ids = np.load(tmp_path / "ids.npy")
     assert ids.max() < 300 and ids.dtype == np.uint16
@@ -35,3 +37,31 @@ def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path):
         l_final = torch.nn.functional.cross_entropy(final(x).logits[0, :-1], x[0, 1:])
         l_half = torch.nn.functional.cross_entropy(half(x).logits[0, :-1], x[0, 1:])
     assert l_final < l_half
+
+
+def test_bf16_autocast_only_where_the_cpu_has_it_natively(tmp_path, monkeypatch):
+    import entcal.train as tr
+    from entcal.files import write_parquet
+
+    docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "split": "train", "source": "x", "n_chars": 0, "text": TEXTS})
+    write_parquet(docs, tmp_path / "docs.parquet")
+    build_tokenizer(str(tmp_path / "docs.parquet"), str(tmp_path / "tok"), str(tmp_path / "ids.npy"), vocab_size=300)
+    cfg = {"tokens": 64 * 2 * 3, "lr": 1e-2, "seq_len": 64, "batch_size": 2, "warmup_steps": 1, "weight_decay": 0.1,
+           "min_lr_ratio": 0.1, "bf16": True, "max_positions": 128}  # fmt: skip
+    arch = {"type": "llama", "hidden_size": 16, "layers": 1, "heads": 2, "ffn": 32}
+    used = []
+    real = torch.autocast
+
+    def spy(*a, enabled=True, **k):
+        used.append(enabled)
+        return real(*a, enabled=enabled, **k)
+
+    monkeypatch.setattr(tr.torch, "autocast", spy)
+    for native, want in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(tr, "native_bf16", lambda native=native: native)
+        used.clear()
+        meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / f"m{native}"), arch, cfg)
+        assert meta["autocast"] == want and set(used) == {native}
+        assert json.loads((tmp_path / f"m{native}" / "entcal.json").read_text())["cpu_capability"]
+    meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "off"), arch, dict(cfg, bf16=False))
+    assert meta["autocast"] == "float32"

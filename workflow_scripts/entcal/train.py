@@ -10,7 +10,10 @@ Output folder (``save_pretrained`` layout, loads with :func:`entcal.models.load_
 
 Training: random windows of ``seq_len`` tokens, AdamW (0.9, 0.95), linear warmup then cosine
 decay to ``min_lr_ratio`` of the peak (transformers' scheduler), gradient clipping at 1.0,
-optional bf16 autocast (pays off on CPU from about 0.8M non-embedding parameters).
+optional bf16 autocast (``bf16``): used only where the CPU computes bf16 natively (AVX-512 BF16 or
+AMX, as torch reports), where it pays off from about 0.8M non-embedding parameters; on a CPU without
+it (AVX2 only) bf16 is emulated and a step is about 6x slower than float32, so training stays in
+float32 there. ``entcal.json`` records the choice (``autocast``, ``cpu_capability``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from entcal.config import checkpoint_tokens
 from entcal.models import build_model, count_params
 
 log = logging.getLogger(__name__)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as torch reports it."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def train_model(
@@ -56,7 +65,11 @@ def train_model(
     steps = max(1, int(train_cfg["tokens"]) // (seq_len * batch))
     model = build_model(arch, vocab_size=len(tok), max_positions=int(train_cfg["max_positions"]), seed=seed)
     counts = count_params(model)
-    log.info("arch %s: %s; %d steps of %dx%d tokens", arch, counts, steps, batch, seq_len)
+    use_bf16 = bool(train_cfg.get("bf16", False)) and native_bf16()
+    autocast = "bfloat16" if use_bf16 else "float32"
+    log.info("arch %s: %s; %d steps of %dx%d tokens; %s (bf16 asked: %s, native bf16 on this %s CPU: %s)", arch,
+             counts, steps, batch, seq_len, autocast, bool(train_cfg.get("bf16", False)), torch.backends.cpu.get_cpu_capability(),
+             native_bf16())  # fmt: skip
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -80,7 +93,7 @@ def train_model(
     for step in range(1, steps + 1):
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=gen)
         x = torch.stack([ids[s : s + seq_len + 1] for s in starts.tolist()])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train_cfg.get("bf16", False))):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(input_ids=x[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
         loss.backward()
@@ -108,6 +121,8 @@ def train_model(
         "steps": steps,
         "final_train_loss": rows[-1][2],
         "seed": seed,
+        "autocast": autocast,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "train_seconds": round(time.time() - t0, 1),
         "train_stream_tokens": int(len(ids)),
     }

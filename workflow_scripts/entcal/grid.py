@@ -1,0 +1,146 @@
+"""The grid a configuration defines, and where each of its files lives: one place for both.
+
+:class:`Grid` expands a validated configuration into models (checkpoints included), sampler settings
+and jobs, and knows every output's path. The rules take their output patterns from
+:meth:`Grid.pattern` (``{wildcards}`` left for Snakemake), their input functions the same paths from
+:meth:`Grid.path`, and :mod:`entcal.results` reads the files through it, so a path is written once.
+Paths are under ``results_dir`` except the hub downloads (``downloads_dir``) and local models.
+"""
+
+from __future__ import annotations
+
+from entcal.config import CALIBRATED_SAMPLERS, calibrated_models, checkpoint_models, setting_slug
+
+# output templates, relative to results_dir; {wildcards} as the rules name them
+TEMPLATES = {
+    "docs": "data/{dataset}/docs.parquet",
+    "examples": "data/{dataset}/examples.parquet",
+    "calibration_windows": "data/{dataset}/calibration.parquet",
+    "tokenizer": "tokenizers/{dataset}",
+    "train_ids": "data/{dataset}/train_ids.npy",
+    "trained_model": "models/{dataset}/{model}",
+    "prompts": "prompts/{dataset}/{model}.parquet",
+    "generations": "generations/{dataset}/{model}/{setting}.parquet",
+    "scores": "scores/{dataset}/{model}.parquet",
+    "labels": "calibration/{dataset}/{model}/labels.parquet",
+    "predictor": "calibration/{dataset}/{model}/predictor.json",
+    "head": "calibration/{dataset}/{model}/predictor.safetensors",
+    "tradeoff": "calibration/{dataset}/{model}/tradeoff_tf.csv",
+    "summary": "tables/summary.csv",
+    "per_step": "tables/per_step.parquet",
+    "per_prompt": "tables/per_prompt.parquet",
+    "effective_config": "config.effective.yaml",
+}
+
+
+class Grid:
+    """Models, settings, jobs and paths of a configuration (validated, defaults filled in)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.rd = config["results_dir"]
+        self.dl = config["downloads_dir"]
+        self.datasets = list(config["datasets"])
+        self.checkpoints = checkpoint_models(config)  # {slug: (trained model, tokens seen)}
+        self.models = list(config["models"]) + list(self.checkpoints)
+        self.calibrated = calibrated_models(config)  # models a future-entropy predictor is trained for
+
+    # -- paths -----------------------------------------------------------------------------------
+    def pattern(self, kind: str, suffix: str | None = None) -> str:
+        """The output pattern of a file kind, with its wildcards (``{dataset}``...) left in;
+        ``suffix`` swaps the extension (``.json``: a Parquet file's sidecar)."""
+        p = f"{self.rd}/{TEMPLATES[kind]}"
+        return p.rsplit(".", 1)[0] + suffix if suffix else p
+
+    def path(self, kind: str, suffix: str | None = None, **wildcards) -> str:
+        return self.pattern(kind, suffix).format(**wildcards)
+
+    # -- models ----------------------------------------------------------------------------------
+    def model_spec(self, model: str) -> dict:
+        """The config entry of a model (a checkpoint shares its trained model's entry)."""
+        return self.config["models"][self.checkpoints[model][0] if model in self.checkpoints else model]
+
+    def model_folder(self, model: str, dataset: str) -> str:
+        """The folder that holds the model used on ``dataset``: trained per dataset, downloaded, or
+        given (a checkpoint lives inside its trained model's folder)."""
+        if model in self.checkpoints:
+            return self.path("trained_model", dataset=dataset, model=self.checkpoints[model][0])
+        spec = self.config["models"][model]
+        if spec["source"] == "train":
+            return self.path("trained_model", dataset=dataset, model=model)
+        if spec["source"] == "hf":
+            return f"{self.dl}/models/{model}"
+        return spec["path"]
+
+    def model_path(self, model: str, dataset: str) -> str:
+        """The ``save_pretrained`` folder to load (a checkpoint's own subfolder)."""
+        folder = self.model_folder(model, dataset)
+        if model in self.checkpoints:
+            return f"{folder}/checkpoints/tokens_{self.checkpoints[model][1]}"
+        return folder
+
+    def train_tokens(self, model: str) -> int | None:
+        """Training tokens seen by a trained model or checkpoint (None for hub and local models)."""
+        if model in self.checkpoints:
+            return self.checkpoints[model][1]
+        spec, tr = self.config["models"][model], self.config["training"]
+        if spec["source"] != "train":
+            return None
+        per_step = tr["seq_len"] * tr["batch_size"]
+        return spec["train"]["tokens"] // per_step * per_step
+
+    # -- settings and jobs -----------------------------------------------------------------------
+    def model_settings(self, model: str) -> list[dict]:
+        """Sampler settings (dicts with sampler, temperature, param, slug) run for a model.
+        Checkpoints are sampled at temperature 1 only."""
+        if model in self.checkpoints:
+            s = {"sampler": "ancestral", "temperature": 1.0}
+            return [dict(s, slug=setting_slug(s))]
+        kind = "instruct" if self.config["models"][model]["instruct"] else "base"
+        return [dict(s, slug=setting_slug(s)) for s in self.config["samplers"][kind] if model in s.get("models", [model])]
+
+    def setting(self, model: str, slug: str) -> dict:
+        for s in self.model_settings(model):
+            if s["slug"] == slug:
+                return s
+        raise ValueError(f"model {model!r} has no sampler setting {slug!r} (it has "
+                         f"{[s['slug'] for s in self.model_settings(model)]})")  # fmt: skip
+
+    def generation_jobs(self) -> list[tuple[str, str, dict]]:
+        """Every (dataset, model, setting dict) of the grid."""
+        return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_settings(m)]
+
+    def aggregate_jobs(self) -> list[dict]:
+        """One dict per generation file with its model metadata (the aggregate rule's params)."""
+        jobs = []
+        for d, m, s in self.generation_jobs():
+            spec = self.model_spec(m)
+            jobs.append({
+                "model": m, "family": spec["family"], "n_params": spec.get("n_params"), "instruct": spec["instruct"],
+                "dataset": d, "sampler": s["sampler"], "sampler_param": s.get("param"),
+                "temperature": float(s["temperature"]), "setting": s["slug"],
+                "checkpoint_of": self.checkpoints[m][0] if m in self.checkpoints else None,
+                "train_tokens": self.train_tokens(m),
+                "generations": self.path("generations", dataset=d, model=m, setting=s["slug"]),
+                "scores": self.path("scores", dataset=d, model=m),
+            })  # fmt: skip
+        return jobs
+
+    def calibration_files(self, dataset: str, model: str) -> dict:
+        """The predictor files a model's calibrated samplers need (empty for other models)."""
+        if model not in self.calibrated:
+            return {}
+        return {"calibration": self.path("predictor", dataset=dataset, model=model),
+                "head": self.path("head", dataset=dataset, model=model)}  # fmt: skip
+
+    def calibrated_samplers(self, model: str) -> list[str]:
+        return sorted({s["sampler"] for s in self.model_settings(model) if s["sampler"] in CALIBRATED_SAMPLERS})
+
+    def intermediate_files(self) -> list[str]:
+        """Every intermediate Parquet file of the grid (each with a JSON sidecar; :mod:`entcal.files`)."""
+        d_, m_ = self.datasets, self.models
+        files = [self.path(k, dataset=d) for d in d_ for k in ("docs", "examples", "calibration_windows")]
+        files += [self.path(k, dataset=d, model=m) for d in d_ for m in m_ for k in ("prompts", "scores")]
+        files += [self.path("generations", dataset=d, model=m, setting=s["slug"]) for d, m, s in self.generation_jobs()]
+        files += [self.path("labels", dataset=d, model=m) for d in d_ for m in self.calibrated]
+        return files

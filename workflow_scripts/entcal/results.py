@@ -1,0 +1,91 @@
+"""Load a finished run's files by name: no paths assembled by hand.
+
+    from entcal.results import load_generations, load_summary
+
+    summary = load_summary("results/demo")                        # tables/summary.csv
+    g = load_generations("s3", "code", "ancestral-t1", "results/demo")
+    print(g.loc[0, "prompt_text"] + "|" + g.loc[0, "text"])       # prompt, then the model's continuation
+    g.loc[0, "entropy"], g.loc[0, "logloss"]                      # per-step arrays (nats)
+
+A run is found through the configuration it wrote (``{results_dir}/config.effective.yaml``, every
+default filled in), so paths come from :class:`entcal.grid.Grid`, as in the rules. Parquet files are
+checked against their sidecars (:mod:`entcal.files`) before they are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from entcal.files import read_parquet
+from entcal.grid import Grid
+
+
+def grid(results_dir: str | Path = "results/demo") -> Grid:
+    """The grid of a finished (or running) run, from the configuration it wrote."""
+    import yaml
+
+    f = Path(results_dir) / "config.effective.yaml"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: is {results_dir} a results_dir? (the dump_config rule writes it)")
+    return Grid(yaml.safe_load(f.read_text()))
+
+
+def load_summary(results_dir: str | Path = "results/demo") -> pd.DataFrame:
+    """``tables/summary.csv``: one row per model x dataset x sampler setting (README: Outputs)."""
+    return pd.read_csv(grid(results_dir).path("summary"))
+
+
+def load_per_step(results_dir: str | Path = "results/demo") -> pd.DataFrame:
+    """``tables/per_step.parquet``: one row per model x dataset x setting x step."""
+    return pd.read_parquet(grid(results_dir).path("per_step"))
+
+
+def load_per_prompt(results_dir: str | Path = "results/demo") -> pd.DataFrame:
+    """``tables/per_prompt.parquet``: one row per model x dataset x setting x prompt."""
+    return pd.read_parquet(grid(results_dir).path("per_prompt"))
+
+
+def _tokenizer(g: Grid, model: str, dataset: str):
+    from entcal.models import load_tokenizer
+
+    return load_tokenizer(g.model_path(model, dataset), model)
+
+
+def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/demo", text: bool = True) -> pd.DataFrame:
+    """A model's prompts on a dataset: example_id, prompt_len, reference_len, prompt_ids, reference_ids,
+    and with ``text`` the decoded ``prompt_text`` and ``reference_text`` (the model's tokenizer)."""
+    g = grid(results_dir)
+    df = read_parquet(g.path("prompts", dataset=dataset, model=model))
+    if text:
+        tok = _tokenizer(g, model, dataset)
+        df["prompt_text"] = [tok.decode(list(p), skip_special_tokens=False) for p in df["prompt_ids"]]
+        df["reference_text"] = [tok.decode(list(r), skip_special_tokens=False) for r in df["reference_ids"]]
+    return df
+
+
+def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo") -> pd.DataFrame:
+    """``scores/{dataset}/{model}.parquet``: one row per prompt x sampler setting (README: Outputs)."""
+    g = grid(results_dir)
+    return read_parquet(g.path("scores", dataset=dataset, model=model), {"model": model})
+
+
+def load_generations(model: str, dataset: str, setting: str, results_dir: str | Path = "results/demo",
+                     text: bool = True) -> pd.DataFrame:  # fmt: skip
+    """One row per prompt: the generation (example_id, prompt_len, n_tokens, stopped_at_eos, token_ids,
+    entropy, logprob, text), its prompt and human reference (prompt_ids, reference_ids and, with
+    ``text``, prompt_text and reference_text) and the reference's per-token ``logloss`` and
+    ``tf_entropy`` under the same setting. Per-step columns hold numpy arrays (nats)."""
+    g = grid(results_dir)
+    g.setting(model, setting)  # a clear error for a setting the model does not run
+    gen = read_parquet(g.path("generations", dataset=dataset, model=model, setting=setting), {"model": model})
+    prompts = load_prompts(model, dataset, results_dir, text=text).drop(columns=["prompt_len"])
+    sc = load_scores(model, dataset, results_dir)
+    sc = sc.loc[sc["setting"] == setting, ["example_id", "logloss", "tf_entropy", "n_outside"]]
+    out = gen.merge(prompts, on="example_id", how="left", validate="one_to_one")
+    out = out.merge(sc, on="example_id", how="left", validate="one_to_one")
+    for col in ("entropy", "logprob", "logloss", "tf_entropy"):
+        out[col] = [np.asarray(x, dtype=np.float64) for x in out[col]]
+    return out
