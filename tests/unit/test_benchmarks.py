@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,3 +42,37 @@ def test_chunked_kernel_equals_full_materialisation_and_float64():
     logp = torch.log_softmax(h @ w.T / 0.7, -1)  # independent closed form
     torch.testing.assert_close(full[0], -logp[torch.arange(37), y], atol=1e-12, rtol=0)
     torch.testing.assert_close(full[1], -(logp.exp() * logp).sum(-1), atol=1e-12, rtol=0)
+
+
+def test_gpu_rehearsal_runs_on_cpu_at_toy_sizes_and_its_routes_agree(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    rows = gpu.main(["--tiny", "--models", "llama3_1b", "--csv", str(tmp_path / "gpu.csv")])
+    by = {r["measure"]: r for r in rows}
+    assert {"generation", "generation_no_recorder", "scoring", "entropy_pass", "precision_float32"} <= set(by)
+    # the recorder and the teacher-forced pass measure the same distribution for the same tokens
+    assert by["entropy_pass"]["d_entropy"] < 1e-4
+    gen = by["generation"]
+    assert gen["tokens"] == gen["batch"] * 16 and gen["tokens_per_s"] > 0
+    # the plan's batch at the toy shape and the CPU budget is the cap
+    assert gen["batch"] == 4
+    # tokens scored: prompt + generated tokens of every sequence
+    assert by["scoring"]["tokens"] == by["scoring"]["batch"] * (8 + 16)
+    assert by["precision_float32"]["d_entropy"] == 0.0 and 0 < by["precision_float32"]["mean_entropy"] < np.log(512)
+    # the throughput file is what `python -m entcal.plan --measured` reads
+    import pandas as pd
+
+    from entcal.plan import GPUSpec, ModelShape, job_rows
+
+    wide = pd.read_csv(tmp_path / "gpu_throughput.csv")
+    assert list(wide.columns) == ["model", "generation_tokens_per_s", "scoring_tokens_per_s"]
+    cfg = {"generation": {"max_new_tokens": 16, "n_prompts": 10**7, "prompt_tokens": 8, "batch_size": 4},
+           "models": {"llama3_1b": {"source": "hub", "gpus": 1, "instruct": False}},
+           "samplers": {"base": [{"sampler": "ancestral"}]}, "datasets": {"d": {}}, "analysis": {"max_len": 16}}
+    shapes = {"llama3_1b": ModelShape.from_config(gpu.tiny_facts(
+        __import__("yaml").safe_load((ROOT / "config" / "model_shapes.yaml").read_text())["llama3_1b"]))}
+    m = {r["model"]: r for r in wide.to_dict("records")}
+    (row,) = job_rows(cfg, shapes, GPUSpec(), measured=m)
+    expected = (1e7 * 16 / m["llama3_1b"]["generation_tokens_per_s"] + 1e7 * (9 + 16) / m["llama3_1b"]["scoring_tokens_per_s"]) / 3600
+    assert expected > 1 and row["gpu_hours"] == round(expected, 2)
