@@ -229,8 +229,6 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
 
     # precision: the same tokens' entropy and log loss in bf16, float32, NF4
     rows += precision_rows(model, pairs[: a.precision_rows], setting, base, device)
-    del model
-    reset_peak(device)
     return rows
 
 

@@ -79,7 +79,7 @@ rule dump_config:
     output:
         P("effective_config"),
     params:
-        config=config,
+        config=results_config(config),
     log:
         f"{RD}/logs/dump_config.log",
     localrule: True

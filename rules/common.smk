@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
-from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, check_config, duplicate_keys, schema_errors  # noqa: E402
+from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, check_config, duplicate_keys, results_config, schema_errors  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Write the effective configuration (after schema defaults) next to the results."""
+"""Write the effective configuration (after schema defaults, without execution settings) next to the results."""
 
 import sys
 from typing import TYPE_CHECKING

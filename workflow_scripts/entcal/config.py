@@ -17,6 +17,27 @@ TRUNCATION_SAMPLERS = ("top_p", "top_k", "min_p", "typical", "eta")
 CALIBRATED_SAMPLERS = ("future_entropy", "one_step_lookahead", "mirostat")
 
 
+# How a run executes, not what it computes: changing these reruns nothing (the adapters read them from
+# the configuration, never from params) and they are left out of config.effective.yaml.
+EXECUTION_KEYS = {
+    None: ("threads", "device", "gpu_memory_gb", "hf_cache_dir", "max_runtime_min", "gpu_partition", "gpu_model"),
+    "generation": ("batch_size", "shard_size", "backend"),
+    "scoring": ("batch_size",),
+    "calibration": ("batch_size",),
+}
+
+
+def results_config(config: dict) -> dict:
+    """The configuration without its execution settings (:data:`EXECUTION_KEYS`): what the results
+    depend on, as ``config.effective.yaml`` records it."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for section, keys in EXECUTION_KEYS.items():
+        target = out if section is None else out.get(section, {})
+        for k in keys:
+            target.pop(k, None)
+    return out
+
+
 class ConfigError(ValueError):
     """A configuration value is inconsistent; the message names the key."""
 
