@@ -11,7 +11,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
-from entcal.config import CALIBRATED_SAMPLERS, apply_revision_lock, check_config, duplicate_keys, results_config, schema_errors  # noqa: E402
+from entcal.config import apply_revision_lock, check_config, duplicate_keys, results_config, schema_errors  # noqa: E402
+from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def get_gpus(wildcards):
 
 def get_generate_calibration(wildcards):
     """Input function (unpacked): the predictor files, for a calibrated sampler setting only."""
-    if get_setting(wildcards)["sampler"] in CALIBRATED_SAMPLERS:
+    if get_setting(wildcards)["sampler"] in SAMPLERS_CALIBRATED:
         return GRID.calibration_files(wildcards.dataset, wildcards.model)
     return {}
 

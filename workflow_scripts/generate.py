@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.generate import generate_file  # noqa: E402
+from entcal.jobs import generate_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])

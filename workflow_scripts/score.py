@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
-from entcal.score import score_file  # noqa: E402
+from entcal.jobs import score_file  # noqa: E402
 
 setup_logging(snakemake.log[0])
 cfg = snakemake.config  # execution settings come from the config, not params

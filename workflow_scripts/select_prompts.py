@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
-from entcal.prompts import select_prompts_file  # noqa: E402
+from entcal.jobs import select_prompts_file  # noqa: E402
 
 setup_logging(snakemake.log[0])
 select_prompts_file(

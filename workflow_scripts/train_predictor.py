@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.calibration import train_predictor_file  # noqa: E402
+from entcal.predictor_jobs import train_predictor_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0])

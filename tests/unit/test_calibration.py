@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from entcal import calibration as cal
+from entcal import labels, lookahead, predictor, sampling, tilt
 from entcal.generate import sample_with_entropy
 from entcal.models import load_model
 from entcal.score import score_settings
@@ -28,17 +28,17 @@ def _rand_case(n=6, v=9, k=4, seed=0):
 def test_tilt_with_zero_predictor_is_identity_then_temperature():
     logp, top, _ = _rand_case()
     zero = torch.zeros(top.shape, dtype=torch.float64)
-    torch.testing.assert_close(cal.tilt_logprobs(logp, zero, top, 0.0), logp, atol=1e-12, rtol=0)
+    torch.testing.assert_close(tilt.tilt_logprobs(logp, zero, top, 0.0), logp, atol=1e-12, rtol=0)
     for a in (0.25, 1.0, -0.3):
         tau = 1 / (1 + a)
         ref = torch.log_softmax(logp / tau, -1)  # temperature tau on the same distribution
-        torch.testing.assert_close(cal.tilt_logprobs(logp, zero, top, a), ref, atol=1e-12, rtol=0)
+        torch.testing.assert_close(tilt.tilt_logprobs(logp, zero, top, a), ref, atol=1e-12, rtol=0)
 
 
 def test_tilt_matches_the_formula_in_float64():
     logp, top, f = _rand_case(seed=3)
     a = 0.7
-    got = cal.tilt_logprobs(logp, f, top, a)
+    got = tilt.tilt_logprobs(logp, f, top, a)
     for i in range(logp.shape[0]):
         p = logp[i].exp().numpy()
         fi = np.full(p.shape, np.sum(p[top[i]] / p[top[i]].sum() * f[i].numpy()))  # rest: p-weighted mean
@@ -51,16 +51,16 @@ def test_fit_alpha_finds_the_known_optimum():
     # human tokens drawn from the tilt at a* itself: the log loss (a proper score) is minimised at a*
     logp, top, f = _rand_case(n=1, v=12, k=6, seed=5)
     a_star = 0.6
-    q = cal.tilt_logprobs(logp, f, top, a_star)[0].exp()
+    q = tilt.tilt_logprobs(logp, f, top, a_star)[0].exp()
     n = 40000
     tgt = torch.multinomial(q, n, replacement=True, generator=torch.Generator().manual_seed(1))
     rep = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731
-    res = cal.fit_alpha(rep(logp), rep(f), rep(top), tgt, bounds=(-0.5, 4.0))
+    res = tilt.fit_alpha(rep(logp), rep(f), rep(top), tgt, bounds=(-0.5, 4.0))
     assert abs(res["alpha"] - a_star) < 0.06
     assert res["logloss"] <= res["logloss_base"]
     # and with f = 0 the fit is the log-loss-optimal temperature, found here by brute force
     zero = torch.zeros_like(rep(f))
-    res0 = cal.fit_alpha(rep(logp), zero, rep(top), tgt)
+    res0 = tilt.fit_alpha(rep(logp), zero, rep(top), tgt)
     grid = np.linspace(-0.5, 4, 4501)
     ll = [float(-torch.log_softmax((1 + a) * logp[0], -1)[tgt].mean()) for a in grid]
     assert abs(res0["alpha"] - grid[int(np.argmin(ll))]) < 2e-3
@@ -73,7 +73,7 @@ def test_candidate_entropies_equal_a_full_forward(model64):
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
     ends = torch.tensor([[4, 7, 7], [2, 5, 7]])
     cands = torch.tensor([[3, 250, 1], [42, 42, 8]])
-    got = cal.candidate_entropies(model, out.past_key_values, mask.bool(), ends, cands)
+    got = lookahead.candidate_entropies(model, out.past_key_values, mask.bool(), ends, cands)
     assert out.past_key_values.get_seq_length() == 7  # cropped back
     for b in range(2):
         for q in range(3):
@@ -88,9 +88,9 @@ def _labels(model, tok, n_prefix=24, k=4, rollouts=2, horizon=6):
         "The quick brown fox jumps over the lazy dog. " * 6, "def add(a, b):\n    return a + b\n" * 6,
         "To be, or not to be, that is the question:\n" * 6, "The lazy dog sleeps. " * 10,
         "print(add(2, 3))\n" * 10, "Whether 'tis nobler in the mind to suffer\n" * 6]})  # fmt: skip
-    prefixes = cal.make_prefixes(tok, windows, prompt_tokens=8, max_len=40, per_window=n_prefix // 6, n_windows=6,
+    prefixes = labels.make_prefixes(tok, windows, prompt_tokens=8, max_len=40, per_window=n_prefix // 6, n_windows=6,
                                  heldout_fraction=0.34, seed=0)  # fmt: skip
-    df, spent = cal.label_prefixes(model, tok, prefixes, candidates=k, rollouts=rollouts, horizon=horizon,
+    df, spent = labels.label_prefixes(model, tok, prefixes, candidates=k, rollouts=rollouts, horizon=horizon,
                                    batch_size=16, seed=0, stop_at_eos=False)  # fmt: skip
     return prefixes, df, spent
 
@@ -128,11 +128,11 @@ def test_head_learns_and_beats_a_constant_on_held_out_labels():
                          "split": "test" if i < 80 else "val" if i < 140 else "train"})  # fmt: skip
     df = pd.DataFrame(rows)
     train, val, test = (df[df.split == s] for s in ("train", "val", "test"))
-    head = cal.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
-    run = cal.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val)
+    head = predictor.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
+    run = predictor.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val)
     assert np.mean(run["loss"][-30:]) < 0.5 * np.mean(run["loss"][:30])
     assert run["val_loss"][-1][0] >= run["best_step"] and min(v for _, v in run["val_loss"]) < run["val_loss"][0][1]
-    m = cal.evaluate_head(head.eval(), h, train, test)
+    m = predictor.evaluate_head(head.eval(), h, train, test)
     assert m["rmse_test"] < 0.8 * m["rmse_constant"]
     assert m["r2_test"] > 0.3
     # the full-vocabulary output and the per-candidate output agree
@@ -150,21 +150,21 @@ def test_early_stopping_keeps_the_best_weights_when_training_overfits():
     df = pd.DataFrame({"prefix_id": np.repeat(np.arange(60), 4), "candidate": np.tile([1, 2, 3, 4], 60),
                        "logprob": -1.0, "label": np.random.default_rng(0).normal(10, 2, 240)})  # fmt: skip
     train, val = df[df.prefix_id >= 20], df[df.prefix_id < 20]
-    head = cal.FutureEntropyHead(emb, rank=8, hidden=64, mu=train.label.mean(), sigma=train.label.std())
-    run = cal.train_head(head, h, train, steps=2000, lr=3e-2, batch_size=64, seed=0, val=val, eval_every=10, patience=5)
+    head = predictor.FutureEntropyHead(emb, rank=8, hidden=64, mu=train.label.mean(), sigma=train.label.std())
+    run = predictor.train_head(head, h, train, steps=2000, lr=3e-2, batch_size=64, seed=0, val=val, eval_every=10, patience=5)
     assert len(run["loss"]) < 2000  # stopped early
     with torch.no_grad():
-        v = float(torch.mean(((cal._predict(head, h, val) - torch.tensor(val.label.to_numpy(), dtype=torch.float32))
+        v = float(torch.mean(((predictor._predict(head, h, val) - torch.tensor(val.label.to_numpy(), dtype=torch.float32))
                                / head.sigma) ** 2))  # fmt: skip
     assert v == pytest.approx(min(x for _, x in run["val_loss"]), rel=1e-5)  # the best weights were restored
 
 
 def test_head_round_trips_through_safetensors(tmp_path, model64):
     model, _ = model64
-    head = cal.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=3.0, sigma=2.0)
+    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=3.0, sigma=2.0)
     path = tmp_path / "predictor.safetensors"
-    cal.save_head(head, path, {"head": {"rank": 4, "hidden": 8}})
-    again, settings = cal.load_head(path, model)
+    predictor.save_head(head, path, {"head": {"rank": 4, "hidden": 8}})
+    again, settings = predictor.load_head(path, model)
     h = torch.randn(3, model.config.hidden_size)
     lp = torch.log_softmax(torch.randn(3, model.config.vocab_size), -1)
     with torch.no_grad():
@@ -188,14 +188,14 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
     the recorded entropies (the same distribution, teacher-forced)."""
     model, tok = model64
     k = 5
-    head = cal.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
+    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
     torch.nn.init.normal_(head.mlp[2].weight, std=1.0)  # a non-trivial f
     head.requires_grad_(False)
     calib = _calib([0.4, -0.2], [0.8, 0.3], k)
-    factory = {"future_entropy": lambda ids, mask: [cal.FutureEntropyTilt(cal.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])],
-               "one_step_lookahead": lambda ids, mask: [cal.FutureEntropyTilt(cal.LookaheadPredictor(model, mask), [0.8, 0.3], [0, 3], k, ids.shape[1])],
-               "mirostat": lambda ids, mask: [cal.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
-    tap = cal.HiddenTap(model)
+    factory = {"future_entropy": lambda ids, mask: [sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])],
+               "one_step_lookahead": lambda ids, mask: [sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, mask), [0.8, 0.3], [0, 3], k, ids.shape[1])],
+               "mirostat": lambda ids, mask: [sampling.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
+    tap = sampling.HiddenTap(model)
     try:
         out = sample_with_entropy(model, tok, PROMPTS, temperature=1.0, max_new_tokens=7, batch_size=3, seed=0,
                                   stop_at_eos=False, extra_processors=factory)  # fmt: skip
@@ -206,21 +206,21 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
         with torch.no_grad():
             base = model.model(torch.tensor([seq])).last_hidden_state[0]
             logp = torch.log_softmax(model.lm_head(base), -1)
-        miro = cal.Mirostat(2.0, 0.1)
+        miro = sampling.Mirostat(2.0, 0.1)
         for t in range(len(row["token_ids"])):
             pos = len(p) - 1 + t
             lp = logp[pos : pos + 1]
             top = lp.topk(k, -1).indices
             a = [0.4, -0.2][t >= 3] if sampler == "future_entropy" else [0.8, 0.3][t >= 3]
             if sampler == "future_entropy":
-                q = cal.tilt_logprobs(lp, head(base[pos : pos + 1], lp.gather(-1, top), top), top, a)
+                q = tilt.tilt_logprobs(lp, head(base[pos : pos + 1], lp.gather(-1, top), top), top, a)
             elif sampler == "one_step_lookahead":
                 f = []
                 for c in top[0].tolist():
                     with torch.no_grad():
                         nxt = torch.log_softmax(model(torch.tensor([seq[: pos + 1] + [c]])).logits[0, -1], -1)
                     f.append(float(-(nxt.exp() * nxt).sum()))
-                q = cal.tilt_logprobs(lp, torch.tensor([f], dtype=torch.float64), top, a)
+                q = tilt.tilt_logprobs(lp, torch.tensor([f], dtype=torch.float64), top, a)
             else:
                 q = torch.log_softmax(miro.step(lp, torch.tensor([seq[pos]]) if t else None), -1)
             ent = float(-(q.exp() * q.nan_to_num(neginf=0)).sum())
@@ -248,7 +248,7 @@ def test_mirostat_holds_surprise_near_its_target(model64):
     free_s = np.mean([-r["logprob"][20:] for r in free])
     target = free_s - 1.0
     out = sample_with_entropy(model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0,
-                              stop_at_eos=False, extra_processors=lambda i, m: [cal.Mirostat(target, 0.2)])  # fmt: skip
+                              stop_at_eos=False, extra_processors=lambda i, m: [sampling.Mirostat(target, 0.2)])  # fmt: skip
     with torch.no_grad():
         surprise = []
         for p, row in zip(PROMPTS * 4, out):
@@ -267,9 +267,85 @@ def test_equal_entropy_comparison_finds_the_matching_temperature():
     target = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
     data = {"logp": logp, "top": top, "f_head": torch.zeros(n, k, dtype=torch.float64), "target": target,
             "step": torch.arange(n) % 50}  # fmt: skip
-    out = cal.equal_entropy_comparison(data, {"future_entropy": [{"alpha": 0.3}, {"alpha": 0.3}]}, [0, 25])
+    out = tilt.equal_entropy_comparison(data, {"future_entropy": [{"alpha": 0.3}, {"alpha": 0.3}]}, [0, 25])
     e = out["future_entropy"]
     assert e["temperature"] == pytest.approx(1 / 1.3, abs=1e-5)
     assert abs(e["delta_logloss"]) < 1e-6 and e["entropy"] < e["base_entropy"]
     # a temperature outside the bracket is reported as NaN, not extrapolated
-    assert np.isnan(cal.temperature_at_entropy(logp, target, 1e-9)[0])
+    assert np.isnan(tilt.temperature_at_entropy(logp, target, 1e-9)[0])
+
+
+def _head(model):
+    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
+    torch.nn.init.normal_(head.mlp[2].weight, std=1.0)
+    return head.requires_grad_(False)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "top_p", "typical", "future_entropy", "one_step_lookahead", "mirostat"])
+def test_the_processor_factory_builds_each_samplers_processors(model64, sampler):
+    """calibrated_processors: None for samplers without a predictor; for the calibrated ones, processors
+    that generate exactly what the hand-assembled processors of the sampler generate."""
+    from entcal.samplers import SAMPLERS
+
+    model, tok = model64
+    k, head, calib = 5, _head(model), _calib([0.4, -0.2], [0.8, 0.3], 5)
+    factory = sampling.calibrated_processors(sampler, model, calib, head)
+    if not SAMPLERS[sampler].needs_predictor:
+        assert factory is None
+        return
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    procs = factory(ids, mask)
+    expected = {"future_entropy": (sampling.FutureEntropyTilt, sampling.HeadPredictor),
+                "one_step_lookahead": (sampling.FutureEntropyTilt, sampling.LookaheadPredictor),
+                "mirostat": (sampling.Mirostat, type(None))}[sampler]  # fmt: skip
+    assert len(procs) == 1 and isinstance(procs[0], expected[0])
+    assert isinstance(getattr(procs[0], "predictor", None), expected[1])
+    if sampler != "mirostat":
+        assert procs[0].alphas.tolist() == [x["alpha"] for x in calib["alpha"][sampler]] and procs[0].k == k
+    tap = sampling.HiddenTap(model)
+    hand = {"future_entropy": lambda i, m: [sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, i.shape[1])],
+            "one_step_lookahead": lambda i, m: [sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, m), [0.8, 0.3], [0, 3], k, i.shape[1])],
+            "mirostat": lambda i, m: [sampling.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
+    try:
+        kw = dict(temperature=1.0, max_new_tokens=6, batch_size=3, seed=1, stop_at_eos=False)
+        a = sample_with_entropy(model, tok, PROMPTS, extra_processors=factory, **kw)
+        b = sample_with_entropy(model, tok, PROMPTS, extra_processors=hand, **kw)
+    finally:
+        tap.remove()
+    for x, y in zip(a, b):
+        assert x["token_ids"] == y["token_ids"]
+        np.testing.assert_allclose(x["entropy"], y["entropy"], atol=1e-12)
+    if sampler == "future_entropy":
+        with pytest.raises(ValueError, match="needs the predictor head"):
+            sampling.calibrated_processors(sampler, model, calib, None)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "top_k", "future_entropy", "one_step_lookahead", "mirostat"])
+def test_forward_tokens_per_step_equal_a_count_of_the_models_inputs(model64, sampler):
+    """The registry's forward-token cost per generated token, against the tokens the model's forward
+    actually receives (counted by a hook), per step after the first."""
+    from entcal.samplers import SAMPLERS
+
+    model, tok = model64
+    k, calib = 4, _calib([0.4, -0.2], [0.8, 0.3], 4)
+    fed = {"n": 0}
+
+    def count(module, args, kwargs):
+        x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        fed["n"] += x.numel()
+
+    hook = model.model.register_forward_pre_hook(count, with_kwargs=True)
+    tap_factory = sampling.calibrated_processors(sampler, model, calib, _head(model))
+    try:
+        counts = []
+        for n in (2, 7):
+            fed["n"] = 0
+            sample_with_entropy(model, tok, [PROMPTS[0]], temperature=1.0, max_new_tokens=n, batch_size=1, seed=0,
+                                stop_at_eos=False, sampler=sampler, sampler_param=5 if sampler == "top_k" else None,
+                                extra_processors=tap_factory)  # fmt: skip
+            counts.append(fed["n"])
+    finally:
+        hook.remove()
+    per_step = (counts[1] - counts[0]) / 5
+    expected = {"one_step_lookahead": 2 + k}.get(sampler, 1)  # hand count: the step's token (+ the cache's, + K candidates)
+    assert per_step == expected == SAMPLERS[sampler].forward_tokens_per_step(k)

@@ -126,3 +126,34 @@ def test_schema_errors_are_short_with_a_near_miss():
     assert any(e.startswith("threads: 'two' is not of type 'integer'") for e in errs)
     assert any(e.startswith("zzz: unknown key (allowed: results_dir, downloads_dir") for e in errs)
     assert schema_errors(load("demo.yaml"), schema) == [] and schema_errors(load("config.yaml"), schema) == []
+
+
+def test_the_schemas_sampler_list_is_the_registry():
+    from entcal.samplers import SAMPLERS
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "sampler" in node.get("properties", {}):
+                found.append(node["properties"]["sampler"]["enum"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert found and all(e == list(SAMPLERS) for e in found)
+
+
+def test_an_unknown_sampler_is_named_with_the_known_ones():
+    from entcal.samplers import SAMPLERS
+
+    cfg = load("demo.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    cfg["samplers"]["base"] = [{"sampler": "nucleus", "temperature": 1.0}]
+    with pytest.raises(ConfigError, match="unknown sampler 'nucleus'.*top_p"):
+        check_config(cfg)
+    assert "nucleus" not in SAMPLERS

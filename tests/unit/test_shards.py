@@ -88,7 +88,7 @@ def _gen_kw(model_dir, prompts, out):
 
 
 def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrupted_run(tiny_model_dir, examples, tmp_path):
-    from entcal.generate import generate_file
+    from entcal.jobs import generate_file
 
     ref = tmp_path / "ref" / "g.parquet"
     generate_file(**_gen_kw(tiny_model_dir, examples, ref))
@@ -96,7 +96,7 @@ def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrup
     assert not Path(str(ref) + ".shards").exists()  # merged and cleaned up
 
     out = tmp_path / "run" / "g.parquet"
-    _run_killed("generate", "generate_file", "sample_with_entropy", _gen_kw(tiny_model_dir, examples, out), die_at=3)
+    _run_killed("jobs", "generate_file", "sample_with_entropy", _gen_kw(tiny_model_dir, examples, out), die_at=3)
     shard_dir = Path(str(out) + ".shards")
     assert sorted(p.name for p in shard_dir.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert not out.exists()
@@ -117,7 +117,7 @@ def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrup
 
 
 def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
-    from entcal.score import score_file
+    from entcal.jobs import score_file
 
     settings = [{"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"},
                 {"sampler": "top_k", "param": 5, "temperature": 0.8, "slug": "top_k5-t0.8"}]  # fmt: skip
@@ -127,7 +127,7 @@ def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
     ref = tmp_path / "ref" / "s.parquet"
     score_file(**kw(ref))
     out = tmp_path / "run" / "s.parquet"
-    _run_killed("score", "score_file", "score_settings", kw(out), die_at=2)
+    _run_killed("jobs", "score_file", "score_settings", kw(out), die_at=2)
     score_file(**kw(out))
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["shards"], meta["shards_resumed"], meta["shards_redone"]) == (2, 1, 0)

@@ -82,7 +82,7 @@ def fake_vllm(monkeypatch, tiny_model_dir):
 def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tmp_path):
     from conftest import TEXTS
 
-    from entcal.generate import generate_file
+    from entcal.jobs import generate_file
 
     from conftest import make_prompts
 

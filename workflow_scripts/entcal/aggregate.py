@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint
+
 log = logging.getLogger(__name__)
 
 PER_STEP_KEYS = ["model", "dataset", "sampler", "temperature"]
@@ -121,7 +123,6 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     trained model a checkpoint belongs to, else None), train_tokens (None for hub models),
     generations (path), scores (path).
     """
-    from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint
 
     per_step, summary, prompts = [], [], []
     for job in jobs:

@@ -10,11 +10,9 @@ import logging
 import re
 from pathlib import Path
 
+from entcal import samplers
+
 log = logging.getLogger(__name__)
-
-
-TRUNCATION_SAMPLERS = ("top_p", "top_k", "min_p", "typical", "eta")
-CALIBRATED_SAMPLERS = ("future_entropy", "one_step_lookahead", "mirostat")
 
 
 # How a run executes, not what it computes: changing these reruns nothing (the adapters read them from
@@ -65,7 +63,7 @@ def calibrated_models(config: dict) -> list[str]:
     out = []
     for m, spec in config["models"].items():
         for st in config["samplers"]["instruct" if spec["instruct"] else "base"]:
-            if st["sampler"] in CALIBRATED_SAMPLERS and m in st.get("models", [m]):
+            if samplers.sampler(st["sampler"]).needs_predictor and m in st.get("models", [m]):
                 out.append(m)
                 break
     return out
@@ -217,7 +215,10 @@ def check_config(config: dict) -> None:
         if len(set(slugs)) != len(slugs):
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
         for i, st in enumerate(settings):
-            if (st["sampler"] in TRUNCATION_SAMPLERS) != (st.get("param") is not None):
+            if st["sampler"] not in samplers.SAMPLERS:
+                errors.append(f"samplers.{kind}[{i}].sampler: unknown sampler {st['sampler']!r} (known: {', '.join(samplers.SAMPLERS)})")
+                continue
+            if samplers.SAMPLERS[st["sampler"]].needs_param != (st.get("param") is not None):
                 errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r} and only for the truncation samplers")
             for m in st.get("models", []):
                 if m not in config["models"]:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+SELECTION_KEY = b"entcal_selection"  # Parquet metadata of examples.parquet: how the examples were chosen
+
 
 class IntermediateFileError(RuntimeError):
     """An intermediate file is missing, unreadable, cut short or not what the configuration expects."""

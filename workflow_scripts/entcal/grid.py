@@ -9,7 +9,8 @@ Paths are under ``results_dir`` except the hub downloads (``downloads_dir``) and
 
 from __future__ import annotations
 
-from entcal.config import CALIBRATED_SAMPLERS, calibrated_models, checkpoint_models, setting_slug
+from entcal.config import calibrated_models, checkpoint_models, setting_slug
+from entcal.samplers import CALIBRATED
 
 # output templates, relative to results_dir; {wildcards} as the rules name them
 TEMPLATES = {
@@ -134,7 +135,7 @@ class Grid:
                 "head": self.path("head", dataset=dataset, model=model)}  # fmt: skip
 
     def calibrated_samplers(self, model: str) -> list[str]:
-        return sorted({s["sampler"] for s in self.model_settings(model) if s["sampler"] in CALIBRATED_SAMPLERS})
+        return sorted({s["sampler"] for s in self.model_settings(model) if s["sampler"] in CALIBRATED})
 
     def intermediate_files(self) -> list[str]:
         """Every intermediate Parquet file of the grid (each with a JSON sidecar; :mod:`entcal.files`)."""

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from entcal.config import hub_entries
 from entcal.models import ModelLoadError, check_model_dir
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ def download_model(
     With ``HF_HUB_OFFLINE=1`` this succeeds only from a warm cache (``cache_dir``), which is how
     the tests exercise it. Writes ``entcal_source.json`` (repo, revision, resolved commit).
     """
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     try:
         snap = snapshot_download(
@@ -91,8 +92,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache_dir: str | None = None) -> Path:
     """Snapshot a hub dataset repository at ``revision`` into ``out_dir`` (files as published)."""
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     try:
         snap = snapshot_download(repo_id=repo_id, revision=revision, repo_type="dataset", cache_dir=cache_dir)
@@ -118,7 +119,6 @@ def pin_revisions(config_path: str | Path, out_path: str | Path, api=None, token
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
 
-    from entcal.config import hub_entries
 
     api = api or HfApi(token=token)
     config = yaml.safe_load(Path(config_path).read_text())

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from entcal.memory import GB, Budget, ModelShape, weights_per_gpu
+
 log = logging.getLogger(__name__)
 
 
@@ -79,9 +81,8 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
     dev = resolve_device(device)
     if quantization == "nf4":
         try:
-            from transformers import BitsAndBytesConfig
-
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError as err:
             raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs bitsandbytes (pip install bitsandbytes)") from err
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -91,8 +92,6 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
         raise ModelLoadError(f"model {name!r}: unknown quantization {quantization!r} (none | nf4)")
     spread = dev.type == "cuda" and gpus > 1
     if spread:
-        from entcal.plan import GB, Budget, ModelShape, weights_per_gpu
-
         shape = ModelShape.from_dir(path)
         per_gpu = weights_per_gpu(shape, Budget(gpus=gpus), quantization, dtype)
         cap = gpu_memory_gb or torch.cuda.get_device_properties(0).total_memory / GB
@@ -137,7 +136,7 @@ def build_model(arch: dict, vocab_size: int, max_positions: int, seed: int = 0):
     ``arch``: ``type`` (llama | gpt_neox), ``hidden_size``, ``layers``, ``heads``, ``ffn``.
     Embeddings are tied to the output head.
     """
-    from transformers import GPTNeoXConfig, LlamaConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
     torch.manual_seed(seed)
     common = dict(

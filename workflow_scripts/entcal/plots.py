@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from entcal.scaling import power_law_curve
+
 
 def ema(x: np.ndarray, alpha: float) -> np.ndarray:
     """Exponential smoothing y_t = alpha * x_t + (1 - alpha) * y_{t-1}; alpha = 1 is no smoothing."""
@@ -208,7 +210,6 @@ def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
 
 def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int, outputs: list[str]) -> None:
     """Reference log loss vs context position with the fitted L_inf + A l^-beta, per dataset."""
-    from entcal.scaling import power_law_curve
 
     ps = per_step[(per_step["sampler"] == "ancestral") & np.isclose(per_step["temperature"], 1.0)]
     datasets = sorted(ps["dataset"].unique())

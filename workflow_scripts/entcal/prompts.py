@@ -33,9 +33,10 @@ from typing import Iterable
 
 import torch
 
+from entcal.files import SELECTION_KEY, read_parquet
+
 log = logging.getLogger(__name__)
 
-SELECTION_KEY = b"entcal_selection"  # metadata key of examples.parquet: how the examples were chosen
 
 
 def special_prefix(tok) -> list[int]:
@@ -81,8 +82,9 @@ def iter_examples(examples) -> Iterable:
     """Rows (attribute access: example_id, prefix, instruction, text) of a DataFrame, or streamed from
     a Parquet path a record batch at a time."""
     if isinstance(examples, (str, Path)):
-        import pyarrow.parquet as pq
         from types import SimpleNamespace
+
+        import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(examples)
         cols = [c for c in ("example_id", "prefix", "instruction", "text") if c in pf.schema_arrow.names]
@@ -232,41 +234,7 @@ def length_order(seqs: list[list[int]]) -> list[int]:
     return sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
 
 
-PROMPT_COLUMNS = ["example_id", "prompt_len", "reference_len", "prompt_ids", "reference_ids"]
-
-
-def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out_path: str, *, prompt_tokens: int,
-                        max_new_tokens: int, min_reference_tokens: int, n_prompts: int, chat: bool = False,
-                        max_context: int | None = None, text_rules: str = "paper") -> None:  # fmt: skip
-    """The prompts of one model x dataset (``prompts/{dataset}/{model}.parquet``), chosen once with the
-    model's tokenizer and read by its generation, scoring and predictor jobs: one row per prompt, in
-    example order: example_id, prompt_len, reference_len, prompt_ids, reference_ids (the human
-    continuation, at most ``max_new_tokens``). A JSON sidecar records the settings and counts."""
-    import time
-
-    import pandas as pd
-
-    from entcal.files import check_file, write_parquet
-    from entcal.models import load_tokenizer
-
-    t0 = time.time()
-    check_file(examples_path)
-    tok = load_tokenizer(model_dir, model_name)
-    chosen = select_examples(tok, examples_path, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
-                             max_context, text_rules)  # fmt: skip
-    df = pd.DataFrame({"example_id": [e for e, _, _ in chosen], "prompt_len": [len(p) for _, p, _ in chosen],
-                       "reference_len": [len(r) for _, _, r in chosen], "prompt_ids": [p for _, p, _ in chosen],
-                       "reference_ids": [r for _, _, r in chosen]})[PROMPT_COLUMNS]  # fmt: skip
-    side = {"model": model_name, "n_prompts": len(df), "requested": n_prompts, "prompt_tokens": prompt_tokens,
-            "max_new_tokens": max_new_tokens, "min_reference_tokens": min_reference_tokens, "max_context": max_context,
-            "chat": chat, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
-            "max_prompt_len": int(df["prompt_len"].max()), "seconds": round(time.time() - t0, 2)}  # fmt: skip
-    log.info("prompts: %s", write_parquet(df, out_path, side))
-
-
 def load_prompts(path: str | Path) -> list[tuple[int, list[int], list[int]]]:
     """(example_id, prompt_ids, reference_ids) of a prompts file, in its order (checked against its sidecar)."""
-    from entcal.files import read_parquet
-
     t = read_parquet(path, columns=["example_id", "prompt_ids", "reference_ids"])
     return [(int(e), list(p), list(r)) for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])]

@@ -35,6 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from entcal.files import read_parquet
+from entcal.models import load_tokenizer
+
 log = logging.getLogger(__name__)
 
 
@@ -203,8 +206,6 @@ def example_markdown(excerpts: pd.DataFrame, table: pd.DataFrame, dataset: str, 
 
 def build_excerpts(jobs: list[dict], window: int, out: str) -> None:
     """``jobs``: model, setting, generations, scores, model_path. Writes the excerpts Parquet."""
-    from entcal.files import read_parquet
-    from entcal.models import load_tokenizer
 
     frames = []
     for j in jobs:

@@ -21,6 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from entcal.files import write_parquet
+
 log = logging.getLogger(__name__)
 
 META_KEY = b"entcal_shard"
@@ -100,7 +102,6 @@ class ShardStore:
         df = pd.concat(frames, ignore_index=True)
         if sort_by:
             df = df.sort_values(sort_by, kind="stable", ignore_index=True)
-        from entcal.files import write_parquet
 
         write_parquet(df, self.out)  # atomic; the job writes the full sidecar once it knows everything
         shutil.rmtree(self.dir, ignore_errors=True)

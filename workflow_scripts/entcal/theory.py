@@ -32,6 +32,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import optimize, special
 
+from entcal.files import read_parquet
+
 log = logging.getLogger(__name__)
 
 
@@ -194,7 +196,6 @@ def power_law_tables(docs: dict[str, str], token_ids: dict[str, str], top: int) 
     Returns (power_law table, rank-frequency curves of the top ranks in long format:
     dataset, unit, rank, frequency).
     """
-    from entcal.files import read_parquet
 
     rows, curves = [], []
     for name, path in docs.items():

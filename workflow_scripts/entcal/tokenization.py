@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from entcal.files import read_parquet
+
 log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
@@ -49,7 +51,6 @@ def encode_documents(tokenizer, texts: list[str]) -> np.ndarray:
 
 def build_tokenizer(docs_path: str, tokenizer_dir: str, train_ids_path: str, vocab_size: int) -> None:
     """Train the tokenizer on the training split of ``docs.parquet`` and encode that split."""
-    from entcal.files import read_parquet
 
     docs = read_parquet(docs_path)
     texts = docs.loc[docs["split"] == "train", "text"].tolist()

@@ -19,9 +19,10 @@ import logging
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from entcal.samplers import VLLM as VLLM_SAMPLERS
+from entcal.score import score_settings
 
-VLLM_SAMPLERS = ("ancestral", "top_p", "top_k", "min_p")
+log = logging.getLogger(__name__)
 
 
 def vllm_unusable() -> str | None:
@@ -98,8 +99,6 @@ def entropy_pass(model, prompts: list[list[int]], generated: list[list[int]], se
     Returns rows like :func:`entcal.generate.sample_with_entropy` (without the end trimming, which
     the caller's token lists already carry).
     """
-    from entcal.score import score_settings
-
     pairs = [(p, g) for p, g in zip(prompts, generated)]
     scored = score_settings(model, pairs, [setting], batch_size, pad_id, epsilon=0.0, calib=calib, head=head)
     rows = []

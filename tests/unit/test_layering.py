@@ -1,0 +1,78 @@
+"""The package's imports point one way: every module imports only modules of lower layers (README,
+"Code map"), at module level; no import cycle, and none dodged by an import inside a function."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
+
+# layer of every module; a module may import only modules of lower layers
+LAYERS = [
+    ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora"],
+    ["config", "models", "shards", "plan", "tokenization", "theory", "plots", "aggregate", "data"],
+    ["grid", "hub", "train", "quality", "prompts"],
+    ["results"],  # loaders of a run's files, by name
+    ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
+    ["sampling"],  # the sampler registry made into logits processors
+    ["generate", "score"],  # sampling with entropy, scoring references; no files
+    ["labels", "vllm_backend"],
+    ["jobs"],  # file jobs of prompts, generation and scoring
+    ["predictor_jobs"],  # file jobs of the predictor
+]
+RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+HEAVY = {"torch", "transformers"}
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported entcal module, inside a function?) for every import of the file."""
+    tree = ast.parse(path.read_text())
+    local = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            local |= {id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    out = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "entcal":
+                names = [a.name for a in node.names if a.name != "ALGORITHM_VERSIONS"] or ["__init__"]
+            elif node.module.startswith("entcal."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("entcal.")]
+        out += [(n, id(node) in local) for n in names]
+    return out
+
+
+def top_level_heavy(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(m.split(".")[0] in HEAVY for m in mods):
+            return True
+    return False
+
+
+MODULES = sorted(p.stem for p in PKG.glob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert set(MODULES) == set(RANK), f"place new modules in LAYERS: {set(MODULES) ^ set(RANK)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_point_down_the_layers(module):
+    path = PKG / f"{module}.py"
+    for target, in_function in imports(path):
+        assert target in RANK, f"{module} imports unknown entcal.{target}"
+        assert RANK[target] < RANK[module], f"entcal.{module} (layer {RANK[module]}) imports entcal.{target} (layer {RANK[target]})"
+        if in_function:  # only to keep a torch-free module torch-free until a function needs a model
+            assert target == "models" and not top_level_heavy(path), f"entcal.{module} imports entcal.{target} inside a function"
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("from entcal.jobs import generate_file\n\ndef f():\n    from entcal.score import score_settings\n")
+    assert imports(bad) == [("jobs", False), ("score", True)]

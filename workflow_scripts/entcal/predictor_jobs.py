@@ -1,0 +1,141 @@
+"""The file jobs of the future-entropy predictor: Monte Carlo labels (``calibration_labels`` rule)
+and training, testing and the alpha fit (``train_predictor`` rule), one model x dataset each.
+
+- :func:`labels_file` -> ``calibration/{dataset}/{model}/labels.parquet`` (columns in its docstring);
+- :func:`train_predictor_file` -> ``predictor.safetensors`` + ``predictor.json`` (the head, its
+  held-out metrics, alphas per step bucket, Mirostat target) and the teacher-forced trade-off table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from entcal.files import read_parquet, write_parquet
+from entcal.jobs import job_batch
+from entcal.labels import fit_data, label_prefixes, last_hidden, make_prefixes
+from entcal.models import load_model
+from entcal.predictor import FutureEntropyHead, evaluate_head, save_head, train_head
+from entcal.prompts import end_token_ids, select_examples
+from entcal.samplers import TILTS
+from entcal.tilt import equal_entropy_comparison, fit_alphas, tradeoff_rows
+
+log = logging.getLogger(__name__)
+
+
+def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: str, *, prompt_tokens: int, max_len: int,
+                cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True,
+                chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
+    """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar.
+
+    Columns: prefix_id, window_id, split (train | test), step (0-based generation step the prefix
+    ends at), prefix_len, rank, candidate (token id), logprob (log p̂ of the candidate),
+    onestep_entropy (entropy of the next distribution after the candidate, exact), label (mean over
+    rollouts of the summed entropies of the next ``horizon`` steps, nats), label_rollouts (list),
+    prefix_ids (list[int]).
+    """
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
+    windows = read_parquet(windows_path)
+    prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
+                             cal["test_fraction"], seed, chat)  # fmt: skip
+    if not prefixes:
+        raise ValueError(f"{windows_path}: no calibration window holds {prompt_tokens + 1} tokens")
+    batch = job_batch(cal["batch_size"], model_dir, max(len(p["prefix_ids"]) for p in prefixes) + 1, device=device,
+                      gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype, new_tokens=cal["horizon"])  # fmt: skip
+    t0 = time.time()
+    df, spent = label_prefixes(model, tok, prefixes, candidates=cal["candidates"], rollouts=cal["rollouts"],
+                               horizon=cal["horizon"], batch_size=batch, seed=seed, stop_at_eos=stop_at_eos,
+                               end_ids=end_token_ids(tok, model_dir))  # fmt: skip
+    seconds = time.time() - t0
+    df["prefix_ids"] = df["prefix_id"].map({p["prefix_id"]: p["prefix_ids"] for p in prefixes})
+    side = {
+        "model": model_name, "horizon": cal["horizon"], "candidates": cal["candidates"], "rollouts": cal["rollouts"],
+        "n_prefixes": len(prefixes), "n_labels": len(df), "n_windows": int(df["window_id"].nunique()),
+        "label_mean": float(df["label"].mean()), "label_sd": float(df["label"].std()),
+        "forward_tokens": spent, "seconds": round(seconds, 2),
+    }  # fmt: skip
+    log.info("labels: %s", write_parquet(df, out_path, side))
+
+
+def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
+                         tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
+                         seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
+                         chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
+    """Train the head, test it on held-out labels, fit alpha per step bucket for each tilt sampler,
+    measure the Mirostat target; write ``predictor.safetensors`` + ``predictor.json`` and the
+    teacher-forced trade-off table. The head trains on the CPU (it is small; the frozen model's
+    hidden states are computed once on the model's device)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
+    labels = read_parquet(labels_path)
+    pre = labels.drop_duplicates("prefix_id").sort_values("prefix_id")
+    if not np.array_equal(pre["prefix_id"].to_numpy(), np.arange(len(pre))):
+        raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
+    t0 = time.time()
+    seqs = [list(x) for x in pre["prefix_ids"]]
+    batch = job_batch(cal["batch_size"], model_dir, max(map(len, seqs)), device=device, gpus=gpus,
+                      gpu_memory_gb=gpu_memory_gb, dtype=dtype)  # fmt: skip
+    h = last_hidden(model, seqs, tok.pad_token_id, batch).cpu()
+    train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
+    if train.empty or test.empty:
+        raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
+    # early stopping on the last windows of the training side; the test windows stay untouched
+    wins = sorted(train["window_id"].unique())
+    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))):]) if len(wins) > 1 else set()
+    fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
+    hc = cal["head"]
+    emb = model.get_output_embeddings().weight
+    head = FutureEntropyHead(emb.detach().cpu(), rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
+                             sigma=max(fit["label"].std(), 1e-3))  # fmt: skip
+    run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
+                     weight_decay=hc["weight_decay"], val=val)  # fmt: skip
+    hist = run["loss"]
+    head.eval()
+    metrics = evaluate_head(head, h, train, test)
+    log.info("head: %s", metrics)
+    # alpha per bucket on further calibration windows (not the label windows)
+    windows = read_parquet(windows_path)
+    rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
+    chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
+    lookahead = "one_step_lookahead" in samplers
+    batch = job_batch(cal["batch_size"], model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
+                      gpu_memory_gb=gpu_memory_gb, dtype=dtype, lookahead=cal["candidates"] if lookahead else 0)  # fmt: skip
+    head.to(emb.device)  # beside the model's last hidden states
+    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head, lookahead, batch, tok.pad_token_id)
+    data = {k: v.detach() for k, v in data.items()}
+    edges = cal["step_buckets"]
+    fits = fit_alphas(data, [x for x in TILTS if x in samplers or x == "future_entropy"], edges, cal["alpha_bounds"])
+    for s, fit_s in fits.items():
+        log.info("alpha %s: %s", s, fit_s)
+    nll = -data["logp"].gather(-1, data["target"][:, None])[:, 0].double()
+    equal = equal_entropy_comparison(data, fits, edges)
+    log.info("equal-entropy comparison on the fit windows: %s", equal)
+    tr = pd.DataFrame(tradeoff_rows(data, cal["tradeoff_alphas"]))
+    Path(tradeoff_out).parent.mkdir(parents=True, exist_ok=True)
+    tr.assign(model=model_name, dataset=dataset).to_csv(tradeoff_out, index=False, float_format="%.6g")
+    lab_meta = json.loads(Path(labels_path).with_suffix(".json").read_text())
+    n_fit_tokens = sum(len(p) + len(r) for _, p, r in chosen)
+    settings = {
+        "model": model_name, "dataset": dataset, "horizon": cal["horizon"], "candidates": cal["candidates"],
+        "head": {k: hc[k] for k in ("rank", "hidden", "steps", "lr", "batch_size")},
+        "label_mu": float(head.mu), "label_sigma": float(head.sigma),
+        "train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:])),
+        "val_loss": run["val_loss"], "best_step": run["best_step"], "n_val": int(len(val)),
+        "metrics": metrics, "step_buckets": edges, "alpha": fits, "equal_entropy_tf": equal,
+        "fit_positions": int(len(nll)), "fit_windows": len(chosen),
+        "mirostat_target": float(nll.mean()), "mirostat_eta": cal["mirostat_eta"],
+        "label_forward_tokens": lab_meta["forward_tokens"],
+        "fit_tokens": n_fit_tokens,  # one teacher-forced pass over the fit windows
+        "fit_forward_tokens": n_fit_tokens * (1 + ("one_step_lookahead" in samplers) * cal["candidates"]),
+        "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    save_head(head, head_out, settings)
+    log.info("predictor: %s", {k: v for k, v in settings.items() if k != "alpha"})

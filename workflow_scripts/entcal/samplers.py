@@ -1,0 +1,83 @@
+"""The sampler registry: every sampler the workflow runs, in one place, with what the rest of the code
+asks about it. Data only (no torch): the configuration's checks, the Snakefile and the schema read it
+without importing a model library; :mod:`entcal.sampling` builds the logits processors from it.
+
+A sampler setting of the configuration is ``{sampler, temperature, param?}``; the temperature is
+applied first (transformers' ``TemperatureLogitsWarper``), then the sampler's own processor:
+
+- ``temperature``: nothing more (``ancestral``);
+- ``truncation``: a transformers logits warper built from ``warper`` = (class name, keyword, type)
+  with the setting's ``param`` (top_p p, top_k k, min_p ratio, typical mass, eta epsilon);
+- ``calibrated``: a processor of :mod:`entcal.sampling` that needs the model and the
+  ``train_predictor`` outputs (``future_entropy``: the tilt by the trained head; ``one_step_lookahead``:
+  the tilt by the exact entropy after each top-K candidate; ``mirostat``: surprise held at a target).
+
+Adding a truncation sampler is one entry here: ``Sampler("name", "truncation", truncates=True,
+vllm=False, warper=("SomeLogitsWarper", "its_keyword", float))``; the schema's enum lists it too
+(a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    kind: str  # temperature | truncation | calibrated
+    truncates: bool = False  # its support can exclude a token: log loss is scored on an eps-smoothed mixture
+    vllm: bool = False  # vLLM samples it natively (the vLLM backend, then an exact entropy pass)
+    warper: tuple[str, str, type] | None = None  # truncation: (transformers class, keyword, type of param)
+    predictor: str | None = None  # tilts: where f comes from (head: the trained head; lookahead: exact one step)
+    extra_forward_per_step: int = 0  # model forward tokens per generated token beyond one ...
+    per_candidate_forward: int = 0  # ... plus this many per top-K candidate
+
+    @property
+    def needs_predictor(self) -> bool:
+        """Needs the ``train_predictor`` outputs (predictor.json, and the head's weights)."""
+        return self.kind == "calibrated"
+
+    @property
+    def tilts(self) -> bool:
+        """Samples from the future-entropy tilt (alphas fitted per step bucket by train_predictor)."""
+        return self.predictor is not None
+
+    @property
+    def needs_param(self) -> bool:
+        return self.kind == "truncation"
+
+    def forward_tokens_per_step(self, candidates: int = 0) -> int:
+        """Model forward tokens per generated token (the head itself costs one rank-r matmul, not counted)."""
+        return 1 + self.extra_forward_per_step + self.per_candidate_forward * candidates
+
+
+SAMPLERS = {s.name: s for s in [
+    Sampler("ancestral", "temperature", vllm=True),
+    Sampler("top_p", "truncation", truncates=True, vllm=True, warper=("TopPLogitsWarper", "top_p", float)),
+    Sampler("top_k", "truncation", truncates=True, vllm=True, warper=("TopKLogitsWarper", "top_k", int)),
+    Sampler("min_p", "truncation", truncates=True, vllm=True, warper=("MinPLogitsWarper", "min_p", float)),
+    Sampler("typical", "truncation", truncates=True, warper=("TypicalLogitsWarper", "mass", float)),
+    Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float)),
+    Sampler("future_entropy", "calibrated", predictor="head"),
+    Sampler("one_step_lookahead", "calibrated", predictor="lookahead", extra_forward_per_step=1,
+            per_candidate_forward=1),  # its own cache: one token to extend it, one per candidate
+    Sampler("mirostat", "calibrated", truncates=True),
+]}  # fmt: skip
+
+
+def sampler(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
+    return SAMPLERS[name]
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """Sampler names, all or of one kind."""
+    return tuple(n for n, s in SAMPLERS.items() if kind is None or s.kind == kind)
+
+
+CALIBRATED = names("calibrated")  # need the train_predictor outputs of their model x dataset
+TRUNCATION = names("truncation")  # take a param
+TILTS = tuple(n for n, s in SAMPLERS.items() if s.tilts)
+VLLM = tuple(n for n, s in SAMPLERS.items() if s.vllm)

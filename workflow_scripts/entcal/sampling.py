@@ -1,0 +1,244 @@
+"""Samplers as logits processors: how each sampler of the registry (:mod:`entcal.samplers`) is built
+for ``model.generate``, and how the calibrated ones run teacher-forced along a human reference.
+
+- :func:`sampling_processors`: the transformers warpers of a setting (temperature, then the
+  truncation the registry names);
+- :class:`EntropyRecorder`: placed last, records the entropy of the distribution each token is drawn
+  from and the drawn token's log-probability, in the sampling pass itself;
+- calibrated samplers (:func:`calibrated_processors`): :class:`FutureEntropyTilt` with the trained
+  head (:class:`HeadPredictor`) or the exact lookahead (:class:`LookaheadPredictor`), and
+  :class:`Mirostat`;
+- :func:`reference_adjuster`: the same samplers along a human reference, for scoring.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import LogitsProcessor, TemperatureLogitsWarper
+
+from entcal.lookahead import candidate_entropies
+from entcal.metrics import logz_entropy, upcast
+from entcal.predictor import FutureEntropyHead
+from entcal.samplers import sampler as registry_entry
+from entcal.tilt import step_bucket, tilt_logprobs
+
+
+def sampling_processors(sampler: str, temperature: float, param: float | None = None) -> list[LogitsProcessor]:
+    """transformers warpers of a sampler setting, in generate()'s own order: temperature, then the
+    registry's truncation warper with ``param``. Calibrated samplers get only the temperature here;
+    their own processors come from :func:`calibrated_processors`. The entropy recorder goes after all."""
+    entry = registry_entry(sampler)
+    procs: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    if entry.warper is None:
+        return procs
+    if param is None:
+        raise ValueError(f"sampler {sampler!r} needs a param")
+    cls, keyword, kind = entry.warper
+    return [*procs, getattr(transformers, cls)(**{keyword: kind(param)})]
+
+
+class EntropyRecorder(LogitsProcessor):
+    """Records, per step, the entropy of the final scores and the log-probability of the token drawn.
+
+    Must be the last processor: it sees exactly the scores the sampler normalises. It returns
+    the scores unchanged. The drawn token of step t is known at step t + 1 (it is the last
+    column of ``input_ids``), or from the final sequences for the last step; see :meth:`finish`.
+    """
+
+    def __init__(self):
+        self.entropy: list[torch.Tensor] = []
+        self.logprob: list[torch.Tensor] = []
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._last is not None:
+            self.logprob.append(self._logprob(input_ids[:, -1:]))
+        x = upcast(scores)
+        logz, ent = logz_entropy(x)  # one pass serves the entropy now and the drawn token's logprob next step
+        self.entropy.append(ent.float())
+        self._last = (x, logz)
+        return scores
+
+    def _logprob(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, logz = self._last
+        return (x.gather(-1, tokens).squeeze(-1).double() - logz).float()
+
+    def finish(self, sequences: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(entropy, logprob), each (B, steps), once generation has returned ``sequences``."""
+        if self._last is not None:
+            self.logprob.append(self._logprob(sequences[:, -1:]))
+            self._last = None
+        return torch.stack(self.entropy, 1).cpu(), torch.stack(self.logprob, 1).cpu()
+
+
+class HiddenTap:
+    """Keeps the base model's last hidden state at the newest position of every forward."""
+
+    def __init__(self, model):
+        self.last: torch.Tensor | None = None
+        base = getattr(model, model.base_model_prefix)
+        self.handle = base.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        self.last = output.last_hidden_state[:, -1]
+
+    def remove(self):
+        self.handle.remove()
+
+
+class HeadPredictor:
+    """f for the candidates from the trained head on the tapped hidden state."""
+
+    def __init__(self, head: FutureEntropyHead, tap: HiddenTap):
+        self.head, self.tap = head, tap
+
+    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tap.last, top_logp, top_idx)
+
+
+class LookaheadPredictor:
+    """f for the candidates = exact entropy of the next distribution after each (one-step lookahead).
+
+    Keeps its own KV cache of the sequences (the prompt's attention mask given, generated tokens
+    all real), so each step costs one token to extend the cache plus one per candidate.
+    """
+
+    def __init__(self, model, prompt_mask: torch.Tensor):
+        self.model, self.key_mask, self.past = model, prompt_mask.bool(), None
+        self.forward_tokens = 0
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor | None = None) -> torch.Tensor:
+        B, n = input_ids.shape
+        if self.key_mask.shape[1] < n:
+            self.key_mask = torch.cat([self.key_mask, self.key_mask.new_ones(B, n - self.key_mask.shape[1])], 1)
+        have = 0 if self.past is None else self.past.get_seq_length()
+        new = input_ids[:, have:]
+        pos = (self.key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, have:]
+        out = self.model(input_ids=new, attention_mask=self.key_mask.long(), position_ids=pos, past_key_values=self.past,
+                         use_cache=True, logits_to_keep=1)  # fmt: skip
+        self.past = out.past_key_values
+        k = top_idx.shape[1]
+        ends = torch.full((B, k), n, device=input_ids.device)
+        self.forward_tokens += new.numel() + top_idx.numel()
+        f = candidate_entropies(self.model, self.past, self.key_mask, ends, top_idx.to(self.key_mask.device))
+        return f.to(top_idx.device)
+
+
+class FutureEntropyTilt(LogitsProcessor):
+    """p_ent ∝ p^(1 + a_t) exp(-a_t f) on the top-K candidates (see :func:`tilt_logprobs`);
+    ``a_t`` from the step bucket of the generation step t (0 = first generated token)."""
+
+    def __init__(self, predictor, alphas: list[float], edges: list[int], candidates: int, prompt_width: int):
+        self.predictor, self.alphas, self.edges = predictor, np.asarray(alphas, float), edges
+        self.k, self.prompt_width = candidates, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_width
+        a = float(self.alphas[step_bucket([step], self.edges)[0]])
+        logp = torch.log_softmax(scores.float(), -1)
+        top = logp.topk(self.k, -1)
+        f = self.predictor(input_ids, top.indices, top.values)
+        return tilt_logprobs(logp, f, top.indices, a)
+
+
+class Mirostat(LogitsProcessor):
+    """Mirostat (v2 form, Basu et al. 2021): keep the tokens whose surprise -log p is at most mu,
+    then move mu by eta * (target - surprise of the token just drawn), so per-step surprise is held
+    near ``target`` (nats). The surprise that drives mu is measured under the untruncated
+    distribution, which is also defined on human text (where the next token may lie outside the
+    kept set). mu starts at 2 * target, as in the paper."""
+
+    def __init__(self, target: float, eta: float = 0.1):
+        self.target, self.eta = float(target), float(eta)
+        self.mu: torch.Tensor | None = None
+        self._last_logp: torch.Tensor | None = None
+
+    def step(self, logp: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """Update mu with the previous token (B,) (None at the first step); return masked logp."""
+        if self.mu is None:
+            self.mu = torch.full(logp.shape[:1], 2 * self.target, dtype=torch.float64, device=logp.device)
+        if previous is not None and self._last_logp is not None:
+            s = -self._last_logp.gather(-1, previous[:, None])[:, 0].double()
+            self.mu = self.mu - self.eta * (s - self.target)
+        self._last_logp = logp
+        keep = (-logp <= self.mu[:, None].to(logp.dtype)) | (logp == logp.max(-1, keepdim=True).values)
+        return logp.masked_fill(~keep, float("-inf"))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logp = torch.log_softmax(scores.float(), -1)
+        return self.step(logp, input_ids[:, -1] if self._last_logp is not None else None)
+
+
+
+def load_calibration(path: str | Path) -> dict:
+    """The predictor JSON written by the train_predictor rule (alphas, buckets, mirostat target...)."""
+    return json.loads(Path(path).read_text())
+
+
+def calibrated_processors(sampler: str, model, calib: dict, head: FutureEntropyHead | None):
+    """A function (prompt input_ids, attention_mask) -> logits processors for one batch, for the
+    calibrated samplers; None for the others. ``head``: the loaded predictor head (future_entropy)."""
+    entry = registry_entry(sampler)
+    if entry.kind != "calibrated":
+        return None
+    if not entry.tilts:  # mirostat
+        return lambda ids, mask: [Mirostat(calib["mirostat_target"], calib["mirostat_eta"])]
+    k, edges = calib["candidates"], calib["step_buckets"]
+    alphas = [b["alpha"] for b in calib["alpha"][sampler]]
+    if entry.predictor == "head":
+        if head is None:
+            raise ValueError(f"sampler {sampler!r} needs the predictor head (train_predictor output)")
+        tap = HiddenTap(model)
+        return lambda ids, mask: [FutureEntropyTilt(HeadPredictor(head, tap), alphas, edges, k, ids.shape[1])]
+    return lambda ids, mask: [FutureEntropyTilt(LookaheadPredictor(model, mask), alphas, edges, k, ids.shape[1])]
+
+
+class ReferenceTilt:
+    """A tilt sampler along a human reference: adjusts a chunk of tempered scores at positions
+    ``start ..`` (step buckets from the position), f from the head on the hidden states ``h`` or from
+    the lookahead's candidates ``top`` and entropies ``f``."""
+
+    def __init__(self, sampler: str, calib: dict, head: FutureEntropyHead | None):
+        self.alphas = [x["alpha"] for x in calib["alpha"][sampler]]
+        self.edges, self.k, self.head = calib["step_buckets"], calib["candidates"], head
+        self.uses_head = registry_entry(sampler).predictor == "head"
+
+    def __call__(self, scores: torch.Tensor, *, h: torch.Tensor, start: int, top=None, f=None) -> torch.Tensor:
+        steps = np.arange(start, start + len(h))
+        a = torch.tensor([self.alphas[q] for q in step_bucket(steps, self.edges)], device=scores.device)
+        lp = torch.log_softmax(scores, -1)
+        if self.uses_head:
+            t = lp.topk(self.k, -1)
+            return tilt_logprobs(lp, self.head(h, t.values, t.indices), t.indices, a)
+        return tilt_logprobs(lp, f, top, a)
+
+
+class ReferenceMirostat:
+    """Mirostat along a human reference: its mu driven by the surprise of the human tokens ``targets``;
+    chunks must come in order."""
+
+    def __init__(self, calib: dict, targets: torch.Tensor):
+        self.m, self.targets = Mirostat(calib["mirostat_target"], calib["mirostat_eta"]), targets
+
+    def __call__(self, scores: torch.Tensor, *, h: torch.Tensor, start: int, top=None, f=None) -> torch.Tensor:
+        lp = torch.log_softmax(scores, -1)
+        prev = self.targets
+        return torch.cat([self.m.step(lp[q : q + 1], prev[start + q - 1 : start + q] if start + q else None)
+                          for q in range(lp.shape[0])])  # fmt: skip
+
+
+def reference_adjuster(sampler: str, calib: dict | None, head: FutureEntropyHead | None, targets: torch.Tensor):
+    """The function (tempered scores, h=, start=, top=, f=) -> final scores of a calibrated sampler
+    along one reference (``targets``: its tokens), or None for the others."""
+    entry = registry_entry(sampler)
+    if entry.kind != "calibrated":
+        return None
+    if calib is None:
+        raise ValueError(f"sampler {sampler!r} needs the model's calibration file (train_predictor output)")
+    return ReferenceTilt(sampler, calib, head) if entry.tilts else ReferenceMirostat(calib, targets)
