@@ -14,7 +14,10 @@
    in its own process; both checked against float64.
 3. workflow overhead: a dry run of the whole paper grid and a no-op rerun of the demo, against the
    bare start-up of ``snakemake --version``.
-4. the demo end to end: wall time (Snakemake's own log of the last from-scratch run of
+4. the allocator settings jobs start with (``entcal.runtime``): a demo generation job's work (model
+   of demo s3's shape, one cold call as a job makes it, then a warm one) in a fresh process with
+   glibc's default thresholds and with the jobs' settings; wall and system time, same tokens.
+5. the demo end to end: wall time (Snakemake's own log of the last from-scratch run of
    ``results/demo``, or a fresh run with ``--demo``) and the slowest three rules' share of job time
    (the jobs' ``benchmark:`` records).
 
@@ -124,6 +127,59 @@ def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
+# 4. allocator settings
+
+
+def generation_child(sz: dict, threads: int, seed: int = 0) -> dict:
+    """One process's generation, as a job runs it: a cold call, then a warm one (same seeds)."""
+    import torch
+
+    from entcal.generate import sample_with_entropy
+    from entcal.models import build_model
+
+    torch.set_num_threads(threads)
+    model = build_model(sz["arch"], sz["vocab"], sz["prompt"] + sz["new"] + 8, seed=seed).eval()
+    tok = SimpleNamespace(eos_token_id=0, pad_token_id=0, bos_token_id=0)
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, sz["vocab"], (sz["prompt"],), generator=g).tolist() for _ in range(sz["n"])]
+    kw = dict(temperature=1.0, max_new_tokens=sz["new"], batch_size=sz["batch"], seed=seed, stop_at_eos=False)
+    out, times = None, []
+    for _ in range(2):
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        out = sample_with_entropy(model, tok, prompts, **kw)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        times.append((time.perf_counter() - t0, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt))
+    return {"cold": times[0], "warm": times[1], "tokens": [r["token_ids"] for r in out]}
+
+
+def bench_allocator(sz: dict, threads: int) -> list[dict]:
+    from entcal.runtime import ALLOCATOR_ENV
+
+    base = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    cmd = [sys.executable, __file__, "--generation-child", json.dumps(sz), str(threads)]
+    runs = {"default": [], "jobs": []}
+    for _ in range(2):  # alternating, the best of two
+        for name, env in (("default", base), ("jobs", {**base, **ALLOCATOR_ENV})):
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    best = {k: min(v, key=lambda x: x["cold"][0]) for k, v in runs.items()}
+    same = best["default"]["tokens"] == best["jobs"]["tokens"]
+    sizes = f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, {threads} threads"
+    d, j = best["default"], best["jobs"]
+    return [
+        row("4 allocator", "generation, cold call (s)", round(d["cold"][0], 2), round(j["cold"][0], 2),
+            d["cold"][0] / j["cold"][0], "reported", None, sizes),
+        row("4 allocator", "generation, warm call (s)", round(d["warm"][0], 2), round(j["warm"][0], 2),
+            d["warm"][0] / j["warm"][0], "reported", None, sizes),
+        row("4 allocator", "system time, cold call (s)", round(d["cold"][1], 2), round(j["cold"][1], 2),
+            d["cold"][1] / max(j["cold"][1], 1e-3), "reported", None, sizes),
+        row("4 allocator", "minor page faults, cold call", d["cold"][2], j["cold"][2], d["cold"][2] / max(j["cold"][2], 1),
+            "fewer", j["cold"][2] < d["cold"][2], sizes),
+        row("4 allocator", "same sampled tokens", "default", "jobs' settings", None, "identical", same, sizes),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
 # 2. memory of the chunked kernel
 
 
@@ -169,7 +225,7 @@ def bench_kernel(sz: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. workflow overhead, 4. the demo
+# 3. workflow overhead, 5. the demo
 
 
 def _time(cmd: list[str], env=None) -> tuple[float, subprocess.CompletedProcess]:
@@ -215,9 +271,9 @@ def demo_rows(wall: float, bench_dir: Path, source: str, cores: int = 2) -> list
     top = sorted(times.items(), key=lambda kv: -kv[1])[:3]
     share = ", ".join(f"{k} {v / total:.0%} ({v:.0f} s)" for k, v in top)
     return [
-        row("4 demo end to end", "wall time, s (baseline: summed job time)", round(total, 1), round(wall, 1),
+        row("5 demo end to end", "wall time, s (baseline: summed job time)", round(total, 1), round(wall, 1),
             total / wall, "<= 1200 s", wall <= 1200, f"{cores} cores; job time / wall = parallel speed-up; {source}"),
-        row("4 demo end to end", "slowest three rules' share of job time", "-", share,
+        row("5 demo end to end", "slowest three rules' share of job time", "-", share,
             sum(v for _, v in top) / total, "reported", None, f"from {bench_dir}"),
     ]  # fmt: skip
 
@@ -258,7 +314,7 @@ def bench_demo(demo_dir: Path, cores: int = 2) -> list[dict]:
 def demo_from_last_run(results_dir: str = "results/demo") -> list[dict]:
     found = last_complete_run(results_dir)
     if not found or not (ROOT / results_dir / "benchmarks").is_dir():
-        return [row("4 demo end to end", "wall time, s", "-", "not measured", None, "<= 1200 s", None,
+        return [row("5 demo end to end", "wall time, s", "-", "not measured", None, "<= 1200 s", None,
                     "run the demo (README) or pass --demo")]  # fmt: skip
     wall, log = found
     return demo_rows(wall, ROOT / results_dir / "benchmarks", f"from .snakemake/log/{log}")
@@ -291,13 +347,17 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     ap.add_argument("--kernel-child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--generation-child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.generation_child:
+        print(json.dumps(generation_child(json.loads(a.generation_child[0]), int(a.generation_child[1]))))
+        return []
     if a.kernel_child:
         v, L, V, d, chunk = a.kernel_child
         print(json.dumps(kernel_child(v, int(L), int(V), int(d), int(chunk), check=min(256, int(L)))))
         return []
     sz = SIZES["tiny" if a.tiny else "full"]
-    rows = bench_same_pass(sz["gen"], a.threads) + bench_kernel(sz["kernel"])
+    rows = bench_same_pass(sz["gen"], a.threads) + bench_kernel(sz["kernel"]) + bench_allocator(sz["gen"], 1)
     if not a.no_workflow:
         rows += bench_workflow()
     if a.demo:

@@ -2,6 +2,7 @@
 # path come from entcal.grid.Grid (rules take their output patterns from GRID.pattern, input functions the
 # same paths from GRID.path). Input functions do no I/O, import no torch and touch no network.
 
+import os
 import re
 import sys
 
@@ -14,6 +15,7 @@ from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
 from entcal.config import apply_revision_lock, check_config, duplicate_keys, results_config, schema_errors  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
+from entcal.runtime import job_environment  # noqa: E402
 
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
@@ -36,6 +38,9 @@ GRID = Grid(config)
 RD, DL = GRID.rd, GRID.dl
 DATASETS, MODELS, CHECKPOINTS, CALIBRATED = GRID.datasets, GRID.models, GRID.checkpoints, GRID.calibrated
 P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
+
+# jobs inherit this environment: the allocator settings that stop per-step page-fault churn (entcal.runtime)
+os.environ.update(job_environment(os.environ))
 
 
 wildcard_constraints:

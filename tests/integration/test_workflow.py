@@ -1,5 +1,6 @@
 """The DAG itself: paper-grid dry run offline, a micro end-to-end run, reruns, clear errors."""
 
+import json
 import os
 import re
 import subprocess
@@ -151,6 +152,12 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert scores["token_ids"].map(list).tolist() == prompts["reference_ids"].map(list).tolist()
     assert all(len(e) == n for e, n in zip(gen["entropy"], gen["n_tokens"]))
     assert (rd / "benchmarks" / "generate" / "code" / "tiny_b" / "ancestral-t1.tsv").is_file()
+    # jobs start with the allocator settings the Snakefile gives them (a user's own values win)
+    from entcal.runtime import ALLOCATOR_ENV
+
+    want = {k: os.environ.get(k, v) for k, v in ALLOCATOR_ENV.items()}
+    assert json.loads((rd / "generations" / "code" / "tiny_b" / "ancestral-t1.json").read_text())["allocator"] == want
+    assert json.loads((rd / "models" / "code" / "tiny_b" / "entcal.json").read_text())["allocator"] == want
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
 
 

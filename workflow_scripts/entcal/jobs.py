@@ -29,6 +29,7 @@ from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
 from entcal.models import count_params, input_device, load_model, load_tokenizer, resolve_device
 from entcal.predictor import load_head
+from entcal.runtime import allocator_settings
 from entcal.prompts import end_token_ids, length_order, load_prompts, select_examples
 from entcal.samplers import sampler as registry_entry
 from entcal.sampling import calibrated_processors, load_calibration
@@ -254,6 +255,8 @@ def generate_file(
         "backend": backend,
         "precision": precision,
         "dtype": dtype,
+        "threads": threads,
+        "allocator": allocator_settings(),
         **count_params(model),
     }
     log.info("generation: %s", write_sidecar(out_path, sidecar))

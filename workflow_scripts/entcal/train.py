@@ -29,6 +29,7 @@ import torch
 
 from entcal.config import checkpoint_tokens
 from entcal.models import build_model, count_params
+from entcal.runtime import allocator_settings
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def train_model(
         "seed": seed,
         "autocast": autocast,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads,
+        "allocator": allocator_settings(),
         "train_seconds": round(time.time() - t0, 1),
         "train_stream_tokens": int(len(ids)),
     }
