@@ -35,7 +35,7 @@ rule scaling_fits:
     input:
         summary=rules.aggregate.output.summary,
         per_prompt=rules.aggregate.output.per_prompt,
-        power_law=f"{RD}/tables/power_law.csv",
+        power_law=lambda wildcards: rules.power_law.output.table,  # rules/theory.smk, included later
     output:
         fits=f"{RD}/tables/scaling_fits.csv",
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
@@ -91,7 +91,7 @@ rule dump_config:
 
 rule benchmark_table:
     input:
-        [f for f in get_final_outputs() if not f.endswith("tables/benchmarks.csv")],
+        lambda wildcards: get_final_outputs(benchmarks=False),
     output:
         table=report(
             f"{RD}/tables/benchmarks.csv",

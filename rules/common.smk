@@ -35,7 +35,7 @@ if config["revisions_lock"]:
 check_config(config)
 
 GRID = Grid(config)
-RD, DL = GRID.rd, GRID.dl
+RD = GRID.rd
 DATASETS, MODELS, CHECKPOINTS, CALIBRATED = GRID.datasets, GRID.models, GRID.checkpoints, GRID.calibrated
 P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
 
@@ -147,37 +147,40 @@ def get_calibration_tables(wildcards):
     }
 
 
-def get_final_outputs():
-    """Targets of `rule all`."""
-    return [
-        P("effective_config"),
-        P("summary"),
-        P("per_step"),
-        f"{RD}/tables/scaling_fits.csv",
-        f"{RD}/tables/data_scaling_fits.csv",
-        f"{RD}/tables/context_fits.csv",
-        *expand(f"{RD}/figures/{{name}}.{{ext}}", name=["tradeoff", "context_length", "data_scaling"],
-                ext=["png", "pdf"]),  # fmt: skip
-        *expand(f"{RD}/figures/per_step{{smooth}}.{{ext}}", smooth=["", "_smoothed"], ext=["png", "pdf"]),
-        *expand(f"{RD}/figures/scaling.{{ext}}", ext=["png", "pdf"]),
-        f"{RD}/tables/power_law.csv",
-        f"{RD}/tables/singleton_slopes.csv",
-        f"{RD}/tables/prop31.csv",
-        *expand(f"{RD}/figures/figure1_theory.{{ext}}", ext=["png", "pdf"]),
-        f"{RD}/tables/future_entropy_exact.csv",
-        *([f"{RD}/tables/mauve_buckets.csv", f"{RD}/mauve/examples.md", f"{RD}/figures/mauve.png"]
-          if config["mauve"]["featurizers"] else []),  # fmt: skip
-        *expand(f"{RD}/figures/future_entropy_exact.{{ext}}", ext=["png", "pdf"]),
-        *([f"{RD}/tables/calibration.csv", f"{RD}/tables/predictor.csv", f"{RD}/figures/calibration_tf.png"]
-          if CALIBRATED else []),  # fmt: skip
-        f"{RD}/tables/benchmarks.csv",
-    ]
+# The targets of `rule all` are every output of these rules, with the wildcard values to expand where a
+# rule has wildcards. Paths stay written once, in the rules' own output blocks.
+FINAL_RULES = {
+    "dump_config": {},
+    "aggregate": {},
+    "scaling_fits": {},
+    "context_fits": {},
+    "plot_per_step": {"smooth": ["", "_smoothed"]},
+    "plot_scaling": {},
+    "plot_tradeoff": {},
+    "plot_context": {},
+    "plot_data_scaling": {},
+    "power_law": {},
+    "singleton_mass": {},
+    "plot_theory": {},
+    "future_entropy_exact": {},
+    "plot_future_entropy_exact": {},
+    **({"mauve_summary": {}} if config["mauve"]["featurizers"] else {}),
+    **({"calibration_table": {}, "plot_calibration": {}} if CALIBRATED else {}),
+}
+
+
+def get_final_outputs(wildcards=None, benchmarks=True):
+    """The files the default target asks for (with ``benchmarks=False``, the inputs of
+    benchmark_table, which collects the benchmark records once everything else is done). Call it
+    once all rules are defined (in the Snakefile's last rule, or lazily as an input function)."""
+    names = [*FINAL_RULES, *(["benchmark_table"] if benchmarks else [])]
+    return [f for name in names for f in expand(list(getattr(rules, name).output), **FINAL_RULES.get(name, {}))]
 
 
 def get_dataset_raw(wildcards):
     """Input function: the hub snapshot of an `hf` dataset; nothing for local corpora."""
     if config["datasets"][wildcards.dataset]["source"] == "hf":
-        return f"{DL}/datasets/{wildcards.dataset}"
+        return GRID.download_path("dataset", dataset=wildcards.dataset)
     return []
 
 
@@ -218,7 +221,7 @@ def get_featurizer_path(wildcards):
     if spec["source"] == "model":
         return GRID.model_folder(spec["model"], wildcards.dataset)
     if spec["source"] == "hf":
-        return f"{DL}/featurizers/{wildcards.featurizer}"
+        return GRID.download_path("featurizer", featurizer=wildcards.featurizer)
     return None
 
 
@@ -235,8 +238,7 @@ def get_featurizer_gpus(wildcards):
 
 def get_mauve_tables(wildcards):
     """Input function: every dataset x featurizer bucket table."""
-    return expand(f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv", dataset=DATASETS,
-                  featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip
+    return expand(rules.mauve_buckets.output.table, dataset=DATASETS, featurizer=list(config["mauve"]["featurizers"]))
 
 
 def check_intermediate_files():

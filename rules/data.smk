@@ -7,7 +7,7 @@ localrules:
 
 rule download_dataset:
     output:
-        directory(f"{DL}/datasets/{{dataset}}"),
+        directory(GRID.download_pattern("dataset")),
     params:
         repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
         revision=lookup(dpath="datasets/{dataset}/revision", within=config),

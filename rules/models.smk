@@ -7,7 +7,7 @@ localrules:
 
 rule download_model:
     output:
-        directory(f"{DL}/models/{{model}}"),
+        directory(GRID.download_pattern("model")),
     params:
         name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),

@@ -7,7 +7,7 @@ localrules:
 
 rule download_featurizer:
     output:
-        directory(f"{DL}/featurizers/{{featurizer}}"),
+        directory(GRID.download_pattern("featurizer")),
     params:
         name="{featurizer}",
         repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
@@ -97,7 +97,7 @@ rule mauve_buckets:
 rule mauve_summary:
     input:
         tables=get_mauve_tables,
-        excerpts=expand(f"{RD}/mauve/{{dataset}}/excerpts.parquet", dataset=DATASETS),
+        excerpts=expand(rules.mauve_excerpts.output.excerpts, dataset=DATASETS),
         summary=rules.aggregate.output.summary,
     output:
         table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),

@@ -12,9 +12,9 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 LAYERS = [
     ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
      "runtime"],
-    ["config", "models", "shards", "plan", "tokenization", "theory", "plots", "aggregate", "data"],
+    ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data"],
     ["grid", "hub", "train", "quality", "prompts"],
-    ["results"],  # loaders of a run's files, by name
+    ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
     ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files

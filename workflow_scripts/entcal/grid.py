@@ -33,6 +33,13 @@ TEMPLATES = {
     "effective_config": "config.effective.yaml",
 }
 
+# hub snapshots, relative to downloads_dir (shared by every results_dir)
+DOWNLOAD_TEMPLATES = {
+    "model": "models/{model}",
+    "dataset": "datasets/{dataset}",
+    "featurizer": "featurizers/{featurizer}",
+}
+
 
 class Grid:
     """Models, settings, jobs and paths of a configuration (validated, defaults filled in)."""
@@ -56,6 +63,13 @@ class Grid:
     def path(self, kind: str, suffix: str | None = None, **wildcards) -> str:
         return self.pattern(kind, suffix).format(**wildcards)
 
+    def download_pattern(self, kind: str) -> str:
+        """The folder pattern of a hub snapshot (``model``, ``dataset``, ``featurizer``)."""
+        return f"{self.dl}/{DOWNLOAD_TEMPLATES[kind]}"
+
+    def download_path(self, kind: str, **wildcards) -> str:
+        return self.download_pattern(kind).format(**wildcards)
+
     # -- models ----------------------------------------------------------------------------------
     def model_spec(self, model: str) -> dict:
         """The config entry of a model (a checkpoint shares its trained model's entry)."""
@@ -70,7 +84,7 @@ class Grid:
         if spec["source"] == "train":
             return self.path("trained_model", dataset=dataset, model=model)
         if spec["source"] == "hf":
-            return f"{self.dl}/models/{model}"
+            return self.download_path("model", model=model)
         return spec["path"]
 
     def model_path(self, model: str, dataset: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from entcal.grid import DOWNLOAD_TEMPLATES
 from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this module's public names too)
     GB,
     Budget,
@@ -146,7 +147,8 @@ def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str
     table = yaml.safe_load(Path(shapes_file).read_text()) if shapes_file else {}
     out = {}
     for name, spec in config["models"].items():
-        folder = Path(spec["path"]) if spec["source"] == "local" else Path(config.get("downloads_dir", "results/downloads")) / "models" / name
+        downloaded = Path(config.get("downloads_dir", "results/downloads")) / DOWNLOAD_TEMPLATES["model"].format(model=name)
+        folder = Path(spec["path"]) if spec["source"] == "local" else downloaded
         if (folder / "config.json").is_file():
             out[name] = ModelShape.from_dir(folder)
         elif name in table:

@@ -1,0 +1,57 @@
+"""The grid a configuration defines (entcal.grid): jobs counted by hand from the config files, and
+every path from its one template."""
+
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+from entcal.grid import Grid
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def grid(name: str) -> Grid:
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return Grid(cfg)
+
+
+def test_demo_grid_by_hand():
+    g = grid("demo.yaml")
+    # s3: 976 steps of 8 x 320 tokens (2.5M // 2560); checkpoints at a quarter and a half of them
+    assert g.checkpoints == {"s3_tok624640": ("s3", 624640), "s3_tok1249280": ("s3", 1249280)}
+    assert g.models == ["s0", "s1", "s2", "s3", "s3_tok624640", "s3_tok1249280"]
+    # per dataset: s0-s2 x (t1, t0.8, future entropy) + s3 x (those 3 + 5 truncations + lookahead + Mirostat)
+    # + each checkpoint at t1
+    jobs = g.generation_jobs()
+    assert len(jobs) == 2 * (3 * 3 + 10 + 2) == 42
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s0")] == ["ancestral-t1", "ancestral-t0.8", "future_entropy-t1"]
+    assert g.calibrated == ["s0", "s1", "s2", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
+    agg = {(j["dataset"], j["model"], j["setting"]): j for j in g.aggregate_jobs()}
+    ck = agg[("code", "s3_tok624640", "ancestral-t1")]
+    assert (ck["checkpoint_of"], ck["train_tokens"], ck["family"]) == ("s3", 624640, "demo_llama")
+    assert agg[("code", "s3", "top_p0.9-t1")]["train_tokens"] == 976 * 2560
+    assert ck["generations"] == "results/demo/generations/code/s3_tok624640/ancestral-t1.parquet"
+    assert ck["scores"] == "results/demo/scores/code/s3_tok624640.parquet"
+    # a checkpoint lives in its trained model's folder
+    assert g.model_folder("s3_tok624640", "code") == "results/demo/models/code/s3"
+    assert g.model_path("s3_tok624640", "code") == "results/demo/models/code/s3/checkpoints/tokens_624640"
+    # 3 dataset files x 2 + (prompts, scores) x 6 models x 2 + 42 generations + labels of 4 models x 2
+    assert len(g.intermediate_files()) == 6 + 24 + 42 + 8
+    assert g.pattern("generations", ".json") == "results/demo/generations/{dataset}/{model}/{setting}.json"
+
+
+def test_paper_grid_by_hand():
+    g = grid("config.yaml")
+    dl = g.config["downloads_dir"]
+    # 19 base models x 10 settings (5 temperatures, 3 calibrated samplers, top-p, min-p) + 14 instruct
+    # models at temperature 1, on each of the 3 datasets; no checkpoints
+    assert len(g.models) == 33 and not g.checkpoints
+    assert len(g.generation_jobs()) == 3 * (19 * 10 + 14 * 1) == 612
+    assert len(g.calibrated) == 19 and "llama3_8b_instruct" not in g.calibrated
+    name = "llama3_8b"
+    assert g.model_folder(name, "wikitext") == g.model_path(name, "wikitext") == f"{dl}/models/{name}"
+    assert g.download_path("model", model=name) == f"{dl}/models/{name}"
+    assert g.download_pattern("featurizer") == f"{dl}/featurizers/{{featurizer}}"
+    assert g.train_tokens(name) is None
