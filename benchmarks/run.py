@@ -78,13 +78,11 @@ def row(bench, measure, baseline, ours, ratio, target, met, sizes):
 # 1. same-pass entropy vs generate-then-score
 
 
-def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
-    import numpy as np
+def generation_setup(sz: dict, threads: int, seed: int = 0):
+    """A randomly initialised model of ``sz["arch"]``, random prompts and the sampling arguments."""
     import torch
 
-    from entcal.generate import sample_with_entropy
     from entcal.models import build_model
-    from entcal.score import score_settings
 
     torch.set_num_threads(threads)
     model = build_model(sz["arch"], sz["vocab"], sz["prompt"] + sz["new"] + 8, seed=seed).eval()
@@ -92,6 +90,16 @@ def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(1, sz["vocab"], (sz["prompt"],), generator=g).tolist() for _ in range(sz["n"])]
     kw = dict(temperature=1.0, max_new_tokens=sz["new"], batch_size=sz["batch"], seed=seed, stop_at_eos=False)
+    return model, tok, prompts, kw
+
+
+def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
+    import numpy as np
+
+    from entcal.generate import sample_with_entropy
+    from entcal.score import score_settings
+
+    model, tok, prompts, kw = generation_setup(sz, threads, seed)
     setting = [{"sampler": "ancestral", "temperature": 1.0, "slug": "a"}]
     t_same = t_gen = t_score = float("inf")
     for rep in range(3):  # the first round warms allocator and kernels up; then the best of two, alternating
@@ -132,17 +140,9 @@ def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
 
 def generation_child(sz: dict, threads: int, seed: int = 0) -> dict:
     """One process's generation, as a job runs it: a cold call, then a warm one (same seeds)."""
-    import torch
-
     from entcal.generate import sample_with_entropy
-    from entcal.models import build_model
 
-    torch.set_num_threads(threads)
-    model = build_model(sz["arch"], sz["vocab"], sz["prompt"] + sz["new"] + 8, seed=seed).eval()
-    tok = SimpleNamespace(eos_token_id=0, pad_token_id=0, bos_token_id=0)
-    g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(1, sz["vocab"], (sz["prompt"],), generator=g).tolist() for _ in range(sz["n"])]
-    kw = dict(temperature=1.0, max_new_tokens=sz["new"], batch_size=sz["batch"], seed=seed, stop_at_eos=False)
+    model, tok, prompts, kw = generation_setup(sz, threads, seed)
     out, times = None, []
     for _ in range(2):
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
