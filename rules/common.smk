@@ -169,7 +169,7 @@ FINAL_RULES = {
 }
 
 
-def get_final_outputs(wildcards=None, benchmarks=True):
+def get_final_outputs(benchmarks=True):
     """The files the default target asks for (with ``benchmarks=False``, the inputs of
     benchmark_table, which collects the benchmark records once everything else is done). Call it
     once all rules are defined (in the Snakefile's last rule, or lazily as an input function)."""

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.predictor_jobs import labels_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.runtime import execution  # noqa: E402
 
 setup_logging(snakemake.log[0])
 cfg = snakemake.config  # execution settings come from the config, not params
@@ -25,8 +26,5 @@ labels_file(
     dtype=snakemake.params.dtype,
     stop_at_eos=snakemake.params.stop_at_eos,
     chat=snakemake.params.chat,
-    device=cfg["device"],
-    gpus=snakemake.resources.gpu,
-    gpu_memory_gb=cfg["gpu_memory_gb"],
-    threads=snakemake.threads,
+    **execution(snakemake),
 )

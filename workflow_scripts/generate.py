@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.jobs import generate_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.runtime import execution  # noqa: E402
 
 setup_logging(snakemake.log[0])
 s, cfg = snakemake.params.setting, snakemake.config  # execution settings come from the config, not params
@@ -31,8 +32,5 @@ generate_file(
     batch_size=cfg["generation"]["batch_size"],
     shard_size=cfg["generation"]["shard_size"],
     backend=cfg["generation"]["backend"],
-    device=cfg["device"],
-    gpu_memory_gb=cfg["gpu_memory_gb"],
-    gpus=snakemake.resources.gpu,
-    threads=snakemake.threads,
+    **execution(snakemake),
 )

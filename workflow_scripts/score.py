@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.runtime import execution  # noqa: E402
 from entcal.jobs import score_file  # noqa: E402
 
 setup_logging(snakemake.log[0])
@@ -26,8 +27,5 @@ score_file(
     head=snakemake.input.get("head"),
     batch_size=cfg["scoring"]["batch_size"],
     shard_size=cfg["generation"]["shard_size"],
-    device=cfg["device"],
-    gpu_memory_gb=cfg["gpu_memory_gb"],
-    gpus=snakemake.resources.gpu,
-    threads=snakemake.threads,
+    **execution(snakemake),
 )

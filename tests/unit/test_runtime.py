@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from entcal.runtime import ALLOCATOR_ENV, allocator_settings, job_environment
+from entcal.runtime import ALLOCATOR_ENV, allocator_settings, execution, job_environment
 
 # a child process: malloc 64 MiB and report where glibc put it (mallinfo2: hblkhd = mmapped bytes, arena = heap)
 CHILD = """
@@ -51,3 +51,11 @@ def test_a_users_own_value_wins_and_is_recorded():
     mine = {"MALLOC_MMAP_THRESHOLD_": "131072"}
     assert job_environment(mine) == {"MALLOC_TRIM_THRESHOLD_": ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]}
     assert allocator_settings(mine) == {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": None}
+
+
+def test_execution_settings_come_from_config_resources_and_threads():
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(config={"device": "cuda", "gpu_memory_gb": 141.0, "seed": 0}, resources=SimpleNamespace(gpu=2),
+                          threads=8)  # fmt: skip
+    assert execution(job) == {"device": "cuda", "gpu_memory_gb": 141.0, "gpus": 2, "threads": 8}

@@ -29,8 +29,8 @@ from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
 from entcal.models import count_params, input_device, load_model, load_tokenizer, resolve_device
 from entcal.predictor import load_head
-from entcal.runtime import allocator_settings
 from entcal.prompts import end_token_ids, length_order, load_prompts, select_examples
+from entcal.runtime import allocator_settings
 from entcal.samplers import sampler as registry_entry
 from entcal.sampling import calibrated_processors, load_calibration
 from entcal.score import score_rows, score_settings

@@ -3,8 +3,8 @@
 glibc's malloc serves every block above ``M_MMAP_THRESHOLD`` (128 KiB at start) with its own
 ``mmap`` and gives it back with ``munmap`` when freed, so a job that allocates and frees tensors of
 a few MB on every step (the KV cache growing in generation, logits, activations) takes fresh pages
-from the kernel each time and faults them in again. On a 2-core CPU that churn was half of a demo
-generation job's time (``benchmarks/run.py``, "allocator"). :data:`ALLOCATOR_ENV` keeps blocks
+from the kernel each time and faults them in again. On a 2-core CPU that churn was nearly half of a
+cold generation call at the demo's largest shape (``benchmarks/run.py``, benchmark 4). :data:`ALLOCATOR_ENV` keeps blocks
 below 256 MiB on the heap and lets a process keep up to 1 GiB of freed heap before trimming.
 
 These are environment variables read once when a process starts, so the Snakefile sets them for the
@@ -15,6 +15,7 @@ through ``LD_PRELOAD``) ignore them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 MIB = 1 << 20
@@ -33,7 +34,14 @@ def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
 def allocator_settings(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """The allocator settings this process started with (recorded in the sidecars of generation and
     training jobs; ``None``: not set, glibc's defaults)."""
-    import os
-
     environ = os.environ if environ is None else environ
     return {k: environ.get(k) for k in ALLOCATOR_ENV}
+
+
+def execution(job) -> dict:
+    """Where and how a model job runs, from a Snakemake job object (``snakemake`` in an adapter):
+    ``device`` and ``gpu_memory_gb`` from the configuration, ``gpus`` from the job's resources,
+    ``threads`` from the job. Execution settings change no result, so they are read here, not passed
+    as params (a change to them reruns nothing)."""
+    cfg = job.config
+    return {"device": cfg["device"], "gpu_memory_gb": cfg["gpu_memory_gb"], "gpus": job.resources.gpu, "threads": job.threads}
