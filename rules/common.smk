@@ -12,9 +12,10 @@ from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
-from entcal.config import apply_revision_lock, check_config, duplicate_keys, results_config, schema_errors  # noqa: E402
+from entcal.config import apply_revision_lock, check_config, duplicate_keys, exclude_models, results_config, schema_errors  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
+from entcal.gguf import gguf_problems  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
 
 
@@ -32,9 +33,13 @@ validate(config, "../config/schema.yaml", set_default=True)
 if config["revisions_lock"]:
     for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
         logger.warning(note)
+exclude_models(config)
 check_config(config)
 
 GRID = Grid(config)
+_missing = gguf_problems(config)
+if _missing:
+    raise WorkflowError("real models not installed:\n  " + "\n  ".join(_missing))
 RD = GRID.rd
 DATASETS, MODELS, CHECKPOINTS, CALIBRATED = GRID.datasets, GRID.models, GRID.checkpoints, GRID.calibrated
 P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
@@ -48,6 +53,23 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     setting=r"[a-z_]+[0-9.e-]*-t[0-9.]+",
     featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
+
+
+def models_of_source(source):
+    """Wildcard constraint: the configured models of one source (download_model: hf; convert_gguf: gguf)."""
+    names = [m for m, spec in config["models"].items() if spec["source"] == source]
+    return "|".join(map(re.escape, names)) or "NONE"
+
+
+def gguf_convert_mem_mb(wildcards, attempt):
+    """Resource function: a GGUF conversion holds the file, the float32 weights and their saved copy."""
+    return int((2000 + 3 * 4 * GRID.model_spec(wildcards.model)["n_params"] / 1e6) * retry_growth(attempt))
+
+
+def get_dtype(wildcards):
+    """Params function: the model's weight dtype (its own `dtype`, else the top-level one; `auto` is
+    resolved by the job from what the machine computes natively, and recorded in its sidecar)."""
+    return GRID.model_spec(wildcards.model).get("dtype") or config["dtype"]
 
 
 def get_model_folder(wildcards):
@@ -76,6 +98,20 @@ def get_setting(wildcards):
 def get_settings(wildcards):
     """Params function: every sampler setting of the model (scoring covers them all in one pass)."""
     return GRID.model_settings(wildcards.model)
+
+
+def get_selection(wildcards):
+    """Params function: the prompt-selection settings of a model (its own n_prompts, if it has one)."""
+    keys = ["prompt_tokens", "max_new_tokens", "min_reference_tokens", "n_prompts", "max_context"]
+    sel = config_subset("generation", keys)
+    sel["n_prompts"] = GRID.model_spec(wildcards.model).get("n_prompts") or sel["n_prompts"]
+    return sel
+
+
+def get_chat_instruction(wildcards):
+    """Params function: the user turn an instruct model's chat template wraps around a window of a corpus
+    without instructions (None for base models, or where the dataset names none)."""
+    return config["datasets"][wildcards.dataset].get("chat_instruction") if get_chat(wildcards) else None
 
 
 def get_chat(wildcards):

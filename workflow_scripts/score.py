@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.models import weight_dtype  # noqa: E402
 from entcal.runtime import execution  # noqa: E402
 from entcal.jobs import score_file  # noqa: E402
 
@@ -21,7 +22,7 @@ score_file(
     snakemake.output.scores,
     settings=snakemake.params.settings,
     epsilon=snakemake.params.truncation_epsilon,
-    dtype=snakemake.params.dtype,
+    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     precision=snakemake.params.precision,
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),

@@ -18,6 +18,7 @@ select_prompts_file(
     snakemake.input.examples,
     snakemake.output.prompts,
     chat=snakemake.params.chat,
+    chat_instruction=snakemake.params.chat_instruction,
     text_rules=snakemake.params.text_rules,
     **snakemake.params.selection,
 )

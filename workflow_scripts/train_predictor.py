@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.predictor_jobs import train_predictor_file  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.models import weight_dtype  # noqa: E402
 from entcal.runtime import execution  # noqa: E402
 
 setup_logging(snakemake.log[0])
@@ -26,7 +27,7 @@ train_predictor_file(
     max_len=snakemake.params.max_len,
     cal={**snakemake.params.predictor, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
-    dtype=snakemake.params.dtype,
+    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     dataset=snakemake.wildcards.dataset,
     chat=snakemake.params.chat,
     **execution(snakemake),

@@ -21,24 +21,31 @@ def test_demo_grid_by_hand():
     g = grid("demo.yaml")
     # s3: 976 steps of 8 x 320 tokens (2.5M // 2560); checkpoints at a quarter and a half of them
     assert g.checkpoints == {"s3_tok624640": ("s3", 624640), "s3_tok1249280": ("s3", 1249280)}
-    assert g.models == ["s0", "s1", "s2", "s3", "s3_tok624640", "s3_tok1249280"]
-    # per dataset: s0-s2 x (t1, t0.8, future entropy) + s3 x (those 3 + 5 truncations + lookahead + Mirostat)
-    # + each checkpoint at t1
+    assert g.models == ["s0", "s1", "s2", "s3", "gemma3_270m", "smollm2_135m_instruct", "s3_tok624640", "s3_tok1249280"]
+    # per dataset: s0-s2 x (t1, t0.8, future entropy) + s3 x (those 3 + 3 truncations + lookahead + Mirostat)
+    # + gemma x (t1, t0.9, t0.8, top-p, min-p) + smollm2 (instruct) x t1 + each checkpoint at t1
     jobs = g.generation_jobs()
-    assert len(jobs) == 2 * (3 * 3 + 10 + 2) == 42
+    assert len(jobs) == 2 * (3 * 3 + 8 + 5 + 1 + 2) == 50
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s0")] == ["ancestral-t1", "ancestral-t0.8", "future_entropy-t1"]
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "gemma3_270m")] == [
+        "ancestral-t1", "ancestral-t0.9", "ancestral-t0.8", "top_p0.9-t1", "min_p0.05-t1"]
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "smollm2_135m_instruct")] == ["ancestral-t1"]
     assert g.calibrated == ["s0", "s1", "s2", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
+    # real models are converted once into downloads_dir, like hub snapshots
+    assert g.model_folder("gemma3_270m", "prose") == g.model_path("gemma3_270m", "code") == "results/downloads/models/gemma3_270m"
     agg = {(j["dataset"], j["model"], j["setting"]): j for j in g.aggregate_jobs()}
+    real = agg[("prose", "smollm2_135m_instruct", "ancestral-t1")]
+    assert (real["family"], real["instruct"], real["n_params"], real["train_tokens"]) == ("smollm2", True, 134515008, None)
     ck = agg[("code", "s3_tok624640", "ancestral-t1")]
     assert (ck["checkpoint_of"], ck["train_tokens"], ck["family"]) == ("s3", 624640, "demo_llama")
-    assert agg[("code", "s3", "top_p0.9-t1")]["train_tokens"] == 976 * 2560
+    assert agg[("code", "s3", "top_k50-t1")]["train_tokens"] == 976 * 2560
     assert ck["generations"] == "results/demo/generations/code/s3_tok624640/ancestral-t1.parquet"
     assert ck["scores"] == "results/demo/scores/code/s3_tok624640.parquet"
     # a checkpoint lives in its trained model's folder
     assert g.model_folder("s3_tok624640", "code") == "results/demo/models/code/s3"
     assert g.model_path("s3_tok624640", "code") == "results/demo/models/code/s3/checkpoints/tokens_624640"
-    # 3 dataset files x 2 + (prompts, scores) x 6 models x 2 + 42 generations + labels of 4 models x 2
-    assert len(g.intermediate_files()) == 6 + 24 + 42 + 8
+    # 3 dataset files x 2 + (prompts, scores) x 8 models x 2 + 50 generations + labels of 4 models x 2
+    assert len(g.intermediate_files()) == 6 + 32 + 50 + 8
     assert g.pattern("generations", ".json") == "results/demo/generations/{dataset}/{model}/{setting}.json"
 
 

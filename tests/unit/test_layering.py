@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 # layer of every module; a module may import only modules of lower layers
 LAYERS = [
     ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
-     "runtime"],
+     "runtime", "gguf"],
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost

@@ -37,4 +37,5 @@ ALGORITHM_VERSIONS = {
     "exact": 1,  # future_entropy_exact
     "mauve": 1,  # mauve_excerpts, mauve_features, mauve_buckets, mauve_summary
     "figures": 1,  # plot_*
+    "gguf": 1,  # convert_gguf
 }

@@ -176,6 +176,31 @@ def schema_errors(config: dict, schema: dict, limit: int = 5) -> list[str]:
 INSTALL_HINT = "run `bash envs/install.sh` (it fetches the demo's corpus into .venv/corpora/)"
 
 
+def exclude_models(config: dict) -> None:
+    """Drop the models named in ``exclude_models`` (in place), with the sampler settings that were
+    only theirs; raises :class:`ConfigError` for a name the configuration does not have."""
+    drop = set(config.get("exclude_models") or [])
+    unknown = sorted(drop - set(config["models"]))
+    if unknown:
+        raise ConfigError(f"exclude_models: unknown model(s) {unknown} (the configuration has {sorted(config['models'])})")
+    if not drop:
+        return
+    config["models"] = {m: spec for m, spec in config["models"].items() if m not in drop}
+    for kind, settings in config["samplers"].items():
+        kept = []
+        for st in settings:
+            if "models" in st:
+                st = {**st, "models": [m for m in st["models"] if m not in drop]}
+                if not st["models"]:
+                    continue
+            kept.append(st)
+        config["samplers"][kind] = kept
+    for name, f in list(config["mauve"]["featurizers"].items()):
+        if f.get("source") == "model" and f.get("model") in drop:
+            del config["mauve"]["featurizers"][name]
+    log.warning("left out of this run (exclude_models): %s", ", ".join(sorted(drop)))
+
+
 def check_config(config: dict) -> None:
     """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
     errors, unpinned = [], []
@@ -280,7 +305,8 @@ def schema_markdown(schema: dict) -> str:
     parts += [
         "",
         "Model sources: `hf` needs `repo_id`, `revision`, `n_params`; `local` needs `path`, `n_params`;",
-        "`train` needs `arch` and `train` (the model is trained separately on each dataset's training split).",
+        "`train` needs `arch` and `train` (the model is trained separately on each dataset's training split);",
+        "`gguf` needs `gguf` (`sha256` and `parts` or `path`) and `n_params` (converted once by the convert_gguf rule).",
         "",
     ]
     return "\n".join(parts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from entcal.models import input_device
 from entcal.prompts import pad, trim_at_end
@@ -43,6 +43,7 @@ def sample_with_entropy(
     end_ids: list[int] | None = None,
     batches: list[slice] | None = None,
     prefill_chunk: int = 512,
+    on_step=None,
 ) -> list[dict]:
     """Sample one continuation per prompt; per step record entropy and the drawn token's logprob.
 
@@ -53,6 +54,8 @@ def sample_with_entropy(
     the entropy recorder. ``record=False`` samples without the recorder (entropy and logprob are then
     None): the token-sampling phase of the two-phase path and the benchmarks' baseline. Prompts longer
     than ``prefill_chunk`` are prefilled that many tokens at a time (bounded activation memory).
+    ``on_step(prompts_done, tokens_done)``: called at every decoding step with the prompts finished so
+    far (a batch part-way counts by its share of ``max_new_tokens``) and the tokens sampled (progress).
     """
     ends = ([tok.eos_token_id] if end_ids is None else list(end_ids)) if stop_at_eos else []
     gen_cfg = GenerationConfig(
@@ -68,9 +71,13 @@ def sample_with_entropy(
         eos_token_id=ends or None,
         bos_token_id=tok.bos_token_id,
         prefill_chunk_size=prefill_chunk if max(len(p) for p in prompts) > prefill_chunk else None,
+        # a KV cache allocated once per batch: a growing cache re-allocates every layer's keys and values
+        # at every step, which on CPU fragmented the heap (a real 262k-vocabulary model's job grew by
+        # about 55 MB a step) and costs time; README, "Machines differ"
+        cache_implementation="static",
     )
     device = input_device(model)
-    results = []
+    results, finished, tokens = [], 0, 0
     for sl in batches or fixed_batches(len(prompts), batch_size):
         batch = prompts[sl]
         ids, mask = pad(batch, tok.pad_token_id, side="left")
@@ -79,6 +86,8 @@ def sample_with_entropy(
         extra = extra_processors(ids, mask) if extra_processors else []
         torch.manual_seed(seed + sl.start)
         procs = [*sampling_processors(sampler, temperature, sampler_param), *extra, *([rec] if record else [])]
+        if on_step is not None:
+            procs.insert(0, _StepTick(on_step, finished, tokens, len(batch), ids.shape[1], max_new_tokens))
         seqs = model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -86,6 +95,7 @@ def sample_with_entropy(
             logits_processor=LogitsProcessorList(procs),
         )
         new = seqs[:, ids.shape[1] :].cpu()
+        finished, tokens = finished + len(batch), tokens + new.numel()
         ent, lp = rec.finish(seqs) if record else (None, None)
         for i in range(len(batch)):
             toks, stopped = trim_at_end(new[i].tolist(), ends)
@@ -102,3 +112,15 @@ def sample_with_entropy(
             )
     return results
 
+
+class _StepTick(LogitsProcessor):
+    """Reports progress at every decoding step of one batch; leaves the scores alone."""
+
+    def __init__(self, on_step, finished: int, tokens: int, size: int, width: int, max_new_tokens: int):
+        self.on_step, self.finished, self.tokens = on_step, finished, tokens
+        self.size, self.width, self.max_new = size, width, max_new_tokens
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        steps = input_ids.shape[1] - self.width + 1
+        self.on_step(self.finished + self.size * steps / self.max_new, self.tokens + self.size * steps)
+        return scores

@@ -4,7 +4,8 @@
 and jobs, and knows every output's path. The rules take their output patterns from
 :meth:`Grid.pattern` (``{wildcards}`` left for Snakemake), their input functions the same paths from
 :meth:`Grid.path`, and :mod:`entcal.results` reads the files through it, so a path is written once.
-Paths are under ``results_dir`` except the hub downloads (``downloads_dir``) and local models.
+Paths are under ``results_dir`` except the hub downloads and converted GGUF models (``downloads_dir``)
+and local models.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Grid:
         spec = self.config["models"][model]
         if spec["source"] == "train":
             return self.path("trained_model", dataset=dataset, model=model)
-        if spec["source"] == "hf":
+        if spec["source"] in ("hf", "gguf"):  # a hub snapshot, or a GGUF file converted once
             return self.download_path("model", model=model)
         return spec["path"]
 

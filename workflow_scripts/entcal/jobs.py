@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from entcal.files import check_file, write_parquet, write_sidecar
+from entcal.logs import Progress
 from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
 from entcal.models import count_params, input_device, load_model, load_tokenizer, resolve_device
@@ -100,7 +101,8 @@ PROMPT_COLUMNS = ["example_id", "prompt_len", "reference_len", "prompt_ids", "re
 
 def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out_path: str, *, prompt_tokens: int,
                         max_new_tokens: int, min_reference_tokens: int, n_prompts: int, chat: bool = False,
-                        max_context: int | None = None, text_rules: str = "paper") -> None:  # fmt: skip
+                        max_context: int | None = None, text_rules: str = "paper",
+                        chat_instruction: str | None = None) -> None:  # fmt: skip
     """The prompts of one model x dataset (``prompts/{dataset}/{model}.parquet``), chosen once with the
     model's tokenizer and read by its generation, scoring and predictor jobs: one row per prompt, in
     example order: example_id, prompt_len, reference_len, prompt_ids, reference_ids (the human
@@ -109,13 +111,13 @@ def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out
     check_file(examples_path)
     tok = load_tokenizer(model_dir, model_name)
     chosen = select_examples(tok, examples_path, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
-                             max_context, text_rules)  # fmt: skip
+                             max_context, text_rules, chat_instruction)  # fmt: skip
     df = pd.DataFrame({"example_id": [e for e, _, _ in chosen], "prompt_len": [len(p) for _, p, _ in chosen],
                        "reference_len": [len(r) for _, _, r in chosen], "prompt_ids": [p for _, p, _ in chosen],
                        "reference_ids": [r for _, _, r in chosen]})[PROMPT_COLUMNS]  # fmt: skip
     side = {"model": model_name, "n_prompts": len(df), "requested": n_prompts, "prompt_tokens": prompt_tokens,
             "max_new_tokens": max_new_tokens, "min_reference_tokens": min_reference_tokens, "max_context": max_context,
-            "chat": chat, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
+            "chat": chat, "chat_instruction": chat_instruction if chat else None, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
             "max_prompt_len": int(df["prompt_len"].max()), "seconds": round(time.time() - t0, 2)}  # fmt: skip
     log.info("prompts: %s", write_parquet(df, out_path, side))
 
@@ -194,6 +196,9 @@ def generate_file(
                                 gpu_memory_gb=gpu_memory_gb)  # fmt: skip
     model, factory, head_mod = None, None, None
     frames, n_new_run = [], 0
+    todo = sum(sl.stop - sl.start for k, (sl, _) in enumerate(shards) if not store.path(k).exists()) or len(chosen)
+    progress = Progress(f"generate {model_name} {sampler} T={temperature}", todo)
+    base = [0, 0]  # prompts and tokens of the shards finished in this run
     for k, (sl, shard_batches) in enumerate(shards):
         part = chosen[sl]
         ids = [e for e, _, _ in part]
@@ -213,13 +218,17 @@ def generate_file(
                 rows = sample_with_entropy(model, tok, [p for _, p, _ in part], temperature=temperature,
                                            max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
                                            stop_at_eos=stop_at_eos, sampler=sampler, sampler_param=sampler_param,
-                                           extra_processors=factory, end_ids=ends, batches=rel)  # fmt: skip
+                                           extra_processors=factory, end_ids=ends, batches=rel,
+                                           on_step=lambda p, t: progress.update(base[0] + p, base[1] + t))  # fmt: skip
             for example_id, row in zip(ids, rows):
                 row["example_id"] = example_id
                 row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
             df = pd.DataFrame(rows)[GENERATION_COLUMNS]
             store.save(k, df, ids)
             n_new_run += int(df["n_tokens"].sum())
+            base[0] += len(ids)
+            base[1] += len(ids) * (max_new_tokens if not two_phase else 0)
+            progress.update(base[0], base[1], force=True)  # a line per shard
         frames.append(df)
     if model is None:  # every shard was resumed: parameter counts still come from the model
         model, _ = load_model(model_dir, model_name, dtype=dtype, device="cpu")
@@ -360,7 +369,9 @@ def score_file(
         "pairs": [(p, r) for _, p, r in chosen], "batch_size": batch_size,
     })  # fmt: skip
     t0, frames = time.time(), []
-    for sl, _ in group_shards(fixed_batches(len(chosen), batch_size), shard_size):
+    groups = group_shards(fixed_batches(len(chosen), batch_size), shard_size)
+    progress = Progress(f"score {model_name} ({len(settings)} settings)", len(chosen), unit="references")
+    for sl, _ in groups:
         part = chosen[sl]
         ids = [e for e, _, _ in part]
         df = store.load(len(frames), ids)
@@ -370,6 +381,7 @@ def score_file(
             df = pd.DataFrame(score_rows(part, scored, settings))
             store.save(len(frames), df, ids)
         frames.append(df)
+        progress.update(sl.stop, sum(len(p) + len(r) for _, p, r in chosen[: sl.stop]), force=True)
     seconds = time.time() - t0
     store.merge(frames, sort_by="example_id")
     n_tok = sum(len(p) + len(r) for _, p, r in chosen)

@@ -47,8 +47,13 @@ def _save(fig, outputs: list[str]) -> None:
 
 def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[str], smoothing: float = 1.0,
                   temperature: float = 1.0, sampler: str = "ancestral") -> None:  # fmt: skip
-    """Figure 3 layout for base models at one sampler setting."""
-    meta = summary[~summary["instruct"] & _not_checkpoint(summary)][["model", "dataset", "family", "n_params"]]
+    """Figure 3 layout for base models at one sampler setting; a family with no base model (the demo's
+    SmolLM2-Instruct) shows its instruct models instead, marked in the legend."""
+    s = summary[_not_checkpoint(summary)]
+    has_base = set(s.loc[~s["instruct"], "family"])
+    s = s[~s["instruct"] | ~s["family"].isin(has_base)]
+    tag = dict(zip(s["model"], np.where(s["instruct"], " instruct", "")))
+    meta = s[["model", "dataset", "family", "n_params"]]
     meta = meta.drop_duplicates()
     ps = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
     ps = ps.merge(meta, on=["model", "dataset"])
@@ -64,7 +69,8 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
             for (model, n), g in sub.groupby(["model", "n_params"]):
                 c = cmap(sizes.index(n))
                 g = g.sort_values("step")
-                ax.plot(g["step"], ema(g["entropy_mean"], smoothing), color=c, lw=1.3, label=f"{model} ({n:.3g})")
+                ax.plot(g["step"], ema(g["entropy_mean"], smoothing), color=c, lw=1.3,
+                        label=f"{model} ({n:.3g}{tag.get(model, '')})")
                 ax.plot(g["step"], ema(g["logloss_mean"], smoothing), color=c, lw=1.3, ls="--")
             ax.set_title(f"{fam} / {ds}", fontsize=9)
             ax.set_xlabel("generation step")

@@ -135,15 +135,17 @@ def tokenize_heads(tok, texts: list[str], need: int, chars_per_token: float = 6.
 
 
 def select_examples(tok, examples, prompt_tokens: int, ref_tokens: int, min_ref_tokens: int, n: int,
-                    chat: bool = False, max_context: int | None = None,
-                    text_rules: str = "paper") -> list[tuple[int, list[int], list[int]]]:  # fmt: skip
+                    chat: bool = False, max_context: int | None = None, text_rules: str = "paper",
+                    chat_instruction: str | None = None) -> list[tuple[int, list[int], list[int]]]:  # fmt: skip
     """The first ``n`` examples (file order) that qualify under ``tok``; see the module docstring.
 
     ``examples``: a DataFrame or the path of ``examples.parquet`` (streamed). Returns a list of
     (example_id, prompt_ids, reference_ids). Examples whose reference is shorter than
     ``min_ref_tokens`` are skipped, and so (with ``max_context``) are those whose prompt +
     ``ref_tokens`` would reach the context. Fewer than ``n`` is a warning, or an error for a file
-    written by the paper's selection (``selection: first``); none is an error.
+    written by the paper's selection (``selection: first``); none is an error. ``chat_instruction``
+    (instruct models, ``chat``): the user turn for examples that have no instruction of their own, so
+    the window starts the assistant turn of the chat template.
     """
     out, too_long, too_short = [], 0, 0
     need = prompt_tokens + max(ref_tokens, min_ref_tokens)
@@ -154,7 +156,7 @@ def select_examples(tok, examples, prompt_tokens: int, ref_tokens: int, min_ref_
             break
         heads = tokenize_heads(tok, [r.text for r in chunk], need)
         for r, body in zip(chunk, heads):
-            instruction = getattr(r, "instruction", "") or ""
+            instruction = getattr(r, "instruction", "") or ((chat_instruction or "") if chat else "")
             pre = prefix_ids(tok, r.prefix or "", instruction, chat)
             if text_rules == "authors" and not instruction:
                 body, pre = pre + body, []  # the whole encoded document, specials included, cut at prompt_tokens

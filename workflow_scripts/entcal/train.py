@@ -28,16 +28,10 @@ import numpy as np
 import torch
 
 from entcal.config import checkpoint_tokens
-from entcal.models import build_model, count_params
+from entcal.models import build_model, count_params, native_bf16
 from entcal.runtime import allocator_settings
 
 log = logging.getLogger(__name__)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as torch reports it."""
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def train_model(
