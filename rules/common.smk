@@ -17,6 +17,7 @@ from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
+from entcal.memory import ModelShape, cpu_job_mb  # noqa: E402
 
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
@@ -133,6 +134,31 @@ def mem_by_size(base_mb, per_billion_mb=3000):
     """Resource function: host memory grows with the model (bf16 weights are loaded on the host first)
     and on each retry."""
     return lambda wildcards, attempt: int((base_mb + per_billion_mb * size_billions(wildcards.model)) * retry_growth(attempt))
+
+
+def mem_by_plan(kind, base_mb, per_billion_mb=3000):
+    """Resource function (generation and scoring): on CPU the memory plan of the model's config.json
+    (entcal.memory.cpu_job_mb; evaluated when the model folder exists, so a model the workflow trains
+    or converts is planned from its real config), at the configured batch; on GPUs the host memory that
+    loading needs (mem_by_size). Grows on each retry."""
+    by_size = mem_by_size(base_mb, per_billion_mb)
+
+    def mem(wildcards, input, attempt):
+        if config["device"] != "cpu":
+            return by_size(wildcards, attempt)
+        g = config["generation"]
+        batch = g["batch_size"] if kind == "generate" else config["scoring"]["batch_size"]
+        if batch == "auto":
+            return by_size(wildcards, attempt)
+        spec = GRID.model_spec(wildcards.model)
+        dtype = "float32" if (spec.get("dtype") or config["dtype"]) == "auto" else (spec.get("dtype") or config["dtype"])
+        shape = ModelShape.from_dir(get_model_path(wildcards))
+        prompt = g["prompt_tokens"] + 64  # room for special tokens and an instruct model's chat template
+        n = min(int(batch), spec.get("n_prompts") or g["n_prompts"])
+        return int(cpu_job_mb(shape, kind, n, prompt + g["max_new_tokens"], prompt_len=prompt, dtype=dtype)
+                   * retry_growth(attempt))  # fmt: skip
+
+    return mem
 
 
 def runtime_by_size(base_min, per_billion_min):

@@ -56,7 +56,7 @@ rule generate:
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=mem_by_size(16000),
+        mem_mb=mem_by_plan("generate", 16000),
         runtime=runtime_by_size(120, 15),
         **GPU_SITE,
     script:
@@ -87,7 +87,7 @@ rule score:
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_gpus,
-        mem_mb=mem_by_size(16000),
+        mem_mb=mem_by_plan("score", 16000),
         runtime=runtime_by_size(30, 4),
         **GPU_SITE,
     script:

@@ -47,8 +47,19 @@ def tokenizer(corpus):
     return tok
 
 
+@pytest.fixture(scope="module")
+def real_tokenizers(tmp_path_factory):
+    """The tokenizers of the demo's two real pretrained LMs, read from their installed GGUF files as the
+    pipeline's conversion saves them: Gemma-3-270M (262,144 tokens, adds <bos>) and SmolLM2-135M
+    (49,152 tokens, adds none)."""
+    from entcal.models import gguf_tokenizer
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    return {n: gguf_tokenizer(n, demo["models"][n], tmp_path_factory.mktemp(n)) for n in ("gemma3_270m", "smollm2_135m_instruct")}
+
+
 @pytest.mark.parametrize("dataset", ["wikitext", "writingprompts", "codecontests"])
-def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, tokenizer, tmp_path):
+def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, tokenizer, real_tokenizers, tmp_path):
     from entcal.data import prepare_dataset
     from entcal.plan import Budget, ModelShape, auto_batch_fn, generation_batches
     from entcal.prompts import length_order, select_examples
@@ -96,3 +107,20 @@ def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, 
         batches = generation_batches(lens, g["max_new_tokens"], fits)
         assert sum(b.stop - b.start for b in batches) == 5000
         assert all(1 <= b.stop - b.start <= fits(lens[b.stop - 1]) for b in batches)
+
+    # the same selection under real tokenizers: a BOS (Gemma) or none (SmolLM2), a 262k vocabulary
+    for name, tok in real_tokenizers.items():
+        t0 = time.time()
+        real = select_examples(tok, out["examples"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"],
+                               g["n_prompts"], False, g["max_context"], spec["text_rules"])  # fmt: skip
+        print(f"{dataset} / {name}: select {time.time() - t0:.0f} s")
+        assert len(real) == 5000 and [e for e, _, _ in real] == sorted(e for e, _, _ in real)
+        bos = tok.bos_token_id if name == "gemma3_270m" else None
+        for _, p, r in real:
+            assert (p[0] == bos) if bos is not None else (tok.bos_token_id not in p)
+            assert p.count(tok.bos_token_id) == (1 if bos is not None else 0)  # one BOS, at the start
+            assert len(p) + g["max_new_tokens"] < g["max_context"] and g["min_reference_tokens"] <= len(r) <= g["max_new_tokens"]
+            if dataset == "wikitext":  # no instruction: the special tokens, then the article's first 128 tokens
+                assert len(p) == g["prompt_tokens"] + (bos is not None and spec["text_rules"] == "paper")  # authors: BOS counted
+        top = max(max(p + r) for _, p, r in real)
+        assert top < len(tok) and (top >= 49_152 if name == "gemma3_270m" else True)  # Gemma uses its large vocabulary

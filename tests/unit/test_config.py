@@ -157,3 +157,16 @@ def test_an_unknown_sampler_is_named_with_the_known_ones():
     with pytest.raises(ConfigError, match="unknown sampler 'nucleus'.*top_p"):
         check_config(cfg)
     assert "nucleus" not in SAMPLERS
+
+
+def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
+    from entcal.gguf import gguf_problems
+
+    cfg = {"downloads_dir": str(tmp_path), "models": {
+        "m": {"source": "gguf", "gguf": {"requirement": "some-model==1.0", "parts": ["no_such_pkg_xyz/m.gguf"], "sha256": "0" * 64}},
+        "t": {"source": "train"}}}  # fmt: skip
+    (msg,) = gguf_problems(cfg)
+    assert "model 'm'" in msg and "'some-model==1.0'" in msg and "bash envs/install.sh" in msg and "exclude_models=[m]" in msg
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "config.json").write_text("{}")
+    assert gguf_problems(cfg) == []  # converted already: the package is no longer needed

@@ -3,6 +3,7 @@ every path from its one template."""
 
 from pathlib import Path
 
+import pytest
 import yaml
 from snakemake.utils import validate
 
@@ -62,3 +63,20 @@ def test_paper_grid_by_hand():
     assert g.download_path("model", model=name) == f"{dl}/models/{name}"
     assert g.download_pattern("featurizer") == f"{dl}/featurizers/{{featurizer}}"
     assert g.train_tokens(name) is None
+
+
+def test_the_demo_without_gemma_is_one_setting():
+    from entcal.config import ConfigError, exclude_models
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["exclude_models"] = ["gemma3_270m"]
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    exclude_models(cfg)
+    g = Grid(cfg)
+    assert "gemma3_270m" not in g.models and "smollm2_135m_instruct" in g.models
+    # its five settings per dataset go with it (three of them were its own); nobody else's change
+    assert len(g.generation_jobs()) == 50 - 2 * 5
+    assert all(m != "gemma3_270m" for s in cfg["samplers"]["base"] for m in s.get("models", []))
+    cfg["exclude_models"] = ["gemma"]
+    with pytest.raises(ConfigError, match=r"exclude_models: unknown model\(s\) \['gemma'\]"):
+        exclude_models(cfg)

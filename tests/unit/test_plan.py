@@ -148,3 +148,28 @@ def test_plan_command_prints_the_grid(tmp_path):
 
     df = pd.read_csv(out)
     assert len(df) == 99 and df["fits"].all()
+
+
+# google/gemma-3-270m as the demo converts it (config.json of the converted folder; shared/real-models.md)
+GEMMA3_270M = {"model_type": "gemma3_text", "num_hidden_layers": 18, "hidden_size": 640, "num_attention_heads": 4,
+               "num_key_value_heads": 1, "head_dim": 256, "intermediate_size": 2048, "vocab_size": 262144,
+               "tie_word_embeddings": True}  # fmt: skip
+
+
+def test_cpu_job_memory_of_a_real_model_from_its_config():
+    from entcal.memory import CPU_RUNTIME_GB, ModelShape, cpu_job_mb
+
+    shape = ModelShape.from_config(GEMMA3_270M)
+    # the real count is 268,098,176; the plan counts two norms a layer, Gemma 3 has six (q/k norms of 256 and
+    # two more of 640): 18 x (2 x 256 + 2 x 640) = 32,256 fewer, 0.012 %
+    assert abs(shape.n_params() / 268_098_176 - 1) < 2e-4
+    B, ctx = 64, 320
+    weights = shape.n_params() * 4  # float32
+    kv = B * ctx * 2 * 18 * 256 * 4 * (1 + 1 / 18) * 1.1  # static or grown, keys and values of every layer
+    scores = 8 * B * 262_144 * 4  # float32 next-token scores, up to 8 copies
+    mb = cpu_job_mb(shape, "generate", B, ctx, prompt_len=64, dtype="float32", margin=1.0)
+    act = mb * 1e6 - (weights + kv + scores + CPU_RUNTIME_GB * 1e9)
+    assert 0 <= act < 0.2e9  # the rest is one prefill chunk's activations: small at 64 tokens
+    # a bf16 job also holds the float32 copy while loading; the margin scales the whole plan
+    assert cpu_job_mb(shape, "generate", B, ctx, prompt_len=64, dtype="bfloat16", margin=1.0) > mb
+    assert abs(cpu_job_mb(shape, "generate", B, ctx, prompt_len=64, margin=1.3) - 1.3 * mb) <= 2

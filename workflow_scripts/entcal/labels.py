@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from entcal.generate import sample_with_entropy
+from entcal.logs import Progress
 from entcal.lookahead import teacher_forced
 from entcal.models import input_device
 from entcal.predictor import FutureEntropyHead
@@ -89,8 +90,11 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
     prompts = [prefixes[i]["prefix_ids"] + [c] for i, _, c in jobs for _ in range(rollouts)]
     # sort by length so left-padded batches waste little; results are put back in order
     order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
+    progress = Progress(f"labels: rollouts of {horizon} tokens", len(prompts), unit="rollouts")
     res = sample_with_entropy(model, tok, [prompts[j] for j in order], temperature=1.0, max_new_tokens=horizon,
-                              batch_size=batch_size, seed=seed, stop_at_eos=stop_at_eos, end_ids=sorted(ends))  # fmt: skip
+                              batch_size=batch_size, seed=seed, stop_at_eos=stop_at_eos, end_ids=sorted(ends),
+                              on_step=progress.update)  # fmt: skip
+    progress.finish()
     sums = np.empty(len(prompts))
     first = np.empty(len(prompts))
     for j, r in zip(order, res):

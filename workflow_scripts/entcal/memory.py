@@ -260,3 +260,21 @@ def auto_batch_fn(shape: ModelShape, budget: Budget, max_new: int, *, cap: int, 
         return memo[prompt_len]
 
     return fits
+
+
+CPU_RUNTIME_GB = 1.0  # Python, torch and transformers themselves, as a job's resident memory before the model
+
+
+def cpu_job_mb(shape: ModelShape, kind: str, batch: int, context: int, *, prompt_len: int, dtype: str = "float32",
+               margin: float = 1.3) -> int:  # fmt: skip
+    """Host memory (MB, Snakemake's ``mem_mb``) of a CPU generation or scoring job, from the model's
+    shape like the GPU plan: the same parts (weights in ``dtype``, KV cache, activations, float32
+    scores or logits) plus the weights' float32 copy while a bf16 model loads, the runtime itself
+    (:data:`CPU_RUNTIME_GB`), and ``margin`` for the allocator. ``kind``: ``generate`` or ``score``."""
+    budget = Budget(gpus=1, gpu_memory_gb=1e6, utilization=1.0, overhead_gb=CPU_RUNTIME_GB)
+    if kind == "generate":
+        parts = generation_peak(shape, budget, batch, context, dtype=dtype, prompt_len=prompt_len)
+    else:
+        parts = scoring_peak(shape, budget, batch, context, min(256, context), dtype=dtype)
+    load = shape.n_params() * 4 if dtype != "float32" else 0.0  # safetensors float32 -> dtype
+    return int(margin * (parts["peak"] + load) / 1e6) + 1
