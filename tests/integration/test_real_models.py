@@ -29,8 +29,20 @@ STEP_TOL, MEAN_TOL = 2e-4, 2e-5
 
 @pytest.fixture(scope="module")
 def smol_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "smollm2_135m_instruct"
-    return convert_gguf("smollm2_135m_instruct", SMOL, out)
+    """The converted folder, made by the workflow's own convert_gguf rule on the demo configuration."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("real")
+    out = tmp / "dl" / "models" / "smollm2_135m_instruct"
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/demo.yaml", "--config",
+           f"results_dir={tmp}/res", f"downloads_dir={tmp}/dl", "--", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "rule convert_gguf:" in run.stdout + run.stderr
+    log = (tmp / "res" / "logs" / "convert_gguf" / "smollm2_135m_instruct.log").read_text()
+    assert "MOSTLY_Q4_1" in log
+    return out
 
 
 @pytest.fixture(scope="module")

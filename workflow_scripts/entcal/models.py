@@ -255,9 +255,6 @@ def convert_gguf(name: str, spec: dict, out_dir: str | Path) -> Path:
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-    except ModelLoadError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     except Exception as err:  # noqa: BLE001 - re-raised with the model named
         shutil.rmtree(tmp, ignore_errors=True)
         raise ModelLoadError(f"model {name!r}: cannot convert {parts[0] if len(parts) == 1 else 'the GGUF parts'}: {err}") from err
