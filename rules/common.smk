@@ -151,12 +151,14 @@ def mem_by_plan(kind, base_mb, per_billion_mb=3000):
         if batch == "auto":
             return by_size(wildcards, attempt)
         spec = GRID.model_spec(wildcards.model)
-        dtype = "float32" if (spec.get("dtype") or config["dtype"]) == "auto" else (spec.get("dtype") or config["dtype"])
+        dtype = spec.get("dtype") or config["dtype"]
         shape = ModelShape.from_dir(get_model_path(wildcards))
         prompt = g["prompt_tokens"] + 64  # room for special tokens and an instruct model's chat template
         n = min(int(batch), spec.get("n_prompts") or g["n_prompts"])
-        return int(cpu_job_mb(shape, kind, n, prompt + g["max_new_tokens"], prompt_len=prompt, dtype=dtype)
-                   * retry_growth(attempt))  # fmt: skip
+        # auto resolves on the machine that runs the job: plan for the larger of its two outcomes
+        plan = max(cpu_job_mb(shape, kind, n, prompt + g["max_new_tokens"], prompt_len=prompt, dtype=d)
+                   for d in (["float32", "bfloat16"] if dtype == "auto" else [dtype]))  # fmt: skip
+        return int(plan * retry_growth(attempt))
 
     return mem
 

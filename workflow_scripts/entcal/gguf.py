@@ -28,11 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
-
 
 class GGUFError(RuntimeError):
     """A GGUF model's package or file is missing or is not the pinned one; the message names the fix."""
