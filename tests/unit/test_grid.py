@@ -23,15 +23,17 @@ def test_demo_grid_by_hand():
     # s3: 976 steps of 8 x 320 tokens (2.5M // 2560); checkpoints at a quarter and a half of them
     assert g.checkpoints == {"s3_tok624640": ("s3", 624640), "s3_tok1249280": ("s3", 1249280)}
     assert g.models == ["s0", "s1", "s2", "s3", "gemma3_270m", "smollm2_135m_instruct", "s3_tok624640", "s3_tok1249280"]
-    # per dataset: s0-s2 x (t1, t0.8, future entropy) + s3 x (those 3 + 3 truncations + lookahead + Mirostat)
-    # + gemma x (t1, t0.9, t0.8, top-p, min-p) + smollm2 (instruct) x t1 + each checkpoint at t1
+    # per dataset: s0, s2 x (t1, t0.8) + s1 x (those + future entropy) + s3 x (those 3 + 3 truncations
+    # + lookahead + Mirostat) + gemma x (t1, t0.9, t0.8, top-p, min-p) + smollm2 (instruct) x t1
+    # + each checkpoint at t1
     jobs = g.generation_jobs()
-    assert len(jobs) == 2 * (3 * 3 + 8 + 5 + 1 + 2) == 50
-    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s0")] == ["ancestral-t1", "ancestral-t0.8", "future_entropy-t1"]
+    assert len(jobs) == 2 * (2 * 2 + 3 + 8 + 5 + 1 + 2) == 46
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s0")] == ["ancestral-t1", "ancestral-t0.8"]
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s1")] == ["ancestral-t1", "ancestral-t0.8", "future_entropy-t1"]
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "gemma3_270m")] == [
         "ancestral-t1", "ancestral-t0.9", "ancestral-t0.8", "top_p0.9-t1", "min_p0.05-t1"]
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "smollm2_135m_instruct")] == ["ancestral-t1"]
-    assert g.calibrated == ["s0", "s1", "s2", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
+    assert g.calibrated == ["s1", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
     # real models are converted once into downloads_dir, like hub snapshots
     assert g.model_folder("gemma3_270m", "prose") == g.model_path("gemma3_270m", "code") == "results/downloads/models/gemma3_270m"
     agg = {(j["dataset"], j["model"], j["setting"]): j for j in g.aggregate_jobs()}
@@ -45,8 +47,8 @@ def test_demo_grid_by_hand():
     # a checkpoint lives in its trained model's folder
     assert g.model_folder("s3_tok624640", "code") == "results/demo/models/code/s3"
     assert g.model_path("s3_tok624640", "code") == "results/demo/models/code/s3/checkpoints/tokens_624640"
-    # 3 dataset files x 2 + (prompts, scores) x 8 models x 2 + 50 generations + labels of 4 models x 2
-    assert len(g.intermediate_files()) == 6 + 32 + 50 + 8
+    # 3 dataset files x 2 + (prompts, scores) x 8 models x 2 + 46 generations + labels of 2 models x 2
+    assert len(g.intermediate_files()) == 6 + 32 + 46 + 4
     assert g.pattern("generations", ".json") == "results/demo/generations/{dataset}/{model}/{setting}.json"
 
 
@@ -75,7 +77,7 @@ def test_the_demo_without_gemma_is_one_setting():
     g = Grid(cfg)
     assert "gemma3_270m" not in g.models and "smollm2_135m_instruct" in g.models
     # its five settings per dataset go with it (three of them were its own); nobody else's change
-    assert len(g.generation_jobs()) == 50 - 2 * 5
+    assert len(g.generation_jobs()) == 46 - 2 * 5
     assert all(m != "gemma3_270m" for s in cfg["samplers"]["base"] for m in s.get("models", []))
     cfg["exclude_models"] = ["gemma"]
     with pytest.raises(ConfigError, match=r"exclude_models: unknown model\(s\) \['gemma'\]"):
