@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
-from entcal.config import apply_revision_lock, check_config, duplicate_keys, exclude_models, results_config, schema_errors  # noqa: E402
+from entcal.config import SETTING_PATTERN, apply_revision_lock, check_config, duplicate_keys, exclude_models, results_config, schema_errors, yaml_bounds  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
@@ -21,6 +21,9 @@ from entcal.memory import ModelShape, cpu_job_mb  # noqa: E402
 
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
+_problems = [p for f in CONFIG_FILES for p in yaml_bounds(f)]
+if _problems:  # before anything walks the document
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 _problems = [p for f in CONFIG_FILES for p in duplicate_keys(f)]
 if not config.get("results_dir"):
     _problems.append(f"{', '.join(map(str, CONFIG_FILES))}: no results_dir. A configuration given with --configfile "
@@ -52,7 +55,7 @@ os.environ.update(job_environment(os.environ))
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
-    setting=r"[a-z_]+[0-9.e-]*-t[0-9.]+",
+    setting=SETTING_PATTERN,
     featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
 
 

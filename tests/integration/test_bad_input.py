@@ -179,3 +179,22 @@ def test_a_generations_file_from_other_prompts_is_refused(finished, tmp_path):
         aggregate([job], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)
     with pytest.raises(IntermediateFileError, match="written for temperature = 1.0, the configuration asks for 0.8"):
         aggregate([dict(job, temperature=0.8)], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)
+
+
+def test_bad_sampler_values_and_an_alias_bomb_stop_the_dry_run_naming_them(tmp_path):
+    cfg = micro_config(tmp_path)
+    cfg["samplers"]["base"] += [{"sampler": "top_k", "param": 2.5, "temperature": 1.0},
+                                {"sampler": "ancestral", "temperature": 1e-5}]  # fmt: skip
+    r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "top_k takes a param integer >= 1, got 2.5" in out
+    assert "temperature 1e-05 / param None give the file name 'ancestral-t1e-05'" in out
+    # an alias bomb below a valid configuration: refused before the schema check walks it
+    text = yaml.safe_dump(micro_config(tmp_path), sort_keys=False)
+    bomb = "\n".join(["x0: &x0 [a, a, a, a, a, a, a, a, a, a]"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]"
+                                                                   for i in range(1, 9)])  # fmt: skip
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text + "\nbomb:\n" + "\n".join("  " + line for line in bomb.splitlines()) + "\n")
+    r = smk("-n", "--cores", "1", "--configfile", str(p), timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and f"{p}: YAML aliases expand it to" in out

@@ -170,3 +170,65 @@ def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
     (tmp_path / "models" / "m").mkdir(parents=True)
     (tmp_path / "models" / "m" / "config.json").write_text("{}")
     assert gguf_problems(cfg) == []  # converted already: the package is no longer needed
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"sampler": "top_k", "param": 2.5}, "samplers.base[0].param: top_k takes a param integer >= 1, got 2.5"),
+        ({"sampler": "top_p", "param": 1.5}, "samplers.base[0].param: top_p takes a param (0, 1], got 1.5"),
+        ({"sampler": "min_p", "param": 2}, "samplers.base[0].param: min_p takes a param (0, 1], got 2"),
+        ({"sampler": "typical", "param": 1.01}, "samplers.base[0].param: typical takes a param (0, 1], got 1.01"),
+        ({"sampler": "ancestral", "temperature": 1e-5}, "samplers.base[0]: temperature 1e-05 / param None give the file "
+         "name 'ancestral-t1e-05', which is not of the form"),
+    ],
+)
+def test_sampler_settings_are_checked_at_load_naming_the_key(setting, message):
+    cfg = load("demo.yaml")
+    cfg["samplers"]["base"] = [{"temperature": 1.0, **setting}]
+    validate(cfg, SCHEMA, set_default=True)  # the schema alone lets each of these through
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("sampler, param", [("top_k", 50), ("top_k", 50.0), ("top_p", 1.0), ("min_p", 0.05),
+                                            ("eta", 0.003), ("typical", 0.9)])  # fmt: skip
+def test_valid_sampler_params_pass(sampler, param):
+    cfg = load("demo.yaml")
+    cfg["samplers"]["base"] = [{"sampler": sampler, "param": param, "temperature": 0.7}]
+    validate(cfg, SCHEMA, set_default=True)
+    check_config(cfg)
+
+
+def test_a_negative_seed_and_a_braced_results_dir_are_named():
+    from entcal.config import schema_errors
+
+    cfg = load("demo.yaml")
+    cfg["seed"] = -1
+    assert any(e.startswith("seed:") and "-1" in e for e in schema_errors(cfg, yaml.safe_load(open(SCHEMA))))
+    cfg = load("demo.yaml")
+    cfg["results_dir"] = "results/{x}"
+    validate(cfg, SCHEMA, set_default=True)
+    with pytest.raises(ConfigError, match=r"results_dir: 'results/\{x\}' holds a brace"):
+        check_config(cfg)
+
+
+def test_yaml_bounds_stop_an_alias_bomb_and_an_oversized_file(tmp_path):
+    from entcal.config import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, yaml_bounds
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    (msg,) = yaml_bounds(bomb)
+    # the expanded count is exact: level i holds 1 + 10 * (size of level i - 1) nodes
+    size = 11
+    for _ in range(8):
+        size = 1 + 10 * size
+    n_total = 1 + sum(1 + s for s in [11, *[int("1" * (k + 2)) for k in range(1, 9)]][:9])  # mapping + keys + values
+    assert size == int("1" * 10) and f"{n_total:,} values" in msg and f"{MAX_CONFIG_NODES:,}" in msg
+    big = tmp_path / "big.yaml"
+    big.write_text("results_dir: " + "x" * MAX_CONFIG_BYTES + "\n")
+    assert "more than a configuration file may hold" in yaml_bounds(big)[0]
+    assert yaml_bounds(ROOT / "config" / "config.yaml") == [] and yaml_bounds(ROOT / "config" / "demo.yaml") == []

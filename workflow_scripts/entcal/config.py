@@ -40,6 +40,11 @@ class ConfigError(ValueError):
     """A configuration value is inconsistent; the message names the key."""
 
 
+SETTING_PATTERN = r"[a-z_]+[0-9.e-]*-t[0-9.]+"  # the {setting} wildcard's constraint (rules/common.smk)
+MAX_CONFIG_BYTES = 4 * 2**20  # a configuration file is a few kB; the paper grid's is 20 kB
+MAX_CONFIG_NODES = 200_000  # values a configuration may expand to through YAML aliases
+
+
 def setting_slug(setting: dict) -> str:
     """File-name slug of a sampler setting, e.g. ``ancestral-t0.8`` or ``top_p0.9-t1``."""
     param = f"{float(setting['param']):g}" if setting.get("param") is not None else ""
@@ -117,6 +122,41 @@ def apply_revision_lock(config: dict, lock: dict) -> list[str]:
             raise ConfigError(f"revisions lock: {section}.{name} has no 40-hex commit ({rec.get('commit')!r})")
         entry["revision"] = rec["commit"]
     return notes
+
+
+def yaml_bounds(path: str | Path) -> list[str]:
+    """A configuration file too large, or expanding through YAML aliases to too many values, for anything to
+    walk it (an alias "bomb" of a few lines expands to billions of values: validation would never end).
+
+    Reads the file's size first, then composes the node graph once and counts each node's expanded size with
+    memoisation (linear in the file, however the aliases nest).
+    """
+    import yaml
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        return [f"{path}: {size:,} bytes, more than a configuration file may hold ({MAX_CONFIG_BYTES:,}): "
+                "is this the right file?"]  # fmt: skip
+    try:
+        root = yaml.compose(path.read_text())
+    except yaml.YAMLError as err:
+        return [f"{path}: not valid YAML ({err})"]
+    memo: dict[int, int] = {}
+
+    def expanded(node) -> int:
+        if id(node) not in memo:
+            memo[id(node)] = 0  # a recursive alias counts once
+            kids = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])  # fmt: skip
+            memo[id(node)] = 1 + sum(expanded(k) for k in kids)
+        return memo[id(node)]
+
+    n = expanded(root) if root is not None else 0
+    if n > MAX_CONFIG_NODES:
+        return [f"{path}: YAML aliases expand it to {n:,} values (more than {MAX_CONFIG_NODES:,}): write the "
+                "repeated parts out, or anchor fewer nested aliases"]  # fmt: skip
+    return []
 
 
 def duplicate_keys(path: str | Path) -> list[str]:
@@ -235,8 +275,20 @@ def check_config(config: dict) -> None:
         for k in need.get(d["source"], []):
             if not d.get(k):
                 errors.append(f"{key}.{k} is required for source {d['source']!r}")
+    for key in ("results_dir", "downloads_dir"):
+        if re.search(r"[{}]", str(config.get(key) or "")):
+            errors.append(f"{key}: {config[key]!r} holds a brace, which Snakemake reads as a wildcard: choose a folder "
+                          "name without braces")  # fmt: skip
     for kind, settings in config["samplers"].items():
         slugs = [setting_slug(s) for s in settings]
+        for i, (st, slug) in enumerate(zip(settings, slugs)):
+            if not re.fullmatch(SETTING_PATTERN, slug):
+                errors.append(f"samplers.{kind}[{i}]: temperature {st['temperature']!r} / param {st.get('param')!r} give "
+                              f"the file name {slug!r}, which is not of the form {SETTING_PATTERN}: write them as "
+                              "decimals, e.g. temperature: 0.7")  # fmt: skip
+            entry = samplers.SAMPLERS.get(st["sampler"])
+            if entry and entry.needs_param and st.get("param") is not None and entry.param_problem(st["param"]):
+                errors.append(f"samplers.{kind}[{i}].param: {entry.param_problem(st['param'])}")
         if len(set(slugs)) != len(slugs):
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
         for i, st in enumerate(settings):

@@ -32,6 +32,17 @@ class Sampler:
     predictor: str | None = None  # tilts: where f comes from (head: the trained head; lookahead: exact one step)
     extra_forward_per_step: int = 0  # model forward tokens per generated token beyond one ...
     per_candidate_forward: int = 0  # ... plus this many per top-K candidate
+    param_domain: str = ""  # truncation: "(0, 1]" (a probability mass or ratio), "> 0", or "integer >= 1"
+
+    def param_problem(self, value) -> str | None:
+        """Why ``value`` is not a valid ``param`` of this sampler (None when it is)."""
+        if self.param_domain == "integer >= 1":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 1
+        elif self.param_domain == "(0, 1]":
+            ok = isinstance(value, (int, float)) and 0 < value <= 1
+        else:
+            ok = isinstance(value, (int, float)) and value > 0
+        return None if ok else f"{self.name} takes a param {self.param_domain or '> 0'}, got {value!r}"
 
     @property
     def needs_predictor(self) -> bool:
@@ -54,11 +65,11 @@ class Sampler:
 
 SAMPLERS = {s.name: s for s in [
     Sampler("ancestral", "temperature", vllm=True),
-    Sampler("top_p", "truncation", truncates=True, vllm=True, warper=("TopPLogitsWarper", "top_p", float)),
-    Sampler("top_k", "truncation", truncates=True, vllm=True, warper=("TopKLogitsWarper", "top_k", int)),
-    Sampler("min_p", "truncation", truncates=True, vllm=True, warper=("MinPLogitsWarper", "min_p", float)),
-    Sampler("typical", "truncation", truncates=True, warper=("TypicalLogitsWarper", "mass", float)),
-    Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float)),
+    Sampler("top_p", "truncation", truncates=True, vllm=True, warper=("TopPLogitsWarper", "top_p", float), param_domain="(0, 1]"),
+    Sampler("top_k", "truncation", truncates=True, vllm=True, warper=("TopKLogitsWarper", "top_k", int), param_domain="integer >= 1"),
+    Sampler("min_p", "truncation", truncates=True, vllm=True, warper=("MinPLogitsWarper", "min_p", float), param_domain="(0, 1]"),
+    Sampler("typical", "truncation", truncates=True, warper=("TypicalLogitsWarper", "mass", float), param_domain="(0, 1]"),
+    Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float), param_domain="> 0"),
     Sampler("future_entropy", "calibrated", predictor="head"),
     Sampler("one_step_lookahead", "calibrated", predictor="lookahead", extra_forward_per_step=1,
             per_candidate_forward=1),  # its own cache: one token to extend it, one per candidate
