@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entcal.aggregate import curves, ragged_matrix
+from entcal.aggregate import check_token_arrays, curves, ragged_matrix
+from entcal.files import IntermediateFileError
 from entcal.scaling import fit_loglog, scaling_fits
 
 
@@ -54,6 +55,29 @@ def test_curves_match_direct_computation():
     # entropy rises with t here, and pooling weighs the early steps more (every generation is alive
     # there), so the pooled estimate is lower than the mean of per-step means
     assert s["entce_pooled"] < s["entce"] - 1e-3
+
+
+def test_non_finite_or_short_token_arrays_are_refused_naming_file_row_and_column():
+    rng = np.random.default_rng(1)
+    gen, ref, *_ = _frames(rng, n=6, T=12)
+    check_token_arrays(gen, "g.parquet", ["entropy"])  # as written: passes
+    check_token_arrays(ref, "s.parquet", ["logloss", "tf_entropy"])
+    gen.at[3, "entropy"] = np.where(np.arange(gen.at[3, "n_tokens"]) == 2, np.nan, gen.at[3, "entropy"])
+    with pytest.raises(IntermediateFileError, match=r"g.parquet: row 3 \(example_id 3\): entropy is nan at token 2"):
+        check_token_arrays(gen, "g.parquet", ["entropy"])
+    gen, ref, *_ = _frames(rng, n=6, T=12)
+    gen.at[1, "entropy"] = gen.at[1, "entropy"][:-1]  # a NaN-free array shorter than n_tokens
+    with pytest.raises(IntermediateFileError, match=r"row 1 \(example_id 1\): entropy holds \d+ values but n_tokens"):
+        check_token_arrays(gen, "g.parquet", ["entropy"])
+    # +inf log loss is stated only for tokens outside a truncation's support (truncation_epsilon 0)
+    ref.at[0, "logloss"] = np.r_[np.inf, ref.at[0, "logloss"][1:]]
+    with pytest.raises(IntermediateFileError, match="logloss is inf at token 0"):
+        check_token_arrays(ref, "s.parquet", ["logloss"])
+    ref.at[0, "n_outside"] = 1
+    check_token_arrays(ref, "s.parquet", ["logloss"])
+    with pytest.raises(IntermediateFileError, match="tf_entropy is inf"):
+        ref.at[0, "tf_entropy"] = np.r_[np.inf, ref.at[0, "tf_entropy"][1:]]
+        check_token_arrays(ref, "s.parquet", ["tf_entropy"])
 
 
 def test_the_two_estimators_agree_when_no_generation_ends_early():

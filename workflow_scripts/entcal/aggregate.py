@@ -36,6 +36,29 @@ PER_STEP_KEYS = ["model", "dataset", "sampler", "temperature"]
 PER_STEP_CONTRACT = PER_STEP_KEYS + ["step", "entropy_mean", "entropy_se", "logloss_mean", "logloss_se", "tf_entropy_mean"]
 
 
+def check_token_arrays(df: pd.DataFrame, path: str | Path, columns: list[str]) -> None:
+    """Every per-token array of ``df`` (one row per prompt) is finite and holds ``n_tokens`` values.
+
+    Where a generation ended is known from ``n_tokens`` (and ``stopped_at_eos``), never from a NaN: a NaN or
+    infinite entropy or log loss is a damaged or miscomputed file, and aggregating it would move EntCE
+    silently (the one exception: with ``truncation_epsilon: 0`` the log loss of each of a row's ``n_outside``
+    tokens outside a truncation's support is +inf, as stated). Raises :class:`IntermediateFileError` naming the file, the row (``example_id``) and the column.
+    """
+    for col in columns:
+        for row, (eid, n, arr) in enumerate(zip(df["example_id"], df["n_tokens"], df[col])):
+            a = np.asarray(arr, dtype=np.float64)
+            if len(a) != int(n):
+                raise IntermediateFileError(f"{path}: row {row} (example_id {eid}): {col} holds {len(a)} values but "
+                                            f"n_tokens is {n}. {redo_hint(path)}")  # fmt: skip
+            bad = np.flatnonzero(~np.isfinite(a))
+            if col == "logloss" and "n_outside" in df and np.all(a[bad] == np.inf) and bad.size <= df["n_outside"].iloc[row]:
+                continue  # truncation_epsilon 0: a reference token outside the support has infinite log loss
+            if bad.size:
+                raise IntermediateFileError(f"{path}: row {row} (example_id {eid}): {col} is {a[bad[0]]} at token "
+                                            f"{bad[0]} ({bad.size} non-finite values in the row); a finished job "
+                                            f"writes finite values only. {redo_hint(path)}")  # fmt: skip
+
+
 def ragged_matrix(seqs, width: int) -> np.ndarray:
     """(N, width) float64 array from variable-length sequences, NaN where a sequence has ended."""
     m = np.full((len(seqs), width), np.nan)
@@ -138,6 +161,8 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
             raise IntermediateFileError(f"{job['generations']}: its {len(gen)} prompts are not the {len(ref)} of "
                                         f"{job['scores']} (one of them was made from other prompts). "
                                         f"{redo_hint(job['generations'])}")  # fmt: skip
+        check_token_arrays(gen, job["generations"], ["entropy"])
+        check_token_arrays(ref, job["scores"], ["logloss", "tf_entropy"])
         meta = read_sidecar(job["generations"])
         steps, s, pp = curves(gen, ref, max_len)
         key = {k: job[k] for k in PER_STEP_KEYS}
