@@ -34,4 +34,5 @@ rule all:
 
 
 onstart:
+    lock_results_dir()
     check_intermediate_files()

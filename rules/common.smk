@@ -308,6 +308,16 @@ def get_mauve_tables(wildcards):
     return expand(rules.mauve_buckets.output.table, dataset=DATASETS, featurizer=list(config["mauve"]["featurizers"]))
 
 
+def lock_results_dir():
+    """onstart: one run at a time on a results folder, whichever checkout it comes from (entcal.files)."""
+    from entcal.files import ResultsLockedError, lock_results_dir as _lock
+
+    try:
+        _lock(RD, owner=workflow.basedir)
+    except ResultsLockedError as err:
+        raise WorkflowError(str(err)) from None
+
+
 def check_intermediate_files():
     """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute)
     if an existing intermediate file that this run reads, not writes, is damaged or cut short."""

@@ -198,3 +198,21 @@ def test_bad_sampler_values_and_an_alias_bomb_stop_the_dry_run_naming_them(tmp_p
     r = smk("-n", "--cores", "1", "--configfile", str(p), timeout=120)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and f"{p}: YAML aliases expand it to" in out
+
+
+def test_a_second_run_on_the_same_results_dir_from_another_checkout_is_refused(tmp_path):
+    cfg = micro_config(tmp_path)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'workflow_scripts')!r}); from entcal.files import "
+            f"lock_results_dir; lock_results_dir({cfg['results_dir']!r}, owner='/elsewhere/checkout'); print('HELD', "
+            "flush=True); sys.stdin.readline()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HELD"
+        r = smk("--cores", "1", "--configfile", str(write(tmp_path, cfg)), timeout=300)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "is in use by another run" in out and "checkout /elsewhere/checkout" in out
+        assert not (Path(cfg["results_dir"]) / "data").exists()  # no job ran
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)

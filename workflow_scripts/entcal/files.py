@@ -117,3 +117,50 @@ def check_existing(paths, skip=()) -> list[str]:
             except IntermediateFileError as err:
                 bad.append(str(err))
     return bad
+
+
+# --------------------------------------------------------------------------------------------------
+# One run per results folder
+
+LOCK_NAME = ".entcal.lock"
+_HELD: dict[str, int] = {}  # results folder -> open file descriptor holding its lock, for the process' life
+
+
+class ResultsLockedError(RuntimeError):
+    """Another Snakemake process (perhaps from another checkout) is running on the same results folder."""
+
+
+def lock_results_dir(results_dir: str | Path, owner: str = "") -> Path:
+    """Hold an exclusive ``flock`` on ``{results_dir}/.entcal.lock`` until this process exits.
+
+    Snakemake's own lock lives in the checkout's ``.snakemake/``, so two checkouts (or two working
+    directories) pointed at one ``results_dir`` would run the same jobs at once and overwrite each other's
+    files. The kernel releases the lock when the holder exits, however it exits: a killed run leaves no
+    stale lock. The file records who holds it (pid, host, checkout, start time) for the message of the
+    process that finds it held. Taken again by the same process it is a no-op.
+    """
+    import fcntl
+    import socket
+    import time
+
+    folder = Path(results_dir).resolve()
+    if str(folder) in _HELD:
+        return folder / LOCK_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ResultsLockedError(
+            f"{folder} is in use by another run ({holder}). Two runs on one results folder would compute the same "
+            "jobs at once and overwrite each other's files: wait for that run to end (or stop it), or give this "
+            "one another results_dir (--config results_dir=...). Its lock is released when that process exits."
+        ) from None
+    info = f"pid {os.getpid()} on {socket.gethostname()}, checkout {owner or os.getcwd()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode() + b"\n", 0)
+    _HELD[str(folder)] = fd
+    return path
