@@ -35,4 +35,9 @@ rule all:
 
 onstart:
     lock_results_dir()
+    watch_sigterm()
     check_intermediate_files()
+
+
+onerror:
+    on_error()

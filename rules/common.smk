@@ -318,6 +318,42 @@ def lock_results_dir():
         raise WorkflowError(str(err)) from None
 
 
+_TERMINATED = []  # times this run received SIGTERM (scancel, a time limit, kill)
+
+
+def watch_sigterm():
+    """onstart: note a SIGTERM, then hand it to Snakemake's own handler (which lets running jobs finish and
+    starts no new one), so that on_error can say what happened: Snakemake itself only says that "at least
+    one job did not complete"."""
+    import signal
+    import time
+
+    prev = signal.getsignal(signal.SIGTERM)
+
+    def note(signum, frame):
+        _TERMINATED.append(time.time())
+        if callable(prev):
+            prev(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, prev)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, note)
+    except ValueError:  # not the main thread (Snakemake's GUI): Snakemake's message stands
+        pass
+
+
+def on_error():
+    """onerror: after a SIGTERM, say that no job failed and how to resume, before Snakemake's own line."""
+    if _TERMINATED:
+        logger.error(
+            "Stopped by SIGTERM (scancel, a time limit or kill): no job failed. Every finished job's outputs are kept "
+            "(Snakemake lets the jobs running here finish first; a job cut off elsewhere keeps its finished shards in "
+            "{output}.shards/). Resume with the same snakemake command: only what is missing runs, from the last shard."
+        )
+
+
 def check_intermediate_files():
     """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute)
     if an existing intermediate file that this run reads, not writes, is damaged or cut short."""

@@ -216,3 +216,24 @@ def test_a_second_run_on_the_same_results_dir_from_another_checkout_is_refused(t
         holder.stdin.write("\n")
         holder.stdin.flush()
         holder.wait(timeout=30)
+
+
+def test_sigterm_says_no_job_failed_and_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    cfg = micro_config(tmp_path)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(write(tmp_path, cfg))],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    log, t0 = [], time.time()
+    for line in p.stdout:  # wait for the first job that does real work
+        log.append(line)
+        if "rule train_tokenizer" in line or "rule prepare_dataset" in line or time.time() - t0 > 240:
+            break
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    out = "".join(log) + p.communicate(timeout=300)[0]
+    assert p.returncode != 0
+    assert "Stopped by SIGTERM (scancel, a time limit or kill): no job failed" in out
+    assert "Resume with the same snakemake command" in out
