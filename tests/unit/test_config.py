@@ -232,3 +232,26 @@ def test_yaml_bounds_stop_an_alias_bomb_and_an_oversized_file(tmp_path):
     big.write_text("results_dir: " + "x" * MAX_CONFIG_BYTES + "\n")
     assert "more than a configuration file may hold" in yaml_bounds(big)[0]
     assert yaml_bounds(ROOT / "config" / "config.yaml") == [] and yaml_bounds(ROOT / "config" / "demo.yaml") == []
+
+
+def test_a_local_model_needs_its_tokenizer_and_a_table_row_for_every_token(tmp_path):
+    import json
+
+    from tokenizers import Tokenizer, models
+
+    cfg = load("demo.yaml")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 4}))
+    cfg["models"]["mine"] = {"family": "x", "source": "local", "path": str(folder), "n_params": 10, "instruct": False}
+    validate(cfg, SCHEMA, set_default=True)
+    with pytest.raises(ConfigError, match=rf"models.mine.path: {folder} holds no tokenizer \(tokenizer.json, "):
+        check_config(cfg)
+    tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2, "[UNK]": 3}, unk_token="[UNK]"))
+    tok.save(str(folder / "tokenizer.json"))
+    check_config(cfg)  # ids 0..3, four rows
+    tok.add_special_tokens(["<eos>"])  # id 4: no row for it
+    tok.save(str(folder / "tokenizer.json"))
+    with pytest.raises(ConfigError, match="models.mine.path: its tokenizer has token ids up to 4, but config.json's "
+                                          "vocab_size is 4"):  # fmt: skip
+        check_config(cfg)

@@ -241,6 +241,33 @@ def exclude_models(config: dict) -> None:
     log.warning("left out of this run (exclude_models): %s", ", ".join(sorted(drop)))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
+
+def local_tokenizer_problems(folder: Path) -> list[str]:
+    """A local model folder must hold its tokenizer, and every token id must have a row in the embedding
+    table (``vocab_size`` of ``config.json``); without these a job would build an empty tokenizer or index
+    past the table. Reads JSON only (no transformers)."""
+    import json
+
+    files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    if not files:
+        return [f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): save it next to the weights "
+                "(tokenizer.save_pretrained(folder))"]  # fmt: skip
+    if "tokenizer.json" not in files:
+        return []
+    cfg = json.loads((folder / "config.json").read_text())
+    n_rows = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    vocab = (tok.get("model") or {}).get("vocab") or {}
+    ids = list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1] if vocab else []
+    ids += [t["id"] for t in tok.get("added_tokens") or []]
+    if n_rows and ids and max(ids) >= n_rows:
+        return [f"its tokenizer has token ids up to {max(ids)}, but config.json's vocab_size is {n_rows}: "
+                "the tokenizer does not belong to these weights (or the embedding table was not resized)"]  # fmt: skip
+    return []
+
+
 def check_config(config: dict) -> None:
     """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
     errors, unpinned = [], []
@@ -254,6 +281,8 @@ def check_config(config: dict) -> None:
             p = Path(m["path"])
             if not (p / "config.json").is_file():
                 errors.append(f"{key}.path: {p} is not a save_pretrained folder (no config.json)")
+            else:
+                errors += [f"{key}.path: {e}" for e in local_tokenizer_problems(p)]
         if m["source"] == "hf" and not HEX40.fullmatch(m["revision"]):
             unpinned.append(name)
     if unpinned:
