@@ -7,6 +7,7 @@ import re
 import sys
 
 import yaml
+from snakemake.common.tbdstring import TBDString
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -17,7 +18,7 @@ from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
-from entcal.memory import ModelShape, cpu_job_mb  # noqa: E402
+from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
@@ -155,6 +156,8 @@ def mem_by_plan(kind, base_mb, per_billion_mb=3000):
             return by_size(wildcards, attempt)
         spec = GRID.model_spec(wildcards.model)
         dtype = spec.get("dtype") or config["dtype"]
+        if not os.path.isfile(os.path.join(get_model_path(wildcards), "config.json")):
+            return TBDString()  # a dry run: the model is not trained, downloaded or converted yet
         shape = ModelShape.from_dir(get_model_path(wildcards))
         prompt = g["prompt_tokens"] + 64  # room for special tokens and an instruct model's chat template
         n = min(int(batch), spec.get("n_prompts") or g["n_prompts"])
@@ -184,9 +187,22 @@ def config_subset(section, keys):
     return {k: config[section][k] for k in keys}
 
 
-def get_gpus(wildcards):
-    """Resource function: GPUs for a model job."""
-    return GRID.model_spec(wildcards.model).get("gpus", 0)
+def get_gpus(wildcards, input):
+    """Resource function: GPUs for a model job. The model entry's ``gpus``; without one, none on a CPU
+    configuration (device: cpu) and otherwise the fewest GPUs on which the memory plan of the model's
+    config.json fits (entcal.memory.gpus_needed; evaluated once the model folder exists), so that no hub
+    model becomes a CPU job by omission."""
+    spec = GRID.model_spec(wildcards.model)
+    if "gpus" in spec:
+        return spec["gpus"]
+    if config["device"] == "cpu":
+        return 0
+    if not os.path.isfile(os.path.join(get_model_path(wildcards), "config.json")):
+        return TBDString()  # a dry run: the model is not downloaded yet
+    g = config["generation"]
+    shape = ModelShape.from_dir(get_model_path(wildcards))
+    return gpus_needed(shape, config["gpu_memory_gb"], g["prompt_tokens"] + 64 + g["max_new_tokens"],
+                       quantization="nf4" if config["precision"] == "paper" else "none")  # fmt: skip
 
 
 def get_generate_calibration(wildcards):

@@ -69,6 +69,21 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     assert "slurm_partition=cpu" in cpu and "gpu_model" not in cpu
 
 
+def test_the_demo_dry_runs_before_any_model_exists(tmp_path):
+    """The demo's memory plan reads each model's config.json, which a dry run has not made yet: <TBD>, no error."""
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["results_dir"], cfg["downloads_dir"] = str(tmp_path / "demo"), str(tmp_path / "downloads")
+    p = tmp_path / "demo.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = smk("-n", "--cores", "2", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    assert counts["generate"] == 46 and counts["convert_gguf"] == 2 and counts["total"] == 130
+    gemma = re.search(r"wildcards: dataset=code, model=gemma3_270m, setting=ancestral-t1\n\s+resources: (.*)", out)[1]
+    assert "mem_mb=<TBD>" in gemma and "gpu=0" in gemma
+
+
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
 def test_workflow_lints_clean(config):
     r = smk("--lint", "--configfile", config)

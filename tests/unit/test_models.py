@@ -140,3 +140,19 @@ def test_pin_writes_a_lock_the_workflow_applies_and_names_gated_models(tmp_path)
 
     with pytest.raises(RuntimeError, match="models.a: org/a is gated"):
         pin_revisions(tmp_path / "c.yaml", tmp_path / "lock2.yaml", api=Gated())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_a_job_put_on_a_gpu_without_one_fails_at_once_naming_what_torch_reports():
+    from entcal.models import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError) as err:
+        resolve_device("auto", gpus=2)  # a hub model's job: GPUs in its resources, device auto
+    msg = str(err.value)
+    assert "expects a CUDA GPU (2 GPU(s) in its resources) but finds none" in msg
+    assert f"torch {torch.__version__}" in msg and "cuda.is_available() = False" in msg
+    assert ("a CPU-only build" in msg) == (torch.version.cuda is None) and "NVIDIA driver" in msg
+    with pytest.raises(DeviceError, match=r"\(device: cuda in the configuration\)"):
+        resolve_device("cuda")
+    # the CPU on purpose, and auto without GPUs, run on the CPU
+    assert resolve_device("cpu", gpus=4).type == "cpu" and resolve_device("auto", gpus=0).type == "cpu"

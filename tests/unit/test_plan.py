@@ -173,3 +173,19 @@ def test_cpu_job_memory_of_a_real_model_from_its_config():
     # a bf16 job also holds the float32 copy while loading; the margin scales the whole plan
     assert cpu_job_mb(shape, "generate", B, ctx, prompt_len=64, dtype="bfloat16", margin=1.0) > mb
     assert abs(cpu_job_mb(shape, "generate", B, ctx, prompt_len=64, margin=1.3) - 1.3 * mb) <= 2
+
+
+def test_gpus_needed_never_exceeds_the_grids_choice_and_follows_the_weights():
+    from entcal.memory import gpus_needed
+
+    context = GRID["generation"]["prompt_tokens"] + 64 + GRID["generation"]["max_new_tokens"]
+    need = {n: gpus_needed(ModelShape.from_config(SHAPES[n]), GRID["gpu_memory_gb"], context) for n in GRID["models"]}
+    assert all(1 <= need[n] <= spec["gpus"] for n, spec in GRID["models"].items()), need
+    # closed form on 80 GB GPUs (72 GB usable less 2 GB overhead): bf16 weights of 13-14B (26-30 GB) fit one,
+    # Qwen2.5-32B's 65.5 GB leave too little for 8 rows of 2.3k tokens on one, 70B's 141 GB need four
+    # (half of them, 70 GB, plus the untied head and embeddings, exceeds one GPU's 70 GB)
+    assert need["llama2_13b"] == need["qwen25_14b"] == 1 and need["qwen25_32b"] == 2
+    assert need["llama2_70b"] == need["llama3_70b"] == need["qwen25_72b"] == 4
+    assert gpus_needed(ModelShape.from_config(SHAPES["llama2_70b"]), 80, context, quantization="nf4") == 1
+    with pytest.raises(ValueError, match="does not fit 8 GPUs of 10 GB"):
+        gpus_needed(ModelShape.from_config(SHAPES["qwen25_72b"]), 10, context)

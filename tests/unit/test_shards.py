@@ -135,3 +135,14 @@ def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
     assert len(a) == len(b) == 16
     for x, y in zip(a["logloss"], b["logloss"]):
         np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without CUDA")
+def test_a_generation_job_with_gpus_on_a_cpu_machine_fails_before_loading_anything(tiny_model_dir, examples, tmp_path):
+    from entcal.jobs import generate_file
+    from entcal.models import DeviceError
+
+    out = tmp_path / "g.parquet"
+    with pytest.raises(DeviceError, match=r"expects a CUDA GPU \(1 GPU\(s\) in its resources\)"):
+        generate_file(**{**_gen_kw(tiny_model_dir, examples, out), "device": "auto", "gpus": 1})
+    assert not out.exists() and not Path(str(out) + ".shards").exists()

@@ -45,7 +45,7 @@ GENERATION_COLUMNS = ["example_id", "prompt_len", "n_tokens", "stopped_at_eos", 
 
 def job_budget(device: str, gpus: int, gpu_memory_gb: float):
     """The memory a job plans with: its GPUs, or on CPU half of the machine's memory as one device."""
-    if resolve_device(device).type == "cuda":
+    if resolve_device(device, gpus).type == "cuda":
         return Budget(gpus=max(1, gpus), gpu_memory_gb=gpu_memory_gb)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
     return Budget(gpus=1, gpu_memory_gb=ram / 2, utilization=1.0, overhead_gb=0.5)

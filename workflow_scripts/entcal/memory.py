@@ -232,6 +232,20 @@ def plan_scoring(shape: ModelShape, budget: Budget, seq_len: int, *, cap: int = 
     return {"batch": best, "chunk": chunk, "peak": parts["peak"], "parts": parts, "fits": best > 0}
 
 
+def gpus_needed(shape: ModelShape, gpu_memory_gb: float, context: int, *, quantization: str = "none",
+                dtype: str = "bfloat16", min_batch: int = 8, options=(1, 2, 4, 8)) -> int:
+    """The fewest GPUs (of ``options``) on which the plan fits a generation batch of ``min_batch`` rows up to
+    ``context`` tokens and a scoring pass of one sequence: a hub model's ``gpus`` when its entry gives none."""
+    for g in options:
+        budget = Budget(gpus=g, gpu_memory_gb=gpu_memory_gb)
+        gen = plan_generation(shape, budget, context, cap=min_batch, quantization=quantization, dtype=dtype)
+        sc = plan_scoring(shape, budget, context, cap=1, quantization=quantization, dtype=dtype)
+        if gen["batch"] >= min_batch and sc["fits"]:
+            return g
+    raise ValueError(f"{shape.model_type} with {shape.n_params() / 1e9:.1f}B parameters does not fit {options[-1]} GPUs "
+                     f"of {gpu_memory_gb:g} GB at context {context}")
+
+
 def generation_batches(prompt_lens: list[int], max_new: int, fits) -> list[slice]:
     """Consecutive batches over prompts sorted by length (ascending): each batch as large as
     ``fits(batch, longest prompt)`` allows (``fits`` returns the largest batch for that prompt length)."""

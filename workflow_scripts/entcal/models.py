@@ -54,7 +54,48 @@ def weight_dtype(dtype: str, device: str = "auto") -> str:
     return chosen
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+class DeviceError(RuntimeError):
+    """A job was put on a GPU (``device: cuda``, or GPUs in its resources) and finds no usable CUDA device."""
+
+
+# PyPI's default torch 2.13 wheels are built against CUDA 12.8 (NVIDIA driver >= 570 on Linux; older drivers
+# need another build, e.g. `pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126`
+# for CUDA 12.6, driver >= 560), see README "GPU environment"
+DRIVER_HINT = ("PyPI's torch 2.13 CUDA build needs an NVIDIA driver for CUDA 12.8 (>= 570 on Linux); with an older "
+               "driver install a torch build for its CUDA version (README, 'GPU environment')")  # fmt: skip
+
+
+def cuda_report() -> str:
+    """What torch reports about CUDA, in one line, for error messages and sidecars."""
+    import os
+
+    build = torch.version.cuda
+    parts = [f"torch {torch.__version__} ({f'built for CUDA {build}' if build else 'a CPU-only build'})",
+             f"cuda.is_available() = {torch.cuda.is_available()}",
+             f"CUDA_VISIBLE_DEVICES = {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}"]  # fmt: skip
+    if build:
+        try:
+            parts.append(f"device_count() = {torch.cuda.device_count()}")
+        except Exception as err:  # a driver too old for the build raises here  # noqa: BLE001
+            parts.append(f"device_count() failed: {err}")
+    return "; ".join(parts)
+
+
+def resolve_device(device: str = "auto", gpus: int = 0) -> torch.device:
+    """The device a job runs on: ``device`` from the configuration, ``gpus`` from the job's resources.
+
+    A job that the configuration (``device: cuda``) or its resources (``gpus`` > 0) put on a GPU and that
+    finds no usable CUDA device fails at once (:class:`DeviceError`): running it on the CPU instead would
+    take its whole time limit, then its retries'. ``auto`` with no GPU in the job's resources picks CUDA
+    when it is usable, else the CPU (the demo's case); ``cpu`` is the CPU, whatever the resources say.
+    """
+    if device == "cpu":
+        return torch.device("cpu")
+    if (device.startswith("cuda") or (gpus or 0) > 0) and not torch.cuda.is_available():
+        wanted = f"{gpus} GPU(s) in its resources" if gpus else "device: cuda in the configuration"
+        raise DeviceError(f"this job expects a CUDA GPU ({wanted}) but finds none: {cuda_report()}. On a GPU node "
+                          f"check the SLURM request and the driver: {DRIVER_HINT}. To run on CPU on purpose, set "
+                          "device: cpu and gpus: 0 for the model.")  # fmt: skip
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -88,7 +129,7 @@ def load_tokenizer(path: str | Path, name: str = ""):
 
 
 def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto", quantization: str = "none",
-               gpus: int = 1, gpu_memory_gb: float | None = None):  # fmt: skip
+               gpus: int = 0, gpu_memory_gb: float | None = None):  # fmt: skip
     """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline.
 
     ``quantization``: ``none``, or ``nf4`` (the authors' setting: 4-bit NF4 weights, double-quantised
@@ -102,7 +143,7 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
     path = check_model_dir(path, name)
     tok = load_tokenizer(path, name)
     kwargs = {"dtype": DTYPES[dtype], "local_files_only": True}
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpus)
     if quantization == "nf4":
         try:
             import bitsandbytes  # noqa: F401
