@@ -58,11 +58,18 @@ class DeviceError(RuntimeError):
     """A job was put on a GPU (``device: cuda``, or GPUs in its resources) and finds no usable CUDA device."""
 
 
-# PyPI's default torch 2.13 wheels are built against CUDA 12.8 (NVIDIA driver >= 570 on Linux; older drivers
-# need another build, e.g. `pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126`
-# for CUDA 12.6, driver >= 560), see README "GPU environment"
-DRIVER_HINT = ("PyPI's torch 2.13 CUDA build needs an NVIDIA driver for CUDA 12.8 (>= 570 on Linux); with an older "
-               "driver install a torch build for its CUDA version (README, 'GPU environment')")  # fmt: skip
+def driver_hint() -> str:
+    """The driver rule for the installed torch build: its CUDA version must not exceed the driver's."""
+    build = torch.version.cuda
+    if not build:
+        return ("this torch is a CPU-only build: install a CUDA build of the same version, e.g. `pip install "
+                f"torch=={torch.__version__.split('+')[0]} --index-url https://download.pytorch.org/whl/cu126` (README, "
+                "'GPU environment')")  # fmt: skip
+    tag = "cu" + build.replace(".", "")
+    floor = " (a 580-series driver or newer for CUDA 13.0)" if build.startswith("13.") else ""
+    return (f"this torch is built for CUDA {build}: the node's driver must support it{floor} (nvidia-smi's 'CUDA "
+            f"Version' >= {build}); with an older driver install the build for its CUDA version (another --index-url "
+            f"than https://download.pytorch.org/whl/{tag}; README, 'GPU environment')")  # fmt: skip
 
 
 def cuda_report() -> str:
@@ -94,7 +101,7 @@ def resolve_device(device: str = "auto", gpus: int = 0) -> torch.device:
     if (device.startswith("cuda") or (gpus or 0) > 0) and not torch.cuda.is_available():
         wanted = f"{gpus} GPU(s) in its resources" if gpus else "device: cuda in the configuration"
         raise DeviceError(f"this job expects a CUDA GPU ({wanted}) but finds none: {cuda_report()}. On a GPU node "
-                          f"check the SLURM request and the driver: {DRIVER_HINT}. To run on CPU on purpose, set "
+                          f"check the SLURM request and the driver: {driver_hint()}. To run on CPU on purpose, set "
                           "device: cpu and gpus: 0 for the model.")  # fmt: skip
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
