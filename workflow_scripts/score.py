@@ -24,6 +24,7 @@ score_file(
     epsilon=snakemake.params.truncation_epsilon,
     dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     precision=snakemake.params.precision,
+    meta={"dataset": snakemake.wildcards.dataset},
     calibration=snakemake.input.get("calibration"),
     head=snakemake.input.get("head"),
     batch_size=cfg["scoring"]["batch_size"],

@@ -237,3 +237,40 @@ def test_sigterm_says_no_job_failed_and_how_to_resume(tmp_path):
     assert p.returncode != 0
     assert "Stopped by SIGTERM (scancel, a time limit or kill): no job failed" in out
     assert "Resume with the same snakemake command" in out
+
+
+def test_a_flipped_bit_a_foreign_dataset_and_other_prompts_are_refused(finished, tmp_path):
+    import json
+
+    from entcal.aggregate import aggregate
+    from entcal.files import IntermediateFileError, check_file
+
+    _, rd = finished
+    gen = rd / "generations" / "code" / "tiny_a" / "ancestral-t1.parquet"
+    sc = rd / "scores" / "code" / "tiny_a.parquet"
+    side = json.loads(gen.with_suffix(".json").read_text())
+    assert len(side["sha256"]) == 64 and side["dataset"] == "code" and len(side["upstream"]["prompts"]) == 64
+    job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
+           "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1"}  # fmt: skip
+
+    def copy(src, name, edit=None, flip=False):
+        dst = tmp_path / name
+        data = bytearray(src.read_bytes())
+        if flip:  # one bit in the middle: same size, same row count in the footer
+            data[len(data) // 2] ^= 0x04
+        dst.write_bytes(bytes(data))
+        s = json.loads(src.with_suffix(".json").read_text())
+        dst.with_suffix(".json").write_text(json.dumps(edit(s) if edit else s))
+        return str(dst)
+
+    flipped = copy(gen, "flip.parquet", flip=True)
+    with pytest.raises(IntermediateFileError, match="its content is not what its job wrote .*damaged or replaced"):
+        check_file(flipped)
+    with pytest.raises(IntermediateFileError, match="flip.parquet: its content is not what its job wrote"):
+        aggregate([dict(job, generations=flipped, scores=str(sc))], "/dev/null", "/dev/null", 24)
+    prose = copy(sc, "prose_scores.parquet", edit=lambda s: {**s, "dataset": "prose"})
+    with pytest.raises(IntermediateFileError, match="written for dataset = 'prose', the configuration asks for 'code'"):
+        aggregate([dict(job, generations=str(gen), scores=prose)], "/dev/null", "/dev/null", 24)
+    other = copy(sc, "other.parquet", edit=lambda s: {**s, "upstream": {"prompts": "0" * 64}})
+    with pytest.raises(IntermediateFileError, match="were made from different prompts files"):
+        aggregate([dict(job, generations=str(gen), scores=other)], "/dev/null", "/dev/null", 24)

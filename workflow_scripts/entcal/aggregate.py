@@ -151,8 +151,15 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     for job in jobs:
         expect = {"model": job["model"], "sampler": job["sampler"], "temperature": job["temperature"],
                   "sampler_param": job.get("sampler_param")}  # fmt: skip
-        gen = read_parquet(job["generations"], expect)
-        sc = read_parquet(job["scores"], {"model": job["model"]})
+        # provenance (sidecars since the content hashes; older ones carry no dataset or upstream and pass on)
+        ds = {p: {"dataset": job["dataset"]} if "dataset" in read_sidecar(p) else {} for p in (job["generations"], job["scores"])}
+        gen = read_parquet(job["generations"], {**expect, **ds[job["generations"]]})
+        sc = read_parquet(job["scores"], {"model": job["model"], **ds[job["scores"]]})
+        up_gen, up_sc = read_sidecar(job["generations"]).get("upstream"), read_sidecar(job["scores"]).get("upstream")
+        if up_gen and up_sc and up_gen.get("prompts") != up_sc.get("prompts"):
+            raise IntermediateFileError(f"{job['generations']} and {job['scores']} were made from different prompts files "
+                                        f"(SHA-256 {str(up_gen.get('prompts'))[:12]}… and {str(up_sc.get('prompts'))[:12]}…). "
+                                        f"{redo_hint(job['scores'])}")  # fmt: skip
         ref = sc[sc["setting"] == job["setting"]]
         if ref.empty:
             raise IntermediateFileError(f"{job['scores']}: has no rows for sampler setting {job['setting']}, which the "

@@ -2,8 +2,10 @@
 
 Every intermediate Parquet file of the workflow (``data/*``, ``prompts/*``, ``generations/*``,
 ``scores/*``, ``calibration/*/labels``) has a sidecar of the same stem (``.json``) that records, next to
-the settings that produced it, ``rows`` (its row count) and ``bytes`` (its size). Files are written to a
-temporary name and renamed, so a killed job never leaves a half-written file under the real name.
+the settings that produced it, ``rows`` (its row count), ``bytes`` (its size) and ``sha256`` (of its bytes);
+generation and score sidecars add their provenance: ``dataset`` and ``upstream`` (``{"prompts": SHA-256 of the
+prompts file they were made from}``). Files are written to a temporary name and renamed, so a killed job never
+leaves a half-written file under the real name.
 
 A reader (:func:`read_parquet`, :func:`check_file`) compares the file with its sidecar and with what
 the configuration expects (model, sampler setting, prompt count) and stops with an
@@ -51,11 +53,32 @@ def write_parquet(df: pd.DataFrame, path: str | Path, sidecar: dict | None = Non
     return write_sidecar(path, sidecar or {})
 
 
+_VERIFIED: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256) hashed by this process
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 8 MB blocks; remembered per process by size and mtime."""
+    import hashlib
+
+    st = Path(path).stat()
+    hit = _VERIFIED.get(str(path))
+    if hit and hit[:2] == (st.st_size, st.st_mtime_ns):
+        return hit[2]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    _VERIFIED[str(path)] = (st.st_size, st.st_mtime_ns, h.hexdigest())
+    return h.hexdigest()
+
+
 def write_sidecar(path: str | Path, sidecar: dict) -> dict:
-    """The sidecar of an already written file: ``sidecar`` plus the file's ``rows`` and ``bytes``."""
+    """The sidecar of an already written file: ``sidecar`` plus the file's ``rows``, ``bytes`` and ``sha256``
+    (what every reader checks the file against)."""
     import pyarrow.parquet as pq
 
-    side = {**sidecar, "rows": pq.read_metadata(path).num_rows, "bytes": Path(path).stat().st_size}
+    side = {**sidecar, "rows": pq.read_metadata(path).num_rows, "bytes": Path(path).stat().st_size,
+            "sha256": file_sha256(path)}  # fmt: skip
     tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
     tmp.write_text(json.dumps(side, indent=2))
     os.replace(tmp, sidecar_path(path))
@@ -73,8 +96,9 @@ def read_sidecar(path: str | Path) -> dict:
 
 
 def check_file(path: str | Path, expect: dict | None = None) -> dict:
-    """Check a Parquet file against its sidecar (size, rows) and ``expect`` ({sidecar key: value});
-    returns the sidecar. Cheap: reads the Parquet footer only."""
+    """Check a Parquet file against its sidecar (size, rows, SHA-256 of its bytes) and ``expect`` ({sidecar
+    key: value}); returns the sidecar. The hash is computed once per process and file version (size and
+    mtime); sidecars of versions before the hash have none, and are checked without it."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -84,6 +108,9 @@ def check_file(path: str | Path, expect: dict | None = None) -> dict:
     size = path.stat().st_size
     if "bytes" in side and side["bytes"] != size:
         raise _fail(path, f"is {size} bytes, its sidecar says {side['bytes']}: the file was cut short or replaced")
+    if "sha256" in side and file_sha256(path) != side["sha256"]:
+        raise _fail(path, f"its content is not what its job wrote (SHA-256 {file_sha256(path)[:12]}…, its sidecar says "
+                          f"{side['sha256'][:12]}…): the file was damaged or replaced")  # fmt: skip
     try:
         rows = pq.read_metadata(path).num_rows
     except Exception as err:  # noqa: BLE001 - arrow raises several types for a damaged file

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from entcal.files import check_file, write_parquet, write_sidecar
+from entcal.files import check_file, read_sidecar, write_parquet, write_sidecar
 from entcal.logs import Progress
 from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
@@ -241,6 +241,7 @@ def generate_file(
     sidecar = {
         **(meta or {}),
         "model": model_name,
+        "upstream": {"prompts": read_sidecar(prompts_path).get("sha256")},  # provenance: the prompts it continued
         "sampler": sampler,
         "sampler_param": sampler_param,
         "temperature": temperature,
@@ -340,8 +341,10 @@ def score_file(
     precision: str = "exact",
     gpus: int = 0,
     gpu_memory_gb: float = 80.0,
+    meta: dict | None = None,
 ) -> None:
-    """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar.
+    """Score one model x dataset at every sampler setting; write Parquet plus JSON sidecar (``meta``: more
+    sidecar keys, the dataset for the workflow's jobs).
 
     ``settings``: dicts with slug, sampler, temperature and (for truncation) param.
     ``calibration`` / ``head``: the train_predictor outputs, for the calibrated samplers.
@@ -386,7 +389,9 @@ def score_file(
     store.merge(frames, sort_by="example_id")
     n_tok = sum(len(p) + len(r) for _, p, r in chosen)
     sidecar = {
+        **(meta or {}),
         "model": model_name,
+        "upstream": {"prompts": read_sidecar(prompts_path).get("sha256")},  # provenance: the prompts it scored
         "settings": [st["slug"] for st in settings],
         "truncation_epsilon": epsilon,
         "n_prompts": len(chosen),
