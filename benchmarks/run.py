@@ -165,7 +165,7 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
     import yaml
 
     from entcal.data import prepare_dataset
-    from entcal.models import convert_gguf, load_model
+    from entcal.models import convert_gguf, load_model, weight_dtype
     from entcal.prompts import select_examples
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
@@ -181,12 +181,13 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
             if not (folder / "config.json").is_file():
                 folder = convert_gguf(name, spec, Path(tmp) / name)
             torch.set_num_threads(threads)
-            model, tok = load_model(folder, name, dtype="float32", device="cpu")
+            dtype = weight_dtype(spec.get("dtype") or demo["dtype"], "cpu")  # as the demo's jobs resolve it here
+            model, tok = load_model(folder, name, dtype=dtype, device="cpu")
             chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"],
                                      chat_instruction=demo["datasets"]["code"].get("chat_instruction"))  # fmt: skip
             prompts = [p for _, p, _ in chosen]
             kw = dict(temperature=1.0, max_new_tokens=new, batch_size=n, seed=seed, stop_at_eos=False)
-            sizes = f"N={n}, P~{len(prompts[0])}, L={new}, V={len(tok)}, float32, {threads} threads"
+            sizes = f"N={n}, P~{len(prompts[0])}, L={new}, V={len(tok)}, {dtype} weights, {threads} threads"
             rows += same_pass_rows(model, tok, prompts, kw, sizes, label=name, pad_id=tok.pad_token_id)
             del model
     return rows
