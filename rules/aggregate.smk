@@ -15,7 +15,7 @@ rule aggregate:
         ),
     params:
         algo=ALGO["aggregate"],
-        jobs=GRID.aggregate_jobs(),
+        jobs=sorted(GRID.aggregate_jobs(), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
     log:
         f"{RD}/logs/aggregate.log",
@@ -79,7 +79,7 @@ rule dump_config:
     output:
         P("effective_config"),
     params:
-        config=results_config(config),
+        config=canonical(results_config(config)),
     log:
         f"{RD}/logs/dump_config.log",
     localrule: True

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
-from entcal.config import SETTING_PATTERN, apply_revision_lock, check_config, duplicate_keys, exclude_models, results_config, schema_errors, yaml_bounds  # noqa: E402
+from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, results_config, schema_errors, yaml_bounds  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
@@ -40,6 +40,11 @@ if config["revisions_lock"]:
         logger.warning(note)
 exclude_models(config)
 check_config(config)
+# canonical key order (entcal.config.canonical): an equivalent configuration in another key order gives the
+# same params, so it reruns nothing; the order of datasets and models is kept (figure panels and legends)
+_canonical = canonical(config, keep=("datasets", "models"))
+config.clear()
+config.update(_canonical)
 
 GRID = Grid(config)
 _missing = gguf_problems(config)
@@ -280,12 +285,12 @@ def get_excerpt_jobs(wildcards):
     """Params function: the generation files whose excerpts enter MAUVE (base models, not
     checkpoints, at the settings listed in mauve.settings), with the folder of their tokenizer."""
     d = wildcards.dataset
-    return [
+    return sorted([
         {"model": m, "setting": s["slug"], "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
          "scores": GRID.path("scores", dataset=d, model=m), "model_path": GRID.model_folder(m, d)}
         for m in config["models"] if not config["models"][m]["instruct"]
         for s in GRID.model_settings(m) if s["slug"] in config["mauve"]["settings"]
-    ]  # fmt: skip
+    ], key=lambda j: (j["model"], j["setting"]))  # fmt: skip  (sorted: the models' order in the file changes nothing)
 
 
 def get_excerpt_inputs(wildcards):

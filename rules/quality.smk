@@ -97,7 +97,7 @@ rule mauve_buckets:
 rule mauve_summary:
     input:
         tables=get_mauve_tables,
-        excerpts=expand(rules.mauve_excerpts.output.excerpts, dataset=DATASETS),
+        excerpts=expand(rules.mauve_excerpts.output.excerpts, dataset=sorted(DATASETS)),  # in params.datasets order
         summary=rules.aggregate.output.summary,
     output:
         table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),
@@ -106,7 +106,7 @@ rule mauve_summary:
         pdf=f"{RD}/figures/mauve.pdf",
     params:
         algo=ALGO["mauve"],
-        datasets=DATASETS,
+        datasets=sorted(DATASETS),
         seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/mauve_summary.log",

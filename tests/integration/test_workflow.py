@@ -276,6 +276,23 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
                                   and ("generations" in l or "models/" in l))  # fmt: skip
 
 
+def test_micro_config_in_another_key_order_reruns_nothing(micro):
+    """Every mapping's keys reversed, datasets and models included (lists keep their order): same params."""
+    rd, p, cfg = micro
+
+    def reverse(x):
+        if isinstance(x, dict):
+            return {k: reverse(x[k]) for k in reversed(list(x))}
+        return [reverse(v) for v in x] if isinstance(x, list) else x
+
+    q = p.with_name("reordered.yaml")
+    q.write_text(yaml.safe_dump(reverse(cfg), sort_keys=False))
+    assert list(yaml.safe_load(q.read_text())["models"]) == list(reversed(list(cfg["models"])))
+    r = smk("-n", "--cores", "2", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Nothing to be done" in out, out[-3000:]
+
+
 def test_micro_reruns_follow_the_science(micro):
     """Execution settings rerun nothing; a predictor setting reruns the predictor and what reads it."""
     import copy

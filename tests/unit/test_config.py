@@ -255,3 +255,14 @@ def test_a_local_model_needs_its_tokenizer_and_a_table_row_for_every_token(tmp_p
     with pytest.raises(ConfigError, match="models.mine.path: its tokenizer has token ids up to 4, but config.json's "
                                           "vocab_size is 4"):  # fmt: skip
         check_config(cfg)
+
+
+def test_canonical_sorts_every_mapping_but_the_kept_ones_and_keeps_list_order():
+    from entcal.config import canonical
+
+    a = {"b": {"y": 1, "x": [{"q": 1, "p": 2}, 3]}, "models": {"z": {"b": 1, "a": 2}, "a": {}}, "a": 0}
+    b = {"a": 0, "models": {"z": {"a": 2, "b": 1}, "a": {}}, "b": {"x": [{"p": 2, "q": 1}, 3], "y": 1}}
+    ca, cb = canonical(a, keep=("models",)), canonical(b, keep=("models",))
+    assert ca == a and repr(ca) == repr(cb)  # same values; one repr, whatever the order written
+    assert list(ca) == ["a", "b", "models"] and list(ca["models"]) == ["z", "a"]  # models keep their order
+    assert list(ca["models"]["z"]) == ["a", "b"] and ca["b"]["x"][1] == 3

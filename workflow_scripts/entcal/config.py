@@ -25,6 +25,19 @@ EXECUTION_KEYS = {
 }
 
 
+def canonical(x, keep: tuple[str, ...] = (), _path: str = ""):
+    """``x`` with every mapping's keys in sorted order, recursively (lists keep their order): Snakemake
+    compares a rule's params by their ``repr``, so without this the same configuration written in another
+    key order would rerun every job. ``keep``: dotted paths of mappings whose key order is kept (``datasets``
+    and ``models``: the order of figure panels and legends); their values are sorted all the same."""
+    if isinstance(x, dict):
+        keys = list(x) if _path in keep else sorted(x, key=str)
+        return {k: canonical(x[k], keep, f"{_path}.{k}" if _path else str(k)) for k in keys}
+    if isinstance(x, list):
+        return [canonical(v, keep, _path) for v in x]
+    return x
+
+
 def results_config(config: dict) -> dict:
     """The configuration without its execution settings (:data:`EXECUTION_KEYS`): what the results
     depend on, as ``config.effective.yaml`` records it."""
