@@ -197,6 +197,24 @@ def test_results_load_by_name(micro):
         load_generations("tiny_b", "prose", "ancestral-t0.5", rd)
 
 
+def test_a_copied_run_loads_its_own_files_from_anywhere(micro, tmp_path, monkeypatch):
+    import shutil
+
+    from entcal.results import load_generations, load_summary
+
+    rd, _, _ = micro
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(rd, copy, ignore=shutil.ignore_patterns("*.safetensors.*"))
+    summary = pd.read_csv(copy / "tables" / "summary.csv").iloc[:3]
+    summary.to_csv(copy / "tables" / "summary.csv", index=False)  # the copy now differs from the original
+    monkeypatch.chdir(tmp_path)  # a notebook somewhere else
+    assert len(load_summary("elsewhere/run")) == 3 and len(load_summary(rd)) > 3
+    g = load_generations("tiny_b", "prose", "ancestral-t1", copy)  # its tokenizer from the copy's model folder
+    assert g["text"].str.len().gt(0).all()
+    with pytest.raises(FileNotFoundError, match="is nowhere a results_dir"):
+        load_summary("nowhere")
+
+
 def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
     import json
 

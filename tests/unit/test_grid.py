@@ -82,3 +82,20 @@ def test_the_demo_without_gemma_is_one_setting():
     cfg["exclude_models"] = ["gemma"]
     with pytest.raises(ConfigError, match=r"exclude_models: unknown model\(s\) \['gemma'\]"):
         exclude_models(cfg)
+
+
+def test_a_run_is_read_from_where_it_is_now(tmp_path):
+    from entcal.results import grid as run_grid
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    moved = tmp_path / "project" / "results" / "demo"  # a checkout moved: results_dir recorded as results/demo
+    moved.mkdir(parents=True)
+    (moved / "config.effective.yaml").write_text(yaml.safe_dump(cfg))
+    g = run_grid(moved)
+    assert g.rd == str(moved) and g.model_folder("s1", "code") == str(moved / "models" / "code" / "s1")
+    assert g.model_folder("gemma3_270m", "code") == str(tmp_path / "project" / "results" / "downloads" / "models" / "gemma3_270m")
+    renamed = tmp_path / "copy_of_demo"  # a copied folder under another name: its own files all the same
+    renamed.mkdir()
+    (renamed / "config.effective.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_grid(renamed).path("summary") == str(renamed / "tables" / "summary.csv")

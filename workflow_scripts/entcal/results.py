@@ -24,13 +24,30 @@ from entcal.grid import Grid
 
 
 def grid(results_dir: str | Path = "results/demo") -> Grid:
-    """The grid of a finished (or running) run, from the configuration it wrote."""
+    """The grid of a finished (or running) run, from the configuration it wrote, with its paths resolved
+    from where the run is now: ``results_dir`` is the folder given (a moved or copied run reads its own
+    files, never the original's), and a relative ``downloads_dir`` or local model path is taken relative to
+    the directory the run started in (the folder given, less the recorded relative ``results_dir``), not
+    the reader's current directory."""
     import yaml
 
-    f = Path(results_dir) / "config.effective.yaml"
+    folder = Path(results_dir).expanduser().resolve()
+    f = folder / "config.effective.yaml"
     if not f.is_file():
-        raise FileNotFoundError(f"{f} not found: is {results_dir} a results_dir? (the dump_config rule writes it)")
-    return Grid(yaml.safe_load(f.read_text()))
+        raise FileNotFoundError(f"{f} not found: is {results_dir} a results_dir? (the dump_config rule writes it; "
+                                "a run that has not started has none)")  # fmt: skip
+    cfg = yaml.safe_load(f.read_text())
+    recorded = Path(cfg["results_dir"])
+    n = len(recorded.parts)
+    start = folder.parents[n - 1] if not recorded.is_absolute() and n and folder.parts[-n:] == recorded.parts else None
+    cfg["results_dir"] = str(folder)
+    if start is not None:
+        if not Path(cfg["downloads_dir"]).is_absolute():
+            cfg["downloads_dir"] = str(start / cfg["downloads_dir"])
+        for spec in cfg["models"].values():
+            if spec.get("source") == "local" and not Path(spec["path"]).is_absolute():
+                spec["path"] = str(start / spec["path"])
+    return Grid(cfg)
 
 
 def load_summary(results_dir: str | Path = "results/demo") -> pd.DataFrame:
