@@ -282,13 +282,14 @@ def get_power_law_inputs(wildcards):
 
 
 def get_excerpt_jobs(wildcards):
-    """Params function: the generation files whose excerpts enter MAUVE (base models, not
-    checkpoints, at the settings listed in mauve.settings), with the folder of their tokenizer."""
+    """Params function: the generation files whose excerpts enter MAUVE (base models, and instruct models
+    with mauve.instruct; not checkpoints; at the settings listed in mauve.settings), with the folder of their
+    tokenizer."""
     d = wildcards.dataset
     return sorted([
         {"model": m, "setting": s["slug"], "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
          "scores": GRID.path("scores", dataset=d, model=m), "model_path": GRID.model_folder(m, d)}
-        for m in config["models"] if not config["models"][m]["instruct"]
+        for m in config["models"] if config["mauve"]["instruct"] or not config["models"][m]["instruct"]
         for s in GRID.model_settings(m) if s["slug"] in config["mauve"]["settings"]
     ], key=lambda j: (j["model"], j["setting"]))  # fmt: skip  (sorted: the models' order in the file changes nothing)
 
