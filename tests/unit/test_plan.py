@@ -150,6 +150,18 @@ def test_plan_command_prints_the_grid(tmp_path):
     assert len(df) == 99 and df["fits"].all()
 
 
+def test_plan_command_fails_for_a_model_it_cannot_plan(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["models"]["mystery_7b"] = dict(cfg["models"]["llama2_7b"], repo_id="someone/mystery-7b")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "model_shapes.yaml").write_text((ROOT / "config" / "model_shapes.yaml").read_text())
+    r = subprocess.run([sys.executable, "-m", "entcal.plan", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(ROOT / "workflow_scripts"), "PATH": "/usr/bin:/bin",
+                                       "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert r.returncode == 1 and "cannot plan ['mystery_7b'] (no shape)" in r.stderr
+    assert "GPU-hours" in r.stdout  # the rest is still shown
+
+
 # google/gemma-3-270m as the demo converts it (config.json of the converted folder; shared/real-models.md)
 GEMMA3_270M = {"model_type": "gemma3_text", "num_hidden_layers": 18, "hidden_size": 640, "num_attention_heads": 4,
                "num_key_value_heads": 1, "head_dim": 256, "intermediate_size": 2048, "vocab_size": 262144,

@@ -196,10 +196,11 @@ def main(argv=None) -> None:
     print(df.to_string(index=False))
     print(f"\n{len(df)} model x dataset pairs; every job fits its GPUs: {bool(df['fits'].all()) if len(df) else 'n/a'}; "
           f"total {df['gpu_hours'].sum():,.0f} GPU-hours" if len(df) else "no hub or local models")  # fmt: skip
-    if missing:
-        print(f"no shape for {missing}: download them or add them to {shapes_file}")
     if a.csv:
         df.to_csv(a.csv, index=False)
+    if missing:  # left out of the table and the total: the plan is incomplete, which is an error
+        raise SystemExit(f"cannot plan {missing} (no shape): the table and the total above leave them out. Download "
+                         f"them, or add their config.json facts to {shapes_file}")  # fmt: skip
 
 
 if __name__ == "__main__":  # python -m entcal.plan config/config.yaml
