@@ -42,7 +42,8 @@ def check_token_arrays(df: pd.DataFrame, path: str | Path, columns: list[str]) -
     Where a generation ended is known from ``n_tokens`` (and ``stopped_at_eos``), never from a NaN: a NaN or
     infinite entropy or log loss is a damaged or miscomputed file, and aggregating it would move EntCE
     silently (the one exception: with ``truncation_epsilon: 0`` the log loss of each of a row's ``n_outside``
-    tokens outside a truncation's support is +inf, as stated). Raises :class:`IntermediateFileError` naming the file, the row (``example_id``) and the column.
+    tokens outside a truncation's support is +inf, as stated). Raises :class:`IntermediateFileError` naming
+    the file, the row (``example_id``) and the column.
     """
     for col in columns:
         for row, (eid, n, arr) in enumerate(zip(df["example_id"], df["n_tokens"], df[col])):
@@ -152,10 +153,10 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         expect = {"model": job["model"], "sampler": job["sampler"], "temperature": job["temperature"],
                   "sampler_param": job.get("sampler_param")}  # fmt: skip
         # provenance (sidecars since the content hashes; older ones carry no dataset or upstream and pass on)
-        ds = {p: {"dataset": job["dataset"]} if "dataset" in read_sidecar(p) else {} for p in (job["generations"], job["scores"])}
-        gen = read_parquet(job["generations"], {**expect, **ds[job["generations"]]})
-        sc = read_parquet(job["scores"], {"model": job["model"], **ds[job["scores"]]})
-        up_gen, up_sc = read_sidecar(job["generations"]).get("upstream"), read_sidecar(job["scores"]).get("upstream")
+        meta, side_sc = read_sidecar(job["generations"]), read_sidecar(job["scores"])
+        gen = read_parquet(job["generations"], {**expect, **({"dataset": job["dataset"]} if "dataset" in meta else {})})
+        sc = read_parquet(job["scores"], {"model": job["model"], **({"dataset": job["dataset"]} if "dataset" in side_sc else {})})
+        up_gen, up_sc = meta.get("upstream"), side_sc.get("upstream")
         if up_gen and up_sc and up_gen.get("prompts") != up_sc.get("prompts"):
             raise IntermediateFileError(f"{job['generations']} and {job['scores']} were made from different prompts files "
                                         f"(SHA-256 {str(up_gen.get('prompts'))[:12]}… and {str(up_sc.get('prompts'))[:12]}…). "
@@ -170,7 +171,6 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                                         f"{redo_hint(job['generations'])}")  # fmt: skip
         check_token_arrays(gen, job["generations"], ["entropy"])
         check_token_arrays(ref, job["scores"], ["logloss", "tf_entropy"])
-        meta = read_sidecar(job["generations"])
         steps, s, pp = curves(gen, ref, max_len)
         key = {k: job[k] for k in PER_STEP_KEYS}
         prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
