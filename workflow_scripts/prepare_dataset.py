@@ -20,4 +20,5 @@ prepare_dataset(
     raw_dir=snakemake.input.raw or None,
     calibration_out=snakemake.output.calibration,
     threads=snakemake.threads,
+    name=snakemake.wildcards.dataset,
 )

@@ -235,3 +235,34 @@ def test_too_few_qualifying_examples_is_an_error_only_under_the_papers_selection
     assert len(select_examples(tiny_tokenizer, tmp_path / "random.parquet", 5, 7, 7, n=2)) == 1  # a warning
     with pytest.raises(ValueError, match=r"only 1 of 2 requested examples qualify .*raise the dataset's max_docs"):
         select_examples(tiny_tokenizer, tmp_path / "first.parquet", 5, 7, 7, n=2)
+
+
+def test_empty_documents_are_skipped_with_a_count_and_a_corpus_too_small_names_itself(tmp_path, caplog):
+    import logging
+
+    from entcal.data import prepare_dataset
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    texts = {f"f{i}.txt": ("line of text number %d\n" % i) * 30 for i in range(6)}
+    texts.update({"empty.txt": "", "blank.txt": " \n\n\t\n"})
+    for name, text in texts.items():
+        (d / name).write_text(text)
+    spec = {"source": "text_dir", "path": str(d), "heldout_fraction": 0.34, "window_start": "doc_start", "window_chars": 200}
+    out = {k: str(tmp_path / f"{k}.parquet") for k in ("docs", "examples")}
+    with caplog.at_level(logging.INFO, logger="entcal.data"):
+        prepare_dataset(spec, out["docs"], out["examples"], seed=0, name="mine")
+    docs = pd.read_parquet(out["docs"])
+    assert sorted(docs["source"]) == sorted(n for n in texts if texts[n].strip())  # both empty files gone
+    assert (docs["n_chars"] > 0).all() and (docs["split"] == "heldout").sum() == 2
+    assert "corpus mine: 2 of 8 documents are empty or whitespace only: skipped" in caplog.text
+    assert len(pd.read_parquet(out["examples"])) == 2 and (pd.read_parquet(out["examples"])["text"] != "").all()
+
+    for f in d.glob("f*.txt"):  # nothing but empty files left
+        f.write_text("\n" if f.name != "f0.txt" else "one line\n")
+    with pytest.raises(DatasetError, match=r"dataset 'mine' \(datasets\.mine in the configuration, source text_dir\): "
+                                           r"need at least 2 documents .* found 1\. Give it more text"):  # fmt: skip
+        prepare_dataset(spec, out["docs"], out["examples"], seed=0, name="mine")
+    (d / "f0.txt").write_text("")
+    with pytest.raises(DatasetError, match=r"dataset 'mine' .*: all 8 documents are empty or whitespace only"):
+        prepare_dataset(spec, out["docs"], out["examples"], seed=0, name="mine")

@@ -185,12 +185,37 @@ def make_examples(
     return out
 
 
+def drop_empty(docs: list[tuple], name: str = "") -> list[tuple]:
+    """The documents with some non-whitespace text; the others are skipped with a count in the log (an
+    empty file holds no window and adds only an end-of-text token to a training stream)."""
+    kept = [d for d in docs if d[1].strip()]
+    if len(kept) < len(docs):
+        log.info("corpus %s: %d of %d documents are empty or whitespace only: skipped", name or "?",
+                 len(docs) - len(kept), len(docs))  # fmt: skip
+    if not kept:
+        raise DatasetError(f"all {len(docs)} documents are empty or whitespace only")
+    return kept
+
+
 def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None,
-                    calibration_out: str | None = None, threads: int = 1) -> None:  # fmt: skip
-    """Read a corpus, choose the documents (``selection``), cut examples (and calibration windows) and
-    write the Parquet files."""
+                    calibration_out: str | None = None, threads: int = 1, name: str = "") -> None:  # fmt: skip
+    """Read a corpus, skip its empty documents, choose the documents (``selection``), cut examples (and
+    calibration windows) and write the Parquet files. A corpus with too little text for its splits
+    (no document left, none to train on, no evaluation or calibration window) is a :class:`DatasetError`
+    naming the corpus (``name``, its key under ``datasets``) and the settings to change."""
+    try:
+        _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out, threads, name)
+    except DatasetError as err:
+        if not name:
+            raise
+        raise DatasetError(f"dataset {name!r} (datasets.{name} in the configuration, source {spec['source']}): {err}. "
+                           "Give it more text (documents, max_docs) or change its split settings "
+                           "(heldout_fraction, calibration_fraction, window_chars, min_chars).") from err  # fmt: skip
+
+
+def _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out, threads, name) -> None:
     first = selection_mode(spec) == "first"
-    docs_in = read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads)
+    docs_in = drop_empty(read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads), name)
     cal_frac = spec.get("calibration_fraction", 0.0) if calibration_out else 0.0
     if first:
         docs = first_documents(docs_in[: spec.get("max_docs")], cal_frac, min_chars=spec.get("min_chars", 0))
