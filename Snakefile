@@ -27,6 +27,9 @@ include: "rules/calibration.smk"
 include: "rules/plots.smk"
 
 
+check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
+
+
 rule all:
     input:
         get_final_outputs(),
@@ -39,5 +42,10 @@ onstart:
     check_intermediate_files()
 
 
+onsuccess:
+    write_provenance_marker()
+
+
 onerror:
+    write_provenance_marker()
     on_error()

@@ -5,6 +5,7 @@ rule aggregate:
     input:
         generations=[job["generations"] for job in GRID.aggregate_jobs()],
         scores=sorted({job["scores"] for job in GRID.aggregate_jobs()}),
+        rerun=RERUN("aggregate"),  # entcal.provenance: raised where results outlived their record
     output:
         per_step=P("per_step"),
         per_prompt=P("per_prompt"),
@@ -14,7 +15,7 @@ rule aggregate:
             category="Tables",
         ),
     params:
-        algo=ALGO["aggregate"],
+        code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs(), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
     log:
@@ -36,11 +37,12 @@ rule scaling_fits:
         summary=rules.aggregate.output.summary,
         per_prompt=rules.aggregate.output.per_prompt,
         power_law=lambda wildcards: rules.power_law.output.table,  # rules/theory.smk, included later
+        rerun=RERUN("scaling_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/scaling_fits.csv",
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
     params:
-        algo=ALGO["fits"],
+        code=CODE["scaling_fits"],
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -58,10 +60,11 @@ rule scaling_fits:
 rule context_fits:
     input:
         per_step=rules.aggregate.output.per_step,
+        rerun=RERUN("context_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/context_fits.csv",
     params:
-        algo=ALGO["fits"],
+        code=CODE["context_fits"],
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/context_fits.log",
@@ -76,10 +79,14 @@ rule context_fits:
 
 
 rule dump_config:
+    input:
+        rerun=RERUN("dump_config"),  # entcal.provenance: raised with every stale stage, to record the new state
     output:
         P("effective_config"),
+        provenance=f"{RD}/provenance.json",
     params:
-        config=canonical(results_config(config)),
+        config=PROVENANCE["config"],
+        provenance=PROVENANCE,
     log:
         f"{RD}/logs/dump_config.log",
     localrule: True

@@ -6,6 +6,7 @@ rule calibration_labels:
     input:
         model=get_model_folder,
         windows=rules.prepare_dataset.output.calibration,
+        rerun=RERUN("calibration_labels"),  # entcal.provenance: raised where results outlived their record
     output:
         labels=P("labels"),
         meta=P("labels", ".json"),
@@ -19,7 +20,7 @@ rule calibration_labels:
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
-        algo=ALGO["labels"],
+        code=CODE["calibration_labels"],
     log:
         f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
     benchmark:
@@ -42,6 +43,7 @@ rule train_predictor:
         model=get_model_folder,
         labels=rules.calibration_labels.output.labels,
         windows=rules.prepare_dataset.output.calibration,
+        rerun=RERUN("train_predictor"),  # entcal.provenance: raised where results outlived their record
     output:
         head=P("head"),
         settings=P("predictor"),
@@ -56,7 +58,7 @@ rule train_predictor:
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
-        algo=ALGO["predictor"],
+        code=CODE["train_predictor"],
     log:
         f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
     benchmark:
@@ -78,6 +80,7 @@ rule calibration_table:
     input:
         unpack(get_calibration_tables),
         summary=rules.aggregate.output.summary,
+        rerun=RERUN("calibration_table"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(
             f"{RD}/tables/calibration.csv",
@@ -87,7 +90,7 @@ rule calibration_table:
         predictors=f"{RD}/tables/predictor.csv",
         tradeoff=f"{RD}/tables/tradeoff_tf.csv",
     params:
-        algo=ALGO["aggregate"],
+        code=CODE["calibration_table"],
     log:
         f"{RD}/logs/calibration_table.log",
     conda:
@@ -104,6 +107,7 @@ rule plot_calibration:
     input:
         table=rules.calibration_table.output.table,
         tradeoff=rules.calibration_table.output.tradeoff,
+        rerun=RERUN("plot_calibration"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/calibration_tf.png",
@@ -112,7 +116,7 @@ rule plot_calibration:
         ),
         pdf=f"{RD}/figures/calibration_tf.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_calibration"],
     log:
         f"{RD}/logs/plot_calibration.log",
     conda:

@@ -12,7 +12,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
-from entcal import ALGORITHM_VERSIONS as ALGO  # noqa: E402
+from entcal.fingerprint import stage_fingerprints  # noqa: E402
+from entcal.provenance import provenance  # noqa: E402
 from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, results_config, schema_errors, yaml_bounds  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
@@ -20,6 +21,11 @@ from entcal.gguf import gguf_problems  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 
+
+# Each stage's code fingerprint (entcal.fingerprint): rules pass their adapter's as params.code, so a change
+# to the code a stage runs reruns exactly that stage and what follows; touch or checkout reruns nothing
+# (the workflow profile leaves Snakemake's script-mtime `code` trigger out of rerun-triggers).
+CODE = stage_fingerprints(f"{workflow.basedir}/workflow_scripts")
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
 _problems = [p for f in CONFIG_FILES for p in yaml_bounds(f)]
@@ -52,6 +58,7 @@ if _missing:
     raise WorkflowError("real models not installed:\n  " + "\n  ".join(_missing))
 RD = GRID.rd
 DATASETS, MODELS, CHECKPOINTS, CALIBRATED = GRID.datasets, GRID.models, GRID.checkpoints, GRID.calibrated
+PROVENANCE = provenance(canonical(results_config(config)), CODE)  # what dump_config records (entcal.provenance)
 P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
 
 # jobs inherit this environment: the allocator settings that stop per-step page-fault churn (entcal.runtime)
@@ -374,6 +381,54 @@ def on_error():
             "(Snakemake lets the jobs running here finish first; a job cut off elsewhere keeps its finished shards in "
             "{output}.shards/). Resume with the same snakemake command: only what is missing runs, from the last shard."
         )
+
+
+_RERUN_RULES = set()  # the rules that carry a rerun flag (RERUN below), filled as the rules are defined
+
+
+def RERUN(rule):
+    """Input of every rule with a code fingerprint: its rerun flag (entcal.provenance), a file kept at time 0
+    and rewritten, with the reasons, where Snakemake has no record of results made with other settings or
+    code, so that the rule's jobs and what follows run again."""
+    from entcal.provenance import rerun_flag
+
+    _RERUN_RULES.add(rule)
+    return str(rerun_flag(RD, rule))
+
+
+def check_provenance():
+    """After the rules are defined (Snakefile): where Snakemake has no record of this results folder (a deleted
+    .snakemake, a fresh clone, a moved or copied folder), compare the recorded configuration and code with the
+    current ones and raise the rerun flags of the stages that changed, saying which and why."""
+    from entcal.provenance import ensure_flags, raise_flags, stale_stages
+
+    if not workflow.is_main_process:
+        return
+    ensure_flags(RD, _RERUN_RULES)
+    try:
+        stale, checked = stale_stages(os.getcwd(), RD, PROVENANCE, {r: r for r in _RERUN_RULES})
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+    if stale:
+        stale["dump_config"] = ["records the configuration and code of the rerun"]
+        raise_flags(RD, stale)
+        logger.warning(
+            f"{RD} holds results that Snakemake has no record of (no .snakemake metadata for them here: a deleted "
+            ".snakemake, a fresh clone or a moved or copied results folder), and they were made with other settings "
+            "or code than now. These stages (and what follows from them) run again:\n"
+            + "\n".join(f"  {r}: " + "; ".join(v[:4]) + (f"; and {len(v) - 4} more" if len(v) > 4 else "")
+                        for r, v in sorted(stale.items()))
+            + f"\n(the reasons are kept in {RD}/provenance/rerun/<rule>)"
+        )
+    elif checked:
+        logger.info(f"{RD}: no Snakemake record here, but its provenance.json matches this configuration and code: kept")
+
+
+def write_provenance_marker():
+    """onsuccess / onerror: this working directory's Snakemake records now cover the results folder."""
+    from entcal.provenance import write_marker
+
+    write_marker(os.getcwd(), RD)
 
 
 def check_intermediate_files():

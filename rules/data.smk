@@ -23,6 +23,7 @@ rule download_dataset:
 rule prepare_dataset:
     input:
         raw=get_dataset_raw,
+        rerun=RERUN("prepare_dataset"),  # entcal.provenance: raised where results outlived their record
     output:
         docs=P("docs"),
         examples=P("examples"),
@@ -31,7 +32,7 @@ rule prepare_dataset:
     params:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),
-        algo=ALGO["data"],
+        code=CODE["prepare_dataset"],
     log:
         f"{RD}/logs/prepare_dataset/{{dataset}}.log",
     benchmark:

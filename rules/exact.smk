@@ -3,13 +3,15 @@
 
 
 rule future_entropy_exact:
+    input:
+        rerun=RERUN("future_entropy_exact"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/tables/future_entropy_exact.csv",
         steps=f"{RD}/tables/future_entropy_exact_steps.csv",
         noise=f"{RD}/tables/future_entropy_noise.csv",
         mc=f"{RD}/tables/future_entropy_mc_labels.csv",
     params:
-        algo=ALGO["exact"],
+        code=CODE["future_entropy_exact"],
         exact=lookup(dpath="exact", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -32,11 +34,12 @@ rule plot_future_entropy_exact:
         steps=rules.future_entropy_exact.output.steps,
         noise=rules.future_entropy_exact.output.noise,
         mc=rules.future_entropy_exact.output.mc,
+        rerun=RERUN("plot_future_entropy_exact"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/future_entropy_exact.png", caption="report/exact.rst", category="Figures"),
         pdf=f"{RD}/figures/future_entropy_exact.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_future_entropy_exact"],
     log:
         f"{RD}/logs/plot_future_entropy_exact.log",
     conda:

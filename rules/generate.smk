@@ -7,6 +7,7 @@ rule select_prompts:
     input:
         model=get_model_folder,
         examples=rules.prepare_dataset.output.examples,
+        rerun=RERUN("select_prompts"),  # entcal.provenance: raised where results outlived their record
     output:
         prompts=P("prompts"),
         meta=P("prompts", ".json"),
@@ -16,7 +17,7 @@ rule select_prompts:
         text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
         selection=get_selection,
         chat_instruction=get_chat_instruction,
-        algo=ALGO["prompts"],
+        code=CODE["select_prompts"],
     log:
         f"{RD}/logs/select_prompts/{{dataset}}/{{model}}.log",
     benchmark:
@@ -36,6 +37,7 @@ rule generate:
         unpack(get_generate_calibration),
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
+        rerun=RERUN("generate"),  # entcal.provenance: raised where results outlived their record
     output:
         generations=P("generations"),
         meta=P("generations", ".json"),
@@ -46,7 +48,7 @@ rule generate:
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
-        algo=ALGO["generate"],
+        code=CODE["generate"],
     log:
         f"{RD}/logs/generate/{{dataset}}/{{model}}/{{setting}}.log",
     benchmark:
@@ -68,6 +70,7 @@ rule score:
         unpack(get_score_calibration),
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
+        rerun=RERUN("score"),  # entcal.provenance: raised where results outlived their record
     output:
         scores=P("scores"),
         meta=P("scores", ".json"),
@@ -77,7 +80,7 @@ rule score:
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
-        algo=ALGO["score"],
+        code=CODE["score"],
     log:
         f"{RD}/logs/score/{{dataset}}/{{model}}.log",
     benchmark:

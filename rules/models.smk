@@ -26,13 +26,15 @@ rule download_model:
 rule convert_gguf:
     """A real pretrained model shipped as a GGUF file (a pinned PyPI package): SHA-256 checked,
     dequantised once into a save_pretrained folder that every later job loads (entcal.gguf)."""
+    input:
+        rerun=RERUN("convert_gguf"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
     wildcard_constraints:
         model=models_of_source("gguf"),
     params:
         spec=lookup(dpath="models/{model}", within=config),
-        algo=ALGO["gguf"],
+        code=CODE["convert_gguf"],
     log:
         f"{RD}/logs/convert_gguf/{{model}}.log",
     benchmark:
@@ -50,12 +52,13 @@ rule convert_gguf:
 rule train_tokenizer:
     input:
         docs=rules.prepare_dataset.output.docs,
+        rerun=RERUN("train_tokenizer"),  # entcal.provenance: raised where results outlived their record
     output:
         tokenizer=directory(P("tokenizer")),
         train_ids=P("train_ids"),
     params:
         vocab_size=lookup(dpath="training/vocab_size", within=config),
-        algo=ALGO["tokenizer"],
+        code=CODE["train_tokenizer"],
     log:
         f"{RD}/logs/train_tokenizer/{{dataset}}.log",
     benchmark:
@@ -74,6 +77,7 @@ rule train_model:
     input:
         tokenizer=rules.train_tokenizer.output.tokenizer,
         train_ids=rules.train_tokenizer.output.train_ids,
+        rerun=RERUN("train_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(P("trained_model")),
     params:
@@ -81,7 +85,7 @@ rule train_model:
         budget=get_train_budget,
         training=lookup(dpath="training", within=config),
         seed=lookup(dpath="seed", within=config),
-        algo=ALGO["train"],
+        code=CODE["train_model"],
     log:
         f"{RD}/logs/train_model/{{dataset}}/{{model}}.log",
     benchmark:

@@ -5,6 +5,7 @@ rule plot_per_step:
     input:
         per_step=rules.aggregate.output.per_step,
         summary=rules.aggregate.output.summary,
+        rerun=RERUN("plot_per_step"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/per_step{{smooth}}.png",
@@ -15,7 +16,7 @@ rule plot_per_step:
     wildcard_constraints:
         smooth="|_smoothed",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_per_step"],
         smoothing=lookup(dpath="analysis/smoothing", within=config),
     log:
         f"{RD}/logs/plot_per_step{{smooth}}.log",
@@ -33,6 +34,7 @@ rule plot_scaling:
     input:
         summary=rules.aggregate.output.summary,
         fits=rules.scaling_fits.output.fits,
+        rerun=RERUN("plot_scaling"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/scaling.png",
@@ -41,7 +43,7 @@ rule plot_scaling:
         ),
         pdf=f"{RD}/figures/scaling.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_scaling"],
     log:
         f"{RD}/logs/plot_scaling.log",
     conda:
@@ -57,11 +59,12 @@ rule plot_scaling:
 rule plot_tradeoff:
     input:
         summary=rules.aggregate.output.summary,
+        rerun=RERUN("plot_tradeoff"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
         pdf=f"{RD}/figures/tradeoff.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_tradeoff"],
     log:
         f"{RD}/logs/plot_tradeoff.log",
     conda:
@@ -78,11 +81,12 @@ rule plot_context:
     input:
         per_step=rules.aggregate.output.per_step,
         fits=rules.context_fits.output.fits,
+        rerun=RERUN("plot_context"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/context_length.png", caption="report/context.rst", category="Figures"),
         pdf=f"{RD}/figures/context_length.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_context"],
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/plot_context.log",
@@ -100,11 +104,12 @@ rule plot_data_scaling:
     input:
         summary=rules.aggregate.output.summary,
         fits=rules.scaling_fits.output.data_fits,
+        rerun=RERUN("plot_data_scaling"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/data_scaling.png", caption="report/data_scaling.rst", category="Figures"),
         pdf=f"{RD}/figures/data_scaling.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_data_scaling"],
     log:
         f"{RD}/logs/plot_data_scaling.log",
     conda:

@@ -24,10 +24,11 @@ rule download_featurizer:
 rule mauve_excerpts:
     input:
         unpack(get_excerpt_inputs),
+        rerun=RERUN("mauve_excerpts"),  # entcal.provenance: raised where results outlived their record
     output:
         excerpts=f"{RD}/mauve/{{dataset}}/excerpts.parquet",
     params:
-        algo=ALGO["mauve"],
+        code=CODE["mauve_excerpts"],
         jobs=get_excerpt_jobs,
         window=lookup(dpath="mauve/window", within=config),
     log:
@@ -48,10 +49,11 @@ rule mauve_features:
     input:
         excerpts=rules.mauve_excerpts.output.excerpts,
         featurizer=get_featurizer_folder,
+        rerun=RERUN("mauve_features"),  # entcal.provenance: raised where results outlived their record
     output:
         features=f"{RD}/mauve/{{dataset}}/features_{{featurizer}}.parquet",
     params:
-        algo=ALGO["mauve"],
+        code=CODE["mauve_features"],
         spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
         model_path=get_featurizer_path,
     log:
@@ -74,10 +76,11 @@ rule mauve_buckets:
     input:
         excerpts=rules.mauve_excerpts.output.excerpts,
         features=rules.mauve_features.output.features,
+        rerun=RERUN("mauve_buckets"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv",
     params:
-        algo=ALGO["mauve"],
+        code=CODE["mauve_buckets"],
         cfg=lookup(dpath="mauve", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -99,13 +102,14 @@ rule mauve_summary:
         tables=get_mauve_tables,
         excerpts=expand(rules.mauve_excerpts.output.excerpts, dataset=sorted(DATASETS)),  # in params.datasets order
         summary=rules.aggregate.output.summary,
+        rerun=RERUN("mauve_summary"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),
         examples=report(f"{RD}/mauve/examples.md", caption="report/mauve_examples.rst", category="Excerpts"),
         png=report(f"{RD}/figures/mauve.png", caption="report/mauve.rst", category="Figures"),
         pdf=f"{RD}/figures/mauve.pdf",
     params:
-        algo=ALGO["mauve"],
+        code=CODE["mauve_summary"],
         datasets=sorted(DATASETS),
         seed=lookup(dpath="seed", within=config),
     log:

@@ -3,12 +3,14 @@
 
 
 rule singleton_mass:
+    input:
+        rerun=RERUN("singleton_mass"),  # entcal.provenance: raised where results outlived their record
     output:
         mass=f"{RD}/tables/singleton_mass.csv",
         slopes=f"{RD}/tables/singleton_slopes.csv",
         prop31=f"{RD}/tables/prop31.csv",
     params:
-        algo=ALGO["theory"],
+        code=CODE["singleton_mass"],
         theory=lookup(dpath="theory", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
@@ -28,11 +30,12 @@ rule singleton_mass:
 rule power_law:
     input:
         unpack(get_power_law_inputs),
+        rerun=RERUN("power_law"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/tables/power_law.csv",
         curves=f"{RD}/tables/rank_frequency.parquet",
     params:
-        algo=ALGO["theory"],
+        code=CODE["power_law"],
         top=lookup(dpath="theory/rank_top", within=config),
     log:
         f"{RD}/logs/power_law.log",
@@ -53,11 +56,12 @@ rule plot_theory:
         mass=rules.singleton_mass.output.mass,
         curves=rules.power_law.output.curves,
         table=rules.power_law.output.table,
+        rerun=RERUN("plot_theory"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/figure1_theory.png", caption="report/theory.rst", category="Figures"),
         pdf=f"{RD}/figures/figure1_theory.pdf",
     params:
-        algo=ALGO["figures"],
+        code=CODE["plot_theory"],
     log:
         f"{RD}/logs/plot_theory.log",
     conda:

@@ -1,4 +1,7 @@
-"""Write the effective configuration (after schema defaults, without execution settings) next to the results."""
+"""Write the effective configuration (after schema defaults, without execution settings) next to the results,
+and provenance.json: its SHA-256 and every stage's code fingerprint (entcal.provenance)."""
+
+import json
 
 import sys
 from typing import TYPE_CHECKING
@@ -14,3 +17,6 @@ from entcal.logs import setup_logging  # noqa: E402
 setup_logging(snakemake.log[0])
 with open(snakemake.output[0], "w") as f:
     yaml.safe_dump(snakemake.params.config, f, sort_keys=False)
+with open(snakemake.output.provenance, "w") as f:
+    json.dump(snakemake.params.provenance, f, indent=1, default=str)
+    f.write("\n")

@@ -341,6 +341,54 @@ def test_micro_reruns_follow_the_science(micro):
     assert counts["aggregate"] == 1 and counts["calibration_table"] == 1
 
 
+def test_results_without_a_snakemake_record_follow_the_configuration_and_the_code(micro, tmp_path):
+    """A copied results folder (Snakemake has no record of its paths, as after rm -rf .snakemake or in a
+    fresh clone): the same configuration and code run nothing, a touched adapter runs nothing, and a
+    changed setting or stage code reruns exactly the stages that read it, saying why."""
+    import copy
+    import shutil
+
+    rd, p, cfg = micro
+    rd2 = tmp_path / "copied" / "results"
+    shutil.copytree(rd, rd2)  # keeps file times
+    c = copy.deepcopy(cfg)
+    c["results_dir"] = str(rd2)
+    q = tmp_path / "copied.yaml"
+    q.write_text(yaml.safe_dump(c))
+    r = smk("-n", "--cores", "2", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Nothing to be done" in out, out[-3000:]
+    assert "matches this configuration and code: kept" in out
+
+    adapter = ROOT / "workflow_scripts" / "generate.py"
+    st = adapter.stat()
+    try:
+        os.utime(adapter)  # touch: newer than every output
+        r = smk("-n", "--cores", "2", "--configfile", str(q))
+        assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    finally:
+        os.utime(adapter, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    c["analysis"]["n_boot"] = 60  # read by scaling_fits alone
+    q.write_text(yaml.safe_dump(c))
+    r = smk("-n", "--cores", "2", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    assert counts["scaling_fits"] == 1 and set(counts) <= {"scaling_fits", "plot_scaling", "plot_data_scaling", "dump_config", "benchmark_table", "all", "total"}, counts
+    assert "made with other settings or code than now" in out and "analysis.n_boot: 50 -> 60" in out
+    assert "analysis.n_boot: 50 -> 60" in (rd2 / "provenance" / "rerun" / "scaling_fits").read_text()
+
+    record = json.loads((rd2 / "provenance.json").read_text())  # recorded code of score differs from now
+    record["code"]["score"] = "0" * 16
+    (rd2 / "provenance.json").write_text(json.dumps(record))
+    r = smk("-n", "--cores", "2", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    counts = job_counts(out)
+    assert r.returncode == 0 and counts["score"] == 2 * 3 and "generate" not in counts, out[-3000:]
+    assert "code of score changed (fingerprint 0000000000000000 ->" in out
+
+
 def test_missing_corpus_stops_the_dry_run_with_the_install_command(tmp_path):
     cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
     cfg["results_dir"] = str(tmp_path / "results")

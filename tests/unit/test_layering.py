@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 # layer of every module; a module may import only modules of lower layers
 LAYERS = [
     ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
-     "runtime", "gguf"],
+     "runtime", "gguf", "fingerprint", "provenance"],
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
@@ -38,7 +38,7 @@ def imports(path: Path) -> list[tuple[str, bool]]:
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "entcal":
-                names = [a.name for a in node.names if a.name != "ALGORITHM_VERSIONS"] or ["__init__"]
+                names = [a.name for a in node.names] or ["__init__"]
             elif node.module.startswith("entcal."):
                 names = [node.module.split(".")[1]]
         elif isinstance(node, ast.Import):
