@@ -387,9 +387,10 @@ _RERUN_RULES = set()  # the rules that carry a rerun flag (RERUN below), filled 
 
 
 def RERUN(rule):
-    """Input of every rule with a code fingerprint: its rerun flag (entcal.provenance), a file kept at time 0
-    and rewritten, with the reasons, where Snakemake has no record of results made with other settings or
-    code, so that the rule's jobs and what follows run again."""
+    """Input of the rules with a code fingerprint, and of dump_config. It is their rerun flag (entcal.provenance),
+    kept at time 0 and rewritten, with the reasons, where Snakemake has no record of results made with other
+    settings or code, so that those jobs and what follows run again. Created here at parse time when missing."""
+
     from entcal.provenance import rerun_flag
 
     _RERUN_RULES.add(rule)

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from entcal.aggregate import calibration_tables  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 table, pred, tradeoff = calibration_tables(
     pd.read_csv(snakemake.input.summary),
     [json.loads(Path(p).read_text()) for p in snakemake.input.predictors],

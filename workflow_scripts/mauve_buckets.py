@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.quality import build_bucket_table  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 build_bucket_table(
     snakemake.input.excerpts,
     snakemake.input.features,

@@ -14,7 +14,7 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.models import resolve_device  # noqa: E402
 from entcal.quality import build_features  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 torch.set_num_threads(snakemake.threads)
 build_features(
     snakemake.input.excerpts,

@@ -13,5 +13,5 @@ import pandas as pd  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_calibration  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 plot_calibration(pd.read_csv(snakemake.input.table), pd.read_csv(snakemake.input.tradeoff), snakemake.output)

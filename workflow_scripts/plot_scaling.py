@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_scaling  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 plot_scaling(
     pd.read_csv(snakemake.input.summary),
     pd.read_csv(snakemake.input.fits),

@@ -13,5 +13,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_tradeoff  # noqa: E402
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0], outputs=snakemake.output)
 plot_tradeoff(pd.read_csv(snakemake.input.summary), [snakemake.output.png, snakemake.output.pdf])

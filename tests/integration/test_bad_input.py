@@ -274,3 +274,20 @@ def test_a_flipped_bit_a_foreign_dataset_and_other_prompts_are_refused(finished,
     other = copy(sc, "other.parquet", edit=lambda s: {**s, "upstream": {"prompts": "0" * 64}})
     with pytest.raises(IntermediateFileError, match="were made from different prompts files"):
         aggregate([dict(job, generations=str(gen), scores=other)], "/dev/null", "/dev/null", 24)
+
+
+def test_a_corpus_of_empty_files_stops_prepare_dataset_naming_the_dataset(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i in range(5):
+        (d / f"f{i}.txt").write_text("\n" if i else "")
+    cfg = micro_config(tmp_path)
+    cfg["datasets"] = {"mine": {"source": "text_dir", "path": str(d), "heldout_fraction": 0.3,
+                                "window_start": "doc_start", "window_chars": 300}}  # fmt: skip
+    r = smk("--cores", "1", "--configfile", str(write(tmp_path, cfg)), "--until", "prepare_dataset")
+    out = r.stdout + r.stderr
+    log = (tmp_path / "results" / "logs" / "prepare_dataset" / "mine.log").read_text()
+    assert r.returncode != 0
+    assert ("dataset 'mine' (datasets.mine in the configuration, source text_dir): all 5 documents are empty or "
+            "whitespace only. Give it more text") in log  # fmt: skip
+    assert "prepare_dataset" in out and "mine.log" in out  # Snakemake points at the log

@@ -7,11 +7,16 @@ import sys
 import warnings
 
 
-def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None:
+def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs=None) -> None:
     """Log to ``logfile`` (the rule's ``log:``) and stderr; capture warnings and tracebacks.
 
     Under SLURM the executor removes job logs of successful jobs, so the rule log is the only
-    lasting record of a job: everything, including an uncaught exception, goes there.
+    lasting record of a job: everything, including an uncaught exception, goes there. A crash in
+    native code (a segmentation fault in a library) leaves its Python traceback there too.
+
+    ``outputs`` (the rule's ``snakemake.output``): at a normal exit the job logs what it wrote, and a job
+    about to exit 0 without one of its outputs fails instead (exit 1), naming the missing files, so that
+    no job can "complete successfully" without its outputs and with an empty log.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
@@ -25,10 +30,25 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None
     logging.captureWarnings(True)
     warnings.simplefilter("default")
 
+    failed = []
+
     def _excepthook(exc_type, exc, tb):
+        failed.append(exc_type)
         logging.getLogger("entcal").critical("uncaught exception", exc_info=(exc_type, exc, tb))
 
     sys.excepthook = _excepthook
+    if logfile:
+        import faulthandler
+
+        global _FAULT_FILE
+        _FAULT_FILE = open(logfile, "a")  # noqa: SIM115 (open for the process's lifetime)
+        faulthandler.enable(file=_FAULT_FILE)
+    if outputs is not None:
+        import atexit
+        import time
+
+        t0, paths = time.monotonic(), [str(p) for p in outputs]
+        atexit.register(_check_outputs, paths, t0, failed)
     try:  # progress bars would flood the rule logs
         from huggingface_hub.utils import disable_progress_bars
         from transformers.utils import logging as hf_logging
@@ -37,6 +57,29 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+_FAULT_FILE = None
+
+
+def _check_outputs(paths: list[str], t0: float, failed: list) -> None:
+    """atexit: log what the job wrote; exit 1 if it ends normally without all of its outputs."""
+    import os
+    import time
+    from pathlib import Path
+
+    if failed:  # an uncaught exception: Python exits 1 and the log holds the traceback
+        return
+    log = logging.getLogger("entcal.job")
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        log.critical("the job is ending without writing %d of its %d outputs, and no exception was raised: %s. "
+                     "It fails here rather than pass as done; rerun it, and report this with its log.",
+                     len(missing), len(paths), ", ".join(missing))  # fmt: skip
+        logging.shutdown()
+        os._exit(1)
+    size = sum(f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    log.info("done: %d outputs, %.1f MB, %s", len(paths), size / 1e6, _clock(time.monotonic() - t0))
 
 
 def _clock(seconds: float) -> str:
