@@ -1,7 +1,9 @@
 """One loading path for local, trained and hub models; pinned downloads from a warm offline cache."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,8 +77,33 @@ def test_pinned_download_from_offline_cache_loads_like_the_original(tmp_path, ti
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
     out = download_model("tiny_hf", repo, SHA, str(tmp_path / "models" / "tiny_hf"), cache_dir=str(tmp_path / "cache"))
-    assert json.loads((out / "entcal_source.json").read_text())["revision"] == SHA
-    assert not (out / "model.safetensors").is_symlink()
+    src = json.loads((out / "entcal_source.json").read_text())
+    assert src["revision"] == SHA and src["files"] == {"hardlinked": len(list(tiny_model_dir.iterdir()))}
+    blob = (tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA / "model.safetensors").resolve()
+    assert not (out / "model.safetensors").is_symlink() and (out / "model.safetensors").stat().st_ino == blob.stat().st_ino
+    x = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        a = load_model(out, "tiny_hf", device="cpu")[0](x).logits
+        b = load_model(tiny_model_dir, "tiny", device="cpu")[0](x).logits
+    assert torch.equal(a, b)
+
+
+def test_across_file_systems_the_download_links_to_the_cache_and_never_copies(tmp_path, tiny_model_dir, monkeypatch):
+    import errno
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
+
+    def no_hard_links(a, b):  # what os.link does across file systems
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr("entcal.hub.os.link", no_hard_links)
+    monkeypatch.setattr("shutil.copy2", lambda *a, **k: pytest.fail("a copy was made"))
+    out = download_model("tiny_hf", repo, SHA, str(tmp_path / "models" / "tiny_hf"), cache_dir=str(tmp_path / "cache"))
+    weights = out / "model.safetensors"
+    blobs = tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "blobs"
+    assert weights.is_symlink() and Path(os.readlink(weights)).parent == blobs.resolve()
+    assert json.loads((out / "entcal_source.json").read_text())["files"] == {"symlinked": len(list(tiny_model_dir.iterdir()))}
     x = torch.tensor([[3, 1, 4, 1, 5]])
     with torch.no_grad():
         a = load_model(out, "tiny_hf", device="cpu")[0](x).logits

@@ -65,29 +65,40 @@ def download_model(
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    links: dict[str, int] = {}
     try:
-        shutil.copytree(snap, tmp, symlinks=False, copy_function=_link_or_copy)
+        shutil.copytree(snap, tmp, symlinks=False, copy_function=lambda a, b: _link(a, b, links))
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ModelLoadError(f"model {name!r}: cannot write {out} (disk full?): {err}") from err
     # the hub cache keeps a snapshot under snapshots/<commit>: record what the revision resolved to
     (tmp / "entcal_source.json").write_text(
-        json.dumps({"repo_id": repo_id, "revision": revision, "commit": Path(snap).name, "snapshot": str(snap)}, indent=2)
+        json.dumps({"repo_id": repo_id, "revision": revision, "commit": Path(snap).name, "snapshot": str(snap),
+                    "files": links}, indent=2)  # fmt: skip
     )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     check_model_dir(out, name)
-    log.info("model %s: %s@%s -> %s", name, repo_id, revision, out)
+    log.info("model %s: %s@%s -> %s (files from the hub cache %s, not copied)", name, repo_id, revision, out,
+             ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none")  # fmt: skip
     return out
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link a cached blob into the model folder (no second copy on disk), else copy it."""
+def _link(src: str, dst: str, counts: dict | None = None) -> None:
+    """Put a cached blob into the model folder without a second copy on disk: a hard link where the
+    folder and the hub cache share a file system, else a symbolic link to the blob (the usual cluster
+    layout, repository in $HOME and HF_HOME on scratch; jobs then read the cache, which must stay).
+    Never a copy."""
+    real = os.path.realpath(src)
     try:
-        os.link(os.path.realpath(src), dst)
+        os.link(real, dst)
+        kind = "hardlinked"
     except OSError:
-        shutil.copy2(src, dst)
+        os.symlink(real, dst)
+        kind = "symlinked"
+    if counts is not None:
+        counts[kind] = counts.get(kind, 0) + 1
 
 
 def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache_dir: str | None = None) -> Path:
@@ -105,8 +116,10 @@ def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache
         raise RuntimeError(f"dataset {name!r}: download of {repo_id}@{revision} failed: {err}") from err
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(snap, out, symlinks=False, copy_function=_link_or_copy)
-    log.info("dataset %s: %s@%s -> %s", name, repo_id, revision, out)
+    links: dict[str, int] = {}
+    shutil.copytree(snap, out, symlinks=False, copy_function=lambda a, b: _link(a, b, links))
+    log.info("dataset %s: %s@%s -> %s (files from the hub cache %s, not copied)", name, repo_id, revision, out,
+             ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none")  # fmt: skip
     return out
 
 
