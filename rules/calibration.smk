@@ -33,6 +33,7 @@ rule calibration_labels:
         gpu=get_gpus,
         mem_mb=mem_by_size(16000),
         runtime=runtime_by_size(60, 6),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
         "../workflow_scripts/calibration_labels.py"
@@ -71,6 +72,7 @@ rule train_predictor:
         gpu=get_gpus,
         mem_mb=mem_by_size(32000),
         runtime=runtime_by_size(30, 3),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
         "../workflow_scripts/train_predictor.py"

@@ -60,6 +60,7 @@ rule generate:
         gpu=get_gpus,
         mem_mb=mem_by_plan("generate", 16000),
         runtime=runtime_by_size(120, 15),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
         "../workflow_scripts/generate.py"
@@ -92,6 +93,7 @@ rule score:
         gpu=get_gpus,
         mem_mb=mem_by_plan("score", 16000),
         runtime=runtime_by_size(30, 4),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
         "../workflow_scripts/score.py"

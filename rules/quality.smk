@@ -65,6 +65,7 @@ rule mauve_features:
     threads: lookup(dpath="threads", within=config)
     resources:
         gpu=get_featurizer_gpus,
+        nodes=1,
         **(GPU_SITE if any(f["source"] == "hf" for f in config["mauve"]["featurizers"].values()) else {}),
         mem_mb=16000,
         runtime=120,

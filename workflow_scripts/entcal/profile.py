@@ -2,10 +2,12 @@
 
 Snakemake resolves a bare profile name in the working directory, then in the user's configuration
 folder (``$XDG_CONFIG_HOME/snakemake/``, by default ``~/.config/snakemake/``), then in
-``/etc/xdg/snakemake/``. Site settings (executor, account, partitions, GPU model and memory, the
-longest runtime a partition allows, how many jobs at once, how job states are queried) belong there;
-per-rule settings that hold on every site are in the workflow's own profile, ``profiles/default/``,
-which Snakemake loads by itself. Install with::
+``/etc/xdg/snakemake/``. Site settings (executor, account, partitions, the GPU jobs' partition, GPU model, QOS, constraint and
+other sbatch arguments, GPU memory, the longest runtime a partition allows, how many jobs at once, how
+job states are queried) belong there, in keys that a ``--config`` on the command line does not replace:
+``default-resources`` (the facts the rules read travel as ``entcal_*`` resources, :data:`SITE_FACTS`)
+and ``set-resources`` of the GPU rules. The workflow's own profile, ``profiles/default/``, which
+Snakemake loads by itself, holds neither. Install with::
 
     python -m entcal.profile install slurm --partition cpu --gpu-partition gpu --account myproj
 
@@ -18,11 +20,17 @@ import argparse
 import os
 from pathlib import Path
 
+# rules whose jobs run on GPUs (the model jobs and a hub featurizer's): the site's GPU settings go to them
+GPU_RULES = ("generate", "score", "calibration_labels", "train_predictor", "mauve_features")
+# site facts the workflow's rules read, carried as default resources: the profile's `config:` list would be
+# replaced whole by any --config on the command line, default-resources are not
+SITE_FACTS = {"entcal_gpu_memory_gb": ("gpu_memory_gb", float), "entcal_max_runtime_min": ("max_runtime_min", int)}
+
 SLURM = """\
 # Site profile of the entropy-calibration workflow: `snakemake --profile slurm` reads it from here.
 # Written by `python -m entcal.profile install slurm`; fill in what is commented out.
-# Per-rule settings are in the workflow's own profile (profiles/default/), which Snakemake loads by
-# itself and which replaces a `set-resources` or `set-threads` block of this file: keep them out of it.
+# Everything site-specific is here, in keys that a --config on the command line leaves alone; the
+# workflow's own profile (profiles/default/) holds no default-resources or set-resources to replace them.
 executor: slurm
 # SLURM jobs in flight at once
 jobs: {jobs}
@@ -40,15 +48,49 @@ slurm-status-command: {status_command}
 {extra}default-resources:
   {partition_line}
   {account_line}
-# site facts the workflow's rules read
-config:
+  # site facts the workflow's rules read (entcal.profile.SITE_FACTS):
   # memory of one GPU: the memory plan sizes every batch from it
-  - gpu_memory_gb={gpu_memory_gb}
+  entcal_gpu_memory_gb: {gpu_memory_gb}
   # the partitions' time limit (minutes): no job asks for more
-  - max_runtime_min={max_runtime_min}
-  {gpu_partition_line}
-  {gpu_model_line}
-"""
+  entcal_max_runtime_min: {max_runtime_min}
+# GPU jobs: their partition, GPU model, QOS, node constraint and any other sbatch arguments
+{gpu_rules}"""
+
+
+def render_gpu_rules(gpu_partition=None, gpu_model=None, gpu_qos=None, gpu_constraint=None, gpu_sbatch=None) -> str:
+    """The ``set-resources`` block of the GPU rules; commented out where nothing is set (Snakemake
+    refuses an empty one)."""
+    items = [("slurm_partition", gpu_partition), ("gpu_model", gpu_model), ("qos", gpu_qos),
+             ("constraint", gpu_constraint), ("slurm_extra", gpu_sbatch)]  # fmt: skip
+    hints = {"slurm_partition": "<your GPU partition> (default: slurm_partition)", "gpu_model": "h100 (asks --gpus=h100:N)",
+             "qos": "<a GPU QOS>", "constraint": "<a node feature>", "slurm_extra": "\"'--exclusive'\""}  # fmt: skip
+    any_set = any(v for _, v in items)
+    c = "" if any_set else "# "
+    out = [f"{c}set-resources:\n"]
+    for rule in GPU_RULES:
+        out.append(f"{c}  {rule}:\n")
+        out += [f"{c}    {k}: {_yaml_scalar(v)}\n" for k, v in items if v]
+        out += [f"#     {k}: {hints[k]}\n" for k, v in items if not v]
+    return "".join(out)
+
+
+def _yaml_scalar(v) -> str:
+    import json
+
+    # a string resource is given to Snakemake as a quoted Python string, so that it is never evaluated
+    return json.dumps(f"'{v}'") if isinstance(v, str) and not v.replace("_", "").isalnum() else str(v)
+
+
+def site_facts(default_resources) -> dict:
+    """The site facts (:data:`SITE_FACTS`) among Snakemake's parsed default resources, under their
+    configuration names: ``{"gpu_memory_gb": 80.0, "max_runtime_min": 2880}`` (those present)."""
+    out = {}
+    items = dict(default_resources.items()) if default_resources is not None and hasattr(default_resources, "items") else {}
+    for res, (key, cast) in SITE_FACTS.items():
+        if res in items:
+            value = getattr(items[res], "value", items[res])
+            out[key] = cast(value)
+    return out
 
 
 def config_home() -> Path:
@@ -58,23 +100,20 @@ def config_home() -> Path:
 def render_slurm(partition: str | None = None, account: str | None = None, gpu_partition: str | None = None,
                  gpu_model: str | None = None, gpu_memory_gb: float = 80, max_runtime_min: int = 2880,
                  jobs: int = 64, retries: int = 2, latency_wait: int = 60, status_command: str = "sacct",
-                 extra: dict | None = None) -> str:  # fmt: skip
+                 extra: dict | None = None, gpu_qos: str | None = None, gpu_constraint: str | None = None,
+                 gpu_sbatch: str | None = None) -> str:  # fmt: skip
     """The text of the SLURM site profile."""
 
     def line(key, value, hint):
         return f"{key}: {value}" if value else f"# {key}: {hint}"
-
-    def config_line(key, value, hint):
-        return f"- {key}={value}" if value else f"# - {key}={hint}"
 
     extra_text = "".join(f"{k}: {v}\n" for k, v in (extra or {}).items())
     return SLURM.format(
         jobs=jobs, retries=retries, latency_wait=latency_wait, status_command=status_command, extra=extra_text,
         partition_line=line("slurm_partition", partition, "<your CPU partition> (default: the cluster's default partition)"),
         account_line=line("slurm_account", account, "<your allocation> (default: the plugin guesses one)"),
-        gpu_memory_gb=gpu_memory_gb, max_runtime_min=max_runtime_min,
-        gpu_partition_line=config_line("gpu_partition", gpu_partition, "<your GPU partition> (default: slurm_partition)"),
-        gpu_model_line=config_line("gpu_model", gpu_model, "h100 (asks --gpus=h100:N)"),
+        gpu_memory_gb=int(round(gpu_memory_gb)), max_runtime_min=int(max_runtime_min),
+        gpu_rules=render_gpu_rules(gpu_partition, gpu_model, gpu_qos, gpu_constraint, gpu_sbatch),
     )  # fmt: skip
 
 
@@ -99,6 +138,9 @@ def main(argv=None) -> None:
     p.add_argument("--account", help="SLURM account (allocation)")
     p.add_argument("--gpu-partition", help="SLURM partition of GPU jobs (default: --partition)")
     p.add_argument("--gpu-model", help="GPU model to request, e.g. h100 (--gpus=h100:N)")
+    p.add_argument("--gpu-qos", help="SLURM QOS of GPU jobs")
+    p.add_argument("--gpu-constraint", help="node constraint of GPU jobs (sbatch --constraint)")
+    p.add_argument("--gpu-sbatch", help="any other sbatch arguments of GPU jobs, e.g. --gpu-sbatch='--exclusive'")
     p.add_argument("--gpu-memory-gb", type=float, default=80, help="memory of one GPU (GB)")
     p.add_argument("--max-runtime-min", type=int, default=2880, help="the partitions' time limit (minutes)")
     p.add_argument("--jobs", type=int, default=64)
@@ -113,7 +155,7 @@ def main(argv=None) -> None:
     out = install(a.name, force=a.force, partition=a.partition, account=a.account, gpu_partition=a.gpu_partition,
                   gpu_model=a.gpu_model, gpu_memory_gb=a.gpu_memory_gb, max_runtime_min=a.max_runtime_min,
                   jobs=a.jobs, retries=a.retries, latency_wait=a.latency_wait, status_command=a.status_command,
-                  extra=extra)  # fmt: skip
+                  extra=extra, gpu_qos=a.gpu_qos, gpu_constraint=a.gpu_constraint, gpu_sbatch=a.gpu_sbatch)  # fmt: skip
     print(f"wrote {out}; check it, then: snakemake -n --profile {a.name}")
 
 
