@@ -48,4 +48,5 @@ onsuccess:
 
 onerror:
     write_provenance_marker()
+    aggregate_finished()
     on_error()

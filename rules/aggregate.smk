@@ -9,6 +9,11 @@ rule aggregate:
     output:
         per_step=P("per_step"),
         per_prompt=P("per_prompt"),
+        missing=report(  # empty here; rows where a run ended with failed jobs (common.smk: aggregate_finished)
+            P("missing"),
+            caption="report/missing.rst",
+            category="Tables",
+        ),
         summary=report(
             P("summary"),
             caption="report/summary.rst",

@@ -432,6 +432,34 @@ def check_provenance():
         logger.info(f"{RD}: no Snakemake record here, but its provenance.json matches this configuration and code: kept")
 
 
+def aggregate_finished():
+    """onerror: where jobs failed (with --keep-going the rest ran), the tables for every setting whose generation
+    and scores are there, and tables/missing.csv naming the others, the rule that failed and its log. The next
+    run remakes the tables by the rules once the missing jobs succeed (their files are newer)."""
+    from entcal.aggregate import aggregate, split_finished
+
+    if _TERMINATED:
+        return
+    jobs = GRID.aggregate_jobs()
+    logs = {r: str(getattr(rules, r).log[0]).replace("{{", "{").replace("}}", "}") for r in ("generate", "score")}
+    done, missing = split_finished(jobs, logs)
+    if missing.empty or not done:
+        return
+    try:
+        aggregate(done, per_step_out=GRID.path("per_step"), summary_out=GRID.path("summary"),
+                  max_len=config["analysis"]["max_len"], per_prompt_out=GRID.path("per_prompt"),
+                  missing_out=GRID.path("missing"), missing=missing)  # fmt: skip
+    except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
+        logger.error(f"tables of the finished jobs not written: {err}")
+        return
+    logger.error(
+        f"{len(missing)} of {len(jobs)} generation settings are missing (failed jobs, or jobs after them): "
+        f"{GRID.path('summary')}, per_step.parquet and per_prompt.parquet hold the other {len(done)}, and "
+        f"{GRID.path('missing')} lists the missing ones with the rule that failed and its log. Fix the cause and "
+        "run the same command again: the missing jobs run and the tables are remade by their rules."
+    )
+
+
 def write_provenance_marker():
     """onsuccess / onerror: this working directory's Snakemake records now cover the results folder."""
     from entcal.provenance import write_marker

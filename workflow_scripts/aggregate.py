@@ -18,4 +18,5 @@ aggregate(
     summary_out=snakemake.output.summary,
     max_len=snakemake.params.max_len,
     per_prompt_out=snakemake.output.per_prompt,
+    missing_out=snakemake.output.missing,
 )

@@ -394,6 +394,41 @@ def test_results_without_a_snakemake_record_follow_the_configuration_and_the_cod
     assert "code of score changed (fingerprint 0000000000000000 ->" in out
 
 
+def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missing(micro, tmp_path):
+    """One model's generation fails (its weights cut short) on a copy of the micro run: with --keep-going the
+    run ends in error, the tables hold every other setting exactly as the full run has them, and
+    missing.csv names the failed settings, the rule and its log."""
+    import shutil
+
+    rd, p, cfg = micro
+    rd2 = tmp_path / "results"
+    shutil.copytree(rd, rd2)
+    weights = rd2 / "models" / "prose" / "tiny_a" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for f in (rd2 / "generations" / "prose" / "tiny_a").iterdir():
+        f.unlink()
+    (rd2 / "tables" / "summary.csv").unlink()  # else Snakemake takes the up-to-date tables and remakes nothing
+    c = dict(cfg, results_dir=str(rd2))
+    q = tmp_path / "c.yaml"
+    q.write_text(yaml.safe_dump(c))
+    r = smk("--cores", "2", "--keep-going", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Error in rule generate" in out, out[-3000:]
+    assert "2 of 18 generation settings are missing" in out and "missing.csv lists the missing ones" in out, out[-3000:]
+    missing = pd.read_csv(rd2 / "tables" / "missing.csv")
+    assert sorted(missing["setting"]) == ["ancestral-t0.8", "ancestral-t1"]
+    assert set(missing["model"]) == {"tiny_a"} and set(missing["dataset"]) == {"prose"}
+    assert set(missing["failed_rule"]) == {"generate"}
+    for log in missing["log"]:
+        assert "model 'tiny_a': cannot load weights" in Path(log).read_text()  # the failed job's own log
+    full = pd.read_csv(rd / "tables" / "summary.csv")
+    full = full[~((full["model"] == "tiny_a") & (full["dataset"] == "prose"))]
+    part = pd.read_csv(rd2 / "tables" / "summary.csv")
+    key = ["dataset", "model", "sampler", "temperature"]
+    pd.testing.assert_frame_equal(part.sort_values(key, ignore_index=True), full.sort_values(key, ignore_index=True))
+    assert pd.read_csv(rd / "tables" / "missing.csv").empty  # the full run's: a header only
+
+
 def test_missing_corpus_stops_the_dry_run_with_the_install_command(tmp_path):
     cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
     cfg["results_dir"] = str(tmp_path / "results")

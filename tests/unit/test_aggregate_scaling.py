@@ -180,3 +180,25 @@ def test_data_scaling_fit_uses_checkpoints_and_excludes_them_from_size_fits():
     assert d.set_index("model").loc["s3", "n"] == 3 and "s2" not in set(d["model"])
     size = scaling_fits(summary)
     assert size.iloc[0]["n"] == 2  # s3 and s2 only: checkpoints are not sizes
+
+
+def test_split_finished_names_the_first_missing_file_its_rule_and_a_log_only_where_the_job_ran(tmp_path):
+    from entcal.aggregate import MISSING_COLUMNS, split_finished
+
+    def job(model, setting, gen=True, sc=True):
+        g, s = tmp_path / f"{model}-{setting}.parquet", tmp_path / f"{model}.scores.parquet"
+        for p, there in ((g, gen), (s, sc)):
+            if there:
+                p.write_text("x")
+        return {"model": model, "dataset": "code", "setting": setting, "sampler": "ancestral", "temperature": 1.0,
+                "generations": str(g), "scores": str(s)}  # fmt: skip
+
+    logs = {"generate": str(tmp_path / "gen-{dataset}-{model}-{setting}.log"), "score": str(tmp_path / "sc-{dataset}-{model}.log")}
+    jobs = [job("a", "t1"), job("b", "t1", gen=False), job("c", "t1", sc=False)]
+    (tmp_path / "gen-code-b-t1.log").write_text("Traceback ...")
+    done, missing = split_finished(jobs, logs)
+    assert [j["model"] for j in done] == ["a"]
+    assert list(missing.columns) == MISSING_COLUMNS
+    assert missing[["model", "failed_rule"]].values.tolist() == [["b", "generate"], ["c", "score"]]
+    assert missing["log"].tolist() == [str(tmp_path / "gen-code-b-t1.log"), ""]  # c's scoring never started
+    assert missing["missing_file"].tolist() == [jobs[1]["generations"], jobs[2]["scores"]]

@@ -139,8 +139,33 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
     return steps, summary, per_prompt
 
 
-def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None) -> None:
-    """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files.
+MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "failed_rule", "missing_file", "log"]
+
+
+def split_finished(jobs: list[dict], logs: dict[str, str]) -> tuple[list[dict], pd.DataFrame]:
+    """The jobs whose generation and score files both exist, and a ``missing.csv`` table of the others:
+    model, dataset, setting, sampler, temperature, failed_rule (the first of generate and score whose
+    file is missing), missing_file, log (that job's log where it ran, else empty: it never started,
+    because a job before it failed). ``logs``: rule -> log path pattern with {dataset}, {model},
+    {setting}."""
+    done, rows = [], []
+    for job in jobs:
+        for rule, key in (("generate", "generations"), ("score", "scores")):
+            if not Path(job[key]).is_file():
+                log_path = logs[rule].format(dataset=job["dataset"], model=job["model"], setting=job["setting"])
+                rows.append({"model": job["model"], "dataset": job["dataset"], "setting": job["setting"],
+                             "sampler": job["sampler"], "temperature": job["temperature"], "failed_rule": rule,
+                             "missing_file": job[key], "log": log_path if Path(log_path).is_file() else ""})  # fmt: skip
+                break
+        else:
+            done.append(job)
+    return done, pd.DataFrame(rows, columns=MISSING_COLUMNS)
+
+
+def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None,
+              missing_out: str | None = None, missing: pd.DataFrame | None = None) -> None:  # fmt: skip
+    """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files, and
+    ``missing.csv`` (``missing``: the settings left out, :func:`split_finished`; none in a full run).
 
     Each job dict: model, family, n_params (or None: then the counted non-embedding parameters),
     instruct, dataset, sampler, sampler_param, temperature, setting (slug), checkpoint_of (the
@@ -209,6 +234,8 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         pp = pd.concat(prompts, ignore_index=True)
         first = PER_STEP_KEYS + ["sampler_param", "setting", "example_id"]
         pp[first + [c for c in pp.columns if c not in first]].to_parquet(per_prompt_out, index=False)
+    if missing_out:
+        (missing if missing is not None else pd.DataFrame(columns=MISSING_COLUMNS)).to_csv(missing_out, index=False)
     log.info("summary:\n%s", sm.to_string())
 
 

@@ -29,6 +29,7 @@ TEMPLATES = {
     "head": "calibration/{dataset}/{model}/predictor.safetensors",
     "tradeoff": "calibration/{dataset}/{model}/tradeoff_tf.csv",
     "summary": "tables/summary.csv",
+    "missing": "tables/missing.csv",
     "per_step": "tables/per_step.parquet",
     "per_prompt": "tables/per_prompt.parquet",
     "effective_config": "config.effective.yaml",
