@@ -83,7 +83,8 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     del cfg["datasets"]["code"]["path"]  # fixed: the interpreter's own standard library
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(cfg))
-    r = smk_slurm(home, *targets, "--configfile", str(good))
+    # a --config override on the command line (it would replace a profile's `config:` list; the site profile has none)
+    r = smk_slurm(home, *targets, "--config", "threads=1", "--configfile", str(good))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert (rd / "data" / "code" / "docs.parquet").is_file()
