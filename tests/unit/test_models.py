@@ -73,6 +73,15 @@ def _warm_cache(cache, src, repo="org/tiny-lm"):
     return repo
 
 
+def assert_loads_like(out, original):
+    """The downloaded folder gives bit-identical logits to the model it came from."""
+    x = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        a = load_model(out, "tiny_hf", device="cpu")[0](x).logits
+        b = load_model(original, "tiny", device="cpu")[0](x).logits
+    assert torch.equal(a, b)
+
+
 def test_pinned_download_from_offline_cache_loads_like_the_original(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     repo = _warm_cache(tmp_path / "cache", tiny_model_dir)
@@ -81,11 +90,7 @@ def test_pinned_download_from_offline_cache_loads_like_the_original(tmp_path, ti
     assert src["revision"] == SHA and src["files"] == {"hardlinked": len(list(tiny_model_dir.iterdir()))}
     blob = (tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA / "model.safetensors").resolve()
     assert not (out / "model.safetensors").is_symlink() and (out / "model.safetensors").stat().st_ino == blob.stat().st_ino
-    x = torch.tensor([[3, 1, 4, 1, 5]])
-    with torch.no_grad():
-        a = load_model(out, "tiny_hf", device="cpu")[0](x).logits
-        b = load_model(tiny_model_dir, "tiny", device="cpu")[0](x).logits
-    assert torch.equal(a, b)
+    assert_loads_like(out, tiny_model_dir)
 
 
 def test_across_file_systems_the_download_links_to_the_cache_and_never_copies(tmp_path, tiny_model_dir, monkeypatch):
@@ -104,11 +109,7 @@ def test_across_file_systems_the_download_links_to_the_cache_and_never_copies(tm
     blobs = tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "blobs"
     assert weights.is_symlink() and Path(os.readlink(weights)).parent == blobs.resolve()
     assert json.loads((out / "entcal_source.json").read_text())["files"] == {"symlinked": len(list(tiny_model_dir.iterdir()))}
-    x = torch.tensor([[3, 1, 4, 1, 5]])
-    with torch.no_grad():
-        a = load_model(out, "tiny_hf", device="cpu")[0](x).logits
-        b = load_model(tiny_model_dir, "tiny", device="cpu")[0](x).logits
-    assert torch.equal(a, b)
+    assert_loads_like(out, tiny_model_dir)
 
 
 def test_unknown_revision_offline_names_the_model(tmp_path, tiny_model_dir, monkeypatch):
