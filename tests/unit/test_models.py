@@ -112,6 +112,25 @@ def test_across_file_systems_the_download_links_to_the_cache_and_never_copies(tm
     assert_loads_like(out, tiny_model_dir)
 
 
+def test_a_revision_without_safetensors_downloads_its_bin_weights(tmp_path, tiny_model_dir, monkeypatch):
+    """Pythia's step branches publish pytorch_model.bin only: the download takes them (loaded with
+    torch.load(weights_only=True) by transformers) and loads like the original."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bin_dir = tmp_path / "bin_model"
+    bin_dir.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, bin_dir / f.name)
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict(), bin_dir / "pytorch_model.bin")
+    assert not list(bin_dir.glob("*.safetensors")) and (bin_dir / "pytorch_model.bin").is_file()
+    repo = _warm_cache(tmp_path / "cache", bin_dir)
+    out = download_model("tiny_hf", repo, SHA, str(tmp_path / "models" / "tiny_hf"), cache_dir=str(tmp_path / "cache"))
+    assert (out / "pytorch_model.bin").is_file() and not list(out.glob("*.safetensors"))
+    assert_loads_like(out, tiny_model_dir)
+
+
 def test_unknown_revision_offline_names_the_model(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     repo = _warm_cache(tmp_path / "cache", tiny_model_dir)

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # weights in safetensors, configs and tokenizer files; no duplicate .bin / .pth / gguf weights
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
+# a revision that publishes no safetensors (Pythia's step branches: pytorch_model*.bin only) is fetched
+# again with these; transformers reads them with torch.load(weights_only=True)
+BIN_PATTERNS = ["pytorch_model*.bin"]
 
 
 def download_model(
@@ -39,14 +42,13 @@ def download_model(
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
+    patterns = allow_patterns or DEFAULT_PATTERNS
     try:
-        snap = snapshot_download(
-            repo_id=repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            allow_patterns=allow_patterns or DEFAULT_PATTERNS,
-            token=token,
-        )
+        snap = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, token=token)
+        if not allow_patterns and not any(Path(snap).glob("*.safetensors")):
+            log.info("model %s: %s@%s publishes no safetensors weights: fetching %s", name, repo_id, revision, BIN_PATTERNS)
+            snap = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir,
+                                     allow_patterns=[*patterns, *BIN_PATTERNS], token=token)  # fmt: skip
     except hf_errors.GatedRepoError as err:
         raise ModelLoadError(
             f"model {name!r}: {repo_id} is gated; accept its licence on the hub and set HF_TOKEN ({err})"
