@@ -203,3 +203,41 @@ def test_a_job_put_on_a_gpu_without_one_fails_at_once_naming_what_torch_reports(
         resolve_device("cuda")
     # the CPU on purpose, and auto without GPUs, run on the CPU
     assert resolve_device("cpu", gpus=4).type == "cpu" and resolve_device("auto", gpus=0).type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "cfg, context",
+    [
+        ({"model_type": "gpt_neox", "max_position_embeddings": 2048}, 2048),  # EleutherAI/pythia-*: under 4096
+        ({"model_type": "llama", "max_position_embeddings": 4096}, 4096),  # meta-llama/Llama-2-*-hf
+        ({"model_type": "qwen2", "max_position_embeddings": 32768}, 4096),  # Qwen/Qwen2.5-*
+        ({"model_type": "gpt2", "n_positions": 1024}, 1024),
+        ({"model_type": "gemma3", "text_config": {"max_position_embeddings": 1024}}, 1024),
+        ({"model_type": "x"}, 4096),  # the config says nothing: the configured context
+    ],
+)
+def test_the_context_is_the_configured_one_never_past_the_models(tmp_path, cfg, context):
+    from entcal.models import effective_context
+
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert effective_context(tmp_path, 4096) == context
+
+
+def test_prompt_selection_keeps_within_the_models_context(tmp_path, tiny_model_dir):
+    """A model whose context is shorter than the configured one (Pythia's 2048 under 4096): prompt + new
+    tokens stay within its own, and the sidecar records both."""
+    import pandas as pd
+    from conftest import TEXTS, make_prompts
+
+    short = tmp_path / "short"
+    shutil.copytree(tiny_model_dir, short)
+    cfg = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 40}))
+    ex = pd.DataFrame({"example_id": range(3), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
+                       "text": ["x " * 5 + t for t in TEXTS]})  # fmt: skip
+    out = make_prompts(short, ex, tmp_path / "p.parquet", prompt_tokens=20, max_new_tokens=12, min_reference_tokens=4,
+                       n_prompts=3, max_context=4096)  # fmt: skip
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (side["max_context"], side["max_context_configured"], side["model_context"]) == (40, 4096, 40)
+    df = pd.read_parquet(out)
+    assert (df["prompt_len"] + 12 < 40).all()

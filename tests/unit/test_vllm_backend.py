@@ -95,6 +95,7 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
                   max_new_tokens=7, batch_size=2, seed=0, stop_at_eos=False, dtype="float32", device="cpu",
                   backend="vllm", gpus=2, shard_size=2)  # fmt: skip
     assert fake_vllm["llm"]["tensor_parallel_size"] == 2
+    assert fake_vllm["llm"]["max_model_len"] == 256  # the model's own context (config.json), under 4096
     assert [p["temperature"] for p in fake_vllm["params"]] == [0.8]  # the last shard's single request
     df = pd.read_parquet(out)
     meta = json.loads(out.with_suffix(".json").read_text())

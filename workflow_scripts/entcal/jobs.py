@@ -28,7 +28,7 @@ from entcal.files import check_file, read_sidecar, write_parquet, write_sidecar
 from entcal.logs import Progress
 from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
-from entcal.models import count_params, input_device, load_model, load_tokenizer, resolve_device
+from entcal.models import count_params, effective_context, input_device, load_model, load_tokenizer, model_context, resolve_device
 from entcal.predictor import load_head
 from entcal.prompts import end_token_ids, length_order, load_prompts, select_examples
 from entcal.runtime import allocator_settings
@@ -110,6 +110,9 @@ def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out
     t0 = time.time()
     check_file(examples_path)
     tok = load_tokenizer(model_dir, model_name)
+    configured, max_context = max_context, effective_context(model_dir, max_context)
+    if max_context != configured:
+        log.info("model %s: context %s tokens (its config.json), not the configured %s", model_name, max_context, configured)
     chosen = select_examples(tok, examples_path, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
                              max_context, text_rules, chat_instruction)  # fmt: skip
     df = pd.DataFrame({"example_id": [e for e, _, _ in chosen], "prompt_len": [len(p) for _, p, _ in chosen],
@@ -117,7 +120,7 @@ def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out
                        "reference_ids": [r for _, _, r in chosen]})[PROMPT_COLUMNS]  # fmt: skip
     side = {"model": model_name, "n_prompts": len(df), "requested": n_prompts, "prompt_tokens": prompt_tokens,
             "max_new_tokens": max_new_tokens, "min_reference_tokens": min_reference_tokens, "max_context": max_context,
-            "chat": chat, "chat_instruction": chat_instruction if chat else None, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
+            "max_context_configured": configured, "model_context": model_context(model_dir), "chat": chat, "chat_instruction": chat_instruction if chat else None, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
             "max_prompt_len": int(df["prompt_len"].max()), "seconds": round(time.time() - t0, 2)}  # fmt: skip
     log.info("prompts: %s", write_parquet(df, out_path, side))
 
@@ -296,7 +299,8 @@ def _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, *,
         if df is None:
             prompts = [p for _, p, _ in chosen[sl]]
             if backend == "vllm":
-                engine = engine or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed)
+                engine = engine or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed,
+                                            max_model_len=effective_context(model_dir, 4096))  # fmt: skip
                 toks = generate_vllm(engine, prompts, sampler=setting["sampler"], temperature=setting["temperature"],
                                      param=setting["param"], max_new_tokens=max_new_tokens, seed=seed + sl.start,
                                      stop_at_eos=stop_at_eos, end_ids=ends)  # fmt: skip

@@ -122,6 +122,34 @@ def check_model_dir(path: str | Path, name: str = "") -> Path:
     return path
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length")  # the context length in a config.json
+
+
+def model_context(path: str | Path) -> int | None:
+    """The longest sequence the model at ``path`` takes (its ``config.json``: ``max_position_embeddings``
+    and the like; a multimodal config's ``text_config``), None where the config says none."""
+    import json
+
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    for c in (cfg, cfg.get("text_config") or {}):
+        for k in CONTEXT_KEYS:
+            if isinstance(c.get(k), int) and c[k] > 0:
+                return int(c[k])
+    return None
+
+
+def effective_context(path: str | Path, configured: int | None) -> int | None:
+    """The configured context (``generation.max_context``, 4096 on the paper grid), never past the model's
+    own: Pythia's 2048, for one."""
+    own = model_context(path)
+    if configured and own:
+        return min(int(configured), own)
+    return configured or own
+
+
 def load_tokenizer(path: str | Path, name: str = ""):
     from transformers import AutoTokenizer
 
