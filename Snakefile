@@ -27,6 +27,7 @@ include: "rules/calibration.smk"
 include: "rules/plots.smk"
 
 
+check_contexts()  # every model's own context holds its prompts and generation (entcal.plan.context_problems)
 check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
 
 

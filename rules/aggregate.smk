@@ -3,8 +3,8 @@
 
 rule aggregate:
     input:
-        generations=[job["generations"] for job in GRID.aggregate_jobs()],
-        scores=sorted({job["scores"] for job in GRID.aggregate_jobs()}),
+        generations=[job["generations"] for job in GRID.aggregate_jobs("paper")],
+        scores=sorted({job["scores"] for job in GRID.aggregate_jobs("paper")}),
         rerun=RERUN("aggregate"),  # entcal.provenance: raised where results outlived their record
     output:
         per_step=P("per_step"),
@@ -21,7 +21,7 @@ rule aggregate:
         ),
     params:
         code=CODE["aggregate"],
-        jobs=sorted(GRID.aggregate_jobs(), key=lambda j: (j["dataset"], j["model"], j["setting"])),
+        jobs=sorted(GRID.aggregate_jobs("paper"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
     log:
         f"{RD}/logs/aggregate.log",
@@ -35,6 +35,27 @@ rule aggregate:
         runtime=60,
     script:
         "../workflow_scripts/aggregate.py"
+
+
+# The beyond-paper samplers' tables (entcal.grid.part_of), the same columns as the paper's, made apart.
+use rule aggregate as aggregate_extra with:
+    input:
+        generations=[job["generations"] for job in GRID.aggregate_jobs("extra")],
+        scores=sorted({job["scores"] for job in GRID.aggregate_jobs("extra")}),
+        rerun=RERUN("aggregate_extra"),  # entcal.provenance: raised where results outlived their record
+    output:
+        per_step=P("per_step_extra"),
+        per_prompt=P("per_prompt_extra"),
+        missing=report(P("missing_extra"), caption="report/missing.rst", category="Tables"),
+        summary=report(P("summary_extra"), caption="report/summary_extra.rst", category="Tables"),
+    params:
+        code=CODE["aggregate"],
+        jobs=sorted(GRID.aggregate_jobs("extra"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
+        max_len=lookup(dpath="analysis/max_len", within=config),
+    log:
+        f"{RD}/logs/aggregate_extra.log",
+    benchmark:
+        f"{RD}/benchmarks/aggregate_extra.tsv"
 
 
 rule scaling_fits:

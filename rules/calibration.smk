@@ -32,7 +32,7 @@ rule calibration_labels:
     resources:
         gpu=get_gpus,
         mem_mb=mem_by_size(16000),
-        runtime=runtime_by_size(60, 6),
+        runtime=runtime_by_plan("calibration_labels", 60, 6),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
@@ -71,7 +71,7 @@ rule train_predictor:
     resources:
         gpu=get_gpus,
         mem_mb=mem_by_size(32000),
-        runtime=runtime_by_size(30, 3),
+        runtime=runtime_by_plan("train_predictor", 30, 3),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
@@ -81,7 +81,7 @@ rule train_predictor:
 rule calibration_table:
     input:
         unpack(get_calibration_tables),
-        summary=rules.aggregate.output.summary,
+        summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
         rerun=RERUN("calibration_table"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(

@@ -2,6 +2,7 @@
 # path come from entcal.grid.Grid (rules take their output patterns from GRID.pattern, input functions the
 # same paths from GRID.path). Input functions do no I/O, import no torch and touch no network.
 
+import functools
 import os
 import re
 import sys
@@ -77,6 +78,7 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     setting=SETTING_PATTERN,
     featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
+    part="paper|extra",
 
 
 def models_of_source(source):
@@ -119,17 +121,25 @@ def get_setting(wildcards):
     return GRID.setting(wildcards.model, wildcards.setting)
 
 
-def get_settings(wildcards):
-    """Params function: every sampler setting of the model (scoring covers them all in one pass)."""
-    return GRID.model_settings(wildcards.model)
+def get_settings(part):
+    """Params function: the model's sampler settings of one part (entcal.grid.part_of: `paper` for score,
+    `extra` for score_extra); scoring covers them all in one pass over the references."""
+    return lambda wildcards: GRID.model_settings(wildcards.model, part)
 
 
 def get_selection(wildcards):
-    """Params function: the prompt-selection settings of a model (its own n_prompts, if it has one)."""
+    """Params function: the prompt-selection settings of a model (its own n_prompts and max_new_tokens, if it
+    has them)."""
     keys = ["prompt_tokens", "max_new_tokens", "min_reference_tokens", "n_prompts", "max_context"]
     sel = config_subset("generation", keys)
     sel["n_prompts"] = GRID.model_spec(wildcards.model).get("n_prompts") or sel["n_prompts"]
+    sel["max_new_tokens"] = GRID.max_new_tokens(wildcards.model)
     return sel
+
+
+def get_sampling(wildcards):
+    """Params function: the generation length (the model's own max_new_tokens, if it has one) and stopping."""
+    return {"max_new_tokens": GRID.max_new_tokens(wildcards.model), "stop_at_eos": config["generation"]["stop_at_eos"]}
 
 
 def get_chat_instruction(wildcards):
@@ -181,7 +191,7 @@ def mem_by_plan(kind, base_mb, per_billion_mb=3000):
         prompt = g["prompt_tokens"] + 64  # room for special tokens and an instruct model's chat template
         n = min(int(batch), spec.get("n_prompts") or g["n_prompts"])
         # auto resolves on the machine that runs the job: plan for the larger of its two outcomes
-        plan = max(cpu_job_mb(shape, kind, n, prompt + g["max_new_tokens"], prompt_len=prompt, dtype=d)
+        plan = max(cpu_job_mb(shape, kind, n, prompt + GRID.max_new_tokens(wildcards.model), prompt_len=prompt, dtype=d)
                    for d in (["float32", "bfloat16"] if dtype == "auto" else [dtype]))  # fmt: skip
         return int(plan * retry_growth(attempt))
 
@@ -193,6 +203,55 @@ def runtime_by_size(base_min, per_billion_min):
     longest runtime (max_runtime_min)."""
     return lambda wildcards, attempt: min(config["max_runtime_min"],
                                           int((base_min + per_billion_min * size_billions(wildcards.model)) * retry_growth(attempt)))  # fmt: skip
+
+
+@functools.cache
+def plan_shapes():
+    """Model shapes for the cost plan: a downloaded model's config.json, else config/model_shapes.yaml."""
+    from entcal.plan import load_shapes
+
+    return load_shapes(config, f"{workflow.basedir}/config/model_shapes.yaml")
+
+
+@functools.cache
+def planned_seconds(model, dataset):
+    """entcal.plan.model_costs of a hub or local model x dataset on GPUs (seconds per job), None where the
+    plan does not apply (CPU runs, trained models and checkpoints, a model without a known shape)."""
+    from entcal.plan import GPUSpec, model_costs
+
+    spec = config["models"].get(model)
+    if config["device"] == "cpu" or not spec or spec["source"] == "train" or model not in plan_shapes():
+        return None
+    return model_costs(config, model, plan_shapes()[model], dataset, GPUSpec())["seconds"]
+
+
+def check_contexts():
+    """Parse time: every model whose context (its config.json, or config/model_shapes.yaml before the download)
+    cannot hold the prompt plus its generation stops the run, naming the model and the fix (entcal.plan)."""
+    from entcal.plan import context_problems
+
+    problems = context_problems(config, plan_shapes())
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def runtime_by_plan(kind, base_min, per_billion_min):
+    """Resource function (minutes) of the GPU jobs: the cost plan's time of this job (entcal.plan.model_costs:
+    every pass it runs, the exact entropy pass after vLLM and the lookahead's candidates included) times
+    entcal.plan.RUNTIME_MARGIN, at least RUNTIME_FLOOR_MIN; where the plan does not apply, runtime_by_size.
+    Grows on each retry, never past the site's longest runtime (max_runtime_min)."""
+    by_size = runtime_by_size(base_min, per_billion_min)
+
+    def runtime(wildcards, attempt):
+        from entcal.plan import runtime_minutes
+
+        sec = planned_seconds(wildcards.model, wildcards.dataset)
+        if sec is None:
+            return by_size(wildcards, attempt)
+        s = sec[kind][wildcards.setting] if kind == "generate" else sec[kind]
+        return min(config["max_runtime_min"], int(runtime_minutes(s) * retry_growth(attempt)))
+
+    return runtime
 
 
 # GPU rules' site resources: the GPU partition and model, when the site profile names them
@@ -220,7 +279,7 @@ def get_gpus(wildcards, input):
         return TBDString()  # a dry run: the model is not downloaded yet
     g = config["generation"]
     shape = ModelShape.from_dir(get_model_path(wildcards))
-    return gpus_needed(shape, config["gpu_memory_gb"], g["prompt_tokens"] + 64 + g["max_new_tokens"],
+    return gpus_needed(shape, config["gpu_memory_gb"], g["prompt_tokens"] + 64 + GRID.max_new_tokens(wildcards.model),
                        quantization="nf4" if config["precision"] == "paper" else "none")  # fmt: skip
 
 
@@ -232,7 +291,7 @@ def get_generate_calibration(wildcards):
 
 
 def get_score_calibration(wildcards):
-    """Input function (unpacked): the predictor files, when any setting of the model needs them."""
+    """Input function (unpacked, score_extra): the predictor files, when any setting of the model needs them."""
     return GRID.calibration_files(wildcards.dataset, wildcards.model)
 
 
@@ -251,32 +310,40 @@ def get_calibration_tables(wildcards):
 
 # The targets of `rule all` are every output of these rules, with the wildcard values to expand where a
 # rule has wildcards. Paths stay written once, in the rules' own output blocks.
-FINAL_RULES = {
-    "dump_config": {},
-    "aggregate": {},
-    "scaling_fits": {},
-    "context_fits": {},
-    "plot_per_step": {"smooth": ["", "_smoothed"]},
-    "plot_scaling": {},
-    "plot_tradeoff": {},
-    "plot_context": {},
-    "plot_data_scaling": {},
-    "power_law": {},
-    "singleton_mass": {},
-    "plot_theory": {},
-    "future_entropy_exact": {},
-    "plot_future_entropy_exact": {},
-    **({"mauve_summary": {}} if config["mauve"]["featurizers"] else {}),
-    **({"calibration_table": {}, "plot_calibration": {}} if CALIBRATED else {}),
-}
+def final_rules():
+    """{rule: wildcard values to expand}: the rules whose outputs `rule all` asks for. The paper's outputs,
+    then the extras' (the samplers beyond the paper, entcal.grid.part_of) where the configuration runs any."""
+    extra = bool(GRID.aggregate_jobs("extra"))
+    mauve = bool(config["mauve"]["featurizers"])
+    return {
+        "dump_config": {},
+        "aggregate": {},
+        "scaling_fits": {},
+        "context_fits": {},
+        "plot_per_step": {"smooth": ["", "_smoothed"]},
+        "plot_scaling": {},
+        "plot_tradeoff": {},
+        "plot_context": {},
+        "plot_data_scaling": {},
+        "power_law": {},
+        "singleton_mass": {},
+        "plot_theory": {},
+        "future_entropy_exact": {},
+        "plot_future_entropy_exact": {},
+        **({"mauve_summary": {}} if mauve else {}),
+        **({"aggregate_extra": {}, "plot_tradeoff_extra": {}} if extra else {}),
+        **({"mauve_summary_extra": {}} if mauve and "extra" in mauve_parts() else {}),
+        **({"calibration_table": {}, "plot_calibration": {}} if CALIBRATED else {}),
+    }
 
 
 def get_final_outputs(benchmarks=True):
     """The files the default target asks for (with ``benchmarks=False``, the inputs of
     benchmark_table, which collects the benchmark records once everything else is done). Call it
     once all rules are defined (in the Snakefile's last rule, or lazily as an input function)."""
-    names = [*FINAL_RULES, *(["benchmark_table"] if benchmarks else [])]
-    return [f for name in names for f in expand(list(getattr(rules, name).output), **FINAL_RULES.get(name, {}))]
+    final = final_rules()
+    names = [*final, *(["benchmark_table"] if benchmarks else [])]
+    return [f for name in names for f in expand(list(getattr(rules, name).output), **final.get(name, {}))]
 
 
 def get_dataset_raw(wildcards):
@@ -296,20 +363,30 @@ def get_power_law_inputs(wildcards):
 
 
 def get_excerpt_jobs(wildcards):
-    """Params function: the generation files whose excerpts enter MAUVE (base models, and instruct models
-    with mauve.instruct; not checkpoints; at the settings listed in mauve.settings), with the folder of their
-    tokenizer."""
-    d = wildcards.dataset
+    """Params function: the generation files of one dataset and part whose excerpts enter MAUVE."""
+    return excerpt_jobs(wildcards.dataset, wildcards.part)
+
+
+def excerpt_jobs(d, part):
+    """The generation files of one part (`paper` or `extra`, entcal.grid.part_of) whose excerpts enter MAUVE
+    (base models, and instruct models with mauve.instruct; not checkpoints; at the settings listed in
+    mauve.settings), with their score file and the folder of their tokenizer."""
     return sorted([
         {"model": m, "setting": s["slug"], "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
-         "scores": GRID.path("scores", dataset=d, model=m), "model_path": GRID.model_folder(m, d)}
+         "scores": GRID.scores_path(d, m, s), "model_path": GRID.model_folder(m, d)}
         for m in config["models"] if config["mauve"]["instruct"] or not config["models"][m]["instruct"]
-        for s in GRID.model_settings(m) if s["slug"] in config["mauve"]["settings"]
+        for s in GRID.model_settings(m, part) if s["slug"] in config["mauve"]["settings"]
     ], key=lambda j: (j["model"], j["setting"]))  # fmt: skip  (sorted: the models' order in the file changes nothing)
 
 
+def mauve_parts():
+    """The parts with MAUVE excerpts: the paper's, and `extra` where mauve.settings names a setting beyond it."""
+    return [p for p in ("paper", "extra")
+            if any(excerpt_jobs(d, p) for d in DATASETS)]  # fmt: skip
+
+
 def get_excerpt_inputs(wildcards):
-    """Input function: generation, score and model files behind the excerpts of one dataset."""
+    """Input function: generation, score and model files behind the excerpts of one dataset and part."""
     jobs = get_excerpt_jobs(wildcards)
     return {
         "generations": [j["generations"] for j in jobs],
@@ -339,9 +416,10 @@ def get_featurizer_gpus(wildcards):
     return 1 if config["mauve"]["featurizers"][wildcards.featurizer]["source"] == "hf" else 0
 
 
-def get_mauve_tables(wildcards):
-    """Input function: every dataset x featurizer bucket table."""
-    return expand(rules.mauve_buckets.output.table, dataset=DATASETS, featurizer=list(config["mauve"]["featurizers"]))
+def get_mauve_tables(part):
+    """Input function: every dataset x featurizer bucket table of one part."""
+    return lambda wildcards: expand(rules.mauve_buckets.output.table, part=part, dataset=DATASETS,
+                                    featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip
 
 
 def lock_results_dir():
@@ -404,6 +482,16 @@ def RERUN(rule):
     return str(rerun_flag(RD, rule))
 
 
+def rule_scripts():
+    """{rule: the stem of its adapter script (the code fingerprint's key)} of every rule with a rerun flag: a rule
+    made by `use rule` (score_extra) runs its parent's adapter (score.py)."""
+    out = {}
+    for r in _RERUN_RULES:
+        script = workflow.get_rule(r).script
+        out[r] = os.path.splitext(os.path.basename(script))[0] if script else r
+    return out
+
+
 def check_provenance():
     """After the rules are defined (Snakefile): where Snakemake has no record of this results folder (a deleted
     .snakemake, a fresh clone, a moved or copied folder), compare the recorded configuration and code with the
@@ -414,7 +502,7 @@ def check_provenance():
         return
     ensure_flags(RD, _RERUN_RULES)
     try:
-        stale, checked = stale_stages(os.getcwd(), RD, PROVENANCE, {r: r for r in _RERUN_RULES})
+        stale, checked = stale_stages(os.getcwd(), RD, PROVENANCE, rule_scripts())
     except ValueError as err:
         raise WorkflowError(str(err)) from None
     if stale:
@@ -433,31 +521,37 @@ def check_provenance():
 
 
 def aggregate_finished():
-    """onerror: where jobs failed (with --keep-going the rest ran), the tables for every setting whose generation
-    and scores are there, and tables/missing.csv naming the others, the rule that failed and its log. The next
+    """onerror: where jobs failed (with --keep-going the rest ran), for each part (the paper's settings, the
+    extras) whose tables could not be made, the tables of every setting whose generation and scores are there,
+    and tables/missing.csv (missing_extra.csv) naming the others, the rule that failed and its log. The next
     run remakes the tables by the rules once the missing jobs succeed (their files are newer)."""
     from entcal.aggregate import aggregate, split_finished
+    from entcal.grid import PARTS, part_kind
 
     if _TERMINATED:
         return
-    jobs = GRID.aggregate_jobs()
-    logs = {r: str(getattr(rules, r).log[0]).replace("{{", "{").replace("}}", "}") for r in ("generate", "score")}
-    done, missing = split_finished(jobs, logs)
-    if missing.empty or not done:
-        return
-    try:
-        aggregate(done, per_step_out=GRID.path("per_step"), summary_out=GRID.path("summary"),
-                  max_len=config["analysis"]["max_len"], per_prompt_out=GRID.path("per_prompt"),
-                  missing_out=GRID.path("missing"), missing=missing)  # fmt: skip
-    except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
-        logger.error(f"tables of the finished jobs not written: {err}")
-        return
-    logger.error(
-        f"{len(missing)} of {len(jobs)} generation settings are missing (failed jobs, or jobs after them): "
-        f"{GRID.path('summary')}, per_step.parquet and per_prompt.parquet hold the other {len(done)}, and "
-        f"{GRID.path('missing')} lists the missing ones with the rule that failed and its log. Fix the cause and "
-        "run the same command again: the missing jobs run and the tables are remade by their rules."
-    )
+    logs = {r: str(getattr(rules, r).log[0]).replace("{{", "{").replace("}}", "}")
+            for r in ("generate", "score", "score_extra") if hasattr(rules, r)}  # fmt: skip
+    for part in PARTS:
+        jobs = GRID.aggregate_jobs(part)
+        done, missing = split_finished(jobs, logs)
+        if missing.empty or not done:
+            continue
+        out = {k: GRID.path(part_kind(k, part)) for k in ("summary", "per_step", "per_prompt", "missing")}
+        try:
+            aggregate(done, per_step_out=out["per_step"], summary_out=out["summary"], max_len=config["analysis"]["max_len"],
+                      per_prompt_out=out["per_prompt"], missing_out=out["missing"], missing=missing)  # fmt: skip
+        except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
+            logger.error(f"tables of the finished jobs not written: {err}")
+            continue
+        what = "the paper's" if part == "paper" else "the extra (beyond-paper)"
+        logger.error(
+            f"{len(missing)} of {len(jobs)} of {what} generation settings are missing (failed jobs, or jobs after "
+            f"them): {out['summary']}, {os.path.basename(out['per_step'])} and {os.path.basename(out['per_prompt'])} "
+            f"hold the other {len(done)}, and {out['missing']} lists the missing ones with the rule that failed and "
+            "its log. Fix the cause and run the same command again: the missing jobs run and the tables are remade "
+            "by their rules."
+        )
 
 
 def write_provenance_marker():

@@ -44,7 +44,7 @@ rule generate:
     params:
         model_path=get_model_path,
         setting=get_setting,
-        sampling=config_subset("generation", ["max_new_tokens", "stop_at_eos"]),
+        sampling=get_sampling,
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
@@ -59,7 +59,7 @@ rule generate:
     resources:
         gpu=get_gpus,
         mem_mb=mem_by_plan("generate", 16000),
-        runtime=runtime_by_size(120, 15),
+        runtime=runtime_by_plan("generate", 120, 15),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
@@ -68,7 +68,6 @@ rule generate:
 
 rule score:
     input:
-        unpack(get_score_calibration),
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
         rerun=RERUN("score"),  # entcal.provenance: raised where results outlived their record
@@ -77,7 +76,7 @@ rule score:
         meta=P("scores", ".json"),
     params:
         model_path=get_model_path,
-        settings=get_settings,
+        settings=get_settings("paper"),  # the paper's settings only: nothing beyond the paper holds them back
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
@@ -92,8 +91,38 @@ rule score:
     resources:
         gpu=get_gpus,
         mem_mb=mem_by_plan("score", 16000),
-        runtime=runtime_by_size(30, 4),
+        runtime=runtime_by_plan("score", 30, 4),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
         **GPU_SITE,
     script:
         "../workflow_scripts/score.py"
+
+
+# The beyond-paper settings (truncation, Mirostat, the calibrated samplers) of a model, scored apart: the
+# calibrated ones wait for the model's future-entropy predictor, the paper's scores never do.
+use rule score as score_extra with:
+    input:
+        unpack(get_score_calibration),
+        model=get_model_folder,
+        prompts=rules.select_prompts.output.prompts,
+        rerun=RERUN("score_extra"),  # entcal.provenance: raised where results outlived their record
+    output:
+        scores=P("scores_extra"),
+        meta=P("scores_extra", ".json"),
+    params:
+        model_path=get_model_path,
+        settings=get_settings("extra"),
+        truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
+        dtype=get_dtype,
+        precision=lookup(dpath="precision", within=config),
+        code=CODE["score"],
+    resources:
+        gpu=get_gpus,
+        mem_mb=mem_by_plan("score", 16000),
+        runtime=runtime_by_plan("score_extra", 30, 4),
+        nodes=1,
+        **GPU_SITE,
+    log:
+        f"{RD}/logs/score_extra/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/score_extra/{{dataset}}/{{model}}.tsv"

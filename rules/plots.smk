@@ -58,7 +58,7 @@ rule plot_scaling:
 
 rule plot_tradeoff:
     input:
-        summary=rules.aggregate.output.summary,
+        summaries=[rules.aggregate.output.summary],
         rerun=RERUN("plot_tradeoff"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
@@ -75,6 +75,18 @@ rule plot_tradeoff:
         runtime=10,
     script:
         "../workflow_scripts/plot_tradeoff.py"
+
+
+# Figure 4 with the samplers beyond the paper as markers (truncation samplers, Mirostat, calibrated samplers).
+use rule plot_tradeoff as plot_tradeoff_extra with:
+    input:
+        summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
+        rerun=RERUN("plot_tradeoff_extra"),  # entcal.provenance: raised where results outlived their record
+    output:
+        png=report(f"{RD}/figures/tradeoff_samplers.png", caption="report/tradeoff.rst", category="Figures"),
+        pdf=f"{RD}/figures/tradeoff_samplers.pdf",
+    log:
+        f"{RD}/logs/plot_tradeoff_extra.log",
 
 
 rule plot_context:

@@ -26,15 +26,15 @@ rule mauve_excerpts:
         unpack(get_excerpt_inputs),
         rerun=RERUN("mauve_excerpts"),  # entcal.provenance: raised where results outlived their record
     output:
-        excerpts=f"{RD}/mauve/{{dataset}}/excerpts.parquet",
+        excerpts=f"{RD}/mauve/{{part}}/{{dataset}}/excerpts.parquet",
     params:
         code=CODE["mauve_excerpts"],
         jobs=get_excerpt_jobs,
         window=lookup(dpath="mauve/window", within=config),
     log:
-        f"{RD}/logs/mauve_excerpts/{{dataset}}.log",
+        f"{RD}/logs/mauve_excerpts/{{part}}/{{dataset}}.log",
     benchmark:
-        f"{RD}/benchmarks/mauve_excerpts/{{dataset}}.tsv"
+        f"{RD}/benchmarks/mauve_excerpts/{{part}}/{{dataset}}.tsv"
     conda:
         "../envs/inference.yaml"
     threads: 1
@@ -51,15 +51,15 @@ rule mauve_features:
         featurizer=get_featurizer_folder,
         rerun=RERUN("mauve_features"),  # entcal.provenance: raised where results outlived their record
     output:
-        features=f"{RD}/mauve/{{dataset}}/features_{{featurizer}}.parquet",
+        features=f"{RD}/mauve/{{part}}/{{dataset}}/features_{{featurizer}}.parquet",
     params:
         code=CODE["mauve_features"],
         spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
         model_path=get_featurizer_path,
     log:
-        f"{RD}/logs/mauve_features/{{dataset}}/{{featurizer}}.log",
+        f"{RD}/logs/mauve_features/{{part}}/{{dataset}}/{{featurizer}}.log",
     benchmark:
-        f"{RD}/benchmarks/mauve_features/{{dataset}}/{{featurizer}}.tsv"
+        f"{RD}/benchmarks/mauve_features/{{part}}/{{dataset}}/{{featurizer}}.tsv"
     conda:
         "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
@@ -79,15 +79,15 @@ rule mauve_buckets:
         features=rules.mauve_features.output.features,
         rerun=RERUN("mauve_buckets"),  # entcal.provenance: raised where results outlived their record
     output:
-        table=f"{RD}/mauve/{{dataset}}/buckets_{{featurizer}}.csv",
+        table=f"{RD}/mauve/{{part}}/{{dataset}}/buckets_{{featurizer}}.csv",
     params:
         code=CODE["mauve_buckets"],
         cfg=lookup(dpath="mauve", within=config),
         seed=lookup(dpath="seed", within=config),
     log:
-        f"{RD}/logs/mauve_buckets/{{dataset}}/{{featurizer}}.log",
+        f"{RD}/logs/mauve_buckets/{{part}}/{{dataset}}/{{featurizer}}.log",
     benchmark:
-        f"{RD}/benchmarks/mauve_buckets/{{dataset}}/{{featurizer}}.tsv"
+        f"{RD}/benchmarks/mauve_buckets/{{part}}/{{dataset}}/{{featurizer}}.tsv"
     conda:
         "../envs/inference.yaml"
     threads: 1
@@ -100,9 +100,9 @@ rule mauve_buckets:
 
 rule mauve_summary:
     input:
-        tables=get_mauve_tables,
-        excerpts=expand(rules.mauve_excerpts.output.excerpts, dataset=sorted(DATASETS)),  # in params.datasets order
-        summary=rules.aggregate.output.summary,
+        tables=get_mauve_tables("paper"),
+        excerpts=expand(rules.mauve_excerpts.output.excerpts, part="paper", dataset=sorted(DATASETS)),  # params.datasets order
+        summaries=[rules.aggregate.output.summary],
         rerun=RERUN("mauve_summary"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),
@@ -123,3 +123,19 @@ rule mauve_summary:
         runtime=10,
     script:
         "../workflow_scripts/mauve_summary.py"
+
+
+# MAUVE of the settings beyond the paper in mauve.settings (the calibrated samplers'), apart from Figure 5.
+use rule mauve_summary as mauve_summary_extra with:
+    input:
+        tables=get_mauve_tables("extra"),
+        excerpts=expand(rules.mauve_excerpts.output.excerpts, part="extra", dataset=sorted(DATASETS)),
+        summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
+        rerun=RERUN("mauve_summary_extra"),  # entcal.provenance: raised where results outlived their record
+    output:
+        table=report(f"{RD}/tables/mauve_buckets_extra.csv", caption="report/mauve_table.rst", category="Tables"),
+        examples=report(f"{RD}/mauve/examples_extra.md", caption="report/mauve_examples.rst", category="Excerpts"),
+        png=report(f"{RD}/figures/mauve_extra.png", caption="report/mauve.rst", category="Figures"),
+        pdf=f"{RD}/figures/mauve_extra.pdf",
+    log:
+        f"{RD}/logs/mauve_summary_extra.log",

@@ -16,7 +16,7 @@ from entcal.logs import setup_logging  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
 table, pred, tradeoff = calibration_tables(
-    pd.read_csv(snakemake.input.summary),
+    pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True),  # the paper's and the extras'
     [json.loads(Path(p).read_text()) for p in snakemake.input.predictors],
     [pd.read_csv(p) for p in snakemake.input.tradeoffs],
 )

@@ -23,7 +23,7 @@ for path in snakemake.input.tables:
 table = pd.concat(tables, ignore_index=True)
 table = table[["dataset"] + [c for c in table.columns if c != "dataset"]]
 table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
-summary = pd.read_csv(snakemake.input.summary)
+summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)
 plot_mauve(table, summary, [snakemake.output.png, snakemake.output.pdf])
 first = table["featurizer"].iloc[0] if len(table) else None
 parts = ["# Example excerpts by entropy bucket", "",

@@ -14,4 +14,6 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_tradeoff  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
-plot_tradeoff(pd.read_csv(snakemake.input.summary), [snakemake.output.png, snakemake.output.pdf])
+# summary.csv (Figure 4), with summary_extra.csv for the figure with the samplers beyond the paper
+plot_tradeoff(pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True),
+              [snakemake.output.png, snakemake.output.pdf])

@@ -291,3 +291,16 @@ def test_a_corpus_of_empty_files_stops_prepare_dataset_naming_the_dataset(tmp_pa
     assert ("dataset 'mine' (datasets.mine in the configuration, source text_dir): all 5 documents are empty or "
             "whitespace only. Give it more text") in log  # fmt: skip
     assert "prepare_dataset" in out and "mine.log" in out  # Snakemake points at the log
+
+
+def test_a_model_whose_context_cannot_hold_its_generation_stops_the_dry_run(tmp_path):
+    """The paper grid without Pythia's own max_new_tokens: Pythia's 2048-token context (config/model_shapes.yaml,
+    from its config.json) cannot hold 128 + 2048 tokens, so no prompt would qualify; the dry run says so first."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    del cfg["models"]["pythia_1_4b"]["max_new_tokens"]
+    cfg["results_dir"] = str(tmp_path / "paper")
+    r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-2000:]
+    assert "models.pythia_1_4b: its context is 2048 tokens" in out and "set models.pythia_1_4b.max_new_tokens" in out
+    assert out.count("its context is 2048 tokens") == 1  # the other Pythia models keep their 1024

@@ -44,7 +44,9 @@ def home(tmp_path_factory):
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
     r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", "--partition", "debug",
                         "--status-command", "squeue", "--jobs", "2", "--retries", "0", "--latency-wait", "5",
-                        "--set", "slurm-init-seconds-before-status-checks=1"], env=env, capture_output=True, text=True)  # fmt: skip
+                        "--set", "slurm-init-seconds-before-status-checks=1",
+                        "--software-deployment", "none"],  # no conda here: jobs run in the .venv
+                       env=env, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return home
 

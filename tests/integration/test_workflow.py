@@ -35,6 +35,7 @@ def job_counts(out: str) -> dict:
 def install_site_profile(home: Path, *args) -> Path:
     """`python -m entcal.profile install slurm ...` into a clean configuration home (XDG_CONFIG_HOME)."""
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    args = (*args, "--software-deployment", "none")  # no conda on this machine: the jobs' environment is the .venv
     r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *args], env=env,
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -55,6 +56,7 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)
     assert counts["score"] == counts["select_prompts"] == 3 * 33
+    assert counts["score_extra"] == 3 * 19  # the base models' samplers beyond the paper, scored apart
     assert counts["download_model"] == 33 and counts["download_dataset"] == 3
     # a future-entropy predictor per base model and dataset
     assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
@@ -84,7 +86,8 @@ def test_the_demo_dry_runs_before_any_model_exists(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = job_counts(out)
-    assert counts["generate"] == 46 and counts["convert_gguf"] == 2 and counts["total"] == 130
+    assert counts["generate"] == 46 and counts["convert_gguf"] == 2 and counts["total"] == 138
+    assert counts["score"] == 16 and counts["score_extra"] == 2 * 3  # s1, s3 and gemma have samplers beyond the paper
     gemma = re.search(r"wildcards: dataset=code, model=gemma3_270m, setting=ancestral-t1\n\s+resources: (.*)", out)[1]
     assert "mem_mb=<TBD>" in gemma and "gpu=0" in gemma
 
@@ -121,11 +124,17 @@ def micro(tmp_path_factory):
 
 def test_micro_run_writes_the_contract_tables(micro):
     rd, _, cfg = micro
-    summary = pd.read_csv(rd / "tables" / "summary.csv")
-    assert list(summary.columns[: len(SUMMARY_COLS)]) == SUMMARY_COLS
-    # datasets x (models x temperatures + one truncation + three calibrated settings + one checkpoint of tiny_b)
-    assert len(summary) == 2 * (2 * 2 + 1 + 3 + 1)
-    assert set(summary["sampler"]) == {"ancestral", "top_p", "future_entropy", "one_step_lookahead", "mirostat"}
+    paper = pd.read_csv(rd / "tables" / "summary.csv")
+    extra = pd.read_csv(rd / "tables" / "summary_extra.csv")
+    assert list(paper.columns[: len(SUMMARY_COLS)]) == SUMMARY_COLS and list(extra.columns) == list(paper.columns)
+    # the paper's settings: datasets x (models x temperatures + one checkpoint of tiny_b), ancestral only
+    assert len(paper) == 2 * (2 * 2 + 1) and set(paper["sampler"]) == {"ancestral"}
+    # beyond the paper, apart: datasets x (one truncation + three calibrated settings of tiny_b)
+    assert len(extra) == 2 * (1 + 3) and set(extra["model"]) == {"tiny_b"}
+    assert set(extra["sampler"]) == {"top_p", "future_entropy", "one_step_lookahead", "mirostat"}
+    assert pd.read_csv(rd / "tables" / "missing_extra.csv").empty
+    assert set(pd.read_parquet(rd / "tables" / "per_step_extra.parquet")["sampler"]) == set(extra["sampler"])
+    summary = pd.concat([paper, extra], ignore_index=True)
     assert set(summary["temperature"]) == {1.0, 0.8}
     trunc = summary[summary["sampler"] == "top_p"]
     assert (trunc["model"] == "tiny_b").all() and (trunc["sampler_param"] == 0.8).all()
@@ -161,12 +170,15 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert {"model", "dataset", "L_inf", "beta", "beta_ci_low", "beta_ci_high"} <= set(ctx.columns)
     assert len(ctx) == 2 * 3  # (two models + one checkpoint) x two datasets
     for f in ["per_step.png", "per_step.pdf", "per_step_smoothed.png", "scaling.png", "scaling.pdf", "tradeoff.png",
-              "context_length.png", "data_scaling.png"]:  # fmt: skip
+              "context_length.png", "data_scaling.png", "tradeoff_samplers.png"]:  # fmt: skip
         assert (rd / "figures" / f).stat().st_size > 1000
     gen = pd.read_parquet(rd / "generations" / "code" / "tiny_b" / "ancestral-t1.parquet")
     assert {"example_id", "token_ids", "entropy", "logprob", "text", "n_tokens"} <= set(gen.columns)
     prompts = pd.read_parquet(rd / "prompts" / "code" / "tiny_b.parquet")  # generation and scoring read the same prompts
     scores = pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet").query("setting == 'ancestral-t1'")
+    assert set(pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet")["setting"]) == {"ancestral-t1", "ancestral-t0.8"}
+    extra_scores = pd.read_parquet(rd / "scores_extra" / "code" / "tiny_b.parquet")
+    assert set(extra_scores["setting"]) == {"top_p0.8-t1", "future_entropy-t1", "one_step_lookahead-t1", "mirostat-t1"}
     assert gen["example_id"].tolist() == prompts["example_id"].tolist() == scores["example_id"].tolist()
     assert gen["prompt_len"].tolist() == prompts["prompt_len"].tolist()
     assert scores["token_ids"].map(list).tolist() == prompts["reference_ids"].map(list).tolist()
@@ -187,11 +199,14 @@ def test_results_load_by_name(micro):
 
     rd, _, cfg = micro
     pd.testing.assert_frame_equal(load_summary(rd), pd.read_csv(rd / "tables" / "summary.csv"))
+    both = load_summary(rd, extras=True)
+    assert len(both) == len(load_summary(rd)) + len(pd.read_csv(rd / "tables" / "summary_extra.csv"))
+    assert "top_p" in set(both["sampler"]) and "top_p" not in set(load_summary(rd)["sampler"])
     assert len(load_per_step(rd)) == len(pd.read_parquet(rd / "tables" / "per_step.parquet"))
     g = load_generations("tiny_b", "prose", "top_p0.8-t1", rd)
     gen = pd.read_parquet(rd / "generations" / "prose" / "tiny_b" / "top_p0.8-t1.parquet")
     prompts = pd.read_parquet(rd / "prompts" / "prose" / "tiny_b.parquet")
-    sc = load_scores("tiny_b", "prose", rd).query("setting == 'top_p0.8-t1'")
+    sc = load_scores("tiny_b", "prose", rd, part="extra").query("setting == 'top_p0.8-t1'")
     assert g["example_id"].tolist() == gen["example_id"].tolist() == prompts["example_id"].tolist()
     tok = load_tokenizer(rd / "models" / "prose" / "tiny_b")
     for row, p, s in zip(g.itertuples(), prompts.itertuples(), sc.itertuples()):
@@ -294,7 +309,7 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     assert counts["prepare_dataset"] == 1 and counts["train_model"] == 2 and counts["generate"] == 9
     assert counts["select_prompts"] == 3  # two models and a checkpoint
     assert counts["calibration_labels"] == counts["train_predictor"] == 1
-    assert counts["score"] == 3 and counts["aggregate"] == 1
+    assert counts["score"] == 3 and counts["score_extra"] == 1 and counts["aggregate"] == counts["aggregate_extra"] == 1
     assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
                                   and ("generations" in l or "models/" in l))  # fmt: skip
 
@@ -341,9 +356,11 @@ def test_micro_reruns_follow_the_science(micro):
     assert dry(execution) == {}
     counts = dry(lambda c: c["calibration"]["head"].update(lr=0.002))
     calibrated = 3  # tiny_b's future_entropy, one_step_lookahead and mirostat settings, per dataset
-    assert counts["train_predictor"] == 2 and counts["generate"] == 2 * calibrated and counts["score"] == 2
+    assert counts["train_predictor"] == 2 and counts["generate"] == 2 * calibrated and counts["score_extra"] == 2
     assert "calibration_labels" not in counts and "train_model" not in counts and "select_prompts" not in counts
-    assert counts["aggregate"] == 1 and counts["calibration_table"] == 1
+    assert counts["aggregate_extra"] == 1 and counts["calibration_table"] == 1
+    # the paper's results do not read the predictor: its scores, tables, fits and figures stay
+    assert not {"score", "aggregate", "scaling_fits", "plot_scaling", "plot_tradeoff", "mauve_summary"} & set(counts)
 
 
 def test_results_without_a_snakemake_record_follow_the_configuration_and_the_code(micro, tmp_path):
@@ -391,6 +408,7 @@ def test_results_without_a_snakemake_record_follow_the_configuration_and_the_cod
     out = r.stdout + r.stderr
     counts = job_counts(out)
     assert r.returncode == 0 and counts["score"] == 2 * 3 and "generate" not in counts, out[-3000:]
+    assert counts["score_extra"] == 2  # the same adapter scores the samplers beyond the paper
     assert "code of score changed (fingerprint 0000000000000000 ->" in out
 
 
@@ -414,7 +432,7 @@ def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missin
     r = smk("--cores", "2", "--keep-going", "--configfile", str(q))
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Error in rule generate" in out, out[-3000:]
-    assert "2 of 18 generation settings are missing" in out and "missing.csv lists the missing ones" in out, out[-3000:]
+    assert "2 of 10 of the paper's generation settings are missing" in out and "missing.csv lists the missing ones" in out, out[-3000:]
     missing = pd.read_csv(rd2 / "tables" / "missing.csv")
     assert sorted(missing["setting"]) == ["ancestral-t0.8", "ancestral-t1"]
     assert set(missing["model"]) == {"tiny_a"} and set(missing["dataset"]) == {"prose"}
@@ -451,7 +469,7 @@ def test_report_holds_every_figure_and_renders(micro, tmp_path):
     text = html.read_text(errors="replace")
     for name in ["per_step.png", "scaling.png", "tradeoff.png", "figure1_theory.png", "future_entropy_exact.png",
                  "context_length.png", "data_scaling.png", "summary.csv", "mauve.png", "examples.md",
-                 "calibration.csv", "calibration_tf.png", "missing.csv"]:  # fmt: skip
+                 "calibration.csv", "calibration_tf.png", "missing.csv", "summary_extra.csv", "tradeoff_samplers.png"]:  # fmt: skip
         assert name in text, name
     if find_chromium() is None:
         pytest.skip("report built; rendering needs Debian's chromium (installed by .ci/run)")

@@ -202,3 +202,8 @@ def test_split_finished_names_the_first_missing_file_its_rule_and_a_log_only_whe
     assert missing[["model", "failed_rule"]].values.tolist() == [["b", "generate"], ["c", "score"]]
     assert missing["log"].tolist() == [str(tmp_path / "gen-code-b-t1.log"), ""]  # c's scoring never started
     assert missing["missing_file"].tolist() == [jobs[1]["generations"], jobs[2]["scores"]]
+    # a setting beyond the paper is scored by score_extra, whose log is named
+    logs["score_extra"] = str(tmp_path / "scx-{dataset}-{model}.log")
+    (tmp_path / "scx-code-d.log").write_text("CUDA out of memory")
+    _, missing = split_finished([dict(job("d", "top_p0.9-t1", sc=False), part="extra")], logs)
+    assert missing[["failed_rule", "log"]].values.tolist() == [["score_extra", str(tmp_path / "scx-code-d.log")]]

@@ -44,11 +44,19 @@ def test_demo_grid_by_hand():
     assert agg[("code", "s3", "top_k50-t1")]["train_tokens"] == 976 * 2560
     assert ck["generations"] == "results/demo/generations/code/s3_tok624640/ancestral-t1.parquet"
     assert ck["scores"] == "results/demo/scores/code/s3_tok624640.parquet"
+    # the samplers beyond the paper are scored and aggregated apart: their own score file
+    assert agg[("code", "s3", "top_k50-t1")]["scores"] == "results/demo/scores_extra/code/s3.parquet"
+    assert agg[("code", "s3", "top_k50-t1")]["part"] == "extra" and ck["part"] == "paper"
+    # per dataset, beyond the paper: s1's tilt, s3's 3 truncations + 3 calibrated samplers, gemma's top-p and min-p
+    assert len(g.aggregate_jobs("extra")) == 2 * (1 + 6 + 2) and len(g.aggregate_jobs("paper")) == 46 - 18
+    assert {j["sampler"] for j in g.aggregate_jobs("paper")} == {"ancestral"}
+    assert g.models_with("extra") == ["s1", "s3", "gemma3_270m"]
     # a checkpoint lives in its trained model's folder
     assert g.model_folder("s3_tok624640", "code") == "results/demo/models/code/s3"
     assert g.model_path("s3_tok624640", "code") == "results/demo/models/code/s3/checkpoints/tokens_624640"
-    # 3 dataset files x 2 + (prompts, scores) x 8 models x 2 + 46 generations + labels of 2 models x 2
-    assert len(g.intermediate_files()) == 6 + 32 + 46 + 4
+    # 3 dataset files x 2 + (prompts, scores) x 8 models x 2 + extra scores of 3 models x 2 + 46 generations
+    # + labels of 2 models x 2
+    assert len(g.intermediate_files()) == 6 + 32 + 6 + 46 + 4
     assert g.pattern("generations", ".json") == "results/demo/generations/{dataset}/{model}/{setting}.json"
 
 
@@ -60,6 +68,8 @@ def test_paper_grid_by_hand():
     assert len(g.models) == 33 and not g.checkpoints
     assert len(g.generation_jobs()) == 3 * (19 * 10 + 14 * 1) == 612
     assert len(g.calibrated) == 19 and "llama3_8b_instruct" not in g.calibrated
+    # the paper's own settings (5 temperatures; the instruct models at 1) apart from the 5 beyond it
+    assert len(g.aggregate_jobs("paper")) == 3 * (19 * 5 + 14) and len(g.aggregate_jobs("extra")) == 3 * 19 * 5
     name = "llama3_8b"
     assert g.model_folder(name, "wikitext") == g.model_path(name, "wikitext") == f"{dl}/models/{name}"
     assert g.download_path("model", model=name) == f"{dl}/models/{name}"

@@ -92,24 +92,109 @@ def test_nf4_weights_are_a_quarter_of_bf16_for_the_decoder():
     assert nf4 > s.embedding_params() * 2
 
 
-def test_every_job_of_the_paper_grid_fits_its_gpus():
+def paper_config(**changes):
     from snakemake.utils import validate
 
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg.update(changes)
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return cfg
+
+
+@pytest.mark.parametrize("precision", ["exact", "paper"])
+def test_every_job_of_the_paper_grid_fits_its_gpus(precision):
     from entcal.plan import GPUSpec
 
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    cfg = paper_config(precision=precision)
     rows = job_rows(cfg, {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}, GPUSpec())
     assert len(rows) == 33 * 3
     for r in rows:
         assert r["fits"] and r["gen_batch_worst"] >= 1 and r["score_batch"] >= 1, r
         assert r["gen_peak_gb"] <= 80 * 0.9 and r["score_peak_gb"] <= 80 * 0.9, r
-        assert r["gpu_hours"] > 0
+        assert r["score_extra_peak_gb"] <= 80 * 0.9 and r["entropy_pass_peak_gb"] <= 80 * 0.9, r
+        assert r["gpu_hours"] > 0 and r["longest_job_runtime_min"] <= cfg["max_runtime_min"], r
     by = {(r["model"], r["dataset"]): r for r in rows}
     # GQA and more GPUs fit more rows than Llama 2's full multi-head cache on one GPU
     assert by[("llama3_8b", "wikitext")]["gen_batch_typical"] > by[("llama2_7b", "wikitext")]["gen_batch_typical"]
     # the 70B-class models load across their 4 GPUs
     assert by[("qwen25_72b", "codecontests")]["gpus"] == 4
+    # Pythia is planned at its own 2048-token context, not the configured 4096
+    assert by[("pythia_12b", "wikitext")]["context"] == 2048 and by[("llama2_7b", "wikitext")]["context"] == 4096
+
+
+def test_precision_paper_samples_with_bf16_weights_and_plans_the_nf4_pass_apart():
+    """Under precision: paper the model samples with its bf16 weights and an NF4 copy gives the entropies: the
+    sampling batch is planned for bf16 (a batch planned for NF4 weights, sampled with bf16 ones, needs more than
+    the 80 GB of each GPU), the entropy pass and scoring for NF4."""
+    from entcal.plan import GPUSpec
+
+    shapes = {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}
+    exact = {(r["model"], r["dataset"]): r for r in job_rows(paper_config(precision="exact"), shapes, GPUSpec())}
+    paper = {(r["model"], r["dataset"]): r for r in job_rows(paper_config(precision="paper"), shapes, GPUSpec())}
+    for k, r in paper.items():
+        assert (r["gen_batch_worst"], r["gen_peak_gb"]) == (exact[k]["gen_batch_worst"], exact[k]["gen_peak_gb"]), k
+        assert r["score_batch"] >= exact[k]["score_batch"], k  # NF4 weights leave more room
+    overshoot = []
+    for name in ("llama3_70b", "qwen25_72b"):
+        shape, budget = shapes[name], Budget(gpus=4, gpu_memory_gb=80)
+        nf4 = plan_generation(shape, budget, 4096, cap=128, prompt_len=4096 - 2048, quantization="nf4")
+        bf16_peak = generation_peak(shape, budget, nf4["batch"], 4096, prompt_len=4096 - 2048)["peak"] / GB
+        overshoot.append(bf16_peak)
+    assert min(overshoot) > 80, overshoot  # the plan as it was: NF4's batch with bf16 weights does not fit
+
+
+def test_the_cost_plan_counts_every_pass():
+    """The exact entropy pass after a vLLM generation (or under precision: paper), the paper's scoring and the
+    extras' (with the lookahead's K candidates per reference token), and the calibration jobs, each by hand."""
+    from entcal.plan import GPUSpec, forward_seconds, model_costs, two_phase
+
+    gpu, shape = GPUSpec(), ModelShape.from_config(SHAPES["llama3_8b"])
+    cfg = paper_config()
+    c = model_costs(cfg, "llama3_8b", shape, "wikitext", gpu)
+    n, new, plen = 5000, 2048, 129
+    tf = forward_seconds(shape, gpu, n * (plen + new), (plen + new) / 2)
+    sec = c["seconds"]
+    # vLLM samples the samplers it runs (then the exact pass); the calibrated samplers run in transformers
+    assert two_phase(cfg, "ancestral") and two_phase(cfg, "top_p") and not two_phase(cfg, "future_entropy")
+    assert sec["entropy_pass"]["ancestral-t1"] == pytest.approx(tf) and sec["entropy_pass"]["future_entropy-t1"] == 0
+    assert sec["score"] == pytest.approx(tf)
+    look = cfg["calibration"]["candidates"]
+    assert sec["score_extra"] == pytest.approx(tf + forward_seconds(shape, gpu, n * new * look, plen + new / 2))
+    assert sec["calibration_labels"] > 0 and sec["train_predictor"] > 0
+    # with the transformers backend and exact precision, generation records the entropy in the sampling pass
+    hf = paper_config(generation=dict(cfg["generation"], backend="hf"))
+    assert sum(model_costs(hf, "llama3_8b", shape, "wikitext", gpu)["seconds"]["entropy_pass"].values()) == 0
+    # an instruct model runs the paper's setting only: no extras to score
+    assert model_costs(cfg, "llama3_8b_instruct", shape, "wikitext", gpu)["seconds"]["score_extra"] == 0
+
+
+def test_a_model_whose_context_cannot_hold_its_generation_is_named_with_the_fix():
+    """Pythia's 2048-token context cannot hold the paper's 128-token prompt plus 2048 new tokens: the grid gives it
+    1024; without that, each Pythia model is named with the fix, and no other model is."""
+    from entcal.plan import context_problems
+
+    shapes = {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}
+    assert shapes["pythia_410m"].max_position == 2048 and shapes["llama2_7b"].max_position == 4096
+    cfg = paper_config()
+    assert context_problems(cfg, shapes) == []
+    assert {m: s.get("max_new_tokens") for m, s in cfg["models"].items() if s["family"] == "pythia"} == {
+        "pythia_410m": 1024, "pythia_1_4b": 1024, "pythia_2_8b": 1024, "pythia_6_9b": 1024, "pythia_12b": 1024}
+    for spec in cfg["models"].values():
+        spec.pop("max_new_tokens", None)
+    problems = context_problems(cfg, shapes)
+    assert len(problems) == 5 and all(p.startswith("models.pythia_") for p in problems), problems
+    assert ("models.pythia_410m: its context is 2048 tokens (config.json max_position_embeddings), which cannot hold a "
+            "128-token prompt plus 2048 new tokens: set models.pythia_410m.max_new_tokens to at most 1919 (and at "
+            "least analysis.max_len = 1000), or remove the model") in problems
+    cfg["models"]["pythia_410m"]["max_new_tokens"] = 900  # fits, but short of the analysed steps
+    assert any("max_new_tokens 900 is below analysis.max_len 1000" in p for p in context_problems(cfg, shapes))
+
+
+def test_slurm_runtimes_follow_the_plan_with_its_margin():
+    from entcal.plan import RUNTIME_FLOOR_MIN, RUNTIME_MARGIN, runtime_minutes
+
+    assert runtime_minutes(3600) == 60 * RUNTIME_MARGIN and runtime_minutes(1) == RUNTIME_FLOOR_MIN
+    assert runtime_minutes(3601) == int(-(-3601 * RUNTIME_MARGIN // 60))
 
 
 def test_generation_batches_cover_the_prompts_and_respect_the_plan():

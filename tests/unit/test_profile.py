@@ -25,3 +25,14 @@ def test_site_facts_are_read_back_from_snakemakes_parsed_default_resources():
     res = Resources.from_mapping({"slurm_partition": "cpu", "entcal_gpu_memory_gb": 40, "entcal_max_runtime_min": 600})
     assert site_facts(res) == {"gpu_memory_gb": 40.0, "max_runtime_min": 600}
     assert site_facts(Resources.default("bare")) == {} and site_facts(None) == {}
+
+
+def test_jobs_run_in_their_rules_conda_environments_unless_turned_off():
+    """GPU jobs need the GPU set (vLLM and its transformers), not the login node's CPU set: the profile deploys
+    each rule's envs/*.yaml with conda by default; `none` says what the starting environment must hold."""
+    p = yaml.safe_load(render_slurm("cpu", conda_prefix="/shared/conda"))
+    assert p["software-deployment-method"] == "conda" and p["conda-prefix"] == "/shared/conda"
+    assert "conda-prefix" not in yaml.safe_load(render_slurm("cpu"))
+    off = render_slurm("cpu", software_deployment="none")
+    assert "software-deployment-method" not in yaml.safe_load(off)
+    assert "pip install -r envs/requirements-gpu.txt" in off

@@ -107,7 +107,7 @@ def test_every_section_of_the_results_configuration_has_its_readers():
     missing = top - set(SECTION_READERS) - {"seed"}
     assert not missing, f"sections without readers in SECTION_READERS (a change would rerun everything): {missing}"
     rules = "".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
-    names = set(re.findall(r"(?m)^rule (\w+):", rules))
+    names = set(re.findall(r"(?m)^(?:rule|use rule \w+ as) (\w+)(?::| with:)", rules))
     for section, readers in SECTION_READERS.items():
         assert set(readers) <= names, section
 

@@ -144,13 +144,14 @@ MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "fai
 
 def split_finished(jobs: list[dict], logs: dict[str, str]) -> tuple[list[dict], pd.DataFrame]:
     """The jobs whose generation and score files both exist, and a ``missing.csv`` table of the others:
-    model, dataset, setting, sampler, temperature, failed_rule (the first of generate and score whose
-    file is missing), missing_file, log (that job's log where it ran, else empty: it never started,
-    because a job before it failed). ``logs``: rule -> log path pattern with {dataset}, {model},
-    {setting}."""
+    model, dataset, setting, sampler, temperature, failed_rule (the first of generate and score, or
+    score_extra for a setting beyond the paper, whose file is missing), missing_file, log (that job's log where it ran, else empty: it never started,
+    because a job before it failed). ``logs``: rule (generate, score, score_extra) -> log path pattern
+    with {dataset}, {model}, {setting}."""
     done, rows = [], []
     for job in jobs:
-        for rule, key in (("generate", "generations"), ("score", "scores")):
+        score_rule = "score" if job.get("part", "paper") == "paper" else "score_extra"
+        for rule, key in (("generate", "generations"), (score_rule, "scores")):
             if not Path(job[key]).is_file():
                 log_path = logs[rule].format(dataset=job["dataset"], model=job["model"], setting=job["setting"])
                 rows.append({"model": job["model"], "dataset": job["dataset"], "setting": job["setting"],

@@ -24,6 +24,7 @@ TEMPLATES = {
     "prompts": "prompts/{dataset}/{model}.parquet",
     "generations": "generations/{dataset}/{model}/{setting}.parquet",
     "scores": "scores/{dataset}/{model}.parquet",
+    "scores_extra": "scores_extra/{dataset}/{model}.parquet",
     "labels": "calibration/{dataset}/{model}/labels.parquet",
     "predictor": "calibration/{dataset}/{model}/predictor.json",
     "head": "calibration/{dataset}/{model}/predictor.safetensors",
@@ -32,8 +33,31 @@ TEMPLATES = {
     "missing": "tables/missing.csv",
     "per_step": "tables/per_step.parquet",
     "per_prompt": "tables/per_prompt.parquet",
+    # the beyond-paper samplers' own tables (PARTS): same columns, made apart from the paper's
+    "summary_extra": "tables/summary_extra.csv",
+    "missing_extra": "tables/missing_extra.csv",
+    "per_step_extra": "tables/per_step_extra.parquet",
+    "per_prompt_extra": "tables/per_prompt_extra.parquet",
     "effective_config": "config.effective.yaml",
 }
+
+# The paper's own results (Figures 2-5, summary.csv, per_step.parquet, the fits) come from its settings only:
+# ancestral sampling at a temperature, on base, instruct and checkpoint models. Every other sampler (truncation,
+# Mirostat, the calibrated ones) is beyond the paper: scored, aggregated and plotted apart ("extra"), so that a
+# failed or slow extra (a predictor still training) never holds back or blocks a paper result.
+PAPER_SAMPLERS = ("ancestral",)
+PARTS = ("paper", "extra")
+
+
+def part_of(setting: dict) -> str:
+    """``paper`` for the paper's settings (ancestral sampling), ``extra`` for every other sampler."""
+    return "paper" if setting["sampler"] in PAPER_SAMPLERS else "extra"
+
+
+def part_kind(kind: str, part: str) -> str:
+    """The file kind of a part: ``summary`` -> ``summary_extra`` for the extras (scores, tables)."""
+    return kind if part == "paper" else f"{kind}_extra"
+
 
 # hub snapshots, relative to downloads_dir (shared by every results_dir)
 DOWNLOAD_TEMPLATES = {
@@ -77,6 +101,11 @@ class Grid:
         """The config entry of a model (a checkpoint shares its trained model's entry)."""
         return self.config["models"][self.checkpoints[model][0] if model in self.checkpoints else model]
 
+    def max_new_tokens(self, model: str) -> int:
+        """Tokens a model generates: its own ``max_new_tokens`` (a model whose context is shorter than the
+        configured one), else ``generation.max_new_tokens``."""
+        return self.model_spec(model).get("max_new_tokens") or self.config["generation"]["max_new_tokens"]
+
     def model_folder(self, model: str, dataset: str) -> str:
         """The folder that holds the model used on ``dataset``: trained per dataset, downloaded, or
         given (a checkpoint lives inside its trained model's folder)."""
@@ -107,14 +136,25 @@ class Grid:
         return spec["train"]["tokens"] // per_step * per_step
 
     # -- settings and jobs -----------------------------------------------------------------------
-    def model_settings(self, model: str) -> list[dict]:
-        """Sampler settings (dicts with sampler, temperature, param, slug) run for a model.
-        Checkpoints are sampled at temperature 1 only."""
+    def model_settings(self, model: str, part: str | None = None) -> list[dict]:
+        """Sampler settings (dicts with sampler, temperature, param, slug) run for a model, all of them or
+        one part's (``paper`` or ``extra``, :func:`part_of`). Checkpoints are sampled at temperature 1 only."""
         if model in self.checkpoints:
             s = {"sampler": "ancestral", "temperature": 1.0}
-            return [dict(s, slug=setting_slug(s))]
-        kind = "instruct" if self.config["models"][model]["instruct"] else "base"
-        return [dict(s, slug=setting_slug(s)) for s in self.config["samplers"][kind] if model in s.get("models", [model])]
+            settings = [dict(s, slug=setting_slug(s))]
+        else:
+            kind = "instruct" if self.config["models"][model]["instruct"] else "base"
+            settings = [dict(s, slug=setting_slug(s)) for s in self.config["samplers"][kind]
+                        if model in s.get("models", [model])]  # fmt: skip
+        return [s for s in settings if part is None or part_of(s) == part]
+
+    def models_with(self, part: str) -> list[str]:
+        """The models that run at least one setting of ``part``."""
+        return [m for m in self.models if self.model_settings(m, part)]
+
+    def scores_path(self, dataset: str, model: str, setting: dict) -> str:
+        """The score file that holds a setting's reference log loss (the paper's or the extras')."""
+        return self.path(part_kind("scores", part_of(setting)), dataset=dataset, model=model)
 
     def setting(self, model: str, slug: str) -> dict:
         for s in self.model_settings(model):
@@ -123,14 +163,15 @@ class Grid:
         raise ValueError(f"model {model!r} has no sampler setting {slug!r} (it has "
                          f"{[s['slug'] for s in self.model_settings(model)]})")  # fmt: skip
 
-    def generation_jobs(self) -> list[tuple[str, str, dict]]:
-        """Every (dataset, model, setting dict) of the grid."""
-        return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_settings(m)]
+    def generation_jobs(self, part: str | None = None) -> list[tuple[str, str, dict]]:
+        """Every (dataset, model, setting dict) of the grid, or of one part."""
+        return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_settings(m, part)]
 
-    def aggregate_jobs(self) -> list[dict]:
-        """One dict per generation file with its model metadata (the aggregate rule's params)."""
+    def aggregate_jobs(self, part: str | None = None) -> list[dict]:
+        """One dict per generation file with its model metadata (the aggregate rules' params): all of them,
+        or one part's (``paper``: the aggregate rule; ``extra``: aggregate_extra)."""
         jobs = []
-        for d, m, s in self.generation_jobs():
+        for d, m, s in self.generation_jobs(part):
             spec = self.model_spec(m)
             jobs.append({
                 "model": m, "family": spec["family"], "n_params": spec.get("n_params"), "instruct": spec["instruct"],
@@ -139,7 +180,7 @@ class Grid:
                 "checkpoint_of": self.checkpoints[m][0] if m in self.checkpoints else None,
                 "train_tokens": self.train_tokens(m),
                 "generations": self.path("generations", dataset=d, model=m, setting=s["slug"]),
-                "scores": self.path("scores", dataset=d, model=m),
+                "scores": self.scores_path(d, m, s), "part": part_of(s),
             })  # fmt: skip
         return jobs
 
@@ -157,7 +198,8 @@ class Grid:
         """Every intermediate Parquet file of the grid (each with a JSON sidecar; :mod:`entcal.files`)."""
         d_, m_ = self.datasets, self.models
         files = [self.path(k, dataset=d) for d in d_ for k in ("docs", "examples", "calibration_windows")]
-        files += [self.path(k, dataset=d, model=m) for d in d_ for m in m_ for k in ("prompts", "scores")]
+        files += [self.path("prompts", dataset=d, model=m) for d in d_ for m in m_]
+        files += [self.path(part_kind("scores", p), dataset=d, model=m) for p in PARTS for d in d_ for m in self.models_with(p)]
         files += [self.path("generations", dataset=d, model=m, setting=s["slug"]) for d, m, s in self.generation_jobs()]
         files += [self.path("labels", dataset=d, model=m) for d in d_ for m in self.calibrated]
         return files

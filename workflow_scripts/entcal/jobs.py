@@ -172,8 +172,10 @@ def generate_file(
     chosen = load_prompts(prompts_path)
     chosen = [chosen[i] for i in length_order([p for _, p, _ in chosen])]
     prompts = [p for _, p, _ in chosen]
+    # the sampling batches hold the weights in ``dtype`` whatever the precision: under precision: paper the model
+    # samples in dtype and only the entropy pass after it (pass_batch below) runs the NF4 copy
     batches = plan_batches(model_dir, [len(p) for p in prompts], max_new_tokens, batch_size, device=device, gpus=gpus,
-                           gpu_memory_gb=gpu_memory_gb, dtype=dtype, precision=precision)  # fmt: skip
+                           gpu_memory_gb=gpu_memory_gb, dtype=dtype, precision="exact")  # fmt: skip
     shards = group_shards(batches, shard_size)
     fingerprint = {
         "model": model_fingerprint(model_dir), "sampler": sampler, "param": sampler_param, "temperature": temperature,

@@ -34,6 +34,9 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights + 8-bit absmax per 64 + fp32 per 256 absmax blocks
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length")  # the context length in a config.json
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The architecture facts the plan needs, as written in a model's ``config.json``."""
@@ -52,6 +55,7 @@ class ModelShape:
     mlp_bias: bool = False
     mlp_matrices: int = 3  # gated MLP (Llama, Qwen2) = 3, plain MLP (GPT-NeoX) = 2
     norm_params: int = 1  # RMSNorm = 1 vector, LayerNorm = 2 (weight and bias)
+    max_position: int | None = None  # the model's own context (max_position_embeddings), where config.json says
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ModelShape":
@@ -61,9 +65,10 @@ class ModelShape:
             return cls.from_config({"model_type": t, **cfg["text_config"]})
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
+        ctx = next((int(cfg[k]) for k in CONTEXT_KEYS if isinstance(cfg.get(k), int) and cfg[k] > 0), None)
         common = dict(model_type=t, layers=int(cfg["num_hidden_layers"]), hidden=hidden, heads=heads,
                       head_dim=int(cfg.get("head_dim") or hidden // heads), vocab=int(cfg["vocab_size"]),
-                      tied=bool(cfg.get("tie_word_embeddings", False)))  # fmt: skip
+                      tied=bool(cfg.get("tie_word_embeddings", False)), max_position=ctx)  # fmt: skip
         if t == "gpt_neox":
             bias = bool(cfg.get("attention_bias", True))
             return cls(**common, kv_heads=heads, intermediate=int(cfg.get("intermediate_size") or 4 * hidden),

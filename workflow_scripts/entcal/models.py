@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from entcal.gguf import CHUNK, GGUFError, quantization_type, verified_parts
-from entcal.memory import GB, Budget, ModelShape, weights_per_gpu
+from entcal.memory import CONTEXT_KEYS, GB, Budget, ModelShape, weights_per_gpu
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,6 @@ def check_model_dir(path: str | Path, name: str = "") -> Path:
     if not weights:
         raise ModelLoadError(f"{label}: {path} has no weight files (*.safetensors / *.bin)")
     return path
-
-
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length")  # the context length in a config.json
 
 
 def model_context(path: str | Path) -> int | None:

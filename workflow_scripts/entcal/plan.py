@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from entcal.grid import DOWNLOAD_TEMPLATES
+from entcal.config import setting_slug
+from entcal.grid import DOWNLOAD_TEMPLATES, part_of
 from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this module's public names too)
     GB,
     Budget,
@@ -25,6 +26,7 @@ from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this
     scoring_peak,
     weights_per_gpu,
 )
+from entcal.samplers import VLLM as VLLM_SAMPLERS
 
 
 @dataclass
@@ -65,77 +67,179 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b) if b else 0
 
 
-def job_rows(config: dict, shapes: dict[str, ModelShape], gpu: GPUSpec, prompt_lens: dict | None = None,
-             measured: dict | None = None) -> list[dict]:  # fmt: skip
-    """One row per model x dataset of the grid (hub and local models): GPUs, planned batches, peak
-    memory per GPU, tokens and estimated GPU-hours of its generation, scoring and calibration jobs.
+def two_phase(config: dict, sampler: str) -> bool:
+    """Whether a generation job samples first and then runs the exact entropy pass over the sampled tokens
+    (:func:`entcal.jobs.generate_file`): vLLM samples (``backend`` auto or vllm on GPUs, for the samplers vLLM
+    runs), or ``precision: paper`` (the model samples in ``dtype``, an NF4 copy gives the entropies)."""
+    backend = config["generation"].get("backend", "auto")
+    vllm = backend in ("auto", "vllm") and config.get("device", "auto") != "cpu" and sampler in VLLM_SAMPLERS
+    return config.get("precision") == "paper" or vllm
 
-    ``prompt_lens``: {dataset: typical prompt length} (default: prompt_tokens + 64 for datasets with
-    an instruction, + 1 otherwise); memory is planned for the worst case the selection admits
-    (prompt + new tokens up to the context). ``measured``: {model: {"generation_tokens_per_s": ...,
-    "scoring_tokens_per_s": ...}} from the GPU benchmark, used instead of the roofline.
+
+# SLURM runtimes are the plan's hours times this margin (the roofline's efficiencies are estimates; a retry
+# asks for half as much again), and never less than RUNTIME_FLOOR_MIN (loading the weights, start-up)
+RUNTIME_MARGIN = 2.0
+RUNTIME_FLOOR_MIN = 20
+
+
+def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: GPUSpec, plen: int | None = None,
+                measured: dict | None = None) -> dict:  # fmt: skip
+    """Memory plan and cost of every job of one model x dataset (hub and local models on GPUs).
+
+    Seconds per job: ``generate`` ({setting slug: seconds}: sampling, prefill, and where the job is two-phase
+    (:func:`two_phase`) the exact entropy pass over prompt + generation), ``score`` (the paper's settings: one
+    teacher-forced pass over prompt + reference), ``score_extra`` (the settings beyond the paper: the same pass,
+    plus the one-step lookahead's K candidates per reference token where it is configured), ``calibration_labels``
+    (Monte Carlo rollouts) and ``train_predictor`` (the head's features and the alpha fit's K + 1 passes), each
+    on the model's GPUs. Memory: the sampling batch with the weights in ``dtype`` (the sampling phase never holds
+    the NF4 copy), the entropy pass and scoring with the weights as the precision has them (NF4 under
+    ``precision: paper``), at the worst case the selection admits (prompt + new tokens up to the context).
+    ``plen``: the typical prompt length (default: prompt_tokens + 64 for datasets with an instruction, + 1).
+    ``measured``: {"generation_tokens_per_s", "scoring_tokens_per_s"} of this model, instead of the roofline.
     """
     g = config["generation"]
-    new, n, P = g["max_new_tokens"], g["n_prompts"], g["prompt_tokens"]
+    spec = config["models"][name]
+    new, P = spec.get("max_new_tokens") or g["max_new_tokens"], g["prompt_tokens"]
+    n = spec.get("n_prompts") or g["n_prompts"]
     ctx_max = g.get("max_context") or (P + 64 + new)
+    if shape.max_position and shape.max_position < ctx_max:  # the model's own context (Pythia: 2048)
+        ctx_max = shape.max_position
     cap = g["batch_size"] if isinstance(g["batch_size"], int) else 128
     quant = "nf4" if config.get("precision") == "paper" else "none"
     dtype = config.get("dtype", "bfloat16")
+    dtype = "bfloat16" if dtype == "auto" else dtype
     cal = config.get("calibration", {})
+    budget = Budget(gpus=max(1, spec.get("gpus", 1)), gpu_memory_gb=config.get("gpu_memory_gb", 80.0))
+    kind = "instruct" if spec["instruct"] else "base"
+    settings = [dict(s, slug=setting_slug(s)) for s in config["samplers"][kind] if name in s.get("models", [name])]
+    dspec = config["datasets"][dataset]
+    plen = plen or P + (64 if dspec.get("builder") in ("writingprompts", "codecontests") else 1)
+    plen = min(plen, ctx_max - new)
+    m = measured or {}
+    look = cal.get("candidates", 8)
+    has_look = any(s["sampler"] == "one_step_lookahead" for s in settings)
+    # memory: sampling in dtype (worst and typical prompt); the exact pass and scoring as the precision loads them
+    gen = plan_generation(shape, budget, ctx_max, cap=cap, prompt_len=ctx_max - new, dtype=dtype)
+    typical = plan_generation(shape, budget, plen + new, cap=cap, prompt_len=plen, dtype=dtype)
+    ent = plan_scoring(shape, budget, ctx_max, quantization=quant, dtype=dtype)
+    sc = plan_scoring(shape, budget, ctx_max, quantization=quant, dtype=dtype)
+    scx = plan_scoring(shape, budget, ctx_max, lookahead=look if has_look else 0, quantization=quant, dtype=dtype)
+
+    def teacher_forced(tokens):
+        return tokens / m["scoring_tokens_per_s"] if m.get("scoring_tokens_per_s") else forward_seconds(
+            shape, gpu, tokens, (plen + new) / 2)
+
+    b = max(typical["batch"], 1)
+    gen_sec, ent_sec = {}, {}
+    for s in settings:
+        extra, reads = (look + 1, 2) if s["sampler"] == "one_step_lookahead" else (0, 1)
+        if m.get("generation_tokens_per_s") and not extra:
+            sec = n * new / m["generation_tokens_per_s"]
+        else:
+            sec = ceil_div(n, b) * decode_seconds(shape, gpu, b, plen, new, dtype, "none", extra, reads)
+            sec += forward_seconds(shape, gpu, n * plen * (2 if extra else 1), plen / 2)  # prefill
+        ent_sec[s["slug"]] = teacher_forced(n * (plen + new)) if two_phase(config, s["sampler"]) else 0.0
+        gen_sec[s["slug"]] = sec + ent_sec[s["slug"]]
+    parts = {part_of(s) for s in settings}
+    score = teacher_forced(n * (plen + new)) if "paper" in parts else 0.0
+    score_extra = 0.0
+    if "extra" in parts:
+        score_extra = teacher_forced(n * (plen + new))
+        if has_look:  # K candidates after every reference token, each one token on the cached prefix
+            score_extra += forward_seconds(shape, gpu, n * new * look, plen + new / 2)
+    labels = predictor = 0.0
+    if any(s["sampler"] in ("future_entropy", "one_step_lookahead", "mirostat") for s in settings):
+        pre = cal.get("n_windows", 128) * cal.get("prefixes_per_window", 8)
+        rollouts = pre * cal.get("candidates", 8) * cal.get("rollouts", 2)
+        mean_prefix = P + config["analysis"]["max_len"] / 2
+        rb = max(plan_generation(shape, budget, int(mean_prefix) + cal.get("horizon", 32), cap=cap, dtype=dtype)["batch"], 1)
+        labels = ceil_div(rollouts, rb) * decode_seconds(shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype)
+        labels += forward_seconds(shape, gpu, rollouts * mean_prefix, mean_prefix / 2)
+        fit = cal.get("fit_windows", 8) * (P + config["analysis"]["max_len"])
+        predictor = forward_seconds(shape, gpu, fit * (1 + look), P) + forward_seconds(shape, gpu, pre * mean_prefix, mean_prefix / 2)
+    return {
+        "gpus": budget.gpus, "settings": settings, "plen": plen, "context": ctx_max, "n": n, "new": new,
+        "gen": gen, "typical": typical, "entropy_pass": ent, "score_plan": sc, "score_extra_plan": scx,
+        "seconds": {"generate": gen_sec, "entropy_pass": ent_sec, "score": score, "score_extra": score_extra,
+                    "calibration_labels": labels, "train_predictor": predictor},
+    }  # fmt: skip
+
+
+def runtime_minutes(seconds: float, margin: float = RUNTIME_MARGIN) -> int:
+    """A job's SLURM runtime request from its planned seconds: ``margin`` times the plan, at least
+    :data:`RUNTIME_FLOOR_MIN`."""
+    return max(RUNTIME_FLOOR_MIN, int(-(-seconds * margin // 60)))
+
+
+def job_rows(config: dict, shapes: dict[str, ModelShape], gpu: GPUSpec, prompt_lens: dict | None = None,
+             measured: dict | None = None) -> list[dict]:  # fmt: skip
+    """One row per model x dataset of the grid (hub and local models): GPUs, planned batches, peak
+    memory per GPU of each pass, tokens, and estimated GPU-hours of every job (:func:`model_costs`),
+    with the longest job's planned runtime request (:func:`runtime_minutes`)."""
     rows = []
     for name, spec in config["models"].items():
         if spec["source"] == "train" or name not in shapes:
             continue
         shape = shapes[name]
-        budget = Budget(gpus=max(1, spec.get("gpus", 1)), gpu_memory_gb=config.get("gpu_memory_gb", 80.0))
-        kind = "instruct" if spec["instruct"] else "base"
-        settings = [s for s in config["samplers"][kind] if name in s.get("models", [name])]
-        for ds, dspec in config["datasets"].items():
-            plen = (prompt_lens or {}).get(ds) or P + (64 if dspec.get("builder") in ("writingprompts", "codecontests") else 1)
-            gen = plan_generation(shape, budget, ctx_max, cap=cap, prompt_len=ctx_max - new, quantization=quant, dtype=dtype)
-            typical = plan_generation(shape, budget, plen + new, cap=cap, prompt_len=plen, quantization=quant, dtype=dtype)
-            look = cal.get("candidates", 8)
-            sc = plan_scoring(shape, budget, ctx_max, lookahead=look if any(s["sampler"] == "one_step_lookahead" for s in settings) else 0,
-                              quantization=quant, dtype=dtype)  # fmt: skip
-            hours, gen_tokens = 0.0, 0
-            b = max(typical["batch"], 1)
-            for s in settings:
-                extra, reads = (look + 1, 2) if s["sampler"] == "one_step_lookahead" else (0, 1)
-                m = (measured or {}).get(name, {})
-                if m.get("generation_tokens_per_s") and not extra:
-                    sec = n * new / m["generation_tokens_per_s"]
-                else:
-                    sec = ceil_div(n, b) * decode_seconds(shape, gpu, b, plen, new, dtype, quant, extra, reads)
-                    sec += forward_seconds(shape, gpu, n * plen * (2 if extra else 1), plen / 2)  # prefill
-                if config.get("precision") == "paper":  # the NF4 entropy pass over prompt + generation
-                    sec += forward_seconds(shape, gpu, n * (plen + new), (plen + new) / 2)
-                hours += sec * budget.gpus / 3600
-                gen_tokens += n * new
-            score_tokens = n * (plen + new)
-            m = (measured or {}).get(name, {})
-            sec = (score_tokens / m["scoring_tokens_per_s"] if m.get("scoring_tokens_per_s")
-                   else forward_seconds(shape, gpu, score_tokens, (plen + new) / 2))  # fmt: skip
-            hours += sec * budget.gpus / 3600
-            if any(s["sampler"] in ("future_entropy", "one_step_lookahead", "mirostat") for s in settings):
-                pre = cal.get("n_windows", 128) * cal.get("prefixes_per_window", 8)
-                rollouts = pre * cal.get("candidates", 8) * cal.get("rollouts", 2)
-                mean_prefix = P + config["analysis"]["max_len"] / 2
-                rb = max(plan_generation(shape, budget, int(mean_prefix) + cal.get("horizon", 32), cap=cap,
-                                         quantization=quant, dtype=dtype)["batch"], 1)  # fmt: skip
-                sec = ceil_div(rollouts, rb) * decode_seconds(shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype, quant)
-                sec += forward_seconds(shape, gpu, rollouts * mean_prefix, mean_prefix / 2)
-                fit = cal.get("fit_windows", 8) * (P + config["analysis"]["max_len"])
-                sec += forward_seconds(shape, gpu, fit * (1 + look), P)
-                hours += sec * budget.gpus / 3600
+        for ds in config["datasets"]:
+            c = model_costs(config, name, shape, ds, gpu, (prompt_lens or {}).get(ds), (measured or {}).get(name))
+            sec, gpus = c["seconds"], c["gpus"]
+            gen_h = sum(sec["generate"].values()) * gpus / 3600
+            ent_h = sum(sec["entropy_pass"].values()) * gpus / 3600
+            hours = {"score": sec["score"], "score_extra": sec["score_extra"],
+                     "calibration": sec["calibration_labels"] + sec["train_predictor"]}  # fmt: skip
+            hours = {k: v * gpus / 3600 for k, v in hours.items()}
+            longest = max([*sec["generate"].values(), sec["score"], sec["score_extra"], sec["calibration_labels"],
+                           sec["train_predictor"]])  # fmt: skip
+            n_two = sum(1 for s in c["settings"] if two_phase(config, s["sampler"]))
+            plans = (c["gen"], c["entropy_pass"] if n_two else None, c["score_plan"], c["score_extra_plan"])
             rows.append({
-                "model": name, "dataset": ds, "gpus": budget.gpus, "params_b": round(shape.n_params() / 1e9, 2),
-                "gen_batch_worst": gen["batch"], "gen_batch_typical": typical["batch"],
-                "gen_peak_gb": round(gen["peak"] / GB, 1), "score_batch": sc["batch"], "score_chunk": sc["chunk"],
-                "score_peak_gb": round(sc["peak"] / GB, 1), "gpu_memory_gb": budget.gpu_memory_gb,
-                "fits": bool(gen["fits"] and sc["fits"]), "settings": len(settings),
-                "generated_tokens": gen_tokens, "scored_tokens": score_tokens, "gpu_hours": round(hours, 2),
+                "model": name, "dataset": ds, "gpus": gpus, "params_b": round(shape.n_params() / 1e9, 2),
+                "context": c["context"], "gen_batch_worst": c["gen"]["batch"], "gen_batch_typical": c["typical"]["batch"],
+                "gen_peak_gb": round(c["gen"]["peak"] / GB, 1),
+                "entropy_pass_batch": c["entropy_pass"]["batch"] if n_two else None,
+                "entropy_pass_peak_gb": round(c["entropy_pass"]["peak"] / GB, 1) if n_two else None,
+                "score_batch": c["score_plan"]["batch"], "score_chunk": c["score_plan"]["chunk"],
+                "score_peak_gb": round(c["score_plan"]["peak"] / GB, 1),
+                "score_extra_peak_gb": round(c["score_extra_plan"]["peak"] / GB, 1),
+                "gpu_memory_gb": config.get("gpu_memory_gb", 80.0),
+                "fits": all(p["fits"] for p in plans if p is not None), "settings": len(c["settings"]),
+                "two_phase_settings": n_two,
+                "generated_tokens": len(c["settings"]) * c["n"] * c["new"], "scored_tokens": c["n"] * (c["plen"] + c["new"]),
+                "gen_hours": round(gen_h - ent_h, 2), "entropy_pass_hours": round(ent_h, 2),
+                "score_hours": round(hours["score"], 2), "score_extra_hours": round(hours["score_extra"], 2),
+                "calibration_hours": round(hours["calibration"], 2),
+                "gpu_hours": round(gen_h + sum(hours.values()), 2),
+                "longest_job_hours": round(longest / 3600, 2), "longest_job_runtime_min": runtime_minutes(longest),
             })  # fmt: skip
     return rows
+
+
+def context_problems(config: dict, shapes: dict[str, ModelShape]) -> list[str]:
+    """One message per model whose own context (its config.json's max_position_embeddings, within
+    ``generation.max_context``) cannot hold a ``prompt_tokens`` prompt plus its generation (its own
+    ``max_new_tokens`` or the generation's), naming the model and the fix. Models without a known shape
+    are not checked here (the plan names them)."""
+    g, max_len = config["generation"], config["analysis"]["max_len"]
+    out = []
+    for name, spec in config["models"].items():
+        if spec["source"] == "train" or name not in shapes:
+            continue
+        own = shapes[name].max_position
+        ctx = min(c for c in (g.get("max_context"), own) if c) if (g.get("max_context") or own) else None
+        new = spec.get("max_new_tokens") or g["max_new_tokens"]
+        if ctx and g["prompt_tokens"] + new >= ctx:
+            room = ctx - g["prompt_tokens"] - 1
+            why = f"its context is {own} tokens (config.json max_position_embeddings)" if own == ctx else \
+                f"generation.max_context is {ctx}"
+            fix = (f"set models.{name}.max_new_tokens to at most {room} (and at least analysis.max_len = {max_len}), "
+                   "or remove the model" if room >= max_len else "remove the model or lower generation.prompt_tokens")
+            out.append(f"models.{name}: {why}, which cannot hold a {g['prompt_tokens']}-token prompt plus {new} new "
+                       f"tokens: {fix}")  # fmt: skip
+        elif new < max_len:
+            out.append(f"models.{name}: max_new_tokens {new} is below analysis.max_len {max_len}: EntCE over the first "
+                       f"{max_len} steps needs that many; raise it or lower analysis.max_len")  # fmt: skip
+    return out
 
 
 def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str, ModelShape]:
@@ -183,6 +287,7 @@ def main(argv=None) -> None:
     shapes_file = a.shapes or (Path(a.config).parent / "model_shapes.yaml")
     shapes = load_shapes(config, shapes_file if Path(shapes_file).is_file() else None)
     missing = [m for m, s in config["models"].items() if s["source"] != "train" and m not in shapes]
+    problems = context_problems(config, shapes)
     gpu = GPUSpec(**{f: getattr(a, f) for f in vars(GPUSpec())})
     measured = None
     if a.measured:
@@ -198,9 +303,10 @@ def main(argv=None) -> None:
           f"total {df['gpu_hours'].sum():,.0f} GPU-hours" if len(df) else "no hub or local models")  # fmt: skip
     if a.csv:
         df.to_csv(a.csv, index=False)
-    if missing:  # left out of the table and the total: the plan is incomplete, which is an error
-        raise SystemExit(f"cannot plan {missing} (no shape): the table and the total above leave them out. Download "
-                         f"them, or add their config.json facts to {shapes_file}")  # fmt: skip
+    errors = [f"cannot plan {missing} (no shape): the table and the total above leave them out. Download them, or add "
+              f"their config.json facts to {shapes_file}"] if missing else []  # fmt: skip
+    if errors or problems:  # the plan is incomplete or a model cannot run as configured: an error
+        raise SystemExit("\n".join(errors + problems))
 
 
 if __name__ == "__main__":  # python -m entcal.plan config/config.yaml

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 # rules whose jobs run on GPUs (the model jobs and a hub featurizer's): the site's GPU settings go to them
-GPU_RULES = ("generate", "score", "calibration_labels", "train_predictor", "mauve_features")
+GPU_RULES = ("generate", "score", "score_extra", "calibration_labels", "train_predictor", "mauve_features")
 # site facts the workflow's rules read, carried as default resources: the profile's `config:` list would be
 # replaced whole by any --config on the command line, default-resources are not
 SITE_FACTS = {"entcal_gpu_memory_gb": ("gpu_memory_gb", float), "entcal_max_runtime_min": ("max_runtime_min", int)}
@@ -43,7 +43,7 @@ keep-going: true
 # seconds to wait for outputs to appear on a shared filesystem
 latency-wait: {latency_wait}
 printshellcmds: true
-# how job states are queried: sacct needs slurmdbd, squeue works without it
+{deployment}# how job states are queried: sacct needs slurmdbd, squeue works without it
 slurm-status-command: {status_command}
 {extra}default-resources:
   {partition_line}
@@ -93,6 +93,20 @@ def site_facts(default_resources) -> dict:
     return out
 
 
+def render_deployment(software_deployment: str = "conda", conda_prefix: str | None = None) -> str:
+    """How jobs get their software: each rule's conda environment (envs/*.yaml; the GPU rules' has vLLM and
+    the transformers it needs), or, with ``none``, the environment Snakemake was started from."""
+    prefix = f"conda-prefix: {conda_prefix}\n" if conda_prefix else \
+        "# conda-prefix: <a folder every node sees> (default: .snakemake/conda in the working directory)\n"
+    if software_deployment == "conda":
+        return ("# every rule runs in its own conda environment (envs/*.yaml): GPU jobs get the GPU set (vLLM and its\n"
+                "# transformers), analysis jobs the analysis set, whatever the login node has installed\n"
+                "software-deployment-method: conda\n" + prefix)  # fmt: skip
+    return ("# software deployment off: every job runs in the environment snakemake was started from, which must then\n"
+            "# hold the GPU set (pip install -r envs/requirements-gpu.txt -c envs/constraints.txt); to turn it on:\n"
+            "# software-deployment-method: conda\n")  # fmt: skip
+
+
 def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
@@ -101,7 +115,8 @@ def render_slurm(partition: str | None = None, account: str | None = None, gpu_p
                  gpu_model: str | None = None, gpu_memory_gb: float = 80, max_runtime_min: int = 2880,
                  jobs: int = 64, retries: int = 2, latency_wait: int = 60, status_command: str = "sacct",
                  extra: dict | None = None, gpu_qos: str | None = None, gpu_constraint: str | None = None,
-                 gpu_sbatch: str | None = None) -> str:  # fmt: skip
+                 gpu_sbatch: str | None = None, software_deployment: str = "conda",
+                 conda_prefix: str | None = None) -> str:  # fmt: skip
     """The text of the SLURM site profile."""
 
     def line(key, value, hint):
@@ -114,6 +129,7 @@ def render_slurm(partition: str | None = None, account: str | None = None, gpu_p
         account_line=line("slurm_account", account, "<your allocation> (default: the plugin guesses one)"),
         gpu_memory_gb=int(round(gpu_memory_gb)), max_runtime_min=int(max_runtime_min),
         gpu_rules=render_gpu_rules(gpu_partition, gpu_model, gpu_qos, gpu_constraint, gpu_sbatch),
+        deployment=render_deployment(software_deployment, conda_prefix),
     )  # fmt: skip
 
 
@@ -147,6 +163,10 @@ def main(argv=None) -> None:
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--latency-wait", type=int, default=60)
     p.add_argument("--status-command", choices=["sacct", "squeue"], default="sacct")
+    p.add_argument("--software-deployment", choices=["conda", "none"], default="conda",
+                   help="conda (default): each rule in its envs/*.yaml environment, GPU jobs with vLLM; none: jobs run "
+                        "in the environment snakemake starts from")  # fmt: skip
+    p.add_argument("--conda-prefix", help="where the conda environments are built (a folder every node sees)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other Snakemake option for the profile (repeatable)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing profile")
@@ -155,7 +175,8 @@ def main(argv=None) -> None:
     out = install(a.name, force=a.force, partition=a.partition, account=a.account, gpu_partition=a.gpu_partition,
                   gpu_model=a.gpu_model, gpu_memory_gb=a.gpu_memory_gb, max_runtime_min=a.max_runtime_min,
                   jobs=a.jobs, retries=a.retries, latency_wait=a.latency_wait, status_command=a.status_command,
-                  extra=extra, gpu_qos=a.gpu_qos, gpu_constraint=a.gpu_constraint, gpu_sbatch=a.gpu_sbatch)  # fmt: skip
+                  extra=extra, gpu_qos=a.gpu_qos, gpu_constraint=a.gpu_constraint, gpu_sbatch=a.gpu_sbatch,
+                  software_deployment=a.software_deployment, conda_prefix=a.conda_prefix)  # fmt: skip
     print(f"wrote {out}; check it, then: snakemake -n --profile {a.name}")
 
 

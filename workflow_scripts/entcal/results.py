@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from entcal.files import read_parquet
-from entcal.grid import Grid
+from entcal.grid import PARTS, Grid, part_kind, part_of
 
 
 def grid(results_dir: str | Path = "results/demo") -> Grid:
@@ -50,19 +50,29 @@ def grid(results_dir: str | Path = "results/demo") -> Grid:
     return Grid(cfg)
 
 
-def load_summary(results_dir: str | Path = "results/demo") -> pd.DataFrame:
-    """``tables/summary.csv``: one row per model x dataset x sampler setting (README: Outputs)."""
-    return pd.read_csv(grid(results_dir).path("summary"))
+def _table(results_dir, kind: str, extras: bool, read) -> pd.DataFrame:
+    g = grid(results_dir)
+    paths = [g.path(part_kind(kind, p)) for p in (PARTS if extras else ("paper",))]
+    frames = [read(p) for p in paths if p == paths[0] or Path(p).is_file()]  # the extras' only where the run has any
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def load_per_step(results_dir: str | Path = "results/demo") -> pd.DataFrame:
-    """``tables/per_step.parquet``: one row per model x dataset x setting x step."""
-    return pd.read_parquet(grid(results_dir).path("per_step"))
+def load_summary(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
+    """``tables/summary.csv``: one row per model x dataset x setting of the paper (README: Outputs); with
+    ``extras``, followed by the rows of ``tables/summary_extra.csv`` (the samplers beyond the paper)."""
+    return _table(results_dir, "summary", extras, pd.read_csv)
 
 
-def load_per_prompt(results_dir: str | Path = "results/demo") -> pd.DataFrame:
-    """``tables/per_prompt.parquet``: one row per model x dataset x setting x prompt."""
-    return pd.read_parquet(grid(results_dir).path("per_prompt"))
+def load_per_step(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
+    """``tables/per_step.parquet``: one row per model x dataset x setting x step (``extras``: with
+    ``per_step_extra.parquet``)."""
+    return _table(results_dir, "per_step", extras, pd.read_parquet)
+
+
+def load_per_prompt(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
+    """``tables/per_prompt.parquet``: one row per model x dataset x setting x prompt (``extras``: with
+    ``per_prompt_extra.parquet``)."""
+    return _table(results_dir, "per_prompt", extras, pd.read_parquet)
 
 
 def _tokenizer(g: Grid, model: str, dataset: str):
@@ -83,10 +93,11 @@ def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/de
     return df
 
 
-def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo") -> pd.DataFrame:
-    """``scores/{dataset}/{model}.parquet``: one row per prompt x sampler setting (README: Outputs)."""
+def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo", part: str = "paper") -> pd.DataFrame:
+    """``scores/{dataset}/{model}.parquet`` (``part="extra"``: ``scores_extra/…``, the settings beyond the
+    paper): one row per prompt x sampler setting (README: Outputs)."""
     g = grid(results_dir)
-    return read_parquet(g.path("scores", dataset=dataset, model=model), {"model": model})
+    return read_parquet(g.path(part_kind("scores", part), dataset=dataset, model=model), {"model": model})
 
 
 def load_generations(model: str, dataset: str, setting: str, results_dir: str | Path = "results/demo",
@@ -96,10 +107,10 @@ def load_generations(model: str, dataset: str, setting: str, results_dir: str | 
     ``text``, prompt_text and reference_text) and the reference's per-token ``logloss`` and
     ``tf_entropy`` under the same setting. Per-step columns hold numpy arrays (nats)."""
     g = grid(results_dir)
-    g.setting(model, setting)  # a clear error for a setting the model does not run
+    part = part_of(g.setting(model, setting))  # a clear error for a setting the model does not run
     gen = read_parquet(g.path("generations", dataset=dataset, model=model, setting=setting), {"model": model})
     prompts = load_prompts(model, dataset, results_dir, text=text).drop(columns=["prompt_len"])
-    sc = load_scores(model, dataset, results_dir)
+    sc = load_scores(model, dataset, results_dir, part)
     sc = sc.loc[sc["setting"] == setting, ["example_id", "logloss", "tf_entropy", "n_outside"]]
     out = gen.merge(prompts, on="example_id", how="left", validate="one_to_one")
     out = out.merge(sc, on="example_id", how="left", validate="one_to_one")

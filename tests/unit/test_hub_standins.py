@@ -1,0 +1,149 @@
+"""Stand-ins laid out as the real hub repositories are, file by file, through download -> select_prompts ->
+generate -> score on CPU (tiny random weights; every other config value as the real repository states it).
+
+EleutherAI/pythia-410m at a step branch (``step143000``, the paper's final checkpoint): the step branches
+publish ``config.json``, ``pytorch_model.bin``, ``special_tokens_map.json``, ``tokenizer.json`` and
+``tokenizer_config.json`` (and ``.gitattributes``), no safetensors and no ``generation_config.json``
+(the hub's file listing of pythia-1.4b@step50000; its main branch later gained ``model.safetensors``).
+The config values are those of pythia-410m's ``config.json``; only the sizes are shrunk.
+"""
+
+import fnmatch
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from entcal.files import write_parquet
+from entcal.hub import BIN_PATTERNS, DEFAULT_PATTERNS, download_model
+from entcal.jobs import generate_file, score_file, select_prompts_file
+
+COMMIT = "3f6bdfd7fd9f0c1e3a4b5c6d7e8f90112233aabb"
+
+# EleutherAI/pythia-410m config.json (hub, main), sizes shrunk: hidden_size 1024 -> 32, intermediate_size
+# 4096 -> 128, num_attention_heads 16 -> 4, num_hidden_layers 24 -> 2, vocab_size 50304 -> 320 (the real one
+# is also padded past its tokenizer's 50277 tokens)
+PYTHIA_410M_CONFIG = {
+    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+    "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 4, "num_hidden_layers": 2,
+    "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 320,
+}  # fmt: skip
+# EleutherAI/pythia-*: tokenizer_config.json (at the step branches) and special_tokens_map.json, as published
+PYTHIA_TOKENIZER_CONFIG = {
+    "add_prefix_space": False, "bos_token": "<|endoftext|>", "clean_up_tokenization_spaces": True,
+    "eos_token": "<|endoftext|>", "model_max_length": 1000000000000000019884624838656,
+    "tokenizer_class": "GPTNeoXTokenizer", "unk_token": "<|endoftext|>",
+}  # fmt: skip
+PYTHIA_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+PYTHIA_STEP_FILES = [".gitattributes", "config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.json",
+                     "tokenizer_config.json"]  # fmt: skip
+
+
+def warm_cache(cache, files: dict, repo: str, ref: str):
+    """The huggingface_hub cache a completed snapshot_download of ``repo`` at branch ``ref`` leaves behind."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / COMMIT
+    for i, (name, src) in enumerate(sorted(files.items())):
+        blob = root / "blobs" / f"blob{i:03d}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, blob)
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        (snap / name).symlink_to(blob)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / ref).write_text(COMMIT)
+
+
+@pytest.fixture(scope="module")
+def pythia_step_branch(tmp_path_factory):
+    """A stand-in of EleutherAI/pythia-410m@step143000: its files, its config values, random tiny weights."""
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+
+    from conftest import TEXTS
+    from entcal.tokenization import train_bpe
+
+    d = tmp_path_factory.mktemp("pythia_src")
+    tok = train_bpe(TEXTS, vocab_size=300)
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == 0  # Pythia's bos = eos = unk = 0
+    tok.save_pretrained(d)
+    (d / "tokenizer_config.json").write_text(json.dumps(PYTHIA_TOKENIZER_CONFIG, indent=2))
+    (d / "special_tokens_map.json").write_text(json.dumps(PYTHIA_SPECIAL_TOKENS))
+    (d / "config.json").write_text(json.dumps(PYTHIA_410M_CONFIG, indent=2))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(GPTNeoXConfig.from_pretrained(d))
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    (d / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    # what snapshot_download leaves in the cache: the files its patterns take (safetensors first; a revision
+    # without them is fetched again with the .bin patterns), never .gitattributes
+    files = {name: d / name for name in PYTHIA_STEP_FILES
+             if any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_PATTERNS + BIN_PATTERNS)}  # fmt: skip
+    cache = tmp_path_factory.mktemp("hf_cache")
+    warm_cache(cache, files, "EleutherAI/pythia-410m", "step143000")
+    return cache
+
+
+def test_a_pythia_step_branch_runs_from_download_to_scores(pythia_step_branch, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = download_model("pythia_410m", "EleutherAI/pythia-410m", "step143000", str(tmp_path / "models" / "pythia_410m"),
+                         cache_dir=str(pythia_step_branch))  # fmt: skip
+    src = json.loads((out / "entcal_source.json").read_text())
+    assert (src["revision"], src["commit"]) == ("step143000", COMMIT)  # the branch and the commit it resolved to
+    assert sorted(p.name for p in out.iterdir() if p.name != "entcal_source.json") == sorted(
+        f for f in PYTHIA_STEP_FILES if f != ".gitattributes")  # fmt: skip
+    assert not list(out.glob("*.safetensors"))
+
+    texts = [("The quick brown fox jumps over the lazy dog. " * (4 + i)) for i in range(6)]
+    ex = pd.DataFrame({"example_id": range(6), "doc_id": [f"d{i}" for i in range(6)], "char_start": 0, "prefix": "",
+                       "instruction": "", "text": texts})  # fmt: skip
+    write_parquet(ex, tmp_path / "examples.parquet")
+    prompts = tmp_path / "prompts.parquet"
+    select_prompts_file(str(out), "pythia_410m", str(tmp_path / "examples.parquet"), str(prompts), prompt_tokens=12,
+                        max_new_tokens=16, min_reference_tokens=16, n_prompts=4, max_context=4096)  # fmt: skip
+    side = json.loads(prompts.with_suffix(".json").read_text())
+    # Pythia's own 2048-token context, not the configured 4096
+    assert (side["model_context"], side["max_context"], side["max_context_configured"]) == (2048, 2048, 4096)
+    p = pd.read_parquet(prompts)
+    assert len(p) == 4 and (p["prompt_len"] == 12).all()  # GPT-NeoX's tokenizer adds no BOS
+
+    gen = tmp_path / "gen.parquet"
+    generate_file(str(out), "pythia_410m", str(prompts), str(gen), sampler="ancestral", temperature=1.0,
+                  max_new_tokens=16, batch_size=2, seed=0, stop_at_eos=True, dtype="float32", device="cpu")  # fmt: skip
+    g = pd.read_parquet(gen)
+    meta = json.loads(gen.with_suffix(".json").read_text())
+    assert meta["end_ids"] == [0]  # no generation_config.json: the tokenizer's eos, <|endoftext|>
+    assert g["example_id"].tolist() == p["example_id"].tolist()
+    for row in g.itertuples():
+        ent = row.entropy
+        assert len(ent) == row.n_tokens and all(0 <= e <= torch.log(torch.tensor(320.0)).item() + 1e-5 for e in ent)
+        assert (0 in list(row.token_ids)) == bool(row.stopped_at_eos)
+
+    scores = tmp_path / "scores.parquet"
+    settings = [{"slug": "ancestral-t1", "sampler": "ancestral", "temperature": 1.0}]
+    score_file(str(out), "pythia_410m", str(prompts), str(scores), settings=settings, batch_size=2, dtype="float32",
+               device="cpu")  # fmt: skip
+    s = pd.read_parquet(scores)
+    assert s["token_ids"].map(list).tolist() == p["reference_ids"].map(list).tolist()
+    for ll, ref in zip(s["logloss"], p["reference_ids"]):
+        assert len(ll) == len(ref) == 16 and min(ll) > 0
+
+
+def test_download_patterns_take_what_the_grid_repositories_publish_and_skip_their_raw_checkpoints():
+    """Files of meta-llama/Llama-3.1-8B-Instruct (sharded safetensors with their index, the original/ Meta
+    checkpoint) and of a Pythia step branch: the patterns take the weights transformers loads, the configs and
+    the tokenizer, never the 16 GB original/consolidated.00.pth; the .bin fallback takes Pythia's weights."""
+    llama = ["config.json", "generation_config.json", "model-00001-of-00004.safetensors",
+             "model-00004-of-00004.safetensors", "model.safetensors.index.json", "original/consolidated.00.pth",
+             "original/params.json", "original/tokenizer.model", "special_tokens_map.json", "tokenizer.json",
+             "tokenizer_config.json", "LICENSE", "README.md", "USE_POLICY.md", ".gitattributes"]  # fmt: skip
+
+    def taken(files, patterns):
+        return sorted(f for f in files if any(fnmatch.fnmatch(f, pat) for pat in patterns))
+
+    got = taken(llama, DEFAULT_PATTERNS)
+    assert "original/consolidated.00.pth" not in got and "model.safetensors.index.json" in got
+    assert {"model-00001-of-00004.safetensors", "generation_config.json", "tokenizer.json"} <= set(got)
+    assert "pytorch_model.bin" not in taken(PYTHIA_STEP_FILES, DEFAULT_PATTERNS)
+    assert "pytorch_model.bin" in taken(PYTHIA_STEP_FILES, DEFAULT_PATTERNS + BIN_PATTERNS)
