@@ -19,10 +19,15 @@ rule aggregate:
             caption="report/summary.rst",
             category="Tables",
         ),
+        bootstrap=P("bootstrap"),
     params:
         code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs("paper"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
+        reference_start=lookup(dpath="analysis/reference_start", within=config),
+        fidelity=lookup(dpath="fidelity", within=config),
+        n_boot=lookup(dpath="analysis/n_boot", within=config),
+        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/aggregate.log",
     benchmark:
@@ -52,6 +57,10 @@ use rule aggregate as aggregate_extra with:
         code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs("extra"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
+        reference_start=lookup(dpath="analysis/reference_start", within=config),
+        fidelity=lookup(dpath="fidelity", within=config),
+        n_boot=0,  # no bootstrap table of the extras (the scaling fits read the paper's)
+        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/aggregate_extra.log",
     benchmark:
@@ -61,7 +70,7 @@ use rule aggregate as aggregate_extra with:
 rule scaling_fits:
     input:
         summary=rules.aggregate.output.summary,
-        per_prompt=rules.aggregate.output.per_prompt,
+        bootstrap=rules.aggregate.output.bootstrap,
         power_law=lambda wildcards: rules.power_law.output.table,  # rules/theory.smk, included later
         rerun=RERUN("scaling_fits"),  # entcal.provenance: raised where results outlived their record
     output:
@@ -69,8 +78,7 @@ rule scaling_fits:
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
     params:
         code=CODE["scaling_fits"],
-        n_boot=lookup(dpath="analysis/n_boot", within=config),
-        seed=lookup(dpath="seed", within=config),
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/scaling_fits.log",
     conda:

@@ -15,7 +15,7 @@ from snakemake.utils import validate
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal.fingerprint import stage_fingerprints  # noqa: E402
 from entcal.provenance import provenance  # noqa: E402
-from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, results_config, schema_errors, yaml_bounds  # noqa: E402
+from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, resolve_fidelity, results_config, schema_errors, yaml_bounds  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
@@ -43,6 +43,10 @@ _problems += [e for e in schema_errors(config, yaml.safe_load(open(f"{workflow.b
 if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 validate(config, "../config/schema.yaml", set_default=True)
+# the fidelity preset fills every sub-switch left null (entcal.config.FIDELITY); config.effective.yaml records them
+for _key, (_value, _how) in resolve_fidelity(config).items():
+    if _how == "configured":
+        logger.info(f"{_key}: {_value} (set in the configuration, over the {config['fidelity']} preset)")
 if config["revisions_lock"]:
     for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
         logger.warning(note)
@@ -483,8 +487,8 @@ def RERUN(rule):
 
 
 def rule_scripts():
-    """{rule: the stem of its adapter script (the code fingerprint's key)} of every rule with a rerun flag: a rule
-    made by `use rule` (score_extra) runs its parent's adapter (score.py)."""
+    """The stem of the adapter script (the code fingerprint's key) of every rule with a rerun flag, by rule name;
+    score_extra, made from score by `use`, runs score.py."""
     out = {}
     for r in _RERUN_RULES:
         script = workflow.get_rule(r).script
@@ -540,7 +544,8 @@ def aggregate_finished():
         out = {k: GRID.path(part_kind(k, part)) for k in ("summary", "per_step", "per_prompt", "missing")}
         try:
             aggregate(done, per_step_out=out["per_step"], summary_out=out["summary"], max_len=config["analysis"]["max_len"],
-                      per_prompt_out=out["per_prompt"], missing_out=out["missing"], missing=missing)  # fmt: skip
+                      per_prompt_out=out["per_prompt"], missing_out=out["missing"], missing=missing,
+                      reference_start=config["analysis"]["reference_start"], fidelity=config["fidelity"])  # fmt: skip
         except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
             logger.error(f"tables of the finished jobs not written: {err}")
             continue

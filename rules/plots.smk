@@ -18,6 +18,7 @@ rule plot_per_step:
     params:
         code=CODE["plot_per_step"],
         smoothing=lookup(dpath="analysis/smoothing", within=config),
+        smoothing_logloss=lookup(dpath="analysis/smoothing_logloss", within=config),
     log:
         f"{RD}/logs/plot_per_step{{smooth}}.log",
     conda:
@@ -44,6 +45,7 @@ rule plot_scaling:
         pdf=f"{RD}/figures/scaling.pdf",
     params:
         code=CODE["plot_scaling"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_scaling.log",
     conda:
@@ -65,6 +67,7 @@ rule plot_tradeoff:
         pdf=f"{RD}/figures/tradeoff.pdf",
     params:
         code=CODE["plot_tradeoff"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_tradeoff.log",
     conda:
@@ -122,6 +125,7 @@ rule plot_data_scaling:
         pdf=f"{RD}/figures/data_scaling.pdf",
     params:
         code=CODE["plot_data_scaling"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_data_scaling.log",
     conda:

@@ -19,4 +19,9 @@ aggregate(
     max_len=snakemake.params.max_len,
     per_prompt_out=snakemake.output.per_prompt,
     missing_out=snakemake.output.missing,
+    reference_start=snakemake.params.reference_start,
+    fidelity=snakemake.params.fidelity,
+    bootstrap_out=snakemake.output.get("bootstrap"),  # the paper's tables only: the scaling fits read it
+    n_boot=snakemake.params.n_boot,
+    seed=snakemake.params.seed,
 )

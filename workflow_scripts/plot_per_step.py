@@ -19,4 +19,5 @@ plot_per_step(
     pd.read_csv(snakemake.input.summary),
     [snakemake.output.png, snakemake.output.pdf],
     smoothing=snakemake.params.smoothing if snakemake.wildcards.smooth else 1.0,
+    smoothing_logloss=snakemake.params.smoothing_logloss if snakemake.wildcards.smooth else 1.0,
 )

@@ -12,10 +12,12 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_scaling  # noqa: E402
+from entcal.scaling import with_estimator  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
 plot_scaling(
-    pd.read_csv(snakemake.input.summary),
+    with_estimator(pd.read_csv(snakemake.input.summary), snakemake.params.estimator),
     pd.read_csv(snakemake.input.fits),
     [snakemake.output.png, snakemake.output.pdf],
+    estimator=snakemake.params.estimator,
 )

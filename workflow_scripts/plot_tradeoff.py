@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_tradeoff  # noqa: E402
+from entcal.scaling import with_estimator  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
 # summary.csv (Figure 4), with summary_extra.csv for the figure with the samplers beyond the paper
-plot_tradeoff(pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True),
-              [snakemake.output.png, snakemake.output.pdf])
+summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)
+plot_tradeoff(with_estimator(summary, snakemake.params.estimator), [snakemake.output.png, snakemake.output.pdf],
+              estimator=snakemake.params.estimator)  # fmt: skip

@@ -17,9 +17,10 @@ setup_logging(snakemake.log[0], outputs=snakemake.output)
 write_scaling_fits(
     snakemake.input.summary,
     snakemake.output.fits,
-    per_prompt=snakemake.input.per_prompt,
+    bootstrap=snakemake.input.bootstrap,
     power_law=snakemake.input.power_law,
-    n_boot=snakemake.params.n_boot,
-    seed=snakemake.params.seed,
+    estimator=snakemake.params.estimator,
 )
-data_scaling_fits(pd.read_csv(snakemake.input.summary)).to_csv(snakemake.output.data_fits, index=False, float_format="%.6g")
+data_scaling_fits(pd.read_csv(snakemake.input.summary), snakemake.params.estimator).to_csv(
+    snakemake.output.data_fits, index=False, float_format="%.6g"
+)

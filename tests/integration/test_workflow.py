@@ -133,6 +133,10 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert len(extra) == 2 * (1 + 3) and set(extra["model"]) == {"tiny_b"}
     assert set(extra["sampler"]) == {"top_p", "future_entropy", "one_step_lookahead", "mirostat"}
     assert pd.read_csv(rd / "tables" / "missing_extra.csv").empty
+    assert (paper["fidelity"] == "exact").all() and (paper["reference_start"] == 1).all()  # the micro run's preset
+    boot = pd.read_parquet(rd / "tables" / "entce_bootstrap.parquet")
+    assert boot.groupby(["model", "dataset", "setting"]).size().eq(cfg["analysis"]["n_boot"]).all()
+    assert len(boot.groupby(["model", "dataset", "setting"])) == len(paper)
     assert set(pd.read_parquet(rd / "tables" / "per_step_extra.parquet")["sampler"]) == set(extra["sampler"])
     summary = pd.concat([paper, extra], ignore_index=True)
     assert set(summary["temperature"]) == {1.0, 0.8}
@@ -162,7 +166,9 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert ps.groupby(["model", "dataset", "temperature"])["step"].max().eq(cfg["analysis"]["max_len"]).all()
     fits = pd.read_csv(rd / "tables" / "scaling_fits.csv")
     assert {"family", "dataset", "slope", "slope_ci_low", "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high",
-            "intercept", "r2", "n", "predicted_exponent"} <= set(fits.columns)  # fmt: skip
+            "intercept", "r2", "n", "predicted_exponent", "estimator", "slope_mean", "slope_pooled",
+            "slope_boot_ci_low_pooled"} <= set(fits.columns)  # fmt: skip
+    assert (fits["estimator"] == "mean").all() and fits["slope"].equals(fits["slope_mean"])
     assert (fits["n"] + fits["n_excluded"] == 2).all()  # two sizes; checkpoints are not sizes
     data = pd.read_csv(rd / "tables" / "data_scaling_fits.csv")
     assert set(data["model"]) == {"tiny_b"} and (data["n"] + data["n_excluded"] == 2).all()
@@ -391,15 +397,15 @@ def test_results_without_a_snakemake_record_follow_the_configuration_and_the_cod
     finally:
         os.utime(adapter, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    c["analysis"]["n_boot"] = 60  # read by scaling_fits alone
+    c["analysis"]["smoothing"] = 0.4  # read by plot_per_step alone
     q.write_text(yaml.safe_dump(c))
     r = smk("-n", "--cores", "2", "--configfile", str(q))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = job_counts(out)
-    assert counts["scaling_fits"] == 1 and set(counts) <= {"scaling_fits", "plot_scaling", "plot_data_scaling", "dump_config", "benchmark_table", "all", "total"}, counts
-    assert "made with other settings or code than now" in out and "analysis.n_boot: 50 -> 60" in out
-    assert "analysis.n_boot: 50 -> 60" in (rd2 / "provenance" / "rerun" / "scaling_fits").read_text()
+    assert counts["plot_per_step"] == 2 and set(counts) <= {"plot_per_step", "dump_config", "benchmark_table", "all", "total"}, counts
+    assert "made with other settings or code than now" in out and "analysis.smoothing: 0.5 -> 0.4" in out
+    assert "analysis.smoothing: 0.5 -> 0.4" in (rd2 / "provenance" / "rerun" / "plot_per_step").read_text()
 
     record = json.loads((rd2 / "provenance.json").read_text())  # recorded code of score differs from now
     record["code"]["score"] = "0" * 16

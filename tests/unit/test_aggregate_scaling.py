@@ -28,7 +28,7 @@ def _frames(rng, n=50, T=40):
 def test_curves_match_direct_computation():
     rng = np.random.default_rng(0)
     gen, ref, H, L, F = _frames(rng)
-    steps, s, pp = curves(gen, ref, max_len=30)
+    steps, s, pp, _ = curves(gen, ref, max_len=30)
     assert len(steps) == 30 and steps["step"].tolist() == list(range(1, 31))
     for t in (0, 12, 29):  # mean over the generations still running at step t
         alive = [h[t] for h in H if len(h) > t]
@@ -85,8 +85,33 @@ def test_the_two_estimators_agree_when_no_generation_ends_early():
     gen, ref, H, L, F = _frames(rng, n=20, T=25)
     gen["entropy"] = [rng.normal(3.0, 0.3, 25) for _ in range(20)]
     gen["n_tokens"], gen["stopped_at_eos"] = 25, False
-    _, s, _ = curves(gen, ref, max_len=25)
+    _, s, _, _ = curves(gen, ref, max_len=25)
     assert s["entce_pooled"] == pytest.approx(s["entce"], abs=1e-12)
+
+
+def test_the_estimators_part_on_generations_of_4_2_and_1_tokens():
+    """Three prompts whose generations stop after 4, 2 and 1 tokens (entropies 1,2,3,4 / 1,2 / 1) against a
+    reference: the per-step means are 1, 2, 3, 4 (mean 2.5), the pooled entropy (1+2+3+4 + 1+2 + 1) / 7 = 2;
+    with reference log loss 1 everywhere, EntCE 1.5 and 1."""
+    gen = pd.DataFrame({"example_id": [0, 1, 2], "n_tokens": [4, 2, 1], "stopped_at_eos": True,
+                        "entropy": [np.array([1.0, 2, 3, 4]), np.array([1.0, 2]), np.array([1.0])]})  # fmt: skip
+    ref = pd.DataFrame({"example_id": [0, 1, 2], "n_tokens": 4, "n_outside": 0,
+                        "logloss": [np.ones(4)] * 3, "tf_entropy": [np.ones(4)] * 3})  # fmt: skip
+    _, s, _, _ = curves(gen, ref, max_len=4)
+    assert s["entce"] == pytest.approx(1.5) and s["entce_pooled"] == pytest.approx(1.0)
+
+
+def test_reference_start_2_pairs_step_t_with_reference_token_t_plus_1():
+    """The authors' compute_ents.py scores reference tokens 2..max_len+1: step t's log loss is token t + 1's."""
+    ll = [np.arange(1.0, 7.0), np.arange(11.0, 17.0)]  # reference tokens 1..6
+    gen = pd.DataFrame({"example_id": [1, 0], "n_tokens": 5, "stopped_at_eos": False,
+                        "entropy": [np.full(5, 2.0), np.full(5, 2.0)]})  # fmt: skip  (another order than ref)
+    ref = pd.DataFrame({"example_id": [0, 1], "n_tokens": 6, "n_outside": 0, "logloss": ll, "tf_entropy": ll})
+    ours, s1, _, _ = curves(gen, ref, max_len=5)
+    theirs, s2, _, _ = curves(gen, ref, max_len=5, reference_start=2)
+    assert ours["logloss_mean"].tolist() == [6.0, 7.0, 8.0, 9.0, 10.0]  # tokens 1..5, mean of the two
+    assert theirs["logloss_mean"].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]  # tokens 2..6
+    assert s2["logloss_mean"] - s1["logloss_mean"] == pytest.approx(1.0) and s2["reference_start"] == 2
 
 
 def test_fit_recovers_planted_exponent_exactly_without_noise():
@@ -119,32 +144,56 @@ def test_nonpositive_entce_is_excluded_and_reported():
     assert row["slope"] == pytest.approx(fit_loglog(np.array([1e6, 1e8, 1e9]), np.array([0.5, 0.3, 0.2]))["slope"])
 
 
-def _prompt_frames(rng, n_params, slope, n_prompts=80, noise=0.3):
-    rows = []
-    for k, n in enumerate(n_params):
-        entce = 2.0 * n**slope
-        ref = rng.normal(3.0, noise, n_prompts)
-        gen = ref + entce + rng.normal(0, noise, n_prompts)
-        rows.append(pd.DataFrame({"model": f"m{k}", "dataset": "x", "sampler": "ancestral", "temperature": 1.0,
-                                  "example_id": range(n_prompts), "entropy_mean": gen, "logloss_mean": ref}))  # fmt: skip
-    pp = pd.concat(rows, ignore_index=True)
-    g = pp.groupby("model", sort=False)
-    summary = pd.DataFrame({"model": [f"m{k}" for k in range(len(n_params))], "family": "f", "dataset": "x",
-                            "sampler": "ancestral", "temperature": 1.0, "instruct": False, "n_params": n_params,
-                            "entce": (g["entropy_mean"].mean() - g["logloss_mean"].mean()).to_numpy()})  # fmt: skip
-    return summary, pp
+def _matrices(rng, entce, n_prompts=80, width=12, noise=0.3):
+    """Prompt x step entropy and log-loss matrices of one model whose EntCE is ``entce`` (some generations end
+    early: NaN after their end)."""
+    ref = rng.normal(3.0, noise, (n_prompts, width))
+    gen = ref + entce + rng.normal(0, noise, (n_prompts, width))
+    ends = rng.integers(width // 2, width + 1, n_prompts)
+    gen[np.arange(width)[None, :] >= ends[:, None]] = np.nan
+    return gen, ref
 
 
-def test_bootstrap_ci_over_prompts_covers_the_planted_slope():
+def test_bootstrap_replicates_equal_a_direct_resample_in_float64():
+    """Each replicate's EntCE, under both estimators, equals the one computed from the resampled rows themselves."""
+    from entcal.aggregate import bootstrap_entce
+
+    rng = np.random.default_rng(3)
+    H, L = _matrices(rng, 0.2, n_prompts=30)
+    live = np.arange(H.shape[1])
+    boot = bootstrap_entce(H, L, live, n_boot=5, seed=11)
+    counts = np.random.default_rng(11).multinomial(30, np.full(30, 1 / 30), size=5)
+    for b in range(5):
+        rows = np.repeat(np.arange(30), counts[b])
+        h, l = H[rows], L[rows]
+        mean = np.nanmean(np.nanmean(h, axis=0)) - np.nanmean(np.nanmean(l, axis=0))
+        pooled = np.nanmean(h) - np.nanmean(l)
+        assert boot["mean"][b] == pytest.approx(mean, rel=1e-12) and boot["pooled"][b] == pytest.approx(pooled, rel=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["mean", "pooled"])
+def test_bootstrap_ci_over_prompts_covers_the_planted_slope(estimator):
+    from entcal.aggregate import bootstrap_entce
     from entcal.scaling import scaling_fits
 
     rng = np.random.default_rng(5)
     n_params = np.geomspace(1e6, 1e9, 5)
-    hits, runs = 0, 60
+    hits, runs = 0, 40
     for r in range(runs):
-        summary, pp = _prompt_frames(rng, n_params, -0.1)
-        fit = scaling_fits(summary, pp, n_boot=300, seed=r).iloc[0]
-        assert fit["boot_valid"] == 300
+        rows, boots = [], []
+        for k, n in enumerate(n_params):
+            H, L = _matrices(rng, 2.0 * n**-0.1)
+            live = np.arange(H.shape[1])
+            rows.append({"model": f"m{k}", "entce": np.nanmean(np.nanmean(H, 0)) - np.nanmean(np.nanmean(L, 0)),
+                         "entce_pooled": np.nanmean(H) - np.nanmean(L)})  # fmt: skip
+            b = bootstrap_entce(H, L, live, 200, seed=r * 10 + k)
+            boots.append(pd.DataFrame({"model": f"m{k}", "dataset": "x", "sampler": "ancestral", "temperature": 1.0,
+                                       "replicate": np.arange(200), "entce_mean": b["mean"], "entce_pooled": b["pooled"]}))  # fmt: skip
+        summary = pd.DataFrame(rows).assign(family="f", dataset="x", sampler="ancestral", temperature=1.0,
+                                            instruct=False, n_params=n_params)  # fmt: skip
+        fit = scaling_fits(summary, pd.concat(boots), estimator=estimator).iloc[0]
+        assert fit["boot_valid"] == 200 and fit["estimator"] == estimator
+        assert fit["slope"] == fit[f"slope_{estimator}"] and np.isfinite(fit["slope_mean"]) and np.isfinite(fit["slope_pooled"])
         hits += fit["slope_boot_ci_low"] <= -0.1 <= fit["slope_boot_ci_high"]
     assert 0.85 <= hits / runs <= 1.0
 

@@ -23,7 +23,7 @@ def test_shipped_configs_validate(name):
     cfg = load(name)
     validate(cfg, SCHEMA, set_default=True)
     check_config(cfg)
-    assert cfg["precision"] == "exact" and cfg["generation"]["shard_size"] >= 1  # defaults filled in
+    assert cfg["precision"] is None and cfg["generation"]["shard_size"] >= 1  # defaults filled in (precision: the preset's)
     assert cfg["generation"]["backend"] in ("hf", "auto")
 
 
@@ -266,3 +266,34 @@ def test_canonical_sorts_every_mapping_but_the_kept_ones_and_keeps_list_order():
     assert ca == a and repr(ca) == repr(cb)  # same values; one repr, whatever the order written
     assert list(ca) == ["a", "b", "models"] and list(ca["models"]) == ["z", "a"]  # models keep their order
     assert list(ca["models"]["z"]) == ["a", "b"] and ca["b"]["x"][1] == 3
+
+
+def test_the_paper_grid_resolves_to_the_authors_choices_and_exact_to_ours():
+    """fidelity: authors (config/config.yaml, unedited) fills every sub-switch with the authors' choice; exact with
+    ours; a sub-switch set by hand overrides its preset."""
+    from snakemake.utils import validate
+
+    from entcal.config import resolve_fidelity
+
+    def resolved(**changes):
+        cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+        cfg.update(changes)
+        validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+        how = resolve_fidelity(cfg)
+        return cfg, how
+
+    cfg, how = resolved()
+    assert cfg["fidelity"] == "authors" and cfg["precision"] == "paper"
+    assert {d["text_rules"] for d in cfg["datasets"].values()} == {"authors"}
+    assert (cfg["analysis"]["reference_start"], cfg["analysis"]["estimator"]) == (2, "pooled")
+    assert (cfg["analysis"]["smoothing"], cfg["analysis"]["smoothing_logloss"]) == (0.2, 0.1)
+    assert all(h == "preset" for _, h in how.values())
+    cfg, _ = resolved(fidelity="exact")
+    assert cfg["precision"] == "exact" and {d["text_rules"] for d in cfg["datasets"].values()} == {"paper"}
+    assert (cfg["analysis"]["reference_start"], cfg["analysis"]["estimator"]) == (1, "mean")
+    assert cfg["analysis"]["smoothing_logloss"] == cfg["analysis"]["smoothing"] == 0.2
+    cfg, how = resolved(precision="exact")  # the authors' text and estimator, but bf16 weights
+    assert cfg["precision"] == "exact" and how["precision"] == ("exact", "configured")
+    assert cfg["analysis"]["estimator"] == "pooled"
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    assert demo["fidelity"] == "exact"

@@ -12,6 +12,7 @@ import fnmatch
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -147,3 +148,96 @@ def test_download_patterns_take_what_the_grid_repositories_publish_and_skip_thei
     assert {"model-00001-of-00004.safetensors", "generation_config.json", "tokenizer.json"} <= set(got)
     assert "pytorch_model.bin" not in taken(PYTHIA_STEP_FILES, DEFAULT_PATTERNS)
     assert "pytorch_model.bin" in taken(PYTHIA_STEP_FILES, DEFAULT_PATTERNS + BIN_PATTERNS)
+
+
+# meta-llama/Llama-3.1-8B-Instruct: config.json and generation_config.json as published, sizes shrunk
+# (hidden_size 4096 -> 16, intermediate_size 14336 -> 32, heads 32/8 -> 2/1, layers 32 -> 1, head_dim 128 -> 8);
+# the vocabulary stays 128,256, so the three end ids are the real ones
+LLAMA31_INSTRUCT_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu", "hidden_size": 16, "head_dim": 8,
+    "initializer_range": 0.02, "intermediate_size": 32, "max_position_embeddings": 131072, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 2, "num_hidden_layers": 1, "num_key_value_heads": 1,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.42.3",
+    "use_cache": True, "vocab_size": 128256,
+}  # fmt: skip
+LLAMA31_INSTRUCT_GENERATION = {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009],
+                               "temperature": 0.6, "top_p": 0.9, "transformers_version": "4.42.3"}  # fmt: skip
+
+
+def llama3_tokenizer():
+    """A byte-level BPE with Llama 3's id layout: 128,000 ordinary tokens (the byte alphabet, then unreachable
+    fillers), then the 256 special tokens at their real ids (<|begin_of_text|> 128000, <|end_of_text|> 128001,
+    <|eom_id|> 128008, <|eot_id|> 128009, reserved ones between), BOS added in front as Llama 3's does."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab.update({f"filler{i}": i for i in range(len(vocab), 128000)})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    names = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 8: "<|eom_id|>", 9: "<|eot_id|>"}
+    reserved = iter(range(256))
+    special = [names.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(256)]
+    tok.add_special_tokens([AddedToken(t, special=True) for t in special])
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 128000)])  # fmt: skip
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+
+
+def test_a_sharded_llama31_instruct_snapshot_runs_from_download_to_scores(tmp_path, monkeypatch):
+    """Sharded safetensors with their index, generation_config.json's three end ids: downloaded as published
+    (the original/ Meta checkpoint left out by the patterns), every shard loaded, generation stopping at
+    128001, 128008 and 128009 and at nothing else."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(LLAMA31_INSTRUCT_CONFIG))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig.from_pretrained(src))
+    model.save_pretrained(src, max_shard_size="5MB")  # 16 MB of float32 weights: shards and their index
+    (src / "config.json").write_text(json.dumps(LLAMA31_INSTRUCT_CONFIG))
+    (src / "generation_config.json").write_text(json.dumps(LLAMA31_INSTRUCT_GENERATION))
+    tok = llama3_tokenizer()
+    tok.save_pretrained(src)
+    assert tok.convert_tokens_to_ids(["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"]) == [128001, 128008, 128009]
+    shards = sorted(p.name for p in src.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and (src / "model.safetensors.index.json").is_file()
+    files = {p.name: p for p in src.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in DEFAULT_PATTERNS)}
+    warm_cache(tmp_path / "cache", files, "meta-llama/Llama-3.1-8B-Instruct", "main")
+    out = download_model("llama3_8b_instruct", "meta-llama/Llama-3.1-8B-Instruct", "main", str(tmp_path / "m"),
+                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert sorted(p.name for p in out.glob("model-*.safetensors")) == shards
+
+    texts = [("The quick brown fox jumps over the lazy dog. " * (2 + i)) for i in range(4)]
+    ex = pd.DataFrame({"example_id": range(4), "doc_id": [f"d{i}" for i in range(4)], "char_start": 0, "prefix": "",
+                       "instruction": "", "text": texts})  # fmt: skip
+    write_parquet(ex, tmp_path / "examples.parquet")
+    prompts = tmp_path / "prompts.parquet"
+    select_prompts_file(str(out), "llama3_8b_instruct", str(tmp_path / "examples.parquet"), str(prompts),
+                        prompt_tokens=12, max_new_tokens=12, min_reference_tokens=12, n_prompts=3, max_context=4096)  # fmt: skip
+    p = pd.read_parquet(prompts)
+    assert len(p) == 3 and all(list(x)[0] == 128000 for x in p["prompt_ids"])  # the BOS, then 12 text tokens
+    gen = tmp_path / "gen.parquet"
+    generate_file(str(out), "llama3_8b_instruct", str(prompts), str(gen), sampler="ancestral", temperature=1.0,
+                  max_new_tokens=12, batch_size=3, seed=0, stop_at_eos=True, dtype="float32", device="cpu")  # fmt: skip
+    meta = json.loads(gen.with_suffix(".json").read_text())
+    assert meta["end_ids"] == [128001, 128008, 128009]
+    g = pd.read_parquet(gen)
+    for row in g.itertuples():
+        ends = [t for t in row.token_ids if t in (128001, 128008, 128009)]
+        assert bool(row.stopped_at_eos) == bool(ends) and (not ends or list(row.token_ids)[-1] == ends[0])
+        assert len(row.entropy) == row.n_tokens and max(row.entropy) <= np.log(128256) + 1e-4
+    scores = tmp_path / "scores.parquet"
+    score_file(str(out), "llama3_8b_instruct", str(prompts), str(scores), batch_size=3, dtype="float32", device="cpu",
+               settings=[{"slug": "ancestral-t1", "sampler": "ancestral", "temperature": 1.0}])  # fmt: skip
+    s = pd.read_parquet(scores)
+    assert s["token_ids"].map(list).tolist() == p["reference_ids"].map(list).tolist()
+    # a random model over 128,256 tokens: the reference log loss sits near log V
+    assert abs(np.mean([np.mean(x) for x in s["logloss"]]) - np.log(128256)) < 1.0

@@ -241,3 +241,23 @@ def test_prompt_selection_keeps_within_the_models_context(tmp_path, tiny_model_d
     assert (side["max_context"], side["max_context_configured"], side["model_context"]) == (40, 4096, 40)
     df = pd.read_parquet(out)
     assert (df["prompt_len"] + 12 < 40).all()
+
+
+def test_a_repository_that_needs_its_own_code_is_refused_naming_the_model(tmp_path, tiny_model_dir):
+    """A config.json whose architecture only the repository's Python files define (auto_map, a model_type
+    transformers does not ship): an error naming the model and the fix, never trust_remote_code."""
+    import json
+
+    from entcal.models import check_model_dir
+
+    d = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(model_type="mystery_lm", auto_map={"AutoConfig": "configuration_mystery.MysteryConfig",
+                                                  "AutoModelForCausalLM": "modeling_mystery.MysteryForCausalLM"})  # fmt: skip
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=r"model 'mystery': .*model_type 'mystery_lm' is not an architecture "
+                                             r"transformers ships; the repository's own code \(configuration_mystery"
+                                             r".MysteryConfig, modeling_mystery.MysteryForCausalLM\)"):  # fmt: skip
+        check_model_dir(d, "mystery")
+    assert check_model_dir(tiny_model_dir, "tiny") == tiny_model_dir  # a native architecture passes

@@ -95,9 +95,12 @@ def test_nf4_weights_are_a_quarter_of_bf16_for_the_decoder():
 def paper_config(**changes):
     from snakemake.utils import validate
 
+    from entcal.config import resolve_fidelity
+
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg.update(changes)
     validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    resolve_fidelity(cfg)
     return cfg
 
 
@@ -149,7 +152,7 @@ def test_the_cost_plan_counts_every_pass():
     from entcal.plan import GPUSpec, forward_seconds, model_costs, two_phase
 
     gpu, shape = GPUSpec(), ModelShape.from_config(SHAPES["llama3_8b"])
-    cfg = paper_config()
+    cfg = paper_config(precision="exact")  # vLLM samples; under precision: paper every generation is two-phase
     c = model_costs(cfg, "llama3_8b", shape, "wikitext", gpu)
     n, new, plen = 5000, 2048, 129
     tf = forward_seconds(shape, gpu, n * (plen + new), (plen + new) / 2)
@@ -162,7 +165,7 @@ def test_the_cost_plan_counts_every_pass():
     assert sec["score_extra"] == pytest.approx(tf + forward_seconds(shape, gpu, n * new * look, plen + new / 2))
     assert sec["calibration_labels"] > 0 and sec["train_predictor"] > 0
     # with the transformers backend and exact precision, generation records the entropy in the sampling pass
-    hf = paper_config(generation=dict(cfg["generation"], backend="hf"))
+    hf = paper_config(precision="exact", generation=dict(cfg["generation"], backend="hf"))
     assert sum(model_costs(hf, "llama3_8b", shape, "wikitext", gpu)["seconds"]["entropy_pass"].values()) == 0
     # an instruct model runs the paper's setting only: no extras to score
     assert model_costs(cfg, "llama3_8b_instruct", shape, "wikitext", gpu)["seconds"]["score_extra"] == 0

@@ -134,7 +134,7 @@ def test_differences_name_the_stages_they_make_stale():
     assert differences(rec(), rec()) == []
     d = differences(rec(), rec(analysis={"n_boot": 60, "max_len": 24}))
     assert d == [("config", "analysis.n_boot", 50, 60)]
-    assert stages_for(d, RULES) == {"scaling_fits": ["analysis.n_boot: 50 -> 60"]}  # the narrowest listed key
+    assert stages_for(d, RULES) == {"aggregate": ["analysis.n_boot: 50 -> 60"]}  # the narrowest listed key
     d = differences(rec(), rec(analysis={"n_boot": 50, "max_len": 32, "new": 1}))
     assert stages_for(d, RULES) == {"aggregate": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
                                     "calibration_labels": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],

@@ -16,13 +16,19 @@ Definitions (nats/token; step t = 1 is the first generated / first reference tok
   nothing, so long generations weigh more), likewise ``logloss_pooled``, and
   ``entce_pooled`` = entropy_pooled - logloss_pooled. It equals ``entce`` when no generation ends early.
 
+- ``reference_start`` (``analysis.reference_start``): the reference token whose log loss is step 1's; 1 (our
+  measurement) pairs generation step t with reference token t, 2 (the authors' compute_ents.py) with token t + 1.
+
 ``per_prompt.parquet`` keeps, per prompt, the mean over its first ``max_len`` steps of its own
-generation entropy, reference log loss and teacher-forced entropy: the unit the bootstrap resamples.
+generation entropy, reference log loss and teacher-forced entropy. The bootstrap resamples prompts (the
+sampling unit) and recomputes both estimators exactly from the per-step sums of each replicate
+(:func:`bootstrap_entce`); ``entce_bootstrap.parquet`` keeps the replicates, which the scaling fits read.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +84,44 @@ def _mean_se(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, se, n
 
 
-def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataFrame, dict]:
-    """Per-step curves, summary numbers and per-prompt means of one generation file and its scores.
+def bootstrap_entce(H: np.ndarray, L: np.ndarray, live: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """EntCE of ``n_boot`` resamples of the prompts (rows of the prompt x step matrices ``H``, ``L``; NaN after a
+    sequence ends), under both estimators, computed exactly from each replicate's per-step sums: ``mean`` (the
+    mean over steps of per-step means, over the steps where the replicate has both) and ``pooled`` (every
+    live token of the steps ``live`` weighs the same)."""
+    n = H.shape[0]
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # prompt counts per replicate
+    sums, counts = [], []
+    for M in (H, L):
+        live_m = ~np.isnan(M)
+        sums.append(W @ np.where(live_m, M, 0.0))
+        counts.append(W @ live_m.astype(np.float64))
+    (sh, sl), (ch, cl) = sums, counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = (ch > 0) & (cl > 0)
+        mean = np.nanmean(np.where(both, sh / ch, np.nan), axis=1) - np.nanmean(np.where(both, sl / cl, np.nan), axis=1)
+        pooled = sh[:, live].sum(1) / ch[:, live].sum(1) - sl[:, live].sum(1) / cl[:, live].sum(1)
+    return {"mean": mean, "pooled": pooled}
 
-    ``gen``: rows of a generations Parquet; ``ref``: rows of a scores Parquet at the same temperature.
+
+def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: int = 1, n_boot: int = 0,
+           seed: int = 0) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:  # fmt: skip
+    """Per-step curves, summary numbers, per-prompt means and bootstrap replicates ({estimator: array},
+    empty without ``n_boot``) of one generation file and its scores.
+
+    ``gen``: rows of a generations Parquet; ``ref``: rows of a scores Parquet at the same temperature
+    (paired by example_id). ``reference_start``: the reference token of step 1 (1, or the authors' 2).
     """
-    width = int(min(max_len, max(gen["n_tokens"].max(), ref["n_tokens"].max())))
+    gen = gen.sort_values("example_id", ignore_index=True)
+    ref = ref.sort_values("example_id", ignore_index=True)
+    skip = int(reference_start) - 1
+    ref_ll = [np.asarray(x)[skip:] for x in ref["logloss"]]
+    ref_tf = [np.asarray(x)[skip:] for x in ref["tf_entropy"]]
+    width = int(min(max_len, max(gen["n_tokens"].max(), max(len(x) for x in ref_ll))))
     H = ragged_matrix(gen["entropy"], width)
-    L = ragged_matrix(ref["logloss"], width)
-    F = ragged_matrix(ref["tf_entropy"], width)
+    L = ragged_matrix(ref_ll, width)
+    F = ragged_matrix(ref_tf, width)
     h, h_se, h_n = _mean_se(H)
     l, l_se, l_n = _mean_se(L)
     f, f_se, _ = _mean_se(F)
@@ -135,8 +170,10 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int) -> tuple[pd.DataF
         "outside_support_frac": float(ref["n_outside"].sum() / ref["n_tokens"].sum()),
         "mean_gen_tokens": float(gen["n_tokens"].mean()),
         "eos_fraction": float(gen["stopped_at_eos"].mean()),
+        "reference_start": int(reference_start),
     }
-    return steps, summary, per_prompt
+    boot = bootstrap_entce(H, L, live, n_boot, seed) if n_boot else {}
+    return steps, summary, per_prompt, boot
 
 
 MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "failed_rule", "missing_file", "log"]
@@ -163,10 +200,17 @@ def split_finished(jobs: list[dict], logs: dict[str, str]) -> tuple[list[dict], 
     return done, pd.DataFrame(rows, columns=MISSING_COLUMNS)
 
 
+BOOTSTRAP_COLUMNS = PER_STEP_KEYS + ["setting", "replicate", "entce_mean", "entce_pooled"]
+
+
 def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None,
-              missing_out: str | None = None, missing: pd.DataFrame | None = None) -> None:  # fmt: skip
+              missing_out: str | None = None, missing: pd.DataFrame | None = None, reference_start: int = 1,
+              fidelity: str = "exact", bootstrap_out: str | None = None, n_boot: int = 0, seed: int = 0) -> None:  # fmt: skip
     """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files, and
     ``missing.csv`` (``missing``: the settings left out, :func:`split_finished`; none in a full run).
+    ``reference_start``: see the module docstring; ``fidelity``: recorded in every summary row.
+    ``bootstrap_out``: ``entce_bootstrap.parquet``, ``n_boot`` replicates per setting (BOOTSTRAP_COLUMNS;
+    replicate seeds from ``seed`` and the setting's model, dataset and slug).
 
     Each job dict: model, family, n_params (or None: then the counted non-embedding parameters),
     instruct, dataset, sampler, sampler_param, temperature, setting (slug), checkpoint_of (the
@@ -174,7 +218,7 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     generations (path), scores (path).
     """
 
-    per_step, summary, prompts = [], [], []
+    per_step, summary, prompts, boots = [], [], [], []
     for job in jobs:
         expect = {"model": job["model"], "sampler": job["sampler"], "temperature": job["temperature"],
                   "sampler_param": job.get("sampler_param")}  # fmt: skip
@@ -197,8 +241,12 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                                         f"{redo_hint(job['generations'])}")  # fmt: skip
         check_token_arrays(gen, job["generations"], ["entropy"])
         check_token_arrays(ref, job["scores"], ["logloss", "tf_entropy"])
-        steps, s, pp = curves(gen, ref, max_len)
+        job_seed = seed + zlib.crc32(f"{job['model']}/{job['dataset']}/{job['setting']}".encode())
+        steps, s, pp, boot = curves(gen, ref, max_len, reference_start, n_boot if bootstrap_out else 0, job_seed)
         key = {k: job[k] for k in PER_STEP_KEYS}
+        if boot:
+            boots.append(pd.DataFrame({**key, "setting": job["setting"], "replicate": np.arange(n_boot),
+                                       "entce_mean": boot["mean"], "entce_pooled": boot["pooled"]}))  # fmt: skip
         prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
         per_step.append(steps.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
         n_params = job.get("n_params") or meta["n_params_nonembedding"]
@@ -216,6 +264,7 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
                 "precision": meta.get("precision", "exact"),
                 "checkpoint_of": job.get("checkpoint_of"),
                 "train_tokens": job.get("train_tokens"),
+                "fidelity": fidelity,
             }
         )
     ps = pd.concat(per_step, ignore_index=True)
@@ -237,6 +286,9 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         pp[first + [c for c in pp.columns if c not in first]].to_parquet(per_prompt_out, index=False)
     if missing_out:
         (missing if missing is not None else pd.DataFrame(columns=MISSING_COLUMNS)).to_csv(missing_out, index=False)
+    if bootstrap_out:
+        bt = pd.concat(boots, ignore_index=True) if boots else pd.DataFrame(columns=BOOTSTRAP_COLUMNS)
+        bt[BOOTSTRAP_COLUMNS].to_parquet(bootstrap_out, index=False)
     log.info("summary:\n%s", sm.to_string())
 
 

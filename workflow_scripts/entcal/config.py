@@ -281,6 +281,44 @@ def local_tokenizer_problems(folder: Path) -> list[str]:
     return []
 
 
+# The two fidelity presets (top-level `fidelity`): the value each sub-switch takes where the configuration leaves
+# it null. "datasets.*.text_rules" applies to every dataset.
+FIDELITY = {
+    "authors": {"precision": "paper", "datasets.*.text_rules": "authors", "analysis.reference_start": 2,
+                "analysis.estimator": "pooled", "analysis.smoothing_logloss": 0.1},
+    "exact": {"precision": "exact", "datasets.*.text_rules": "paper", "analysis.reference_start": 1,
+              "analysis.estimator": "mean", "analysis.smoothing_logloss": None},  # None: analysis.smoothing
+}  # fmt: skip
+
+
+def resolve_fidelity(config: dict) -> dict:
+    """Fill every fidelity sub-switch left null with the preset's value (in place; after schema validation with
+    defaults). Returns {dotted key: (value, "preset" | "configured")} for the log and the tests."""
+    preset = FIDELITY[config.get("fidelity") or "exact"]
+    out = {}
+
+    def fill(section: dict, key: str, dotted: str, value):
+        if section.get(key) is None:
+            section[key] = value
+            out[dotted] = (value, "preset")
+        else:
+            out[dotted] = (section[key], "configured")
+
+    for dotted, value in preset.items():
+        if dotted == "analysis.smoothing_logloss" and value is None:
+            value = config["analysis"]["smoothing"]
+        if dotted.startswith("datasets.*."):
+            key = dotted.rsplit(".", 1)[1]
+            for name, spec in config["datasets"].items():
+                fill(spec, key, f"datasets.{name}.{key}", value)
+        elif "." in dotted:
+            sec, key = dotted.split(".")
+            fill(config.setdefault(sec, {}), key, dotted, value)
+        else:
+            fill(config, dotted, dotted, value)
+    return out
+
+
 def check_config(config: dict) -> None:
     """Semantic checks after schema validation; raises :class:`ConfigError` naming the key."""
     errors, unpinned = [], []

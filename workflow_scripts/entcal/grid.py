@@ -33,6 +33,7 @@ TEMPLATES = {
     "missing": "tables/missing.csv",
     "per_step": "tables/per_step.parquet",
     "per_prompt": "tables/per_prompt.parquet",
+    "bootstrap": "tables/entce_bootstrap.parquet",
     # the beyond-paper samplers' own tables (PARTS): same columns, made apart from the paper's
     "summary_extra": "tables/summary_extra.csv",
     "missing_extra": "tables/missing_extra.csv",

@@ -119,7 +119,29 @@ def check_model_dir(path: str | Path, name: str = "") -> Path:
     weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin"))
     if not weights:
         raise ModelLoadError(f"{label}: {path} has no weight files (*.safetensors / *.bin)")
+    problem = remote_code_problem(path)
+    if problem:
+        raise ModelLoadError(f"{label}: {problem}")
     return path
+
+
+def remote_code_problem(path: str | Path) -> str | None:
+    """Why the model at ``path`` cannot load without running its repository's own code, or None: its
+    ``config.json`` names an architecture transformers does not ship (``model_type``), typically with an
+    ``auto_map`` pointing at the repository's Python files. The workflow never sets ``trust_remote_code``."""
+    import json
+
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    model_type = cfg.get("model_type")
+    if model_type in CONFIG_MAPPING_NAMES:
+        return None
+    code = sorted(set((cfg.get("auto_map") or {}).values()))
+    own = f"; the repository's own code ({', '.join(code)}) would define it" if code else ""
+    return (f"{path}: config.json model_type {model_type!r} is not an architecture transformers ships{own}. This "
+            "workflow never runs a repository's code (trust_remote_code stays off): choose a revision or a repository "
+            "with a transformers-native architecture, or convert the weights to one")
 
 
 def model_context(path: str | Path) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from entcal.config import setting_slug
+from entcal.config import resolve_fidelity, setting_slug
 from entcal.grid import DOWNLOAD_TEMPLATES, part_of
 from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this module's public names too)
     GB,
@@ -282,6 +282,7 @@ def main(argv=None) -> None:
     config = yaml.safe_load(Path(a.config).read_text())
     root = Path(__file__).resolve().parents[2]
     validate(config, str(root / "config" / "schema.yaml"), set_default=True)
+    resolve_fidelity(config)
     if a.gpu_memory_gb:
         config["gpu_memory_gb"] = a.gpu_memory_gb
     shapes_file = a.shapes or (Path(a.config).parent / "model_shapes.yaml")

@@ -46,9 +46,11 @@ def _save(fig, outputs: list[str]) -> None:
 
 
 def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[str], smoothing: float = 1.0,
-                  temperature: float = 1.0, sampler: str = "ancestral") -> None:  # fmt: skip
+                  temperature: float = 1.0, sampler: str = "ancestral", smoothing_logloss: float | None = None) -> None:  # fmt: skip
     """Figure 3 layout for base models at one sampler setting; a family with no base model (the demo's
-    SmolLM2-Instruct) shows its instruct models instead, marked in the legend."""
+    SmolLM2-Instruct) shows its instruct models instead, marked in the legend. ``smoothing`` smooths the entropy
+    curves, ``smoothing_logloss`` (default: the same) the log-loss curves (the authors: 0.2 and 0.1)."""
+    smoothing_logloss = smoothing if smoothing_logloss is None else smoothing_logloss
     s = summary[_not_checkpoint(summary)]
     has_base = set(s.loc[~s["instruct"], "family"])
     s = s[~s["instruct"] | ~s["family"].isin(has_base)]
@@ -71,20 +73,25 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
                 g = g.sort_values("step")
                 ax.plot(g["step"], ema(g["entropy_mean"], smoothing), color=c, lw=1.3,
                         label=f"{model} ({n:.3g}{tag.get(model, '')})")
-                ax.plot(g["step"], ema(g["logloss_mean"], smoothing), color=c, lw=1.3, ls="--")
+                ax.plot(g["step"], ema(g["logloss_mean"], smoothing_logloss), color=c, lw=1.3, ls="--")
             ax.set_title(f"{fam} / {ds}", fontsize=9)
             ax.set_xlabel("generation step")
             if j == 0:
                 ax.set_ylabel("nats / token")
             ax.legend(fontsize=6, title="solid: entropy, dashed: log loss", title_fontsize=6)
-    fig.suptitle(f"Per-step entropy vs reference log loss ({sampler}, T={temperature}, smoothing={smoothing})",
-                 fontsize=10)  # fmt: skip
+    smooth = f"smoothing={smoothing}" if smoothing_logloss == smoothing else \
+        f"smoothing {smoothing} (entropy), {smoothing_logloss} (log loss)"
+    fig.suptitle(f"Per-step entropy vs reference log loss ({sampler}, T={temperature}, {smooth})", fontsize=10)
     _save(fig, outputs)
 
 
+ESTIMATOR_LABELS = {"mean": "EntCE = mean over steps of per-step means", "pooled": "EntCE pooled over live tokens"}
+
+
 def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], temperature: float = 1.0,
-                 sampler: str = "ancestral") -> None:  # fmt: skip
-    """Figure 2 layout: log EntCE vs log size per family, one colour per dataset."""
+                 sampler: str = "ancestral", estimator: str = "mean") -> None:  # fmt: skip
+    """Figure 2 layout: log EntCE vs log size per family, one colour per dataset. ``summary`` as
+    :func:`entcal.scaling.with_estimator` gives it for ``estimator``, named in the title."""
     sel = summary[(summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature)
                   & ~summary["instruct"] & _not_checkpoint(summary)]  # fmt: skip
     families, datasets = sorted(sel["family"].unique()), sorted(sel["dataset"].unique())
@@ -112,6 +119,7 @@ def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], 
         ax.set_xlabel("log parameters")
         ax.set_ylabel("log EntCE (nats)")
         ax.legend(fontsize=6)
+    fig.suptitle(f"log EntCE vs log size ({ESTIMATOR_LABELS[estimator]})", fontsize=10)
     _save(fig, outputs)
 
 
@@ -188,9 +196,10 @@ def _setting_label(r) -> str:
     return f"{r.model} {r.sampler}" + (f" {param:g}" if param is not None and param == param else "")
 
 
-def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
+def plot_tradeoff(summary: pd.DataFrame, outputs: list[str], estimator: str = "mean") -> None:
     """Figure 4 layout: EntCE vs log loss as temperature falls (lines, base models), the instruct
-    model (stars) and truncation samplers (markers; smoothed log loss), one panel per dataset."""
+    model (stars) and truncation samplers (markers; smoothed log loss), one panel per dataset; ``summary`` as
+    :func:`entcal.scaling.with_estimator` gives it for ``estimator``, named in the title."""
     s = summary[_not_checkpoint(summary)]
     datasets = sorted(s["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
@@ -211,6 +220,7 @@ def plot_tradeoff(summary: pd.DataFrame, outputs: list[str]) -> None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xlabel="log loss on human text (nats/token)", ylabel="EntCE (nats/token)", title=ds)
         ax.legend(fontsize=5)
+    fig.suptitle(f"EntCE vs log loss ({ESTIMATOR_LABELS[estimator]})", fontsize=10)
     _save(fig, outputs)
 
 
@@ -236,8 +246,9 @@ def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int,
     _save(fig, outputs)
 
 
-def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str]) -> None:
-    """log EntCE vs log training tokens for trained models evaluated at their checkpoints."""
+def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], estimator: str = "mean") -> None:
+    """log EntCE vs log training tokens for trained models evaluated at their checkpoints (``summary`` as
+    :func:`entcal.scaling.with_estimator` gives it for ``estimator``, named in the title)."""
     sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
                   & summary["train_tokens"].notna()].copy()  # fmt: skip
     sel["base"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
@@ -252,6 +263,7 @@ def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[s
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="training tokens", ylabel="EntCE (nats/token)", title=ds)
         ax.legend(fontsize=7)
+    fig.suptitle(f"EntCE vs training tokens ({ESTIMATOR_LABELS[estimator]})", fontsize=10)
     _save(fig, outputs)
 
 

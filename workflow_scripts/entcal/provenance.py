@@ -47,8 +47,12 @@ SECTION_READERS = {
     "dtype": ("generate", "score", "score_extra", "calibration_labels", "train_predictor", "mauve_features"),
     "analysis": ("aggregate", "aggregate_extra", "scaling_fits", "plot_per_step", "calibration_labels", "train_predictor"),
     "analysis.max_len": ("aggregate", "aggregate_extra", "calibration_labels", "train_predictor"),
-    "analysis.n_boot": ("scaling_fits",),
+    "analysis.n_boot": ("aggregate",),  # the bootstrap replicates (entce_bootstrap.parquet)
     "analysis.smoothing": ("plot_per_step",),
+    "analysis.smoothing_logloss": ("plot_per_step",),
+    "analysis.reference_start": ("aggregate", "aggregate_extra"),
+    "analysis.estimator": ("scaling_fits", "plot_scaling", "plot_tradeoff", "plot_tradeoff_extra", "plot_data_scaling"),
+    "fidelity": ("aggregate", "aggregate_extra"),  # the summary's column; its presets show in the keys they set
     "training": ("train_tokenizer", "train_model"),
     "calibration": ("calibration_labels", "train_predictor", "generate", "score_extra"),
     "mauve": ("mauve_excerpts", "mauve_features", "mauve_buckets", "mauve_summary", "mauve_summary_extra", "calibration_table"),

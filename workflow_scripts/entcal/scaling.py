@@ -7,16 +7,22 @@ slope = 1/alpha - 1 for data whose rank-frequency exponent is alpha.
 Where EntCE <= 0 the logarithm is undefined: such models are excluded from the fit and listed
 in ``excluded`` (never dropped silently).
 
-Uncertainty: the t-based 95% CI of the OLS slope treats each model as one noiseless point; the
-bootstrap CI resamples prompts (the sampling unit), independently per model, recomputes each
-model's EntCE from its per-prompt means and refits; replicates where a model's EntCE <= 0 drop
-that model, and replicates with fewer than two models left are skipped (``boot_valid`` counts the rest).
+Two EntCE estimators (:mod:`entcal.aggregate`): ``mean`` (summary ``entce``: the mean over steps of per-step
+means, the paper's formula) and ``pooled`` (``entce_pooled``: every live token weighs the same, the authors'
+notebook). Both are fitted; ``analysis.estimator`` chooses the headline columns and the figures.
 
-Output columns (``tables/scaling_fits.csv``): family, dataset, sampler, temperature, n (models
-fitted), slope, slope_se, slope_ci_low, slope_ci_high (95%, t-based; NaN when n < 3),
+Uncertainty: the t-based 95% CI of the OLS slope treats each model as one noiseless point; the
+bootstrap CI refits the slope on each bootstrap replicate of the models' EntCE (``entce_bootstrap.parquet``:
+prompts resampled independently per model, EntCE recomputed exactly under the estimator from the replicate's
+per-step sums); replicates where a model's EntCE <= 0 drop that model, and replicates with fewer than two
+models left are skipped (``boot_valid`` counts the rest).
+
+Output columns (``tables/scaling_fits.csv``): family, dataset, sampler, temperature, estimator (the headline
+one), n (models fitted), slope, slope_se, slope_ci_low, slope_ci_high (95%, t-based; NaN when n < 3),
 slope_boot_ci_low, slope_boot_ci_high (95% percentile bootstrap over prompts), boot_valid,
-intercept, r2, n_excluded, excluded (";"-joined model names with EntCE <= 0), and, when the theory
-table exists, alpha_ols and predicted_exponent = 1/alpha - 1 of the dataset.
+intercept, r2, n_excluded, excluded (";"-joined model names with EntCE <= 0), the same columns for each
+estimator with the suffix ``_mean`` or ``_pooled``, and, when the theory table exists, alpha_ols and
+predicted_exponent = 1/alpha - 1 of the dataset.
 
 Context length (companion paper): the per-step reference log loss is loss as a function of context
 position l = prompt tokens + step; :func:`context_fits` fits L(l) = L_inf + A l^(-beta) per model x
@@ -62,78 +68,92 @@ def base_selection(summary: pd.DataFrame, sampler: str = "ancestral", temperatur
     return summary[keep]
 
 
-def bootstrap_slope(n_params: np.ndarray, prompts: list[pd.DataFrame], n_boot: int, seed: int) -> dict:
-    """Percentile CI of the log-log slope, resampling each model's prompts with replacement."""
-    rng = np.random.default_rng(seed)
+ESTIMATORS = {"mean": "entce", "pooled": "entce_pooled"}  # estimator -> its summary.csv column
+FIT_COLUMNS = ["n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high",
+               "boot_valid", "intercept", "r2", "n_excluded", "excluded"]  # fmt: skip
+
+
+def with_estimator(summary: pd.DataFrame, estimator: str = "mean") -> pd.DataFrame:
+    """``summary`` whose entce, entropy_mean and logloss_mean are those of ``estimator`` (the figures' view)."""
+    if estimator == "mean":
+        return summary
+    out = summary.copy()
+    out["entce"], out["entropy_mean"], out["logloss_mean"] = (out["entce_pooled"], out["entropy_pooled"],
+                                                               out["logloss_pooled"])  # fmt: skip
+    return out
+
+
+def bootstrap_slope(n_params: np.ndarray, replicates: list[np.ndarray]) -> dict:
+    """Percentile CI of the log-log slope over bootstrap replicates: ``replicates[k][b]`` is model k's EntCE in
+    replicate b (prompts resampled per model, :func:`entcal.aggregate.bootstrap_entce`)."""
     x = np.log(np.asarray(n_params, dtype=np.float64))
-    gen = [p["entropy_mean"].to_numpy() for p in prompts]
-    ref = [p["logloss_mean"].to_numpy() for p in prompts]
+    n_boot = min((len(r) for r in replicates), default=0)
     slopes = []
-    for _ in range(n_boot):
-        e = np.array([g[idx].mean() - r[idx].mean() for g, r in zip(gen, ref)
-                      for idx in [rng.integers(0, len(g), len(g))]])  # fmt: skip
+    for b in range(n_boot):
+        e = np.array([r[b] for r in replicates])
         ok = e > 0
         if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
             slopes.append(np.polyfit(x[ok], np.log(e[ok]), 1)[0])
-    if len(slopes) < max(20, n_boot // 10):
+    if not n_boot or len(slopes) < max(20, n_boot // 10):
         return {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": len(slopes)}
     lo, hi = np.percentile(slopes, [2.5, 97.5])
     return {"slope_boot_ci_low": lo, "slope_boot_ci_high": hi, "boot_valid": len(slopes)}
 
 
+def _fit(g: pd.DataFrame, column: str, boot: pd.DataFrame | None, estimator: str, label: str) -> dict:
+    bad, ok = g[~(g[column] > 0)], g[g[column] > 0]
+    if len(bad):
+        log.warning("%s: EntCE (%s) <= 0 for %s, excluded from the log-log fit", label, estimator, ", ".join(bad["model"]))
+    b = {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": 0}
+    if boot is not None and len(g) >= 2:
+        reps = [boot.loc[boot["model"] == m].sort_values("replicate")[f"entce_{estimator}"].to_numpy() for m in g["model"]]
+        if all(len(r) for r in reps):
+            b = bootstrap_slope(g["n_params"].to_numpy(), reps)
+    return {**fit_loglog(ok["n_params"].to_numpy(), ok[column].to_numpy()), **b, "n_excluded": len(bad),
+            "excluded": ";".join(bad["model"])}  # fmt: skip
+
+
 def scaling_fits(
     summary: pd.DataFrame,
-    per_prompt: pd.DataFrame | None = None,
+    bootstrap: pd.DataFrame | None = None,
     power_law: pd.DataFrame | None = None,
     sampler: str = "ancestral",
     temperature: float = 1.0,
-    n_boot: int = 1000,
-    seed: int = 0,
+    estimator: str = "mean",
 ) -> pd.DataFrame:
-    """One fit per family x dataset over base models at the given sampler setting."""
+    """One fit per family x dataset over base models at the given sampler setting, under both estimators; the
+    unsuffixed columns are ``estimator``'s. ``bootstrap``: entce_bootstrap.parquet (None: no bootstrap CI)."""
     sel = base_selection(summary, sampler, temperature)
     rows = []
     for (family, dataset), g in sel.groupby(["family", "dataset"], sort=True):
-        bad = g[~(g["entce"] > 0)]
-        ok = g[g["entce"] > 0]
-        if len(bad):
-            log.warning("%s/%s: EntCE <= 0 for %s, excluded from the log-log fit", family, dataset,
-                        ", ".join(bad["model"]))  # fmt: skip
-        boot = {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": 0}
-        if per_prompt is not None and len(g) >= 2:
-            pp = per_prompt[(per_prompt["dataset"] == dataset) & (per_prompt["sampler"] == sampler)
-                            & np.isclose(per_prompt["temperature"], temperature)]  # fmt: skip
-            prompts = [pp[pp["model"] == m] for m in g["model"]]
-            boot = bootstrap_slope(g["n_params"].to_numpy(), prompts, n_boot, seed)
-        rows.append(
-            {
-                "family": family,
-                "dataset": dataset,
-                "sampler": sampler,
-                "temperature": temperature,
-                **fit_loglog(ok["n_params"].to_numpy(), ok["entce"].to_numpy()),
-                **boot,
-                "n_excluded": len(bad),
-                "excluded": ";".join(bad["model"]),
-            }
-        )
-    cols = ["family", "dataset", "sampler", "temperature", "n", "slope", "slope_se", "slope_ci_low",
-            "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high", "boot_valid", "intercept", "r2",
-            "n_excluded", "excluded"]  # fmt: skip
+        boot = None
+        if bootstrap is not None:
+            boot = bootstrap[(bootstrap["dataset"] == dataset) & (bootstrap["sampler"] == sampler)
+                             & np.isclose(bootstrap["temperature"], temperature)]  # fmt: skip
+        row = {"family": family, "dataset": dataset, "sampler": sampler, "temperature": temperature, "estimator": estimator}
+        for est, column in ESTIMATORS.items():
+            if column not in g:  # a summary without this estimator's column (older runs): nothing to fit
+                continue
+            fit = _fit(g, column, boot, est, f"{family}/{dataset}")
+            row.update({f"{k}_{est}": v for k, v in fit.items()})
+            if est == estimator:
+                row.update(fit)
+        rows.append(row)
+    cols = ["family", "dataset", "sampler", "temperature", "estimator", *FIT_COLUMNS,
+            *[f"{k}_{e}" for e in ESTIMATORS for k in FIT_COLUMNS]]  # fmt: skip
     fits = pd.DataFrame(rows, columns=cols)
     if power_law is not None:
         fits = fits.merge(power_law[["dataset", "alpha_ols", "predicted_exponent"]], on="dataset", how="left")
     return fits
 
 
-def write_scaling_fits(summary_csv: str, out_csv: str, per_prompt: str | None = None, power_law: str | None = None,
-                       n_boot: int = 1000, seed: int = 0) -> None:  # fmt: skip
+def write_scaling_fits(summary_csv: str, out_csv: str, bootstrap: str | None = None, power_law: str | None = None,
+                       estimator: str = "mean") -> None:  # fmt: skip
     fits = scaling_fits(
         pd.read_csv(summary_csv),
-        pd.read_parquet(per_prompt) if per_prompt else None,
+        pd.read_parquet(bootstrap) if bootstrap else None,
         pd.read_csv(power_law) if power_law else None,
-        n_boot=n_boot,
-        seed=seed,
+        estimator=estimator,
     )
     fits.to_csv(out_csv, index=False, float_format="%.6g")
     log.info("fits:\n%s", fits.to_string())
@@ -179,12 +199,14 @@ def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "anc
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def data_scaling_fits(summary: pd.DataFrame) -> pd.DataFrame:
-    """log EntCE on log training tokens per trained model x dataset, over its checkpoints and itself.
+def data_scaling_fits(summary: pd.DataFrame, estimator: str = "mean") -> pd.DataFrame:
+    """log EntCE (under ``estimator``) on log training tokens per trained model x dataset, over its checkpoints
+    and itself.
 
-    Columns: model, dataset, n, slope, slope_se, slope_ci_low, slope_ci_high, intercept, r2,
+    Columns: model, dataset, estimator, n, slope, slope_se, slope_ci_low, slope_ci_high, intercept, r2,
     n_excluded, excluded (checkpoints with EntCE <= 0), tokens_min, tokens_max.
     """
+    summary = with_estimator(summary, estimator)
     sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
                   & summary["train_tokens"].notna()].copy()  # fmt: skip
     sel["family_model"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
@@ -193,9 +215,10 @@ def data_scaling_fits(summary: pd.DataFrame) -> pd.DataFrame:
         if len(g) < 2:
             continue
         ok, bad = g[g["entce"] > 0], g[~(g["entce"] > 0)]
-        rows.append({"model": model, "dataset": dataset, **fit_loglog(ok["train_tokens"].to_numpy(), ok["entce"].to_numpy()),
+        rows.append({"model": model, "dataset": dataset, "estimator": estimator,
+                     **fit_loglog(ok["train_tokens"].to_numpy(), ok["entce"].to_numpy()),
                      "n_excluded": len(bad), "excluded": ";".join(bad["model"]),
                      "tokens_min": int(g["train_tokens"].min()), "tokens_max": int(g["train_tokens"].max())})  # fmt: skip
-    cols = ["model", "dataset", "n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept", "r2",
-            "n_excluded", "excluded", "tokens_min", "tokens_max"]  # fmt: skip
+    cols = ["model", "dataset", "estimator", "n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept",
+            "r2", "n_excluded", "excluded", "tokens_min", "tokens_max"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
