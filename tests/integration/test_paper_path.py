@@ -100,6 +100,7 @@ def paper_path(tmp_path_factory, tiny_model_dir):
     p.write_text(yaml.safe_dump(cfg))
     rd = Path(cfg["results_dir"])
     targets = [str(rd / "scores" / d / f"{m}.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
+    targets += [str(rd / "scores_extra" / d / "base.parquet") for d in cfg["datasets"]]  # top-p, beyond the paper
     targets += [str(rd / "generations" / d / m / "ancestral-t1.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
@@ -136,7 +137,9 @@ def test_generation_and_scoring_for_base_and_instruct_models(paper_path):
         gc = pd.read_parquet(rd / "generations" / d / "chat" / "ancestral-t1.parquet")
         assert len(gb) == len(gc) == g["n_prompts"]
         s = pd.read_parquet(rd / "scores" / d / "base.parquet")
-        assert set(s["setting"]) == {"ancestral-t1", "top_p0.9-t1"} and (s["n_tokens"] == g["max_new_tokens"]).all()
+        assert set(s["setting"]) == {"ancestral-t1"} and (s["n_tokens"] == g["max_new_tokens"]).all()
+        sx = pd.read_parquet(rd / "scores_extra" / d / "base.parquet")  # the sampler beyond the paper, apart
+        assert set(sx["setting"]) == {"top_p0.9-t1"} and sx["token_ids"].map(list).tolist() == s["token_ids"].map(list).tolist()
         sc = pd.read_parquet(rd / "scores" / d / "chat.parquet")
         assert set(sc["setting"]) == {"ancestral-t1"}
         # the same human tokens are scored for both models; prompts differ where instructions differ

@@ -26,8 +26,11 @@ BUILD = {"wikitext": standins.build_wikitext, "writingprompts": standins.build_w
 def grid():
     from snakemake.utils import validate
 
+    from entcal.config import resolve_fidelity
+
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    resolve_fidelity(cfg)  # as shipped: fidelity authors (the authors' text rules)
     return cfg
 
 
