@@ -6,6 +6,8 @@ rule calibration_labels:
     input:
         model=get_model_folder,
         windows=rules.prepare_dataset.output.calibration,
+        examples=rules.prepare_dataset.output.examples,  # selection first: the windows follow the model's prompts
+        prompts=rules.select_prompts.output.prompts,
         rerun=RERUN("calibration_labels"),  # entcal.provenance: raised where results outlived their record
     output:
         labels=P("labels"),
@@ -44,6 +46,8 @@ rule train_predictor:
         model=get_model_folder,
         labels=rules.calibration_labels.output.labels,
         windows=rules.prepare_dataset.output.calibration,
+        examples=rules.prepare_dataset.output.examples,  # selection first: the windows follow the model's prompts
+        prompts=rules.select_prompts.output.prompts,
         rerun=RERUN("train_predictor"),  # entcal.provenance: raised where results outlived their record
     output:
         head=P("head"),

@@ -44,9 +44,12 @@ if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 validate(config, "../config/schema.yaml", set_default=True)
 # the fidelity preset fills every sub-switch left null (entcal.config.FIDELITY); config.effective.yaml records them
-for _key, (_value, _how) in resolve_fidelity(config).items():
+_resolved = resolve_fidelity(config)
+for _key, (_value, _how) in _resolved.items():
     if _how == "configured":
         logger.info(f"{_key}: {_value} (set in the configuration, over the {config['fidelity']} preset)")
+logger.info(f"fidelity {config['fidelity']}: " + ", ".join(f"{k} {v}" for k, (v, _) in _resolved.items())
+            + " (config.effective.yaml records them)")  # fmt: skip
 if config["revisions_lock"]:
     for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
         logger.warning(note)

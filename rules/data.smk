@@ -32,6 +32,7 @@ rule prepare_dataset:
     params:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),
+        calibration_needed=bool(CALIBRATED),  # a calibration split only for the calibrated samplers
         code=CODE["prepare_dataset"],
     log:
         f"{RD}/logs/prepare_dataset/{{dataset}}.log",

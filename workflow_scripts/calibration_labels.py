@@ -27,5 +27,7 @@ labels_file(
     dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     stop_at_eos=snakemake.params.stop_at_eos,
     chat=snakemake.params.chat,
+    examples_path=snakemake.input.examples,
+    prompts_path=snakemake.input.prompts,
     **execution(snakemake),
 )

@@ -21,4 +21,5 @@ prepare_dataset(
     calibration_out=snakemake.output.calibration,
     threads=snakemake.threads,
     name=snakemake.wildcards.dataset,
+    calibration_needed=snakemake.params.calibration_needed,
 )

@@ -30,5 +30,7 @@ train_predictor_file(
     dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
     dataset=snakemake.wildcards.dataset,
     chat=snakemake.params.chat,
+    examples_path=snakemake.input.examples,
+    prompts_path=snakemake.input.prompts,
     **execution(snakemake),
 )

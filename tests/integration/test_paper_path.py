@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -69,6 +70,7 @@ def paper_path(tmp_path_factory, tiny_model_dir):
     warm(cache, "dataset", "org/cc", {f"data/{s}-00000-of-00001.parquet": b for s, b in cc.items()}, DSHA)
 
     cfg = {
+        "fidelity": "exact",
         "results_dir": str(tmp / "results"), "downloads_dir": str(tmp / "downloads"), "hf_cache_dir": str(cache),
         "revisions_lock": str(tmp / "lock.yaml"), "device": "cpu", "dtype": "float32", "threads": 1,
         "generation": {"n_prompts": 3, "prompt_tokens": 8, "max_new_tokens": 12, "min_reference_tokens": 12,
@@ -102,11 +104,34 @@ def paper_path(tmp_path_factory, tiny_model_dir):
     targets = [str(rd / "scores" / d / f"{m}.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
     targets += [str(rd / "scores_extra" / d / "base.parquet") for d in cfg["datasets"]]  # top-p, beyond the paper
     targets += [str(rd / "generations" / d / m / "ancestral-t1.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
+    targets += [str(rd / "tables" / "per_step.parquet")]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return rd, Path(cfg["downloads_dir"]), cfg
+
+
+@pytest.fixture(scope="module")
+def authors_path(paper_path):
+    """The same stand-ins under ``fidelity: authors`` (the base model, ancestral sampling), from the same hub cache.
+    NF4 needs bitsandbytes and CUDA, so ``precision: exact`` overrides that one switch of the preset."""
+    rd0, _, cfg0 = paper_path
+    cfg = json.loads(json.dumps(cfg0))
+    tmp = rd0.parent / "authors"
+    cfg.update(fidelity="authors", precision="exact", results_dir=str(tmp / "results"),
+               downloads_dir=str(tmp / "downloads"))  # fmt: skip
+    cfg["models"] = {"base": cfg["models"]["base"]}
+    cfg["samplers"] = {"base": [{"sampler": "ancestral", "temperature": 1.0}]}
+    p = tmp / "authors.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(cfg))
+    rd = Path(cfg["results_dir"])
+    targets = [str(rd / "tables" / "per_step.parquet"), str(rd / "config.effective.yaml")]
+    r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)], cwd=ROOT,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return rd, cfg
 
 
 def test_downloads_are_pinned_snapshots(paper_path):
@@ -150,3 +175,45 @@ def test_generation_and_scoring_for_base_and_instruct_models(paper_path):
             assert (gb["prompt_len"] != gc["prompt_len"]).all()
         meta = json.loads((rd / "generations" / d / "base" / "ancestral-t1.json").read_text())
         assert meta["backend"] == "hf" and meta["shards"] == 2  # 3 prompts, shards of 2
+
+
+def test_both_fidelities_run_and_differ_where_the_authors_code_does(paper_path, authors_path):
+    """fidelity: authors against exact on the same stand-ins: the recorded choices, the WritingPrompts and
+    CodeContests texts, the same WikiText generation with its reference log loss shifted by one token, and
+    the summary rows saying which fidelity made them."""
+    rd0, _, _ = paper_path
+    rd1, _ = authors_path
+    eff = yaml.safe_load((rd1 / "config.effective.yaml").read_text())
+    assert eff["fidelity"] == "authors" and eff["analysis"]["reference_start"] == 2
+    assert eff["analysis"]["estimator"] == "pooled" and eff["analysis"]["smoothing_logloss"] == 0.1
+    assert {d["text_rules"] for d in eff["datasets"].values()} == {"authors"}
+    assert eff["precision"] == "exact"  # the one switch set by hand
+    # texts: the authors' WritingPrompts keep "[WP]" and the markers; their CodeContests fence has no newline
+    wp0, wp1 = (pd.read_parquet(rd / "data" / "writingprompts" / "docs.parquet") for rd in (rd0, rd1))
+    assert not wp0["text"].str.contains("<newline>").any() and wp1["text"].str.contains("<newline>").all()
+    assert wp1["instruction"].str.contains("[WP] A fox number", regex=False).all()
+    cc1 = pd.read_parquet(rd1 / "data" / "codecontests" / "docs.parquet")
+    assert cc1["text"].str.startswith("```def add").all()
+    # WikiText (this tokenizer adds no BOS, so the prompts agree): the same generation, the reference log loss
+    # of step t taken from reference token t + 1
+    s0, s1 = (pd.read_parquet(rd / "scores" / "wikitext" / "base.parquet") for rd in (rd0, rd1))
+    s0 = s0[s0["setting"] == "ancestral-t1"]
+    assert s0["token_ids"].map(list).tolist() == s1["token_ids"].map(list).tolist()
+    g0, g1 = (pd.read_parquet(rd / "generations" / "wikitext" / "base" / "ancestral-t1.parquet") for rd in (rd0, rd1))
+    assert g0["token_ids"].map(list).tolist() == g1["token_ids"].map(list).tolist()
+    key = ["dataset", "model", "setting"]
+    p0, p1 = (pd.read_parquet(rd / "tables" / "per_step.parquet").set_index(key) for rd in (rd0, rd1))
+    w0, w1 = (p.loc[("wikitext", "base", "ancestral-t1")].set_index("step") for p in (p0, p1))
+    assert np.allclose(w0["entropy_mean"], w1["entropy_mean"])
+    steps = w1.index[w1["logloss_mean"].notna()]
+    assert len(steps) >= 10
+    assert np.allclose(w1.loc[steps, "logloss_mean"].to_numpy(), w0.loc[steps + 1, "logloss_mean"].to_numpy())
+    assert not np.allclose(w1.loc[steps, "logloss_mean"].to_numpy(), w0.loc[steps, "logloss_mean"].to_numpy())
+    # where the texts differ, so do the human tokens scored
+    for d in ("writingprompts", "codecontests"):
+        a, b = (pd.read_parquet(rd / "scores" / d / "base.parquet") for rd in (rd0, rd1))
+        assert a[a["setting"] == "ancestral-t1"]["token_ids"].map(list).tolist() != b["token_ids"].map(list).tolist()
+    # every summary row names its fidelity and reference token
+    for rd, fid, start in ((rd0, "exact", 1), (rd1, "authors", 2)):
+        summ = pd.read_csv(rd / "tables" / "summary.csv")
+        assert set(summ["fidelity"]) == {fid} and set(summ["reference_start"]) == {start}

@@ -52,6 +52,10 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
+    # config/config.yaml unedited resolves to the authors' choices, said before any job runs
+    assert ("fidelity authors: precision paper, datasets.wikitext.text_rules authors, datasets.writingprompts.text_rules "
+            "authors, datasets.codecontests.text_rules authors, analysis.reference_start 2, analysis.estimator pooled, "
+            "analysis.smoothing_logloss 0.1") in out  # fmt: skip
     counts = job_counts(out)
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)

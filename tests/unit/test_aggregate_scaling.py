@@ -256,3 +256,25 @@ def test_split_finished_names_the_first_missing_file_its_rule_and_a_log_only_whe
     (tmp_path / "scx-code-d.log").write_text("CUDA out of memory")
     _, missing = split_finished([dict(job("d", "top_p0.9-t1", sc=False), part="extra")], logs)
     assert missing[["failed_rule", "log"]].values.tolist() == [["score_extra", str(tmp_path / "scx-code-d.log")]]
+
+
+def test_fidelity_figures_match_the_closed_form_of_a_linear_log_loss():
+    """Reference log loss a + b*t at token t, generations of T steps at entropy c: EntCE over tokens 1..T is
+    c - (a + b(T+1)/2); the authors' tokens 2..T (T-1 steps: the reference has T tokens) give c - (a + b(T+2)/2),
+    b/2 lower. Pooled equals mean when no generation stops early; smoothing at the run's own 0.1 changes nothing."""
+    from entcal.fidelity import setting_rows
+
+    n, T, a, b, c = 5, 40, 2.0, 0.01, 3.0
+    gen = pd.DataFrame({"example_id": range(n), "n_tokens": T, "stopped_at_eos": False,
+                        "entropy": [np.full(T, c)] * n})  # fmt: skip
+    ll = a + b * np.arange(1, T + 1, dtype=np.float64)
+    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "n_outside": 0, "logloss": [ll] * n,
+                        "tf_entropy": [ll] * n})  # fmt: skip
+    r = setting_rows(gen, ref, max_len=T, smoothing=0.2)
+    assert r["entce_mean"] == pytest.approx(c - (a + b * (T + 1) / 2), abs=1e-12)
+    assert r["entce_mean_start2"] == pytest.approx(c - (a + b * (T + 2) / 2), abs=1e-12)
+    assert r["start2_minus_start1"] == pytest.approx(-b / 2, abs=1e-12)
+    assert r["pooled_minus_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert r["smooth_gap"] > 0 and setting_rows(gen, ref, max_len=T, smoothing=0.1)["smooth_gap"] == 0.0
+    # a linear curve under exponential smoothing lags by b(1-alpha)/alpha in the limit: 0.09 at 0.1, 0.04 at 0.2
+    assert r["smooth_gap"] == pytest.approx(b * (9 - 4), rel=0.05)

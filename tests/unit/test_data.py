@@ -1,5 +1,6 @@
 """Corpus discovery, document split, evaluation windows, clear errors for missing corpora."""
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -170,8 +171,10 @@ def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tm
     assert authors[0][2] == CODE_INSTRUCTION + "\nSum two numbers.\n"  # the statement as it is
 
 
-def test_first_selection_keeps_file_order_whole_documents_and_puts_calibration_last(tmp_path):
+def test_first_selection_keeps_file_order_whole_documents_and_calibrates_after_each_models_prompts(tmp_path, tiny_tokenizer):
     from entcal.data import prepare_dataset
+    from entcal.files import write_parquet
+    from entcal.prompts import calibration_windows, select_examples
 
     d = tmp_path / "data"
     d.mkdir()
@@ -182,10 +185,48 @@ def test_first_selection_keeps_file_order_whole_documents_and_puts_calibration_l
     prepare_dataset(spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"])
     docs, ex, cal = (pd.read_parquet(out[k]) for k in ("docs", "examples", "calibration"))
     assert docs["text"].tolist() == texts[:10]  # file order; the short article dropped (min_chars)
-    assert docs["split"].tolist() == ["heldout"] * 8 + ["calibration"] * 2  # no training split; calibration last
-    assert ex["text"].tolist() == texts[:8] and (ex["char_start"] == 0).all()  # whole documents, no window
-    assert ex["example_id"].tolist() == list(range(8))
-    assert cal["text"].tolist() == texts[8:10]
+    assert (docs["split"] == "heldout").all()  # no training split, and no document taken for calibration
+    assert ex["text"].tolist() == texts[:10] and (ex["char_start"] == 0).all()  # whole documents, no window
+    assert ex["example_id"].tolist() == list(range(10))
+    assert cal.empty and "after" in json.loads(Path(out["calibration"]).with_suffix(".json").read_text())["calibration"]
+    # a model whose 3 prompts need long documents skips the short ones: its windows start after its 3rd prompt
+    ref = len(tiny_tokenizer(texts[2], add_special_tokens=False)["input_ids"]) - 8  # documents 0 and 1 are shorter
+    chosen = select_examples(tiny_tokenizer, out["examples"], prompt_tokens=8, ref_tokens=ref, min_ref_tokens=ref, n=3)
+    ids = [e for e, _, _ in chosen]
+    assert ids == [2, 3, 4]
+    prompts = tmp_path / "prompts.parquet"
+    write_parquet(pd.DataFrame({"example_id": ids}), prompts)
+    windows = calibration_windows(out["calibration"], out["examples"], prompts)
+    assert windows["example_id"].tolist() == list(range(ids[-1] + 1, 10))
+    assert windows["text"].tolist() == texts[ids[-1] + 1 : 10]
+    write_parquet(pd.DataFrame({"example_id": [9]}), prompts)  # the last document is a prompt: nothing is left
+    with pytest.raises(ValueError, match="max_docs or lower generation.n_prompts"):
+        calibration_windows(out["calibration"], out["examples"], prompts)
+
+
+def test_random_selection_sets_no_calibration_documents_aside_unless_a_calibrated_sampler_needs_them(tmp_path):
+    from entcal.data import prepare_dataset
+    from entcal.prompts import calibration_windows
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i in range(20):
+        (d / f"f{i:02d}.txt").write_text(f"document {i}\n" + "some words here\n" * 30)
+    spec = {"source": "text_dir", "path": str(d), "glob": "*.txt", "heldout_fraction": 0.2, "calibration_fraction": 0.2,
+            "window_chars": 100, "n_examples": 8}  # fmt: skip
+    splits = {}
+    for needed in (True, False):
+        out = {k: str(tmp_path / f"{k}{needed}.parquet") for k in ("docs", "examples", "calibration")}
+        prepare_dataset(spec, out["docs"], out["examples"], seed=0, calibration_out=out["calibration"],
+                        calibration_needed=needed)  # fmt: skip
+        splits[needed] = pd.read_parquet(out["docs"])["split"].value_counts().to_dict()
+        cal = pd.read_parquet(out["calibration"])
+        assert len(cal) == (4 if needed else 0)  # one window at the start of each of the 4 calibration documents
+        if not needed:
+            with pytest.raises(ValueError, match="no calibration windows"):
+                calibration_windows(out["calibration"])
+    assert splits[True] == {"train": 12, "heldout": 4, "calibration": 4}
+    assert splits[False] == {"train": 16, "heldout": 4}  # the 4 go back to training
 
 
 def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_tokenizer):

@@ -15,6 +15,7 @@ LAYERS = [
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
+    ["fidelity"],  # what the fidelity switches change on a finished run
     ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files

@@ -20,11 +20,16 @@ Two ways to choose the documents (``selection`` in the dataset config):
   training split. Every document is an evaluation candidate, whole (no character window), in file
   order; the generation and scoring jobs take the first ``n_prompts`` that qualify under the model's
   own tokenizer (:func:`entcal.prompts.select_examples`), as the authors' ``load_datasets.py`` does.
-  The last ``calibration_fraction`` of the documents (file order) are the calibration split: after
-  every evaluation prompt, so disjoint from them whatever the tokenizer.
+  No document is set aside here: a model's calibration windows are the documents after its own
+  ``n_prompts``-th qualifying one (:func:`entcal.prompts.calibration_windows`), so they never take a
+  document its evaluation would use, whatever the tokenizer; ``calibration.parquet`` is then empty,
+  with ``selection: first`` in its metadata.
 - ``random`` (default for local corpora, needed by ``source: train`` models): documents are shuffled
   and split into train / calibration / held-out; evaluation windows of ``window_chars`` characters
   start at held-out document starts or at random line starts.
+
+The calibration split exists only where a calibrated sampler needs it (``calibration_needed``); otherwise
+``calibration.parquet`` is empty and no document is taken from training or evaluation.
 
 The corpus sources and the hub builders' text rules are described in :mod:`entcal.corpora`.
 """
@@ -198,13 +203,19 @@ def drop_empty(docs: list[tuple], name: str = "") -> list[tuple]:
 
 
 def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None,
-                    calibration_out: str | None = None, threads: int = 1, name: str = "") -> None:  # fmt: skip
+                    calibration_out: str | None = None, threads: int = 1, name: str = "",
+                    calibration_needed: bool = True) -> None:  # fmt: skip
     """Read a corpus, skip its empty documents, choose the documents (``selection``), cut examples (and
     calibration windows) and write the Parquet files. A corpus with too little text for its splits
     (no document left, none to train on, no evaluation or calibration window) is a :class:`DatasetError`
-    naming the corpus (``name``, its key under ``datasets``) and the settings to change."""
+    naming the corpus (``name``, its key under ``datasets``) and the settings to change.
+    ``calibration_needed``: whether a calibrated sampler runs (else ``calibration_out`` is written empty)."""
     try:
-        _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out, threads, name)
+        _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out if calibration_needed else None,
+                         threads, name)
+        if calibration_out and not calibration_needed:
+            write_calibration(pd.DataFrame(columns=EXAMPLE_COLUMNS), calibration_out, selection_mode(spec),
+                              "not needed: no calibrated sampler is configured")  # fmt: skip
     except DatasetError as err:
         if not name:
             raise
@@ -216,7 +227,7 @@ def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw
 def _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out, threads, name) -> None:
     first = selection_mode(spec) == "first"
     docs_in = drop_empty(read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads), name)
-    cal_frac = spec.get("calibration_fraction", 0.0) if calibration_out else 0.0
+    cal_frac = spec.get("calibration_fraction", 0.0) if calibration_out and not first else 0.0
     if first:
         docs = first_documents(docs_in[: spec.get("max_docs")], cal_frac, min_chars=spec.get("min_chars", 0))
         cut = dict(n_examples=len(docs), window_start="doc_start", window_chars=None, seed=seed,
@@ -232,8 +243,11 @@ def _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_ou
     side = {"source": spec["source"], "builder": spec.get("builder"), "selection": selection_mode(spec),
             "text_rules": spec.get("text_rules"), "seed": seed}  # fmt: skip
     if calibration_out:
-        cal = make_examples(docs, **cut, split="calibration")
-        write_parquet(cal, calibration_out, {**side, "split": "calibration", "n_examples": len(cal)})
+        if first:
+            cal, why = pd.DataFrame(columns=EXAMPLE_COLUMNS), "per model: the documents after its n_prompts-th qualifying one"
+        else:
+            cal, why = make_examples(docs, **cut, split="calibration"), f"calibration_fraction {cal_frac}"
+        write_calibration(cal, calibration_out, selection_mode(spec), why, side)
     log.info(
         "%s selection: %d documents (%d evaluation candidates, %d calibration, %.2f MB train), %d examples",
         selection_mode(spec),
@@ -246,6 +260,17 @@ def _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_ou
     write_parquet(docs, docs_out, {**side, "n_docs": len(docs), "splits": docs["split"].value_counts().to_dict()})
     write_examples(examples, examples_out, selection_mode(spec))
     write_sidecar(examples_out, {**side, "split": "heldout", "n_examples": len(examples)})
+
+
+EXAMPLE_COLUMNS = ["example_id", "doc_id", "char_start", "prefix", "instruction", "text"]
+
+
+def write_calibration(cal: pd.DataFrame, path: str | Path, selection: str, why: str, side: dict | None = None) -> None:
+    """``calibration.parquet`` (the columns of ``examples.parquet``) with the selection mode in its metadata and
+    ``calibration`` in its sidecar saying where its windows come from."""
+    cal = cal.astype({"example_id": "int64", "char_start": "int64"}) if cal.empty else cal
+    write_examples(cal, path, selection)
+    write_sidecar(path, {**(side or {}), "split": "calibration", "n_examples": len(cal), "calibration": why})
 
 
 def write_examples(examples: pd.DataFrame, path: str | Path, selection: str) -> None:

@@ -22,7 +22,7 @@ from entcal.jobs import job_batch
 from entcal.labels import fit_data, label_prefixes, last_hidden, make_prefixes
 from entcal.models import load_model
 from entcal.predictor import FutureEntropyHead, evaluate_head, save_head, train_head
-from entcal.prompts import end_token_ids, select_examples
+from entcal.prompts import calibration_windows, end_token_ids, select_examples
 from entcal.samplers import TILTS
 from entcal.tilt import equal_entropy_comparison, fit_alphas, tradeoff_rows
 
@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: str, *, prompt_tokens: int, max_len: int,
                 cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True,
-                chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
-    """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar.
+                chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0, examples_path: str | None = None,
+                prompts_path: str | None = None) -> None:  # fmt: skip
+    """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar. The windows are
+    :func:`entcal.prompts.calibration_windows` (``examples_path``, ``prompts_path``: for ``selection: first``).
 
     Columns: prefix_id, window_id, split (train | test), step (0-based generation step the prefix
     ends at), prefix_len, rank, candidate (token id), logprob (log p̂ of the candidate),
@@ -42,7 +44,7 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
     """
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
-    windows = read_parquet(windows_path)
+    windows = calibration_windows(windows_path, examples_path, prompts_path)
     prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
                              cal["test_fraction"], seed, chat)  # fmt: skip
     if not prefixes:
@@ -67,7 +69,8 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
 def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
                          tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
                          seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
-                         chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0) -> None:  # fmt: skip
+                         chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0, examples_path: str | None = None,
+                         prompts_path: str | None = None) -> None:  # fmt: skip
     """Train the head, test it on held-out labels, fit alpha per step bucket for each tilt sampler,
     measure the Mirostat target; write ``predictor.safetensors`` + ``predictor.json`` and the
     teacher-forced trade-off table. The head trains on the CPU (it is small; the frozen model's
@@ -102,7 +105,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     metrics = evaluate_head(head, h, train, test)
     log.info("head: %s", metrics)
     # alpha per bucket on further calibration windows (not the label windows)
-    windows = read_parquet(windows_path)
+    windows = calibration_windows(windows_path, examples_path, prompts_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
     chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
     lookahead = "one_step_lookahead" in samplers

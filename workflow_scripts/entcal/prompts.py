@@ -29,11 +29,14 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from entcal.files import SELECTION_KEY, read_parquet
+from entcal.files import SELECTION_KEY, check_file, read_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,33 @@ def _selection(examples) -> str | None:
     import pyarrow.parquet as pq
 
     return ((pq.read_schema(examples).metadata or {}).get(SELECTION_KEY) or b"").decode() or None
+
+
+def calibration_windows(windows_path: str | Path, examples_path: str | Path | None = None,
+                        prompts_path: str | Path | None = None) -> pd.DataFrame:
+    """A model's calibration windows. Under ``selection: random`` they are ``calibration.parquet``'s. Under
+    ``selection: first`` (the paper's) they are the examples after the last one the model's prompts use, so
+    no document that its first ``n_prompts`` qualifying ones include is ever used for calibration."""
+    import pyarrow.parquet as pq
+
+    if _selection(windows_path) != "first":
+        windows = read_parquet(windows_path)
+        if windows.empty:
+            raise ValueError(f"{windows_path}: no calibration windows (the dataset was prepared with no calibrated "
+                             "sampler configured, or datasets.<name>.calibration_fraction is 0)")  # fmt: skip
+        return windows
+    if examples_path is None or prompts_path is None:
+        raise ValueError(f"{windows_path}: selection first takes a model's calibration windows after its prompts: "
+                         "pass the examples and the model's prompts")  # fmt: skip
+    last = int(read_parquet(prompts_path, columns=["example_id"])["example_id"].max())
+    check_file(examples_path)
+    windows = pq.read_table(examples_path, filters=[("example_id", ">", last)]).to_pandas()
+    if windows.empty:
+        raise ValueError(f"{examples_path}: no document is left after example {last}, the last of the model's prompts "
+                         "(file order), for the calibration windows: raise datasets.<name>.max_docs or lower "
+                         "generation.n_prompts")  # fmt: skip
+    log.info("calibration windows: %d examples after example %d, the model's last prompt", len(windows), last)
+    return windows
 
 
 def end_token_ids(tok, model_dir: str | Path | None = None) -> list[int]:
