@@ -86,6 +86,7 @@ rule calibration_table:
     input:
         unpack(get_calibration_tables),
         summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
+        per_prompt=[rules.aggregate.output.per_prompt, rules.aggregate_extra.output.per_prompt],
         rerun=RERUN("calibration_table"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(
@@ -95,7 +96,10 @@ rule calibration_table:
         ),
         predictors=f"{RD}/tables/predictor.csv",
         tradeoff=f"{RD}/tables/tradeoff_tf.csv",
+        study=f"{RD}/tables/calibration_study.csv",  # each method's log loss at EntCE = 0 (entcal.study)
     params:
+        n_boot=lookup(dpath="analysis/n_boot", within=config),
+        seed=lookup(dpath="seed", within=config),
         code=CODE["calibration_table"],
     log:
         f"{RD}/logs/calibration_table.log",
@@ -113,6 +117,7 @@ rule plot_calibration:
     input:
         table=rules.calibration_table.output.table,
         tradeoff=rules.calibration_table.output.tradeoff,
+        study=rules.calibration_table.output.study,
         rerun=RERUN("plot_calibration"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
@@ -121,6 +126,12 @@ rule plot_calibration:
             category="Figures",
         ),
         pdf=f"{RD}/figures/calibration_tf.pdf",
+        study_png=report(
+            f"{RD}/figures/calibration_study.png",
+            caption="report/calibration_study.rst",
+            category="Figures",
+        ),
+        study_pdf=f"{RD}/figures/calibration_study.pdf",
     params:
         code=CODE["plot_calibration"],
     log:

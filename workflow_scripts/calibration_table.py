@@ -1,6 +1,7 @@
 """Adapter: every sampler of the calibrated models side by side, and the predictors' test errors."""
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,13 +14,23 @@ import pandas as pd  # noqa: E402
 
 from entcal.aggregate import calibration_tables  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
+from entcal.study import answer, calibration_study  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
+log = logging.getLogger("calibration_table")
+summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)  # the paper's and the extras'
 table, pred, tradeoff = calibration_tables(
-    pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True),  # the paper's and the extras'
+    summary,
     [json.loads(Path(p).read_text()) for p in snakemake.input.predictors],
     [pd.read_csv(p) for p in snakemake.input.tradeoffs],
 )
 table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
 pred.to_csv(snakemake.output.predictors, index=False, float_format="%.6g")
 tradeoff.to_csv(snakemake.output.tradeoff, index=False, float_format="%.6g")
+per_prompt = pd.concat([pd.read_parquet(p) for p in snakemake.input.per_prompt], ignore_index=True)
+calibrated = set(table["model"])
+study = calibration_study(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,
+                          seed=snakemake.params.seed)  # fmt: skip
+study.to_csv(snakemake.output.study, index=False, float_format="%.6g")
+for line in answer(study):
+    log.info("%s", line)

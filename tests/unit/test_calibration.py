@@ -236,6 +236,51 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
         np.testing.assert_allclose(-s["logloss"][0], row["logprob"], atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler,param", [("future_entropy", 0.6), ("one_step_lookahead", 0.0), ("mirostat", 3.5)])
+def test_a_settings_param_fixes_the_alpha_or_target_in_generation_and_scoring(model64, sampler, param):
+    """``param`` of a calibrated setting replaces the fitted alphas (every bucket) or Mirostat's target:
+    with f = 0 the tilt at alpha a is temperature 1/(1 + a) on the whole vocabulary (float64 forward);
+    alpha 0 on the exact lookahead is the model itself; Mirostat follows the given target; and scoring the
+    generated text with the same setting reproduces the recorded entropies."""
+    model, tok = model64
+    k = 5
+    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=0.0, sigma=1.0).double()
+    for w in head.parameters():
+        torch.nn.init.zeros_(w)  # f = mu = 0 for every token
+    head.requires_grad_(False)
+    calib = _calib([0.4, -0.2], [0.8, 0.3], k)
+    if sampler != "mirostat":
+        assert sampling.tilt_alphas(sampler, calib, param) == [param, param]
+        assert sampling.tilt_alphas(sampler, calib) == ([0.4, -0.2] if sampler == "future_entropy" else [0.8, 0.3])
+    assert sampling.mirostat_target(calib, 3.5) == 3.5 and sampling.mirostat_target(calib) == 2.0
+    factory = sampling.calibrated_processors(sampler, model, calib, head, param)
+    try:
+        out = sample_with_entropy(model, tok, PROMPTS, temperature=1.0, max_new_tokens=7, batch_size=3, seed=0,
+                                  stop_at_eos=False, extra_processors=factory)  # fmt: skip
+    finally:
+        for m in model.modules():
+            m._forward_hooks.clear()  # the head's hidden-state tap
+    for p, row in zip(PROMPTS, out):
+        seq = p + row["token_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([seq])).logits[0], -1)
+        miro = sampling.Mirostat(3.5, 0.1)
+        for t in range(len(row["token_ids"])):
+            lp = logp[len(p) - 1 + t : len(p) + t]
+            if sampler == "mirostat":
+                q = torch.log_softmax(miro.step(lp, torch.tensor([seq[len(p) - 1 + t]]) if t else None), -1)
+            else:
+                q = torch.log_softmax(lp * (1 + param), -1)
+            ent = float(-(q.exp() * q.nan_to_num(neginf=0)).sum())
+            assert abs(row["entropy"][t] - ent) < 1e-4, (sampler, t)
+    pairs = [(p, row["token_ids"]) for p, row in zip(PROMPTS, out)]
+    st = {"sampler": sampler, "temperature": 1.0, "param": param, "slug": f"{sampler}{param:g}-t1"}
+    scored = score_settings(model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4,
+                            calib=calib, head=head)  # fmt: skip
+    for row, s in zip(out, scored):
+        np.testing.assert_allclose(s["tf_entropy"][0], row["entropy"], atol=1e-4)
+
+
 def test_mirostat_holds_surprise_near_its_target(model64):
     import copy
 

@@ -179,6 +179,10 @@ def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
         ({"sampler": "top_p", "param": 1.5}, "samplers.base[0].param: top_p takes a param (0, 1], got 1.5"),
         ({"sampler": "min_p", "param": 2}, "samplers.base[0].param: min_p takes a param (0, 1], got 2"),
         ({"sampler": "typical", "param": 1.01}, "samplers.base[0].param: typical takes a param (0, 1], got 1.01"),
+        ({"sampler": "top_p", "param": 0}, "samplers.base[0].param: top_p takes a param (0, 1], got 0"),
+        ({"sampler": "mirostat", "param": 0}, "samplers.base[0].param: mirostat takes a param > 0, got 0"),
+        ({"sampler": "ancestral", "param": 0.5}, "samplers.base[0]: 'ancestral' takes no 'param'"),
+        ({"sampler": "min_p"}, "samplers.base[0]: 'param' is required for 'min_p'"),
         ({"sampler": "ancestral", "temperature": 1e-5}, "samplers.base[0]: temperature 1e-05 / param None give the file "
          "name 'ancestral-t1e-05', which is not of the form"),
     ],
@@ -193,10 +197,11 @@ def test_sampler_settings_are_checked_at_load_naming_the_key(setting, message):
 
 
 @pytest.mark.parametrize("sampler, param", [("top_k", 50), ("top_k", 50.0), ("top_p", 1.0), ("min_p", 0.05),
-                                            ("eta", 0.003), ("typical", 0.9)])  # fmt: skip
+                                            ("eta", 0.003), ("typical", 0.9), ("future_entropy", 0.0),
+                                            ("one_step_lookahead", 0.25), ("mirostat", 3.0), ("mirostat", None)])  # fmt: skip
 def test_valid_sampler_params_pass(sampler, param):
     cfg = load("demo.yaml")
-    cfg["samplers"]["base"] = [{"sampler": sampler, "param": param, "temperature": 0.7}]
+    cfg["samplers"]["base"] = [{"sampler": sampler, "temperature": 0.7, **({} if param is None else {"param": param})}]
     validate(cfg, SCHEMA, set_default=True)
     check_config(cfg)
 

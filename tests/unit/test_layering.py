@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 LAYERS = [
     ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
      "runtime", "gguf", "fingerprint", "provenance"],
-    ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data"],
+    ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
     ["fidelity"],  # what the fidelity switches change on a finished run

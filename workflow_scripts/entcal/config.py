@@ -367,7 +367,7 @@ def check_config(config: dict) -> None:
                               f"the file name {slug!r}, which is not of the form {SETTING_PATTERN}: write them as "
                               "decimals, e.g. temperature: 0.7")  # fmt: skip
             entry = samplers.SAMPLERS.get(st["sampler"])
-            if entry and entry.needs_param and st.get("param") is not None and entry.param_problem(st["param"]):
+            if entry and entry.takes_param and st.get("param") is not None and entry.param_problem(st["param"]):
                 errors.append(f"samplers.{kind}[{i}].param: {entry.param_problem(st['param'])}")
         if len(set(slugs)) != len(slugs):
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
@@ -375,8 +375,12 @@ def check_config(config: dict) -> None:
             if st["sampler"] not in samplers.SAMPLERS:
                 errors.append(f"samplers.{kind}[{i}].sampler: unknown sampler {st['sampler']!r} (known: {', '.join(samplers.SAMPLERS)})")
                 continue
-            if samplers.SAMPLERS[st["sampler"]].needs_param != (st.get("param") is not None):
-                errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r} and only for the truncation samplers")
+            entry = samplers.SAMPLERS[st["sampler"]]
+            if entry.needs_param and st.get("param") is None:
+                errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r}")
+            elif not entry.takes_param and st.get("param") is not None:
+                errors.append(f"samplers.{kind}[{i}]: {st['sampler']!r} takes no 'param' (only the truncation samplers "
+                              "and, optionally, the calibrated ones)")  # fmt: skip
             for m in st.get("models", []):
                 if m not in config["models"]:
                     errors.append(f"samplers.{kind}[{i}].models: unknown model {m!r}")

@@ -214,7 +214,7 @@ def generate_file(
                                         quantization="nf4" if precision == "paper" else "none")  # fmt: skip
                 head_mod = load_head(head, model)[0] if calib and head else None
                 if calib and not two_phase:
-                    factory = calibrated_processors(sampler, model, calib, head_mod)
+                    factory = calibrated_processors(sampler, model, calib, head_mod, sampler_param)
             if two_phase:
                 rows = _entropy_rows(model, [p for _, p, _ in part], tokens[k], setting, calib, head_mod, ends,
                                      tok.pad_token_id, pass_batch)  # fmt: skip
@@ -311,7 +311,7 @@ def _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, *,
                     engine, _ = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
                                            gpu_memory_gb=gpu_memory_gb)  # fmt: skip
                     head_mod = load_head(head, engine)[0] if calib and head else None
-                    factory = calibrated_processors(setting["sampler"], engine, calib, head_mod) if calib else None
+                    factory = calibrated_processors(setting["sampler"], engine, calib, head_mod, setting["param"]) if calib else None
                 rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
                 rows = sample_with_entropy(engine, tok, prompts, temperature=setting["temperature"],
                                            max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,

@@ -329,3 +329,31 @@ def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[
                title=f"{ds}: generations")  # fmt: skip
         ax.legend(fontsize=5)
     _save(fig, outputs)
+
+
+def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: list[str]) -> None:
+    """One panel per model x dataset: every method's settings (entropy of generations vs reference log loss,
+    ``calibration.csv``), joined in entropy order, the diagonal where EntCE = 0, and each method's
+    calibrated point (``calibration_study.csv``) with its bootstrap interval of log loss."""
+    pairs = sorted({(r.model, r.dataset) for r in study.itertuples()}) or [("", "")]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.8), squeeze=False)
+    methods = sorted(set(table["sampler"]) | set(study["method"]))
+    cmap = plt.get_cmap("tab10", max(len(methods), 2))
+    for ax, (m, d) in zip(axes[0], pairs):
+        t = table[(table["model"] == m) & (table["dataset"] == d)]
+        for k, meth in enumerate(methods):
+            g = t[t["sampler"] == meth].sort_values("entropy_mean")
+            if not g.empty:
+                ax.plot(g["entropy_mean"], g["logloss_mean"], "-" if len(g) > 1 else "", color=cmap(k),
+                        marker=MARKERS.get(meth, "o"), ms=4, label=meth)  # fmt: skip
+            s = study[(study["model"] == m) & (study["dataset"] == d) & (study["method"] == meth) & study["crosses"]]
+            for r in s.itertuples():
+                yerr = [[r.logloss_at_calibration - r.logloss_ci_low], [r.logloss_ci_high - r.logloss_at_calibration]]
+                ax.errorbar(r.entropy_at_calibration, r.logloss_at_calibration, yerr=yerr, color=cmap(k), marker="*",
+                            ms=10, capsize=3)  # fmt: skip
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="EntCE = 0")
+        ax.set(xlabel="entropy of generations (nats/token)", ylabel="reference log loss (nats/token)",
+               title=f"{m} / {d}: stars = calibrated point, 95 % CI")  # fmt: skip
+        ax.legend(fontsize=6)
+    _save(fig, outputs)

@@ -181,16 +181,29 @@ def load_calibration(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def calibrated_processors(sampler: str, model, calib: dict, head: FutureEntropyHead | None):
+def tilt_alphas(sampler: str, calib: dict, param: float | None = None) -> list[float]:
+    """The alpha of each step bucket: fitted by train_predictor, or ``param`` in every bucket (a setting's
+    fixed alpha, to trace the tilt's trade-off curve)."""
+    fitted = [float(b["alpha"]) for b in calib["alpha"][sampler]]
+    return fitted if param is None else [float(param)] * len(fitted)
+
+
+def mirostat_target(calib: dict, param: float | None = None) -> float:
+    """Mirostat's target surprise (nats): the model's own log loss on calibration text, or ``param``."""
+    return float(calib["mirostat_target"] if param is None else param)
+
+
+def calibrated_processors(sampler: str, model, calib: dict, head: FutureEntropyHead | None, param: float | None = None):
     """A function (prompt input_ids, attention_mask) -> logits processors for one batch, for the
-    calibrated samplers; None for the others. ``head``: the loaded predictor head (future_entropy)."""
+    calibrated samplers; None for the others. ``head``: the loaded predictor head (future_entropy);
+    ``param``: the setting's fixed alpha (tilts) or target (mirostat), None for the fitted ones."""
     entry = registry_entry(sampler)
     if entry.kind != "calibrated":
         return None
     if not entry.tilts:  # mirostat
-        return lambda ids, mask: [Mirostat(calib["mirostat_target"], calib["mirostat_eta"])]
+        return lambda ids, mask: [Mirostat(mirostat_target(calib, param), calib["mirostat_eta"])]
     k, edges = calib["candidates"], calib["step_buckets"]
-    alphas = [b["alpha"] for b in calib["alpha"][sampler]]
+    alphas = tilt_alphas(sampler, calib, param)
     if entry.predictor == "head":
         if head is None:
             raise ValueError(f"sampler {sampler!r} needs the predictor head (train_predictor output)")
@@ -204,8 +217,8 @@ class ReferenceTilt:
     ``start ..`` (step buckets from the position), f from the head on the hidden states ``h`` or from
     the lookahead's candidates ``top`` and entropies ``f``."""
 
-    def __init__(self, sampler: str, calib: dict, head: FutureEntropyHead | None):
-        self.alphas = [x["alpha"] for x in calib["alpha"][sampler]]
+    def __init__(self, sampler: str, calib: dict, head: FutureEntropyHead | None, param: float | None = None):
+        self.alphas = tilt_alphas(sampler, calib, param)
         self.edges, self.k, self.head = calib["step_buckets"], calib["candidates"], head
         self.uses_head = registry_entry(sampler).predictor == "head"
 
@@ -223,8 +236,8 @@ class ReferenceMirostat:
     """Mirostat along a human reference: its mu driven by the surprise of the human tokens ``targets``;
     chunks must come in order."""
 
-    def __init__(self, calib: dict, targets: torch.Tensor):
-        self.m, self.targets = Mirostat(calib["mirostat_target"], calib["mirostat_eta"]), targets
+    def __init__(self, calib: dict, targets: torch.Tensor, param: float | None = None):
+        self.m, self.targets = Mirostat(mirostat_target(calib, param), calib["mirostat_eta"]), targets
 
     def __call__(self, scores: torch.Tensor, *, h: torch.Tensor, start: int, top=None, f=None) -> torch.Tensor:
         lp = torch.log_softmax(scores, -1)
@@ -233,12 +246,14 @@ class ReferenceMirostat:
                           for q in range(lp.shape[0])])  # fmt: skip
 
 
-def reference_adjuster(sampler: str, calib: dict | None, head: FutureEntropyHead | None, targets: torch.Tensor):
+def reference_adjuster(sampler: str, calib: dict | None, head: FutureEntropyHead | None, targets: torch.Tensor,
+                       param: float | None = None):  # fmt: skip
     """The function (tempered scores, h=, start=, top=, f=) -> final scores of a calibrated sampler
-    along one reference (``targets``: its tokens), or None for the others."""
+    along one reference (``targets``: its tokens; ``param``: as :func:`calibrated_processors`), or None
+    for the others."""
     entry = registry_entry(sampler)
     if entry.kind != "calibrated":
         return None
     if calib is None:
         raise ValueError(f"sampler {sampler!r} needs the model's calibration file (train_predictor output)")
-    return ReferenceTilt(sampler, calib, head) if entry.tilts else ReferenceMirostat(calib, targets)
+    return ReferenceTilt(sampler, calib, head, param) if entry.tilts else ReferenceMirostat(calib, targets, param)

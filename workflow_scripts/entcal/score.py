@@ -88,7 +88,7 @@ def score_settings(
             tgt = ids[i, len(p) : len(p) + len(r)].to(out_dev)
             res = {key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
                    for key in ("logloss", "tf_entropy", "outside")}  # fmt: skip
-            adjusters = [reference_adjuster(st["sampler"], calib, head, tgt) for st in settings]
+            adjusters = [reference_adjuster(st["sampler"], calib, head, tgt, st.get("param")) for st in settings]
             for start in range(0, len(r), chunk):
                 sl = slice(start, start + chunk)
                 h = h_all[i, sl][: len(r) - start]
