@@ -198,7 +198,7 @@ def test_sampler_settings_are_checked_at_load_naming_the_key(setting, message):
 
 @pytest.mark.parametrize("sampler, param", [("top_k", 50), ("top_k", 50.0), ("top_p", 1.0), ("min_p", 0.05),
                                             ("eta", 0.003), ("typical", 0.9), ("future_entropy", 0.0),
-                                            ("one_step_lookahead", 0.25), ("mirostat", 3.0), ("mirostat", None)])  # fmt: skip
+                                            ("one_step_lookahead", -0.25), ("mirostat", 3.0), ("mirostat", None)])  # fmt: skip
 def test_valid_sampler_params_pass(sampler, param):
     cfg = load("demo.yaml")
     cfg["samplers"]["base"] = [{"sampler": sampler, "temperature": 0.7, **({} if param is None else {"param": param})}]

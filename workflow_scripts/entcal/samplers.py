@@ -11,8 +11,8 @@ applied first (transformers' ``TemperatureLogitsWarper``), then the sampler's ow
 - ``calibrated``: a processor of :mod:`entcal.sampling` that needs the model and the
   ``train_predictor`` outputs (``future_entropy``: the tilt by the trained head; ``one_step_lookahead``:
   the tilt by the exact entropy after each top-K candidate; ``mirostat``: surprise held at a target).
-  Their ``param`` is optional: a fixed alpha (tilts, >= 0) or target surprise in nats (mirostat) in
-  place of the fitted one.
+  Their ``param`` is optional: a fixed alpha (tilts; negative raises the entropy) or target surprise in
+  nats (mirostat) in place of the fitted one.
 
 Adding a truncation sampler is one entry here: ``Sampler("name", "truncation", truncates=True,
 vllm=False, warper=("SomeLogitsWarper", "its_keyword", float))``; the schema's enum lists it too
@@ -21,6 +21,7 @@ vllm=False, warper=("SomeLogitsWarper", "its_keyword", float))``; the schema's e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -34,7 +35,7 @@ class Sampler:
     predictor: str | None = None  # tilts: where f comes from (head: the trained head; lookahead: exact one step)
     extra_forward_per_step: int = 0  # model forward tokens per generated token beyond one ...
     per_candidate_forward: int = 0  # ... plus this many per top-K candidate
-    param_domain: str = ""  # "(0, 1]" (a probability mass or ratio), "> 0", ">= 0" or "integer >= 1"
+    param_domain: str = ""  # "(0, 1]" (a probability mass or ratio), "> 0", "real" or "integer >= 1"
     param_optional: bool = False  # calibrated samplers: a fixed alpha or target in place of the fitted one
 
     def param_problem(self, value) -> str | None:
@@ -43,8 +44,8 @@ class Sampler:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 1
         elif self.param_domain == "(0, 1]":
             ok = isinstance(value, (int, float)) and 0 < value <= 1
-        elif self.param_domain == ">= 0":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        elif self.param_domain == "real":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
             ok = isinstance(value, (int, float)) and value > 0
         return None if ok else f"{self.name} takes a param {self.param_domain or '> 0'}, got {value!r}"
@@ -82,9 +83,9 @@ SAMPLERS = {s.name: s for s in [
     Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float), param_domain="> 0"),
     # calibrated: param, when given, is a fixed alpha in every step bucket (tilts) or the target surprise in
     # nats (mirostat), in place of train_predictor's fitted ones: a sweep traces each method's trade-off curve
-    Sampler("future_entropy", "calibrated", predictor="head", param_domain=">= 0", param_optional=True),
+    Sampler("future_entropy", "calibrated", predictor="head", param_domain="real", param_optional=True),
     Sampler("one_step_lookahead", "calibrated", predictor="lookahead", extra_forward_per_step=1,
-            per_candidate_forward=1, param_domain=">= 0", param_optional=True),  # its own cache: one token to extend it, one per candidate
+            per_candidate_forward=1, param_domain="real", param_optional=True),  # its own cache: one token to extend it, one per candidate
     Sampler("mirostat", "calibrated", truncates=True, param_domain="> 0", param_optional=True),
 ]}  # fmt: skip
 
