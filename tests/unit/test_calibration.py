@@ -135,12 +135,30 @@ def test_head_learns_and_beats_a_constant_on_held_out_labels():
     m = predictor.evaluate_head(head.eval(), h, train, test)
     assert m["rmse_test"] < 0.8 * m["rmse_constant"]
     assert m["r2_test"] > 0.3
+    assert m["r2_test_ci_low"] < m["r2_test"] < m["r2_test_ci_high"] and m["n_test_windows"] == 20
+    assert m["r2_test_ci_high"] - m["r2_test_ci_low"] < 0.5
+
     # the full-vocabulary output and the per-candidate output agree
     lp_all = torch.log_softmax(torch.randn(3, v), -1)
     idx = torch.tensor([[1, 2], [3, 4], [5, 6]])
     with torch.no_grad():
         full, some = head(h[:3], lp_all), head(h[:3], lp_all.gather(-1, idx), idx)
     torch.testing.assert_close(full.gather(-1, idx), some, atol=1e-5, rtol=0)
+
+
+def test_window_bootstrap_intervals_widen_when_labels_cluster_by_window():
+    """Labels sharing a window-level offset are not independent: resampling windows gives a wider R^2
+    interval than the same number of independent labels, and covers the population R^2 (here 0.5)."""
+    rng = np.random.default_rng(0)
+    n_win, per = 40, 10
+    x = rng.normal(size=n_win * per)
+    w = np.repeat(np.arange(n_win), per)
+    clustered = x + np.repeat(rng.normal(size=n_win), per) * 0.8 + rng.normal(size=n_win * per) * 0.6
+    independent = x + rng.normal(size=n_win * per)
+    cl = predictor.window_bootstrap_r2(clustered, {"x": x}, w, n_boot=500)["x"]
+    ind = predictor.window_bootstrap_r2(independent, {"x": x}, np.arange(n_win * per), n_boot=500)["x"]
+    assert cl[0] < 0.5 < cl[1] and ind[0] < 0.5 < ind[1]
+    assert cl[1] - cl[0] > 1.3 * (ind[1] - ind[0])
 
 
 def test_early_stopping_keeps_the_best_weights_when_training_overfits():

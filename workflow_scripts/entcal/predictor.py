@@ -58,6 +58,22 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
+def window_bootstrap_r2(y: np.ndarray, preds: dict[str, np.ndarray], windows: np.ndarray, n_boot: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Percentile intervals of each predictor's R^2 on held-out labels, resampling whole windows (the labels
+    of one window share its text, so they are not independent draws): {name: (low, high)}."""
+    rng = np.random.default_rng(seed)
+    ids, inv = np.unique(windows, return_inverse=True)
+    members = [np.flatnonzero(inv == j) for j in range(len(ids))]
+    stats = {k: [] for k in preds}
+    for _ in range(n_boot):
+        idx = np.concatenate([members[j] for j in rng.integers(0, len(ids), len(ids))])
+        for k, p in preds.items():
+            stats[k].append(r2(y[idx], p[idx]))
+    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+    return {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in stats.items()}
+
+
 def _predict(head: FutureEntropyHead, h: torch.Tensor, df: pd.DataFrame) -> torch.Tensor:
     pid = torch.tensor(df["prefix_id"].to_numpy())
     cand = torch.tensor(df["candidate"].to_numpy())[:, None]
@@ -121,14 +137,18 @@ def evaluate_head(head: FutureEntropyHead, h: torch.Tensor, train: pd.DataFrame,
     one = a + b * test["onestep_entropy"].to_numpy()
     rolls = np.stack(test["label_rollouts"].to_numpy())
     noise = float(np.mean(rolls.var(axis=1, ddof=1) / rolls.shape[1])) if rolls.shape[1] > 1 else float("nan")
+    ci = window_bootstrap_r2(y_te, {"head": p_te, "onestep": one}, test["window_id"].to_numpy())
     return {
         "n_train": int(len(train)),
         "n_test": int(len(test)),
         "r2_train": r2(y_tr, _predict(head, h, train).numpy()),
         "r2_test": r2(y_te, p_te),
+        "r2_test_ci_low": ci["head"][0], "r2_test_ci_high": ci["head"][1],  # 95 %, test windows resampled
+        "n_test_windows": int(test["window_id"].nunique()),
         "rmse_test": float(np.sqrt(np.mean((y_te - p_te) ** 2))),
         "rmse_constant": float(np.sqrt(np.mean((y_te - const) ** 2))),
         "r2_onestep_linear": r2(y_te, one),
+        "r2_onestep_linear_ci_low": ci["onestep"][0], "r2_onestep_linear_ci_high": ci["onestep"][1],
         "rmse_onestep_linear": float(np.sqrt(np.mean((y_te - one) ** 2))),
         "label_noise_var": noise,
         "noise_ceiling_r2": float(1 - noise / np.var(y_te)) if np.isfinite(noise) else float("nan"),
