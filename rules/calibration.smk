@@ -58,7 +58,8 @@ rule train_predictor:
         chat=get_chat,
         samplers=get_calibrated_samplers,
         predictor=config_subset("calibration", ["horizon", "candidates", "head", "val_fraction", "fit_windows",
-                                                "step_buckets", "alpha_bounds", "tradeoff_alphas", "mirostat_eta"]),
+                                                "step_buckets", "alpha_bounds", "tradeoff_alphas", "mirostat_eta",
+                                                "variants"]),
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
@@ -97,6 +98,7 @@ rule calibration_table:
         predictors=f"{RD}/tables/predictor.csv",
         tradeoff=f"{RD}/tables/tradeoff_tf.csv",
         study=f"{RD}/tables/calibration_study.csv",  # each method's log loss at EntCE = 0 (entcal.study)
+        variants=f"{RD}/tables/predictor_variants.csv",  # the head against its variants and the baselines
     params:
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 import pandas as pd  # noqa: E402
 
-from entcal.aggregate import calibration_tables  # noqa: E402
+from entcal.aggregate import calibration_tables, predictor_variants  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.study import answer, calibration_study  # noqa: E402
 
@@ -27,6 +27,8 @@ table, pred, tradeoff = calibration_tables(
 table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
 pred.to_csv(snakemake.output.predictors, index=False, float_format="%.6g")
 tradeoff.to_csv(snakemake.output.tradeoff, index=False, float_format="%.6g")
+predictor_variants([json.loads(Path(p).read_text()) for p in snakemake.input.predictors]).to_csv(
+    snakemake.output.variants, index=False, float_format="%.6g")  # fmt: skip
 per_prompt = pd.concat([pd.read_parquet(p) for p in snakemake.input.per_prompt], ignore_index=True)
 calibrated = set(table["model"])
 study = calibration_study(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,

@@ -277,6 +277,21 @@ def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
     tr = pd.read_csv(rd / "tables" / "tradeoff_tf.csv")
     assert set(tr["method"]) == {"temperature", "future_entropy", "one_step_lookahead"}
     assert (rd / "figures" / "calibration_tf.png").stat().st_size > 1000
+    # every predictor on the same held-out labels: the samplers' head, its variants, the baselines
+    var = pd.read_csv(rd / "tables" / "predictor_variants.csv")
+    assert set(var["predictor"]) == {"head", "mid_layer", "half_labels", "small_head", "constant", "onestep_linear"}
+    assert var.groupby("dataset")["n_test"].nunique().eq(1).all()  # the same test labels for all
+    for ds, g in var.groupby("dataset"):
+        g = g.set_index("predictor")
+        assert g.loc["head", "r2_test"] == pytest.approx(pred.set_index("dataset").loc[ds, "r2_test"], abs=1e-5)
+        assert g.loc["half_labels", "n_train"] < g.loc["head", "n_train"] and g.loc["constant", "r2_test"] <= 1e-9
+    # each method's calibrated point (or none, with crosses false), and its figure
+    study = pd.read_csv(rd / "tables" / "calibration_study.csv")
+    assert set(study["method"]) == set(table["sampler"]) and set(study["model"]) == {"tiny_b"}
+    crossed = study[study["crosses"]]  # a calibrated point lies on the diagonal
+    assert ((crossed["entropy_at_calibration"] - crossed["logloss_at_calibration"]).abs() < 1e-9).all()
+    assert study.loc[~study["crosses"], "logloss_at_calibration"].isna().all()
+    assert (rd / "figures" / "calibration_study.png").stat().st_size > 1000
 
 
 def test_micro_run_writes_the_theory_tables(micro):

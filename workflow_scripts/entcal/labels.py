@@ -50,15 +50,17 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
 
 
 @torch.inference_mode()
-def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int) -> torch.Tensor:
-    """The last hidden state at the end of each sequence, (N, d), float32."""
+def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, layer: int | None = None) -> torch.Tensor:
+    """The hidden state at the end of each sequence, (N, d), float32: the last (final norm applied), or the
+    output of decoder layer ``layer`` (1-based; ``hidden_states[layer]`` of transformers)."""
     base = getattr(model, model.base_model_prefix)
     device = input_device(model)
     out = []
     for b in range(0, len(seqs), batch_size):
         batch = seqs[b : b + batch_size]
         ids, mask = pad(batch, pad_id, side="right")
-        h = base(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        res = base(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=layer is not None)
+        h = res.last_hidden_state if layer is None else res.hidden_states[layer]
         last = torch.tensor([len(s) - 1 for s in batch], device=h.device)
         out.append(h[torch.arange(len(batch), device=h.device), last].float())
     return torch.cat(out)

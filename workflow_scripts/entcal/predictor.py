@@ -147,6 +147,7 @@ def evaluate_head(head: FutureEntropyHead, h: torch.Tensor, train: pd.DataFrame,
         "n_test_windows": int(test["window_id"].nunique()),
         "rmse_test": float(np.sqrt(np.mean((y_te - p_te) ** 2))),
         "rmse_constant": float(np.sqrt(np.mean((y_te - const) ** 2))),
+        "r2_constant": r2(y_te, const),  # at most 0: the training mean, not the test mean
         "r2_onestep_linear": r2(y_te, one),
         "r2_onestep_linear_ci_low": ci["onestep"][0], "r2_onestep_linear_ci_high": ci["onestep"][1],
         "rmse_onestep_linear": float(np.sqrt(np.mean((y_te - one) ** 2))),

@@ -66,6 +66,37 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
     log.info("labels: %s", write_parquet(df, out_path, side))
 
 
+VARIANTS = ("mid_layer", "half_labels", "small_head")
+
+
+def _variant_metrics(m: dict) -> dict:
+    return {k: m[k] for k in ("n_train", "n_test", "r2_test", "r2_test_ci_low", "r2_test_ci_high", "rmse_test",
+                              "rmse_constant", "r2_onestep_linear", "noise_ceiling_r2")}  # fmt: skip
+
+
+def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, emb, hc, seed) -> dict:
+    """A head trained another way and tested on the same held-out labels (``calibration.variants``):
+    ``mid_layer``: on the output of the middle decoder layer instead of the last hidden state;
+    ``half_labels``: on the first half of the training windows (does the head still gain from labels?);
+    ``small_head``: rank and width divided by 4 (does it gain from capacity?)."""
+    if name not in VARIANTS:
+        raise ValueError(f"calibration.variants: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
+    hv, fit_v, rank, hidden = h, fit, hc["rank"], hc["hidden"]
+    if name == "mid_layer":
+        hv = last_hidden(model, seqs, pad_id, batch, layer=max(1, model.config.num_hidden_layers // 2)).cpu()
+    elif name == "half_labels":
+        wins = sorted(fit["window_id"].unique())
+        fit_v = fit[fit["window_id"].isin(wins[: max(1, len(wins) // 2)])]
+    else:
+        rank, hidden = max(1, rank // 4), max(1, hidden // 4)
+    head = FutureEntropyHead(emb.detach().cpu(), rank=rank, hidden=hidden, mu=fit_v["label"].mean(),
+                             sigma=max(fit_v["label"].std(), 1e-3))  # fmt: skip
+    train_head(head, hv, fit_v, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
+               weight_decay=hc["weight_decay"], val=val)  # fmt: skip
+    m = evaluate_head(head.eval(), hv, fit_v if name == "half_labels" else train, test)
+    return {"variant": name, **_variant_metrics(m)}
+
+
 def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
                          tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
                          seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
@@ -104,6 +135,10 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     head.eval()
     metrics = evaluate_head(head, h, train, test)
     log.info("head: %s", metrics)
+    variants = [{"variant": "head", **_variant_metrics(metrics)}]
+    for name in cal.get("variants") or []:  # evaluation only: the samplers use the head above
+        variants.append(_train_variant(name, model, seqs, tok.pad_token_id, batch, h, fit, val, train, test, emb, hc, seed))
+        log.info("predictor variant %s: %s", name, variants[-1])
     # alpha per bucket on further calibration windows (not the label windows)
     windows = calibration_windows(windows_path, examples_path, prompts_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
@@ -132,7 +167,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
         "label_mu": float(head.mu), "label_sigma": float(head.sigma),
         "train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:])),
         "val_loss": run["val_loss"], "best_step": run["best_step"], "n_val": int(len(val)),
-        "metrics": metrics, "step_buckets": edges, "alpha": fits, "equal_entropy_tf": equal,
+        "metrics": metrics, "variants": variants, "step_buckets": edges, "alpha": fits, "equal_entropy_tf": equal,
         "fit_positions": int(len(nll)), "fit_windows": len(chosen),
         "mirostat_target": float(nll.mean()), "mirostat_eta": cal["mirostat_eta"],
         "label_forward_tokens": lab_meta["forward_tokens"],

@@ -47,7 +47,7 @@ SECTION_READERS = {
     "dtype": ("generate", "score", "score_extra", "calibration_labels", "train_predictor", "mauve_features"),
     "analysis": ("aggregate", "aggregate_extra", "scaling_fits", "plot_per_step", "calibration_labels", "train_predictor"),
     "analysis.max_len": ("aggregate", "aggregate_extra", "calibration_labels", "train_predictor"),
-    "analysis.n_boot": ("aggregate",),  # the bootstrap replicates (entce_bootstrap.parquet)
+    "analysis.n_boot": ("aggregate", "calibration_table"),  # bootstrap replicates: EntCE, the calibrated points
     "analysis.smoothing": ("plot_per_step",),
     "analysis.smoothing_logloss": ("plot_per_step",),
     "analysis.reference_start": ("aggregate", "aggregate_extra"),
@@ -55,6 +55,7 @@ SECTION_READERS = {
     "fidelity": ("aggregate", "aggregate_extra"),  # the summary's column; its presets show in the keys they set
     "training": ("train_tokenizer", "train_model"),
     "calibration": ("calibration_labels", "train_predictor", "generate", "score_extra"),
+    "calibration.variants": ("train_predictor",),  # heads for comparison only
     "mauve": ("mauve_excerpts", "mauve_features", "mauve_buckets", "mauve_summary", "mauve_summary_extra", "calibration_table"),
     "theory": ("singleton_mass", "power_law"),
     "exact": ("future_entropy_exact",),
