@@ -65,7 +65,8 @@ def real_tokenizers(tmp_path_factory):
 def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, tokenizer, real_tokenizers, tmp_path):
     from entcal.data import prepare_dataset
     from entcal.plan import Budget, ModelShape, auto_batch_fn, generation_batches
-    from entcal.prompts import length_order, select_examples
+    from entcal.files import write_parquet
+    from entcal.prompts import calibration_windows, length_order, select_examples
 
     paras, blocks = corpus
     t0 = time.time()
@@ -94,12 +95,15 @@ def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, 
         assert g["min_reference_tokens"] <= len(r) <= g["max_new_tokens"]
     docs = pd.read_parquet(out["docs"], columns=["doc_id", "split"])
     ex = pd.read_parquet(out["examples"], columns=["example_id", "doc_id", "char_start"])
-    assert set(docs["split"]) == {"heldout", "calibration"}  # no training split in the paper's selection
+    assert set(docs["split"]) == {"heldout"}  # no training split, and nothing set aside at preparation
     assert (ex["char_start"] == 0).all()  # whole documents, no character window
+    # a calibrated model's windows: the documents after its 5000th qualifying one, never one of its prompts
+    prompts = tmp_path / "prompts.parquet"
+    write_parquet(pd.DataFrame({"example_id": ids}), prompts)
+    windows = calibration_windows(out["calibration"], out["examples"], prompts)
     used = set(ex.set_index("example_id").loc[ids, "doc_id"])
-    cal = docs.loc[docs["split"] == "calibration", "doc_id"]
-    assert len(cal) > 150 and not used & set(cal)
-    assert cal.min() > max(used)  # calibration documents come after every evaluation prompt (file order)
+    assert len(windows) > 150 and not used & set(windows["doc_id"])
+    assert windows["example_id"].min() == max(ids) + 1
 
     # the memory plan batches these prompts for real shapes: Llama-2-13B on 2 GPUs, Qwen2.5-7B on 1
     shapes = yaml.safe_load((ROOT / "config" / "model_shapes.yaml").read_text())
