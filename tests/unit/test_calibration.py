@@ -129,7 +129,10 @@ def test_head_learns_and_beats_a_constant_on_held_out_labels():
     df = pd.DataFrame(rows)
     train, val, test = (df[df.split == s] for s in ("train", "val", "test"))
     head = predictor.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
-    run = predictor.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val)
+    steps = []
+    run = predictor.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val,
+                               on_step=lambda step, seen: steps.append((step, seen)))  # fmt: skip
+    assert steps == [(i, 128 * i) for i in range(1, len(run["loss"]) + 1)]  # progress after every step
     assert np.mean(run["loss"][-30:]) < 0.5 * np.mean(run["loss"][:30])
     assert run["val_loss"][-1][0] >= run["best_step"] and min(v for _, v in run["val_loss"]) < run["val_loss"][0][1]
     m = predictor.evaluate_head(head.eval(), h, train, test)

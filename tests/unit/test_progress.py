@@ -2,6 +2,9 @@
 
 import logging
 
+import pytest
+import torch
+
 from entcal.generate import sample_with_entropy
 from entcal.logs import Progress
 
@@ -42,3 +45,66 @@ def test_generation_reports_every_step_with_fractional_prompts(tiny_model_dir, c
         p = Progress("x", 3, interval=0)
         p.update(*seen[-1])
     assert "x: 3/3 prompts (100 %)" in caplog.text
+
+
+def test_a_bar_on_a_terminal_plain_lines_in_logs_and_on_slurm(monkeypatch):
+    from entcal.logs import progress_bar_wanted, progress_interval
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.delenv("ENTCAL_PROGRESS", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert progress_bar_wanted(Stream(True)) and not progress_bar_wanted(Stream(False))
+    monkeypatch.setenv("SLURM_JOB_ID", "17")  # a SLURM job's output is a file, even under srun --pty
+    assert not progress_bar_wanted(Stream(True))
+    monkeypatch.setenv("ENTCAL_PROGRESS", "bar")
+    assert progress_bar_wanted(Stream(False))
+    monkeypatch.setenv("ENTCAL_PROGRESS", "lines")
+    assert not progress_bar_wanted(Stream(True))
+    monkeypatch.setenv("ENTCAL_PROGRESS", "yes")
+    with pytest.raises(ValueError, match="ENTCAL_PROGRESS='yes': use auto, bar or lines"):
+        progress_bar_wanted(Stream(True))
+    monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "15")
+    assert progress_interval() == 15.0 and Progress("x", 1, bar=False).interval == 15.0
+    monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(ValueError, match="not a number of seconds"):
+        progress_interval()
+
+
+def test_the_bar_follows_the_lines(capsys):
+    clock = Clock()
+    p = Progress("score m", 8, unit="references", interval=60, clock=clock, bar=True)
+    clock.t = 2
+    p.update(3, 300)
+    assert p.bar.n == 3 and p.lines == []  # the bar moves at once; the plain line waits for its interval
+    p.update(2.5, 250)  # a fractional step back (a re-counted batch) moves the bar back too
+    assert p.bar.n == 2.5
+    p.finish()
+    err = capsys.readouterr().err
+    assert "score m" in err and "8/8" in err and p.bar is None
+    assert p.lines[-1].startswith("score m: 8/8 references (100 %)")
+
+
+def test_hidden_states_and_fit_windows_report_each_batch(tiny_model_dir):
+    from entcal.labels import fit_data, last_hidden
+    from entcal.models import load_model
+    from entcal.predictor import FutureEntropyHead
+
+    model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
+    seqs = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    seen = []
+    h = last_hidden(model, seqs, tok.pad_token_id, 3, on_batch=lambda d, t: seen.append((d, t)))
+    assert seen == [(3, 9), (4, 10)]
+    with torch.no_grad():  # the batched, padded states equal one sequence at a time
+        for i, s in enumerate(seqs):
+            torch.testing.assert_close(h[i], model.model(torch.tensor([s])).last_hidden_state[0, -1], atol=1e-5, rtol=1e-5)
+    head = FutureEntropyHead(model.get_output_embeddings().weight.detach(), rank=2, hidden=4, mu=0.0, sigma=1.0)
+    pairs = [([5, 6], [7, 8, 9]), ([10], [11, 12]), ([13, 14, 15], [16])]
+    seen = []
+    data = fit_data(model, pairs, 2, head, False, 2, tok.pad_token_id, on_batch=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 8), (3, 12)] and len(data["target"]) == 3 + 2 + 1

@@ -12,7 +12,7 @@ from entcal.train import train_model
 from conftest import TEXTS
 
 
-def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path):
+def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path, caplog, monkeypatch):
     docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "split": "train", "source": "x", "n_chars": 0, "text": TEXTS})
     from entcal.files import write_parquet
 
@@ -24,7 +24,12 @@ def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path):
            "weight_decay": 0.1, "min_lr_ratio": 0.1, "bf16": False, "checkpoint_fractions": [0.5],
            "max_positions": 128}  # fmt: skip
     arch = {"type": "llama", "hidden_size": 32, "layers": 1, "heads": 2, "ffn": 64}
-    meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "m"), arch, cfg, seed=0)
+    monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "0")  # a progress line every step
+    with caplog.at_level("INFO", logger="entcal.progress"):
+        meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "m"), arch, cfg, seed=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "entcal.progress"]
+    assert lines[0].startswith("train m: 1/40 steps (2 %), ") and "tokens/s" in lines[0] and " left" in lines[0]
+    assert lines[-1].startswith("train m: 40/40 steps (100 %)") and lines[-1].endswith("about 0:00 left")
     log = pd.read_csv(tmp_path / "m" / "train_log.csv")
     assert meta["steps"] == 40 and meta["tokens_seen"] == 64 * 8 * 40
     assert log["loss"].iloc[-1] < 0.6 * np.log(300)  # far below the uniform model's log V

@@ -50,9 +50,11 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
 
 
 @torch.inference_mode()
-def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, layer: int | None = None) -> torch.Tensor:
+def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, layer: int | None = None,
+                on_batch=None) -> torch.Tensor:  # fmt: skip
     """The hidden state at the end of each sequence, (N, d), float32: the last (final norm applied), or the
-    output of decoder layer ``layer`` (1-based; ``hidden_states[layer]`` of transformers)."""
+    output of decoder layer ``layer`` (1-based; ``hidden_states[layer]`` of transformers).
+    ``on_batch(sequences_done, tokens_done)`` after each batch (progress)."""
     base = getattr(model, model.base_model_prefix)
     device = input_device(model)
     out = []
@@ -63,6 +65,8 @@ def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, laye
         h = res.last_hidden_state if layer is None else res.hidden_states[layer]
         last = torch.tensor([len(s) - 1 for s in batch], device=h.device)
         out.append(h[torch.arange(len(batch), device=h.device), last].float())
+        if on_batch is not None:
+            on_batch(b + len(batch), sum(map(len, seqs[: b + len(batch)])))
     return torch.cat(out)
 
 
@@ -122,9 +126,10 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
 
 @torch.inference_mode()
 def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: FutureEntropyHead, lookahead: bool,
-             batch_size: int, pad_id: int) -> dict[str, torch.Tensor]:  # fmt: skip
+             batch_size: int, pad_id: int, on_batch=None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Every scored position of the pairs: log p̂ (N, V), top-k candidates (N, k), the head's and
-    (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,), on the CPU."""
+    (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,), on the CPU.
+    ``on_batch(pairs_done, tokens_done)`` after each batch (progress)."""
     lm_head = model.get_output_embeddings()
     acc: dict[str, list] = {k_: [] for k_ in ("logp", "top", "f_head", "f_look", "target", "step")}
     for b, ids, h, top, f in teacher_forced(model, pairs, batch_size, pad_id, k if lookahead else 0):
@@ -139,4 +144,7 @@ def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: Futu
                 acc["f_look"].append(f[i, :n].cpu())
             acc["target"].append(ids[i, s : s + n].cpu())
             acc["step"].append(torch.arange(n))
+        if on_batch is not None:
+            done = min(b + batch_size, len(pairs))
+            on_batch(done, sum(len(p) + len(r) for p, r in pairs[:done]))
     return {k_: torch.cat(v) for k_, v in acc.items() if v}

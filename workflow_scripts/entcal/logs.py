@@ -87,27 +87,75 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+PROGRESS_ENV = "ENTCAL_PROGRESS"  # auto (default) | bar | lines
+INTERVAL_ENV = "ENTCAL_PROGRESS_INTERVAL"  # seconds between plain progress lines (default 60)
+
+
+def progress_bar_wanted(stream=None) -> bool:
+    """A progress bar on an interactive terminal, plain lines elsewhere (a rule's log, a SLURM job's
+    output, a pipe). ``ENTCAL_PROGRESS=bar`` or ``lines`` overrides the choice."""
+    import os
+
+    mode = os.environ.get(PROGRESS_ENV, "auto")
+    if mode not in ("auto", "bar", "lines"):
+        raise ValueError(f"{PROGRESS_ENV}={mode!r}: use auto, bar or lines")
+    if mode != "auto":
+        return mode == "bar"
+    stream = stream if stream is not None else sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) and "SLURM_JOB_ID" not in os.environ
+
+
+def progress_interval(default: float = 60.0) -> float:
+    import os
+
+    raw = os.environ.get(INTERVAL_ENV)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r}: the interval cannot be negative")
+    return value
+
+
 class Progress:
-    """Progress lines of a long job, at most one every ``interval`` seconds (and one at the end):
-    ``{what}: {done}/{total} {unit} (p %), {rate} {rate_unit}/s, elapsed m:ss, about m:ss left``.
+    """Progress of a long job: plain lines at most one every ``interval`` seconds (and one at the end),
+    ``{what}: {done}/{total} {unit} (p %), {rate} {rate_unit}/s, elapsed m:ss, about m:ss left``,
+    into the job's log; on an interactive terminal also a tqdm bar (:func:`progress_bar_wanted`).
 
     ``update(done, count)``: ``done`` work units of ``total`` finished (fractions allowed: a batch half
     generated is half done) and ``count`` items of the rate (tokens) so far. The time left assumes the
-    remaining units cost what the finished ones did. Plain log lines, so they read the same in a rule's
-    log, on a terminal and in a SLURM job's output.
+    remaining units cost what the finished ones did. ``interval`` defaults to ``ENTCAL_PROGRESS_INTERVAL``
+    or 60 s. Plain log lines read the same in a rule's log, on a terminal and in a SLURM job's output.
     """
 
-    def __init__(self, what: str, total: float, unit: str = "prompts", rate_unit: str = "tokens", interval: float = 60.0,
-                 logger: logging.Logger | None = None, clock=None):  # fmt: skip
+    def __init__(self, what: str, total: float, unit: str = "prompts", rate_unit: str = "tokens",
+                 interval: float | None = None, logger: logging.Logger | None = None, clock=None,
+                 bar: bool | None = None):  # fmt: skip
         import time
 
-        self.what, self.total, self.unit, self.rate_unit, self.interval = what, float(total), unit, rate_unit, interval
+        self.what, self.total, self.unit, self.rate_unit = what, float(total), unit, rate_unit
+        self.interval = progress_interval() if interval is None else interval
         self.log = logger or logging.getLogger("entcal.progress")
         self.clock = clock or time.monotonic
         self.t0 = self.last = self.clock()
         self.done, self.count, self.lines = 0.0, 0, []
+        self.bar = None
+        if bar if bar is not None else progress_bar_wanted():
+            from tqdm.auto import tqdm
+
+            total_bar = int(self.total) if self.total.is_integer() else self.total
+            self.bar = tqdm(total=total_bar, desc=what, unit=unit, dynamic_ncols=True, leave=True)
 
     def update(self, done: float, count: int | None = None, force: bool = False) -> str | None:
+        if self.bar is not None:
+            self.bar.update(float(done) - self.bar.n)
+            if float(self.bar.n).is_integer():  # "8/8", not "8.0/8"
+                self.bar.n = int(self.bar.n)
+            self.bar.set_postfix_str(f"{self.count / max(self.clock() - self.t0, 1e-9):.1f} {self.rate_unit}/s",
+                                     refresh=False)  # fmt: skip
         self.done = float(done)
         if count is not None:
             self.count = count
@@ -129,5 +177,10 @@ class Progress:
                 f"{self.rate_unit}/s, elapsed {_clock(el)}, "
                 f"{'about ' + _clock(left) + ' left' if left == left else 'time left unknown'}")  # fmt: skip
 
-    def finish(self) -> str:
-        return self.update(self.total, force=True)
+    def finish(self, done: float | None = None) -> str:
+        """The last line; ``done``: where the job stopped, if before ``total`` (early stopping)."""
+        line = self.update(self.total if done is None else done, force=True)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return line

@@ -83,12 +83,13 @@ def _predict(head: FutureEntropyHead, h: torch.Tensor, df: pd.DataFrame) -> torc
 
 def train_head(head: FutureEntropyHead, h: torch.Tensor, labels: pd.DataFrame, *, steps: int, lr: float,
                batch_size: int, seed: int, weight_decay: float = 0.05, val: pd.DataFrame | None = None,
-               eval_every: int = 25, patience: int = 8) -> dict:  # fmt: skip
+               eval_every: int = 25, patience: int = 8, on_step=None) -> dict:  # fmt: skip
     """MSE on the observed (prefix, candidate) labels only; ``h`` (n_prefixes, d) indexed by prefix_id.
 
     With ``val`` (labels of other windows), early stopping: the validation MSE is measured every
     ``eval_every`` steps, training stops after ``patience`` evaluations without improvement and the
-    best weights are kept. Returns {"loss": per-step training loss (standardised units),
+    best weights are kept. ``on_step(step, examples_seen)`` after each step (progress).
+    Returns {"loss": per-step training loss (standardised units),
     "val_loss": [(step, loss)], "best_step": step}.
     """
     g = torch.Generator().manual_seed(seed)
@@ -107,6 +108,8 @@ def train_head(head: FutureEntropyHead, h: torch.Tensor, labels: pd.DataFrame, *
         opt.step()
         sched.step()
         hist.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, step * len(b))
         if y_val is not None and (step % eval_every == 0 or step == steps):
             with torch.no_grad():
                 v = float(torch.mean(((_predict(head, h, val) - y_val) / head.sigma) ** 2))

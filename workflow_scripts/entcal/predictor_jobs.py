@@ -19,6 +19,7 @@ import torch
 
 from entcal.files import read_parquet, write_parquet
 from entcal.jobs import job_batch
+from entcal.logs import Progress
 from entcal.labels import fit_data, label_prefixes, last_hidden, make_prefixes
 from entcal.models import load_model
 from entcal.predictor import FutureEntropyHead, evaluate_head, save_head, train_head
@@ -69,6 +70,21 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
 VARIANTS = ("mid_layer", "half_labels", "small_head")
 
 
+def _hidden(model, seqs, pad_id, batch, what: str, layer: int | None = None) -> torch.Tensor:
+    progress = Progress(f"{what}: hidden states", len(seqs), unit="prefixes")
+    h = last_hidden(model, seqs, pad_id, batch, layer=layer, on_batch=progress.update).cpu()
+    progress.finish()
+    return h
+
+
+def _train(head, h, fit, val, hc: dict, seed: int, what: str) -> dict:
+    progress = Progress(f"{what}: head training", hc["steps"], unit="steps", rate_unit="labels")
+    run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
+                     weight_decay=hc["weight_decay"], val=val, on_step=progress.update)  # fmt: skip
+    progress.finish(len(run["loss"]))  # early stopping may end it before hc["steps"]
+    return run
+
+
 def _variant_metrics(m: dict) -> dict:
     return {k: m[k] for k in ("n_train", "n_test", "r2_test", "r2_test_ci_low", "r2_test_ci_high", "rmse_test",
                               "rmse_constant", "r2_onestep_linear", "noise_ceiling_r2")}  # fmt: skip
@@ -83,7 +99,7 @@ def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, e
         raise ValueError(f"calibration.variants: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
     hv, fit_v, rank, hidden = h, fit, hc["rank"], hc["hidden"]
     if name == "mid_layer":
-        hv = last_hidden(model, seqs, pad_id, batch, layer=max(1, model.config.num_hidden_layers // 2)).cpu()
+        hv = _hidden(model, seqs, pad_id, batch, f"variant {name}", layer=max(1, model.config.num_hidden_layers // 2))
     elif name == "half_labels":
         wins = sorted(fit["window_id"].unique())
         fit_v = fit[fit["window_id"].isin(wins[: max(1, len(wins) // 2)])]
@@ -91,8 +107,7 @@ def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, e
         rank, hidden = max(1, rank // 4), max(1, hidden // 4)
     head = FutureEntropyHead(emb.detach().cpu(), rank=rank, hidden=hidden, mu=fit_v["label"].mean(),
                              sigma=max(fit_v["label"].std(), 1e-3))  # fmt: skip
-    train_head(head, hv, fit_v, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
-               weight_decay=hc["weight_decay"], val=val)  # fmt: skip
+    _train(head, hv, fit_v, val, hc, seed, f"variant {name}")
     m = evaluate_head(head.eval(), hv, fit_v if name == "half_labels" else train, test)
     return {"variant": name, **_variant_metrics(m)}
 
@@ -117,7 +132,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     seqs = [list(x) for x in pre["prefix_ids"]]
     batch = job_batch(cal["batch_size"], model_dir, max(map(len, seqs)), device=device, gpus=gpus,
                       gpu_memory_gb=gpu_memory_gb, dtype=dtype)  # fmt: skip
-    h = last_hidden(model, seqs, tok.pad_token_id, batch).cpu()
+    h = _hidden(model, seqs, tok.pad_token_id, batch, f"predictor {model_name}")
     train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
     if train.empty or test.empty:
         raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
@@ -129,8 +144,7 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     emb = model.get_output_embeddings().weight
     head = FutureEntropyHead(emb.detach().cpu(), rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
                              sigma=max(fit["label"].std(), 1e-3))  # fmt: skip
-    run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
-                     weight_decay=hc["weight_decay"], val=val)  # fmt: skip
+    run = _train(head, h, fit, val, hc, seed, f"predictor {model_name}")
     hist = run["loss"]
     head.eval()
     metrics = evaluate_head(head, h, train, test)
@@ -147,7 +161,10 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     batch = job_batch(cal["batch_size"], model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
                       gpu_memory_gb=gpu_memory_gb, dtype=dtype, lookahead=cal["candidates"] if lookahead else 0)  # fmt: skip
     head.to(emb.device)  # beside the model's last hidden states
-    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head, lookahead, batch, tok.pad_token_id)
+    progress = Progress(f"predictor {model_name}: alpha fit windows", len(chosen), unit="windows")
+    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head, lookahead, batch, tok.pad_token_id,
+                    on_batch=progress.update)  # fmt: skip
+    progress.finish()
     data = {k: v.detach() for k, v in data.items()}
     edges = cal["step_buckets"]
     fits = fit_alphas(data, [x for x in TILTS if x in samplers or x == "future_entropy"], edges, cal["alpha_bounds"])

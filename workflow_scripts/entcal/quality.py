@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from entcal.files import read_parquet
+from entcal.logs import Progress
 from entcal.models import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def assign_buckets(entropy: np.ndarray, n_buckets: int, min_excerpts: int) -> tu
 
 
 @torch.inference_mode()
-def _encode(model, tok, texts: list[str], pooling: str, batch_size: int, max_length: int) -> np.ndarray:
-    feats = []
+def _encode(model, tok, texts: list[str], pooling: str, batch_size: int, max_length: int, on_batch=None) -> np.ndarray:
+    feats, n_tokens = [], 0
     device = next(model.parameters()).device
     for b in range(0, len(texts), batch_size):
         enc = tok(texts[b : b + batch_size], return_tensors="pt", padding=True, truncation=True,
@@ -94,12 +95,16 @@ def _encode(model, tok, texts: list[str], pooling: str, batch_size: int, max_len
             last = enc["attention_mask"].sum(1) - 1
             f = h[torch.arange(h.shape[0]), last]
         feats.append(f.cpu().numpy())
+        n_tokens += int(enc["attention_mask"].sum())
+        if on_batch is not None:
+            on_batch(min(b + batch_size, len(texts)), n_tokens)
     return np.concatenate(feats).astype(np.float32)
 
 
 def featurize(texts: list[str], spec: dict, model_path: str | None = None, device: str = "cpu",
-              batch_size: int = 64) -> np.ndarray:  # fmt: skip
-    """Features (n, d) of ``texts`` with the featurizer ``spec`` (see the module docstring)."""
+              batch_size: int = 64, on_batch=None) -> np.ndarray:  # fmt: skip
+    """Features (n, d) of ``texts`` with the featurizer ``spec`` (see the module docstring);
+    ``on_batch(texts_done, tokens_done)`` after each batch (progress)."""
     from transformers import AutoModel, AutoTokenizer
 
     kind = spec["source"]
@@ -122,7 +127,7 @@ def featurize(texts: list[str], spec: dict, model_path: str | None = None, devic
     tok.padding_side = "right"
     model = AutoModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
     max_length = min(int(getattr(tok, "model_max_length", 512) or 512), 1024)
-    f = _encode(model, tok, texts, pooling, batch_size, max_length)
+    f = _encode(model, tok, texts, pooling, batch_size, max_length, on_batch)
     if normalise:
         f /= np.linalg.norm(f, axis=1, keepdims=True).clip(min=1e-12)
     return f
@@ -150,7 +155,10 @@ def mauve_table(excerpts: pd.DataFrame, features: dict[str, np.ndarray], featuri
     """
     rng = np.random.default_rng(seed)
     rows = []
-    for (model, setting), ex in excerpts.groupby(["model", "setting"], sort=True):
+    groups = excerpts.groupby(["model", "setting"], sort=True)
+    progress = Progress(f"MAUVE {featurizer}", groups.ngroups, unit="settings", rate_unit="buckets")
+    for i, ((model, setting), ex) in enumerate(groups):
+        progress.update(i, len(rows))
         gen, human = ex[ex["kind"] == "gen"], ex[ex["kind"] == "human"]
         buckets, k = assign_buckets(gen["mean_entropy"].to_numpy(), n_buckets, min_excerpts)
         if k == 0:
@@ -174,6 +182,7 @@ def mauve_table(excerpts: pd.DataFrame, features: dict[str, np.ndarray], featuri
                          "entropy_mean": sel["mean_entropy"].mean(), "n_excerpts": len(sel), "n_compared": n,
                          "mauve_mean": float(np.mean(scores)), "mauve_sd": float(np.std(scores, ddof=1)) if seeds > 1 else np.nan,
                          "n_seeds": seeds, "human_entropy_mean": human["mean_entropy"].mean()})  # fmt: skip
+    progress.finish()
     return pd.DataFrame(rows)
 
 
@@ -221,7 +230,9 @@ def build_excerpts(jobs: list[dict], window: int, out: str) -> None:
 def build_features(excerpts: str, spec: dict, model_path: str | None, out: str, device: str = "cpu") -> None:
     """Featurize every distinct excerpt text once; writes text -> feature."""
     texts = sorted(set(pd.read_parquet(excerpts, columns=["text"])["text"]))
-    feats = featurize(texts, spec, model_path=model_path, device=device)
+    progress = Progress(f"MAUVE features ({spec['source']})", len(texts), unit="texts")
+    feats = featurize(texts, spec, model_path=model_path, device=device, on_batch=progress.update)
+    progress.finish()
     pd.DataFrame({"text": texts, "feature": list(feats)}).to_parquet(out, index=False)
     log.info("%d texts featurized, dimension %d", len(texts), feats.shape[1])
 

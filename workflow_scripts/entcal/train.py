@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from entcal.config import checkpoint_tokens
+from entcal.logs import Progress
 from entcal.models import build_model, count_params, native_bf16
 from entcal.runtime import allocator_settings
 
@@ -85,6 +86,7 @@ def train_model(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     model.train()
+    progress = Progress(f"train {out.name}", steps, unit="steps")
     for step in range(1, steps + 1):
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=gen)
         x = torch.stack([ids[s : s + seq_len + 1] for s in starts.tolist()])
@@ -98,10 +100,12 @@ def train_model(
         opt.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == steps:
             rows.append((step, step * batch * seq_len, loss.item(), sched.get_last_lr()[0], time.time() - t0))
+        progress.update(step, step * batch * seq_len)
         if step in ckpt_steps:
             ck = out / "checkpoints" / f"tokens_{ckpt_steps[step]}"
             model.save_pretrained(ck)
             tok.save_pretrained(ck)
+    progress.finish()
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)
