@@ -172,9 +172,9 @@ def select_examples(tok, examples, prompt_tokens: int, ref_tokens: int, min_ref_
             out.append((int(r.example_id), pre + body[:prompt_tokens], body[prompt_tokens : prompt_tokens + ref_tokens]))
             if len(out) == n:
                 break
-    log.info("selected %d examples; skipped %d with fewer than %d + %d tokens and %d whose prompt + %d tokens "
-             "reach the %s-token context", len(out), too_short, prompt_tokens, min_ref_tokens, too_long, ref_tokens,
-             max_context)  # fmt: skip
+    log.info("selected %d examples; skipped %d with fewer than %d + %d tokens%s", len(out), too_short, prompt_tokens,
+             min_ref_tokens, f" and {too_long} whose prompt + {ref_tokens} tokens reach the {max_context}-token context"
+             if max_context else " (no context limit checked here)")  # fmt: skip
     if len(out) < n:
         msg = (f"only {len(out)} of {n} requested examples qualify ({too_short} too short, {too_long} too long for the "
                "context)")  # fmt: skip
