@@ -1,5 +1,5 @@
 # Entropy calibration of language models (Cao, Valiant, Liang, NeurIPS 2025): the whole study as one DAG.
-#   paper grid:  snakemake --profile slurm                          (config/config.yaml; README: site profile)
+#   paper grid:  snakemake --profile slurm                          (config/config.yaml; docs/cluster.md: site profile)
 #   CPU demo:    snakemake --cores 2 --configfile config/demo.yaml
 # Rules are thin; the computation lives in workflow_scripts/entcal (an importable, tested package).
 

@@ -26,7 +26,7 @@ Per model, at the batch the memory plan (:mod:`entcal.plan`) picks for P + L tok
 and the pass's for the same tokens (the two routes must agree).
 
 Prints one table with the hardware named and writes it as CSV (``--csv``, default
-``benchmarks/results/gpu.csv``); columns are documented in README.md, "GPU rehearsal".
+``benchmarks/results/gpu.csv``); columns are documented in docs/benchmarks.md, "GPU rehearsal".
 """
 
 from __future__ import annotations

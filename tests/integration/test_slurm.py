@@ -38,7 +38,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A clean configuration home with the site profile, as the README's set-up step writes it; a cluster
+    """A clean configuration home with the site profile, as docs/cluster.md's set-up step writes it; a cluster
     without slurmdbd asks squeue for job states, and a test wants the first status check soon."""
     home = tmp_path_factory.mktemp("home")
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))

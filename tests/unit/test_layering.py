@@ -1,4 +1,4 @@
-"""The package's imports point one way: every module imports only modules of lower layers (README,
+"""The package's imports point one way: every module imports only modules of lower layers (docs/development.md,
 "Code map"), at module level; no import cycle, and none dodged by an import inside a function."""
 
 import ast
@@ -15,7 +15,7 @@ LAYERS = [
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
-    ["fidelity"],  # what the fidelity switches change on a finished run
+    ["fidelity", "showcase"],  # what the fidelity switches change on a finished run; the README's demo figure
     ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files

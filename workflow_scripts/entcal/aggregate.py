@@ -332,7 +332,7 @@ def predictor_variants(predictors: list[dict]) -> pd.DataFrame:
 
 
 def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs: list[pd.DataFrame]):
-    """(calibration table, predictor table, teacher-forced trade-off table); see README for columns."""
+    """(calibration table, predictor table, teacher-forced trade-off table); columns in docs/outputs.md."""
     pred_rows = []
     for p in predictors:
         row = {"model": p["model"], "dataset": p["dataset"], **p["metrics"],

@@ -73,7 +73,7 @@ def sample_with_entropy(
         prefill_chunk_size=prefill_chunk if max(len(p) for p in prompts) > prefill_chunk else None,
         # a KV cache allocated once per batch: a growing cache re-allocates every layer's keys and values
         # at every step, which on CPU fragmented the heap (a real 262k-vocabulary model's job grew by
-        # about 55 MB a step) and costs time; README, "Machines differ"
+        # about 55 MB a step) and costs time; docs/demo.md, "Machines differ"
         cache_implementation="static",
     )
     device = input_device(model)

@@ -63,13 +63,13 @@ def driver_hint() -> str:
     build = torch.version.cuda
     if not build:
         return ("this torch is a CPU-only build: install a CUDA build of the same version, e.g. `pip install "
-                f"torch=={torch.__version__.split('+')[0]} --index-url https://download.pytorch.org/whl/cu126` (README, "
+                f"torch=={torch.__version__.split('+')[0]} --index-url https://download.pytorch.org/whl/cu126` (docs/cluster.md, "
                 "'GPU environment')")  # fmt: skip
     tag = "cu" + build.replace(".", "")
     floor = " (a 580-series driver or newer for CUDA 13.0)" if build.startswith("13.") else ""
     return (f"this torch is built for CUDA {build}: the node's driver must support it{floor} (nvidia-smi's 'CUDA "
             f"Version' >= {build}); with an older driver install the build for its CUDA version (another --index-url "
-            f"than https://download.pytorch.org/whl/{tag}; README, 'GPU environment')")  # fmt: skip
+            f"than https://download.pytorch.org/whl/{tag}; docs/cluster.md, 'GPU environment')")  # fmt: skip
 
 
 def cuda_report() -> str:

@@ -61,7 +61,7 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
     ps = ps.merge(meta, on=["model", "dataset"])
     families, datasets = sorted(ps["family"].unique()), sorted(ps["dataset"].unique())
     fig, axes = plt.subplots(len(families), len(datasets), figsize=(4.2 * len(datasets), 3.2 * len(families)),
-                             squeeze=False)  # fmt: skip
+                             squeeze=False, layout="constrained")  # titles clear of the axis labels above them
     for i, fam in enumerate(families):
         sizes = sorted(ps.loc[ps["family"] == fam, "n_params"].unique())
         cmap = plt.get_cmap("viridis", max(len(sizes), 2))

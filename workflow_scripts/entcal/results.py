@@ -58,7 +58,7 @@ def _table(results_dir, kind: str, extras: bool, read) -> pd.DataFrame:
 
 
 def load_summary(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
-    """``tables/summary.csv``: one row per model x dataset x setting of the paper (README: Outputs); with
+    """``tables/summary.csv``: one row per model x dataset x setting of the paper (docs/outputs.md); with
     ``extras``, followed by the rows of ``tables/summary_extra.csv`` (the samplers beyond the paper)."""
     return _table(results_dir, "summary", extras, pd.read_csv)
 
@@ -95,7 +95,7 @@ def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/de
 
 def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo", part: str = "paper") -> pd.DataFrame:
     """``scores/{dataset}/{model}.parquet`` (``part="extra"``: ``scores_extra/…``, the settings beyond the
-    paper): one row per prompt x sampler setting (README: Outputs)."""
+    paper): one row per prompt x sampler setting (docs/outputs.md)."""
     g = grid(results_dir)
     return read_parquet(g.path(part_kind("scores", part), dataset=dataset, model=model), {"model": model})
 

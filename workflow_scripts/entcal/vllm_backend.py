@@ -31,7 +31,7 @@ def vllm_unusable() -> str | None:
         import torch
         import vllm  # noqa: F401
     except ImportError as err:
-        return f"vllm is not installed ({err}; see README, 'GPU environment')"
+        return f"vllm is not installed ({err}; see docs/cluster.md, 'GPU environment')"
     if not torch.cuda.is_available():
         return "no CUDA device"
     return None
