@@ -99,7 +99,7 @@ def test_the_demo_dry_runs_before_any_model_exists(tmp_path):
     assert "mem_mb=<TBD>" in gemma and "gpu=0" in gemma
 
 
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml", "config/calibration_study.yaml"])
 def test_workflow_lints_clean(config):
     r = smk("--lint", "--configfile", config)
     assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]

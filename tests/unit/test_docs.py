@@ -135,3 +135,28 @@ def test_showcase_rows_are_the_largest_models_at_t1_without_checkpoints(n):
     assert list(zip(rows["model"], rows["dataset"])) == [("big", "code"), ("mid", "code"), ("mid", "prose")][:n]
     md = markdown_table(rows)
     assert md.count("\n") == 2 + len(rows) and "| big | code | 1 | 2.00 | 1.50 | +0.50 ± 0.10 | +0.30 | +0.20 |" in md
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_documents_resolves():
+    broken = []
+    for f in doccheck.DOCS:
+        text = f.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (f.parent / path).resolve() if path else f
+            if not dest.exists():
+                broken.append(f"{f.name}: {target} (no file)")
+                continue
+            if anchor and dest.suffix == ".md":
+                heads = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), flags=re.M)}
+                heads |= set(re.findall(r'<a id="([^"]+)">', dest.read_text()))
+                if anchor not in heads:
+                    broken.append(f"{f.name}: {target} (no heading)")
+    assert not broken, broken
