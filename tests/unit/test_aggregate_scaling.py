@@ -278,3 +278,22 @@ def test_fidelity_figures_match_the_closed_form_of_a_linear_log_loss():
     assert r["smooth_gap"] > 0 and setting_rows(gen, ref, max_len=T, smoothing=0.1)["smooth_gap"] == 0.0
     # a linear curve under exponential smoothing lags by b(1-alpha)/alpha in the limit: 0.09 at 0.1, 0.04 at 0.2
     assert r["smooth_gap"] == pytest.approx(b * (9 - 4), rel=0.05)
+
+
+def test_predictor_variants_give_each_model_its_own_noise_ceiling_and_baselines():
+    from entcal.aggregate import predictor_variants
+
+    def metrics(r2, ceiling):
+        return {"n_train": 40, "n_test": 10, "r2_test": r2, "rmse_test": 1.0, "r2_constant": -0.01, "rmse_constant": 1.2,
+                "r2_onestep_linear": 0.1, "rmse_onestep_linear": 1.1, "noise_ceiling_r2": ceiling}  # fmt: skip
+
+    with_variants = {"model": "a", "dataset": "code", "metrics": metrics(0.3, 0.6),
+                     "variants": [{"variant": "head", "r2_test": 0.3, "rmse_test": 1.0, "n_train": 40, "n_test": 10},
+                                  {"variant": "small_head", "r2_test": 0.2, "rmse_test": 1.05, "n_train": 40, "n_test": 10}]}  # fmt: skip
+    plain = {"model": "b", "dataset": "prose", "metrics": metrics(0.1, 0.4)}
+    t = predictor_variants([with_variants, plain])
+    assert list(zip(t["model"], t["predictor"])) == [("a", "head"), ("a", "small_head"), ("a", "constant"),
+                                                     ("a", "onestep_linear"), ("b", "head"), ("b", "constant"),
+                                                     ("b", "onestep_linear")]  # fmt: skip
+    assert t.groupby("model")["noise_ceiling_r2"].agg(set).to_dict() == {"a": {0.6}, "b": {0.4}}
+    assert t.loc[(t["model"] == "b") & (t["predictor"] == "head"), "r2_test"].item() == 0.1

@@ -312,20 +312,19 @@ def predictor_variants(predictors: list[dict]) -> pd.DataFrame:
     ``onestep_linear``: a linear map of the exact one-step lookahead) with the noise ceiling beside them."""
     rows = []
     for p in predictors:
-        key = {"model": p["model"], "dataset": p["dataset"]}
         m = p["metrics"]
-        for v in p.get("variants") or [{"variant": "head", **{k: m.get(k) for k in ("n_train", "n_test", "r2_test",
-                                                                                   "rmse_test")}}]:  # fmt: skip
-            rows.append({**key, "predictor": v["variant"], "r2_test": v["r2_test"],
+        shared = {"model": p["model"], "dataset": p["dataset"], "noise_ceiling_r2": m.get("noise_ceiling_r2")}
+        heads = p.get("variants") or [{"variant": "head", **{k: m.get(k) for k in ("n_train", "n_test", "r2_test",
+                                                                                 "rmse_test")}}]  # fmt: skip
+        for v in heads:
+            rows.append({**shared, "predictor": v["variant"], "r2_test": v["r2_test"],
                          "r2_test_ci_low": v.get("r2_test_ci_low"), "r2_test_ci_high": v.get("r2_test_ci_high"),
                          "rmse_test": v["rmse_test"], "n_train": v["n_train"], "n_test": v["n_test"]})  # fmt: skip
-        rows.append({**key, "predictor": "constant", "r2_test": m.get("r2_constant", np.nan),
+        rows.append({**shared, "predictor": "constant", "r2_test": m.get("r2_constant", np.nan),
                      "rmse_test": m["rmse_constant"], "n_train": m["n_train"], "n_test": m["n_test"]})  # fmt: skip
-        rows.append({**key, "predictor": "onestep_linear", "r2_test": m["r2_onestep_linear"],
+        rows.append({**shared, "predictor": "onestep_linear", "r2_test": m["r2_onestep_linear"],
                      "r2_test_ci_low": m.get("r2_onestep_linear_ci_low"), "r2_test_ci_high": m.get("r2_onestep_linear_ci_high"),
                      "rmse_test": m["rmse_onestep_linear"], "n_train": m["n_train"], "n_test": m["n_test"]})  # fmt: skip
-        for r in rows[-(len(p.get("variants") or [1]) + 2):]:
-            r["noise_ceiling_r2"] = m.get("noise_ceiling_r2")
     cols = ["model", "dataset", "predictor", "r2_test", "r2_test_ci_low", "r2_test_ci_high", "rmse_test", "n_train",
             "n_test", "noise_ceiling_r2"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
