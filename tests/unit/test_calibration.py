@@ -415,3 +415,41 @@ def test_forward_tokens_per_step_equal_a_count_of_the_models_inputs(model64, sam
     per_step = (counts[1] - counts[0]) / 5
     expected = {"one_step_lookahead": 2 + k}.get(sampler, 1)  # hand count: the step's token (+ the cache's, + K candidates)
     assert per_step == expected == SAMPLERS[sampler].forward_tokens_per_step(k)
+
+
+def _tiny_gemma3(window: int):
+    """A Gemma-3-shaped model (sliding-window and full-attention layers, as google/gemma-3-270m alternates
+    them) with a small window, float64, random weights."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, sliding_window=window,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
+                           pad_token_id=0, bos_token_id=2, eos_token_id=1)  # fmt: skip
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(cfg).double().eval()
+
+
+def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_outgrowing_the_window_is_an_error():
+    model = _tiny_gemma3(window=16)
+    ids = torch.tensor([[0, 0, 5, 17, 33, 4, 9, 11, 12], [7, 8, 9, 10, 11, 12, 13, 14, 15]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    past = out.past_key_values
+    # 9 keys + 12 candidates pass the window of 16: the cache must still crop back (this raised before)
+    ends = torch.tensor([[4, 9, 9, 6, 7, 8, 9, 9, 5, 9, 9, 9], [2, 5, 9, 9, 3, 4, 9, 9, 9, 6, 7, 8]])
+    cands = torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    for _ in range(2):  # twice: the cache is whole again after the first
+        got = lookahead.candidate_entropies(model, past, mask.bool(), ends, cands)
+        assert past.get_seq_length() == 9
+        for b in range(2):
+            for q in range(12):
+                real = ids[b, : ends[b, q]][mask[b, : ends[b, q]].bool()].tolist() + [int(cands[b, q])]
+                with torch.no_grad():
+                    lp = torch.log_softmax(model(torch.tensor([real])).logits[0, -1], -1)
+                assert abs(float(got[b, q]) - float(-(lp.exp() * lp).sum())) < 1e-9
+    long_ids = torch.arange(3, 23)[None]  # 20 tokens: the sliding layer keeps only 15
+    past = model(input_ids=long_ids, use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="sliding window of 16 tokens and keeps only the last 15"):
+        lookahead.candidate_entropies(model, past, torch.ones(1, 20, dtype=torch.bool), torch.full((1, 2), 20),
+                                      torch.tensor([[3, 4]]))  # fmt: skip

@@ -20,6 +20,22 @@ from entcal.models import input_device
 from entcal.prompts import pad
 
 
+def check_full_cache(past, n_keys: int) -> None:
+    """Every layer of ``past`` holds the keys of all ``n_keys`` tokens (sliding-window layers: the
+    sequence is shorter than the window), and sliding layers record their past so they can be cropped."""
+    for i, layer in enumerate(getattr(past, "layers", [])):
+        if not getattr(layer, "is_sliding", False):
+            continue
+        window = getattr(layer, "sliding_window", None)
+        if window is not None and n_keys > window - 1:
+            raise ValueError(f"the exact one-step lookahead needs the keys of all {n_keys} tokens, but layer {i} of this "
+                             f"model attends over a sliding window of {window} tokens and keeps only the last {window - 1}: "
+                             f"keep prompt + generated tokens below {window} for this model (generation.prompt_tokens, "
+                             "max_new_tokens), or leave one_step_lookahead out of its samplers")  # fmt: skip
+    if hasattr(past, "activate_past_recording"):
+        past.activate_past_recording()
+
+
 @torch.inference_mode()
 def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
     """Entropy of p̂(. | prefix, c) for each query (prefix, candidate c), one batched forward.
@@ -28,8 +44,14 @@ def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor,
     tokens (not padding); ``ends`` (B, Q): query q of row b sees keys [0, ends) of row b;
     ``cands`` (B, Q) candidate tokens. The candidate's position id is the number of real tokens it
     follows. The cache is cropped back to S keys afterwards.
+
+    Sliding-window layers (Gemma 3, Mistral-style) keep only their last ``window - 1`` keys: the
+    lookahead needs every key of the S tokens, so a sequence that outgrew a window is an error naming
+    it, and below the window the cache records its past (transformers' ``activate_past_recording``)
+    so that the candidates can be cropped off again.
     """
     B, S = key_mask.shape
+    check_full_cache(past, S)
     Q = cands.shape[1]
     dev = cands.device
     idx = torch.arange(S, device=dev)
