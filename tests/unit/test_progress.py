@@ -108,3 +108,12 @@ def test_hidden_states_and_fit_windows_report_each_batch(tiny_model_dir):
     seen = []
     data = fit_data(model, pairs, 2, head, False, 2, tok.pad_token_id, on_batch=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 8), (3, 12)] and len(data["target"]) == 3 + 2 + 1
+
+
+def test_a_job_that_stops_early_ends_at_100_percent_and_says_where_it_stopped():
+    clock = Clock()
+    p = Progress("head training", 1500, unit="steps", rate_unit="labels", clock=clock, bar=False)
+    clock.t = 3
+    p.update(300, 300 * 256)
+    assert p.finish(300) == ("head training (stopped at 300 of 1500 steps): 300/300 steps (100 %), 25600.0 labels/s, "
+                             "elapsed 0:03, about 0:00 left")  # fmt: skip

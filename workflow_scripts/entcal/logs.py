@@ -178,8 +178,14 @@ class Progress:
                 f"{'about ' + _clock(left) + ' left' if left == left else 'time left unknown'}")  # fmt: skip
 
     def finish(self, done: float | None = None) -> str:
-        """The last line; ``done``: where the job stopped, if before ``total`` (early stopping)."""
-        line = self.update(self.total if done is None else done, force=True)
+        """The last line; ``done``: where the job stopped, if before ``total`` (early stopping): the line then
+        counts to ``done`` and says where it stopped, so the time left reads 0."""
+        if done is not None and done < self.total:
+            self.what = f"{self.what} (stopped at {done:g} of {self.total:g} {self.unit})"
+            self.total = float(done)
+            if self.bar is not None:
+                self.bar.total = self.bar.n if float(self.bar.n) == self.total else self.total
+        line = self.update(self.total, force=True)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
