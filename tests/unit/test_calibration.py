@@ -430,7 +430,9 @@ def _tiny_gemma3(window: int):
     return Gemma3ForCausalLM(cfg).double().eval()
 
 
-def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_outgrowing_the_window_is_an_error():
+def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_outgrowing_the_window_is_an_error(
+        monkeypatch):  # fmt: skip
+    monkeypatch.setattr(lookahead, "LOOKAHEAD_LOGITS_BYTES", 4 * 64 * 5)  # 5 candidate rows of logits per block
     model = _tiny_gemma3(window=16)
     ids = torch.tensor([[0, 0, 5, 17, 33, 4, 9, 11, 12], [7, 8, 9, 10, 11, 12, 13, 14, 15]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])

@@ -15,7 +15,8 @@ from typing import Iterator
 
 import torch
 
-from entcal.metrics import upcast
+from entcal.memory import LOOKAHEAD_LOGITS_BYTES
+from entcal.metrics import entropy_from_logprobs, upcast
 from entcal.models import input_device
 from entcal.prompts import pad
 
@@ -62,10 +63,41 @@ def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor,
     mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
     csum = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), key_mask.long().cumsum(-1)], -1)
     pos = csum.gather(1, ends)
-    logits = model(input_ids=cands, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True).logits
+    base = getattr(model, model.base_model_prefix)
+    hid = base(input_ids=cands, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True).last_hidden_state
     past.crop(-Q)  # drop the candidates again (negative: number of tokens to remove)
-    logp = torch.log_softmax(upcast(logits), -1)
-    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+    return block_entropies(model, hid.reshape(B * Q, -1)).view(B, Q)
+
+
+def _rows_per_block(model) -> int:
+    """Rows of float32 logits per LOOKAHEAD_LOGITS_BYTES (B x Q candidate rows over a 262k vocabulary
+    would be tens of GB at once)."""
+    return max(1, LOOKAHEAD_LOGITS_BYTES // (4 * model.get_output_embeddings().weight.shape[0]))
+
+
+def output_logits(model, h: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits from final hidden states (the output projection, then the final
+    logit soft-capping of models that have one)."""
+    logits = model.get_output_embeddings()(h)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def block_entropies(model, h: torch.Tensor) -> torch.Tensor:
+    """Entropy of the next-token distribution of each row of final hidden states ``h`` (N, d), the
+    vocabulary projection a block of rows at a time."""
+    n = _rows_per_block(model)
+    out = [entropy_from_logprobs(torch.log_softmax(upcast(output_logits(model, h[i : i + n])), -1))
+           for i in range(0, h.shape[0], n)]  # fmt: skip
+    return torch.cat(out) if out else h.new_zeros(0)
+
+
+def block_topk(model, h: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k next tokens of each row of ``h`` (..., d), the vocabulary projection a block of rows at a time."""
+    flat = h.reshape(-1, h.shape[-1])
+    n = _rows_per_block(model)
+    out = [output_logits(model, flat[i : i + n]).topk(k, -1).indices for i in range(0, flat.shape[0], n)]
+    return torch.cat(out).view(*h.shape[:-1], k)
 
 
 @torch.inference_mode()
@@ -80,7 +112,6 @@ def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: li
     (B, L, k) of p̂ and their lookahead entropies (B, L, k) (else None, None).
     """
     base = getattr(model, model.base_model_prefix)
-    head = model.get_output_embeddings()
     out = base(input_ids=ids, attention_mask=mask, use_cache=k > 0)
     hid, past = out.last_hidden_state, out.past_key_values
     B, L = ids.shape[0], max(lengths)
@@ -94,7 +125,7 @@ def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: li
     per = max(1, query_chunk // k)
     for j0 in range(0, L, per):
         j1 = min(L, j0 + per)
-        top[:, j0:j1] = head(h[:, j0:j1]).float().topk(k, -1).indices  # logits order = log-prob order
+        top[:, j0:j1] = block_topk(model, h[:, j0:j1], k)  # logits order = log-prob order
         ends = (gather[:, j0:j1] + 1)[:, :, None].expand(-1, -1, k).reshape(B, -1).to(ids.device)
         cands = top[:, j0:j1].reshape(B, -1).to(ids.device)
         f[:, j0:j1] = candidate_entropies(model, past, mask.bool(), ends, cands).view(B, j1 - j0, k).to(h.device)

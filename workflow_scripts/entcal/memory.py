@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GB = 1e9
+# the one-step lookahead projects its candidates' hidden states onto the vocabulary this many bytes of float32
+# logits at a time (entcal.lookahead): (B x positions x K) candidate rows never become logits at once
+LOOKAHEAD_LOGITS_BYTES = 256 * 1024**2
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights + 8-bit absmax per 64 + fp32 per 256 absmax blocks
 
@@ -194,6 +197,8 @@ def scoring_peak(shape: ModelShape, budget: Budget, batch: int, seq_len: int, ch
     hidden = 2 * tokens * shape.hidden * BYTES[dtype]  # last hidden state, and its gather at the scored positions
     kv = tokens * shape.kv_bytes_per_token(dtype) / g if lookahead else 0.0
     logits = 8 * chunk * shape.vocab * 4
+    if lookahead:  # the candidates' hidden states, and their logits a block at a time (log-softmax and exp beside)
+        logits += 3 * LOOKAHEAD_LOGITS_BYTES + batch * 512 * shape.hidden * BYTES[dtype]
     parts = {"weights": weights_per_gpu(shape, budget, quantization, dtype), "activations": act, "hidden": hidden,
              "kv_cache": kv, "logits": logits, "overhead": budget.overhead_gb * GB}  # fmt: skip
     parts["peak"] = sum(parts.values())
