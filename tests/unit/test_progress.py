@@ -29,6 +29,7 @@ def test_lines_give_done_rate_and_time_left_at_the_interval():
     clock.t = 3700
     assert p.update(30, 3000) == "generate m: 30/40 prompts (75 %), 0.8 tokens/s, elapsed 1:01:40, about 20:33 left"
     assert p.finish().startswith("generate m: 40/40 prompts (100 %)") and p.finish().endswith("about 0:00 left")
+    assert len(p.lines) == 3  # finishing again repeats no line
 
 
 def test_generation_reports_every_step_with_fractional_prompts(tiny_model_dir, caplog):

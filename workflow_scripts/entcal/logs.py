@@ -185,7 +185,10 @@ class Progress:
             self.total = float(done)
             if self.bar is not None:
                 self.bar.total = self.bar.n if float(self.bar.n) == self.total else self.total
-        line = self.update(self.total, force=True)
+        if self.lines and self.done == self.total and self.lines[-1] == self.line(self.last):
+            line = self.lines[-1]  # the last line already said 100 %
+        else:
+            line = self.update(self.total, force=True)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
