@@ -455,3 +455,20 @@ def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_o
     with pytest.raises(ValueError, match="sliding window of 16 tokens and keeps only the last 15"):
         lookahead.candidate_entropies(model, past, torch.ones(1, 20, dtype=torch.bool), torch.full((1, 2), 20),
                                       torch.tensor([[3, 4]]))  # fmt: skip
+
+
+def test_the_fits_work_a_block_of_positions_at_a_time_and_agree_with_whole_tensors(monkeypatch):
+    logp, top, f = _rand_case(n=23, v=11, k=4, seed=3)
+    targets = torch.randint(11, (23,), generator=torch.Generator().manual_seed(4))
+    alpha = torch.linspace(-0.3, 0.8, 23, dtype=torch.float64)
+    whole = tilt.tilt_logprobs(logp, f, top, alpha)
+    ref_nll = -whole.gather(-1, targets[:, None])[:, 0]
+    ref_ent = -(whole.exp() * whole).sum(-1)
+    monkeypatch.setattr(tilt, "ROWS", 5)  # 23 positions in five blocks
+    torch.testing.assert_close(tilt.tilt_nll(logp, f, top, targets, alpha), ref_nll, atol=1e-12, rtol=0)
+    ent, nll = tilt.tilt_stats(logp, f, top, targets, alpha)
+    assert abs(ent - float(ref_ent.mean())) < 1e-12 and abs(nll - float(ref_nll.mean())) < 1e-12
+    t_ent, t_nll = tilt.mean_stats(logp, targets, 0.7)
+    lt = torch.log_softmax(logp / 0.7, -1)
+    assert abs(t_ent - float(-(lt.exp() * lt).sum(-1).mean())) < 1e-12
+    assert abs(t_nll - float(-lt.gather(-1, targets[:, None]).mean())) < 1e-12

@@ -42,9 +42,36 @@ def step_bucket(steps, edges: list[int]) -> np.ndarray:
     return np.searchsorted(np.asarray(edges), np.asarray(steps), side="right") - 1
 
 
+ROWS = 256  # positions per block: the fit data holds log p over the vocabulary (N x V), and every tilted copy
+# of it would be as large again (a 262k vocabulary: 1 GB per 1000 positions), so the fits work a block at a time
+
+
+def _blocks(n: int):
+    return [slice(i, min(n, i + ROWS)) for i in range(0, n, ROWS)]
+
+
+def _at(alpha, sl: slice):
+    return alpha[sl] if torch.is_tensor(alpha) and alpha.ndim else alpha
+
+
 def tilt_nll(logp, f_top, top_idx, targets, alpha) -> torch.Tensor:
-    """Per-position log loss of the targets under the tilted distribution."""
-    return -tilt_logprobs(logp, f_top, top_idx, alpha).gather(-1, targets[:, None])[:, 0]
+    """Per-position log loss of the targets under the tilted distribution (a block of positions at a time)."""
+    return torch.cat([-tilt_logprobs(logp[b], f_top[b], top_idx[b], _at(alpha, b)).gather(-1, targets[b, None])[:, 0]
+                      for b in _blocks(len(targets))])  # fmt: skip
+
+
+def tilt_stats(logp, f_top, top_idx, targets, alpha) -> tuple[float, float]:
+    """(mean entropy, mean log loss) of the tilt over the positions, a block at a time."""
+    return _block_stats(lambda b: tilt_logprobs(logp[b], f_top[b], top_idx[b], _at(alpha, b)), targets)
+
+
+def _block_stats(scores_of, targets, temperature: float = 1.0) -> tuple[float, float]:
+    ent, nll = 0.0, 0.0
+    for b in _blocks(len(targets)):
+        nl, en = token_logloss_entropy(scores_of(b), targets[b], temperature)
+        ent, nll = ent + float(en.double().sum()), nll + float(nl.double().sum())
+    n = max(len(targets), 1)
+    return ent / n, nll / n
 
 
 def fit_alpha(logp, f_top, top_idx, targets, bounds=(-0.5, 4.0), xatol: float = 1e-4) -> dict:
@@ -83,10 +110,10 @@ def fit_alphas(data: dict, samplers: list[str], edges: list[int], bounds) -> dic
     return fits
 
 
-def mean_stats(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    """(mean entropy, mean log loss) over positions of the distributions ``scores`` (log-probs or logits)."""
-    nll, ent = token_logloss_entropy(scores, targets)
-    return float(ent.double().mean()), float(nll.double().mean())
+def mean_stats(scores: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> tuple[float, float]:
+    """(mean entropy, mean log loss) over positions of the distributions ``scores / temperature`` (log-probs or
+    logits), a block of positions at a time."""
+    return _block_stats(lambda b: scores[b], targets, temperature)
 
 
 def temperature_at_entropy(logp: torch.Tensor, targets: torch.Tensor, entropy: float, lo: float = 0.05, hi: float = 5.0):
@@ -94,12 +121,12 @@ def temperature_at_entropy(logp: torch.Tensor, targets: torch.Tensor, entropy: f
     its mean log loss: plain temperature at exactly equal (teacher-forced) entropy."""
 
     def gap(tau):
-        return mean_stats(logp / tau, targets)[0] - entropy
+        return mean_stats(logp, targets, tau)[0] - entropy
 
     if gap(lo) > 0 or gap(hi) < 0:
         return float("nan"), float("nan")
     tau = brentq(gap, lo, hi, xtol=1e-6)
-    return float(tau), mean_stats(logp / tau, targets)[1]
+    return float(tau), mean_stats(logp, targets, tau)[1]
 
 
 def equal_entropy_comparison(data: dict, fits: dict, edges: list[int]) -> dict:
@@ -110,7 +137,7 @@ def equal_entropy_comparison(data: dict, fits: dict, edges: list[int]) -> dict:
     out = {}
     for s, buckets in fits.items():
         a = torch.tensor([buckets[q]["alpha"] for q in bucket], dtype=data["logp"].dtype)
-        ent, ll = mean_stats(tilt_logprobs(data["logp"], predictions(data, s), data["top"], a), data["target"])
+        ent, ll = tilt_stats(data["logp"], predictions(data, s), data["top"], data["target"], a)
         tau, ll_t = temperature_at_entropy(data["logp"], data["target"], ent)
         base_ent, base_ll = mean_stats(data["logp"], data["target"])
         out[s] = {"entropy": ent, "logloss": ll, "base_entropy": base_ent, "base_logloss": base_ll,
@@ -123,12 +150,12 @@ def tradeoff_rows(data: dict, alphas: list[float]) -> list[dict]:
     each tilt at fixed a."""
     rows = []
     for a in alphas:
-        methods = {"temperature": (1 + a) * data["logp"]}
-        methods["future_entropy"] = tilt_logprobs(data["logp"], data["f_head"], data["top"], a)
+        methods = {"temperature": lambda: mean_stats(data["logp"], data["target"], 1 / (1 + a)),
+                   "future_entropy": lambda: tilt_stats(data["logp"], data["f_head"], data["top"], data["target"], a)}
         if "f_look" in data:
-            methods["one_step_lookahead"] = tilt_logprobs(data["logp"], data["f_look"], data["top"], a)
-        for m, scores in methods.items():
-            ent, ll = mean_stats(scores, data["target"])
+            methods["one_step_lookahead"] = lambda: tilt_stats(data["logp"], data["f_look"], data["top"], data["target"], a)
+        for m, stats in methods.items():
+            ent, ll = stats()
             rows.append({"method": m, "alpha": a, "temperature": 1 / (1 + a) if m == "temperature" else np.nan,
                          "logloss": ll, "tf_entropy": ent})  # fmt: skip
     return rows
