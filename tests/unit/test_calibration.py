@@ -472,3 +472,15 @@ def test_the_fits_work_a_block_of_positions_at_a_time_and_agree_with_whole_tenso
     lt = torch.log_softmax(logp / 0.7, -1)
     assert abs(t_ent - float(-(lt.exp() * lt).sum(-1).mean())) < 1e-12
     assert abs(t_nll - float(-lt.gather(-1, targets[:, None]).mean())) < 1e-12
+
+
+def test_fit_alphas_fits_each_bucket_and_reports_each_fit():
+    logp, top, f = _rand_case(n=30, v=9, k=4, seed=6)
+    data = {"logp": logp, "top": top, "f_head": f, "target": logp.argmax(-1), "step": torch.arange(30)}
+    seen = []
+    fits = tilt.fit_alphas(data, ["future_entropy"], [0, 10, 100], (-0.5, 4.0), on_fit=lambda d, n: seen.append((d, n)))
+    assert seen == [(1, 10), (2, 30), (3, 30)]  # the third bucket (steps >= 100) has no positions
+    b = fits["future_entropy"]
+    assert [x["n"] for x in b] == [10, 20, 0] and b[2]["alpha"] == 0.0
+    m = torch.arange(10, 30)
+    assert b[1]["alpha"] == tilt.fit_alpha(logp[m], f[m], top[m], data["target"][m])["alpha"]

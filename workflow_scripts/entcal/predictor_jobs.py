@@ -167,7 +167,10 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     progress.finish()
     data = {k: v.detach() for k, v in data.items()}
     edges = cal["step_buckets"]
-    fits = fit_alphas(data, [x for x in TILTS if x in samplers or x == "future_entropy"], edges, cal["alpha_bounds"])
+    tilts = [x for x in TILTS if x in samplers or x == "future_entropy"]
+    progress = Progress(f"predictor {model_name}: alpha fits", len(tilts) * len(edges), unit="fits", rate_unit="positions")
+    fits = fit_alphas(data, tilts, edges, cal["alpha_bounds"], on_fit=progress.update)
+    progress.finish()
     for s, fit_s in fits.items():
         log.info("alpha %s: %s", s, fit_s)
     nll = -data["logp"].gather(-1, data["target"][:, None])[:, 0].double()

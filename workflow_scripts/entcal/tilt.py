@@ -92,9 +92,9 @@ def predictions(data: dict, sampler: str) -> torch.Tensor:
     return data["f_head"] if registry_entry(sampler).predictor == "head" else data["f_look"]
 
 
-def fit_alphas(data: dict, samplers: list[str], edges: list[int], bounds) -> dict[str, list[dict]]:
+def fit_alphas(data: dict, samplers: list[str], edges: list[int], bounds, on_fit=None) -> dict[str, list[dict]]:
     """{sampler: one fit per step bucket (bucket_start, alpha, logloss, logloss_base, n)} on the fit data;
-    a bucket without positions keeps alpha 0."""
+    a bucket without positions keeps alpha 0. ``on_fit(fits_done, positions_done)`` after each (progress)."""
     bucket = torch.tensor(step_bucket(data["step"].numpy(), edges))
     fits = {}
     for s in samplers:
@@ -104,9 +104,12 @@ def fit_alphas(data: dict, samplers: list[str], edges: list[int], bounds) -> dic
             m = bucket == q
             if not m.any():
                 fits[s].append({"bucket_start": start, "alpha": 0.0, "logloss": np.nan, "logloss_base": np.nan, "n": 0})
-                continue
-            r = fit_alpha(data["logp"][m], f[m], data["top"][m], data["target"][m], tuple(bounds))
-            fits[s].append({"bucket_start": start, **r})
+            else:
+                r = fit_alpha(data["logp"][m], f[m], data["top"][m], data["target"][m], tuple(bounds))
+                fits[s].append({"bucket_start": start, **r})
+            if on_fit is not None:
+                done = sum(map(len, fits.values()))
+                on_fit(done, sum(x["n"] for v in fits.values() for x in v))
     return fits
 
 
