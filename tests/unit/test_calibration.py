@@ -75,8 +75,13 @@ def test_candidate_entropies_equal_a_full_forward(model64):
     cands = torch.tensor([[3, 250, 1], [42, 42, 8]])
     got = lookahead.candidate_entropies(model, out.past_key_values, mask.bool(), ends, cands)
     assert out.past_key_values.get_seq_length() == 7  # cropped back
-    for b in range(2):
-        for q in range(3):
+    _assert_full_forward_entropies(model, ids, mask, ends, cands, got)
+
+
+def _assert_full_forward_entropies(model, ids, mask, ends, cands, got):
+    """Each query's entropy equals that of one unbatched, unpadded forward over its prefix and candidate."""
+    for b in range(cands.shape[0]):
+        for q in range(cands.shape[1]):
             real = ids[b, : ends[b, q]][mask[b, : ends[b, q]].bool()].tolist() + [int(cands[b, q])]
             with torch.no_grad():
                 lp = torch.log_softmax(model(torch.tensor([real])).logits[0, -1], -1)
@@ -444,12 +449,7 @@ def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_o
     for _ in range(2):  # twice: the cache is whole again after the first
         got = lookahead.candidate_entropies(model, past, mask.bool(), ends, cands)
         assert past.get_seq_length() == 9
-        for b in range(2):
-            for q in range(12):
-                real = ids[b, : ends[b, q]][mask[b, : ends[b, q]].bool()].tolist() + [int(cands[b, q])]
-                with torch.no_grad():
-                    lp = torch.log_softmax(model(torch.tensor([real])).logits[0, -1], -1)
-                assert abs(float(got[b, q]) - float(-(lp.exp() * lp).sum())) < 1e-9
+        _assert_full_forward_entropies(model, ids, mask, ends, cands, got)
     long_ids = torch.arange(3, 23)[None]  # 20 tokens: the sliding layer keeps only 15
     past = model(input_ids=long_ids, use_cache=True).past_key_values
     with pytest.raises(ValueError, match="sliding window of 16 tokens and keeps only the last 15"):
