@@ -23,7 +23,7 @@ import torch
 
 from entcal.generate import sample_with_entropy
 from entcal.logs import Progress
-from entcal.lookahead import teacher_forced
+from entcal.lookahead import output_logits, teacher_forced
 from entcal.models import input_device
 from entcal.predictor import FutureEntropyHead
 from entcal.prompts import pad, select_examples
@@ -130,12 +130,11 @@ def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: Futu
     """Every scored position of the pairs: log p̂ (N, V), top-k candidates (N, k), the head's and
     (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,), on the CPU.
     ``on_batch(pairs_done, tokens_done)`` after each batch (progress)."""
-    lm_head = model.get_output_embeddings()
     acc: dict[str, list] = {k_: [] for k_ in ("logp", "top", "f_head", "f_look", "target", "step")}
     for b, ids, h, top, f in teacher_forced(model, pairs, batch_size, pad_id, k if lookahead else 0):
         for i, (p, r) in enumerate(pairs[b : b + batch_size]):
             s, n = len(p), len(r)
-            lp = torch.log_softmax(lm_head(h[i, :n]).float(), -1)
+            lp = torch.log_softmax(output_logits(model, h[i, :n]).float(), -1)
             t = lp.topk(k, -1).indices if not lookahead else top[i, :n]
             acc["logp"].append(lp.cpu())
             acc["top"].append(t.cpu())
