@@ -118,3 +118,14 @@ def test_a_job_that_stops_early_ends_at_100_percent_and_says_where_it_stopped():
     p.update(300, 300 * 256)
     assert p.finish(300) == ("head training (stopped at 300 of 1500 steps): 300/300 steps (100 %), 25600.0 labels/s, "
                              "elapsed 0:03, about 0:00 left")  # fmt: skip
+
+
+def test_without_tqdm_a_wanted_bar_becomes_plain_lines_and_says_so(monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import tqdm.auto raises ImportError
+    with caplog.at_level(logging.INFO, logger="entcal.progress"):
+        p = Progress("aggregate", 2, bar=True, interval=0)
+        p.update(2, 10)
+    assert p.bar is None and "no progress bar (tqdm is not installed here)" in caplog.text
+    assert "aggregate: 2/2 prompts (100 %)" in caplog.text

@@ -144,10 +144,13 @@ class Progress:
         self.done, self.count, self.lines = 0.0, 0, []
         self.bar = None
         if bar if bar is not None else progress_bar_wanted():
-            from tqdm.auto import tqdm
-
-            total_bar = int(self.total) if self.total.is_integer() else self.total
-            self.bar = tqdm(total=total_bar, desc=what, unit=unit, dynamic_ncols=True, leave=True)
+            try:  # tqdm comes with transformers; the analysis environment has no need of it
+                from tqdm.auto import tqdm
+            except ImportError:
+                self.log.info("%s: no progress bar (tqdm is not installed here), plain lines only", what)
+            else:
+                total_bar = int(self.total) if self.total.is_integer() else self.total
+                self.bar = tqdm(total=total_bar, desc=what, unit=unit, dynamic_ncols=True, leave=True)
 
     def update(self, done: float, count: int | None = None, force: bool = False) -> str | None:
         if self.bar is not None:
