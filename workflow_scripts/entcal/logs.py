@@ -187,7 +187,7 @@ class Progress:
             self.what = f"{self.what} (stopped at {done:g} of {self.total:g} {self.unit})"
             self.total = float(done)
             if self.bar is not None:
-                self.bar.total = self.bar.n if float(self.bar.n) == self.total else self.total
+                self.bar.total = int(done) if float(done).is_integer() else float(done)
         if self.lines and self.done == self.total and self.lines[-1] == self.line(self.last):
             line = self.lines[-1]  # the last line already said 100 %
         else:
