@@ -50,3 +50,41 @@ def test_masked_logits_entropy_is_that_of_the_renormalised_support():
     _, r_ent = ref_stats(logits.gather(1, keep).numpy(), np.zeros(5, dtype=int), 1.0)
     np.testing.assert_allclose(ent.numpy(), r_ent, atol=1e-6)
     assert torch.isfinite(ent).all()
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_row_blocks_and_chunked_sums_match_float64(tau, monkeypatch):
+    """A 262k-entry vocabulary (not a multiple of the sum chunk), rows in blocks of 2 (5 rows: a short last
+    block), some entries -inf: log Z, entropy and log loss against float64 NumPy over the whole vocabulary."""
+    from entcal import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 2 * 262_147)
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(5, 262_147, generator=g) * 4
+    logits[1, :100_000] = -float("inf")
+    logits[3, 5:] = -float("inf")  # five live tokens
+    targets = torch.tensor([0, 100_001, 7, 2, 262_146])
+    logz, ent = metrics.logz_entropy(logits, tau)
+    nll, ent2 = token_logloss_entropy(logits, targets, tau)
+    x = logits.double().numpy() / tau
+    m = x.max(-1, keepdims=True)
+    r_logz = (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))[:, 0]
+    lp = x - r_logz[:, None]
+    r_ent = -np.where(np.isfinite(lp), np.exp(lp) * np.where(np.isfinite(lp), lp, 0), 0).sum(-1)
+    r_nll = -np.take_along_axis(lp, targets.numpy()[:, None], -1)[:, 0]
+    np.testing.assert_allclose(logz.numpy(), r_logz, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(ent.numpy(), r_ent, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(nll.numpy(), r_nll, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(ent2.numpy(), r_ent, atol=2e-6, rtol=0)
+
+
+def test_entropy_gradient_matches_float64_autograd():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 40, generator=g) * 2).requires_grad_()
+    from entcal.metrics import logz_entropy
+
+    logz_entropy(x, 0.8)[1].sum().backward()
+    xd = x.detach().double().requires_grad_()
+    lp = torch.log_softmax(xd / 0.8, -1)
+    (-(lp.exp() * lp).sum(-1)).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xd.grad, atol=1e-5, rtol=0)
