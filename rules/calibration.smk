@@ -98,6 +98,7 @@ rule calibration_table:
         predictors=f"{RD}/tables/predictor.csv",
         tradeoff=f"{RD}/tables/tradeoff_tf.csv",
         study=f"{RD}/tables/calibration_study.csv",  # each method's log loss at EntCE = 0 (entcal.study)
+        settings=f"{RD}/tables/calibration_settings.csv",  # every setting against temperature at its own entropy
         variants=f"{RD}/tables/predictor_variants.csv",  # the head against its variants and the baselines
     params:
         n_boot=lookup(dpath="analysis/n_boot", within=config),

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 
 from entcal.aggregate import calibration_tables, predictor_variants  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
-from entcal.study import answer, calibration_study  # noqa: E402
+from entcal.study import answer, calibration_study, setting_answer, setting_comparison  # noqa: E402
 
 setup_logging(snakemake.log[0], outputs=snakemake.output)
 log = logging.getLogger("calibration_table")
@@ -34,5 +34,8 @@ calibrated = set(table["model"])
 study = calibration_study(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,
                           seed=snakemake.params.seed)  # fmt: skip
 study.to_csv(snakemake.output.study, index=False, float_format="%.6g")
-for line in answer(study):
+settings = setting_comparison(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,
+                              seed=snakemake.params.seed)  # fmt: skip
+settings.to_csv(snakemake.output.settings, index=False, float_format="%.6g")
+for line in answer(study) + setting_answer(settings):
     log.info("%s", line)

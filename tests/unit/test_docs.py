@@ -78,9 +78,9 @@ def test_every_column_of_the_tables_the_code_declares_is_documented(tmp_path):
     tests/integration/test_workflow.py checks every table a real run writes)."""
     from entcal.aggregate import BOOTSTRAP_COLUMNS, MISSING_COLUMNS
     from entcal.scaling import FIT_COLUMNS
-    from entcal.study import STUDY_COLUMNS
+    from entcal.study import SETTING_COLUMNS, STUDY_COLUMNS
 
-    tables = {"calibration_study.csv": STUDY_COLUMNS, "missing.csv": MISSING_COLUMNS,
+    tables = {"calibration_study.csv": STUDY_COLUMNS, "calibration_settings.csv": SETTING_COLUMNS, "missing.csv": MISSING_COLUMNS,
               "entce_bootstrap.parquet": BOOTSTRAP_COLUMNS,
               "scaling_fits.csv": ["family", "dataset", "estimator", *FIT_COLUMNS, *[f"{c}_pooled" for c in FIT_COLUMNS]],
               "predictor.csv": ["alpha_future_entropy", "tf_delta_logloss_one_step_lookahead", "r2_test_ci_low"]}  # fmt: skip

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entcal.study import answer, calibration_study, crossing
+from entcal.study import SETTING_COLUMNS, answer, calibration_study, crossing, setting_answer, setting_comparison
 
 
 def test_crossing_is_the_intersection_of_the_segment_with_the_diagonal():
@@ -77,3 +77,33 @@ def test_intervals_cover_the_truth_at_about_their_level():
         t = calibration_study(pd.DataFrame(rows), pd.DataFrame(), n_boot=200, seed=rep, level=0.9)
         covered += bool(t["logloss_ci_low"][0] <= truth <= t["logloss_ci_high"][0])
     assert 0.75 <= covered / 60 <= 0.99
+
+
+def test_each_setting_against_temperature_at_its_own_entropy():
+    """A one-setting method has no calibrated point; its row compares it with temperature's curve at its own
+    entropy: closed-form interpolation, a paired interval that excludes 0 when the margin is real and far
+    narrower than the log loss's own, no comparison outside temperature's range, and the setting's own cost."""
+    temps = [("ancestral-t1.1", 3.2, 3.0), ("ancestral-t1", 2.8, 3.05), ("ancestral-t0.9", 2.2, 3.2)]
+    pts = {"ancestral": temps, "one_step_lookahead": [("one_step_lookahead-t1", 3.0, 2.995)],
+           "mirostat": [("mirostat-t1", 4.0, 3.1)]}  # fmt: skip
+    pp = _per_prompt(pts, n=64, noise=0.3)
+    pp["temperature"] = 1.0
+    pp["sampler_param"] = np.nan
+    summary = pd.DataFrame({"model": "m", "dataset": "d", "sampler": ["ancestral", "one_step_lookahead", "mirostat"],
+                            "temperature": 1.0, "sampler_param": np.nan, "gen_forward_tokens": [100.0, 600.0, 100.0],
+                            "mean_gen_tokens": 10.0, "n_prompts": 10})  # fmt: skip
+    t = setting_comparison(pp, summary, n_boot=400, seed=0).set_index("setting")
+    assert list(t.reset_index().columns) == ["setting", *[c for c in SETTING_COLUMNS if c != "setting"]]
+    la = t.loc["one_step_lookahead-t1"]
+    t_at = 3.05 + (3.0 - 2.8) / (3.2 - 2.8) * (3.0 - 3.05)  # H = 3.0: halfway from t1 (2.8) to t1.1 (3.2)
+    assert la["temperature_logloss_at_entropy"] == pytest.approx(t_at, abs=1e-9)
+    assert la["delta_vs_temperature_at_entropy"] == pytest.approx(2.995 - 3.025, abs=1e-9)
+    assert la["entce"] == pytest.approx(0.005, abs=1e-9) and la["forward_tokens_per_generated_token"] == pytest.approx(6.0)
+    assert la["delta_ci_low"] < -0.03 < la["delta_ci_high"] < 0
+    assert la["delta_ci_high"] - la["delta_ci_low"] < (la["logloss_ci_high"] - la["logloss_ci_low"]) / 2
+    assert la["entce_ci_low"] < 0.005 < la["entce_ci_high"]
+    mi = t.loc["mirostat-t1"]
+    assert np.isnan(mi["temperature_logloss_at_entropy"]) and mi["delta_boot_inside"] == 0.0  # H = 4 > 3.2
+    assert t.loc["ancestral-t1", "delta_vs_temperature_at_entropy"] == pytest.approx(0.0, abs=1e-12)
+    lines = setting_answer(t.reset_index())
+    assert len(lines) == 2 and "-0.0300 nats against temperature" in lines[1] and "outside" in lines[0]
