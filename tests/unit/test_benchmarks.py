@@ -24,6 +24,8 @@ def test_benchmarks_run_tiny_and_their_outputs_match(tmp_path):
     assert by[("1 same-pass entropy", "forward tokens")]["ratio"] >= 1.9
     # both kernel variants equal float64
     assert by[("2 chunked kernel", "max abs error vs float64 (nats), full / chunked")]["ratio"] < 1e-5
+    # the blocked entropy pass equals float64
+    assert by[("7 entropy pass", "max abs error vs float64 (nats), textbook / ours")]["met"]
     # the allocator settings change where blocks come from, never what is sampled
     assert by[("4 allocator", "same sampled tokens")]["met"]
     assert (tmp_path / "b.json").is_file()
