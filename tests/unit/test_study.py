@@ -85,12 +85,12 @@ def test_each_setting_against_temperature_at_its_own_entropy():
     narrower than the log loss's own, no comparison outside temperature's range, and the setting's own cost."""
     temps = [("ancestral-t1.1", 3.2, 3.0), ("ancestral-t1", 2.8, 3.05), ("ancestral-t0.9", 2.2, 3.2)]
     pts = {"ancestral": temps, "one_step_lookahead": [("one_step_lookahead-t1", 3.0, 2.995)],
-           "mirostat": [("mirostat-t1", 4.0, 3.1)]}  # fmt: skip
+           "mirostat": [("mirostat-t1", 4.0, 3.1)], "top_p": [("top_p-t1", 3.203, 3.0)]}  # fmt: skip
     pp = _per_prompt(pts, n=64, noise=0.3)
     pp["temperature"] = 1.0
     pp["sampler_param"] = np.nan
-    summary = pd.DataFrame({"model": "m", "dataset": "d", "sampler": ["ancestral", "one_step_lookahead", "mirostat"],
-                            "temperature": 1.0, "sampler_param": np.nan, "gen_forward_tokens": [100.0, 600.0, 100.0],
+    summary = pd.DataFrame({"model": "m", "dataset": "d", "sampler": ["ancestral", "one_step_lookahead", "mirostat", "top_p"],
+                            "temperature": 1.0, "sampler_param": np.nan, "gen_forward_tokens": [100.0, 600.0, 100.0, 100.0],
                             "mean_gen_tokens": 10.0, "n_prompts": 10})  # fmt: skip
     t = setting_comparison(pp, summary, n_boot=400, seed=0).set_index("setting")
     assert list(t.reset_index().columns) == ["setting", *[c for c in SETTING_COLUMNS if c != "setting"]]
@@ -104,6 +104,10 @@ def test_each_setting_against_temperature_at_its_own_entropy():
     assert la["entce_ci_low"] < 0.005 < la["entce_ci_high"]
     mi = t.loc["mirostat-t1"]
     assert np.isnan(mi["temperature_logloss_at_entropy"]) and mi["delta_boot_inside"] == 0.0  # H = 4 > 3.2
+    assert np.isnan(mi["delta_ci_low"]) and np.isnan(mi["delta_ci_high"])
+    tp = t.loc["top_p-t1"]  # just past temperature's highest entropy: some replicates fall inside, but no point
+    assert np.isnan(tp["delta_vs_temperature_at_entropy"]) and 0 < tp["delta_boot_inside"] < 1
+    assert np.isnan(tp["delta_ci_low"]) and np.isnan(tp["delta_ci_high"])
     assert t.loc["ancestral-t1", "delta_vs_temperature_at_entropy"] == pytest.approx(0.0, abs=1e-12)
     lines = setting_answer(t.reset_index())
-    assert len(lines) == 2 and "-0.0300 nats against temperature" in lines[1] and "outside" in lines[0]
+    assert len(lines) == 3 and "-0.0300 nats against temperature" in lines[1] and "outside" in lines[0]

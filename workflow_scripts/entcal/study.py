@@ -26,7 +26,8 @@ model x dataset x setting: model, dataset, setting, method, n_prompts, entropy, 
 entropy_ci_high, logloss, logloss_ci_low, logloss_ci_high, entce, entce_ci_low, entce_ci_high,
 temperature_logloss_at_entropy (temperature's curve, linear between its settings, at this setting's entropy;
 empty outside their range), delta_vs_temperature_at_entropy (logloss minus that), delta_ci_low, delta_ci_high
-(paired bootstrap), delta_boot_inside (share of replicates whose entropy lies inside temperature's range),
+(paired bootstrap; empty with the point), delta_boot_inside (share of replicates whose entropy lies inside
+temperature's range),
 forward_tokens_per_generated_token, n_boot, estimator.
 """
 
@@ -154,7 +155,7 @@ def setting_comparison(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: 
                 "logloss": ll[j], **dict(zip(["logloss_ci_low", "logloss_ci_high"], ci(lb[:, j]))),
                 "entce": h[j] - ll[j], **dict(zip(["entce_ci_low", "entce_ci_high"], ci(hb[:, j] - lb[:, j]))),
                 "temperature_logloss_at_entropy": t_at[j], "delta_vs_temperature_at_entropy": ll[j] - t_at[j],
-                **dict(zip(["delta_ci_low", "delta_ci_high"], ci(diff))),
+                **dict(zip(["delta_ci_low", "delta_ci_high"], ci(diff) if np.isfinite(t_at[j]) else (np.nan, np.nan))),
                 "delta_boot_inside": float(np.isfinite(diff).mean()) if len(W) else np.nan,
                 "forward_tokens_per_generated_token": float(c["fpt"].mean()) if len(c) else np.nan,
                 "n_boot": n_boot, "estimator": "prompt_mean",
