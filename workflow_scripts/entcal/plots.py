@@ -354,6 +354,6 @@ def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: li
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="EntCE = 0")
         ax.set(xlabel="entropy of generations (nats/token)", ylabel="reference log loss (nats/token)",
-               title=f"{m} / {d}: stars = calibrated point, 95 % CI")  # fmt: skip
+               title=f"{m} / {d}\nstars: calibrated points (95 % CI of log loss)")  # fmt: skip
         ax.legend(fontsize=6)
     _save(fig, outputs)
