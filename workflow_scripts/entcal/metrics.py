@@ -46,16 +46,20 @@ def _sum64(t: torch.Tensor) -> torch.Tensor:
     return s + t[..., k * SUM_CHUNK :].sum(-1, dtype=torch.float64) if k * SUM_CHUNK < v else s
 
 
-def _logz_entropy_block(x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    m = x.amax(-1, keepdim=True)
+def _logz_entropy_block(x: torch.Tensor, temperature: float, inplace: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    m = x.amax(-1, keepdim=True).detach()
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     d = torch.sub(x, m)  # the one temporary besides e; -inf (truncated) -> the most negative finite value,
-    if temperature != 1.0:  # whose exp is 0 and whose product with it is 0, not nan
-        d.mul_(1.0 / temperature)
-    d.clamp_(min=torch.finfo(d.dtype).min)
+    lowest = torch.finfo(d.dtype).min  # whose exp is 0 and whose product with it is 0, not nan
+    if inplace:
+        if temperature != 1.0:
+            d.mul_(1.0 / temperature)
+        d.clamp_(min=lowest)
+    else:  # the same steps out of place, for autograd
+        d = (d / temperature).clamp(min=lowest)
     e = torch.exp(d)
     s = _sum64(e)
-    ed = _sum64(d.mul_(e))
+    ed = _sum64(d.mul_(e) if inplace else d * e)
     log_s = torch.log(s)
     return m.squeeze(-1).double() / temperature + log_s, log_s - ed / s
 
@@ -70,15 +74,7 @@ def logz_entropy(x: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tenso
     of BLOCK_ELEMENTS at a time; with gradients enabled on ``x`` the same formula runs out of place.
     """
     if x.requires_grad and torch.is_grad_enabled():
-        z = x / temperature
-        m = z.amax(-1, keepdim=True).detach()
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        d = z - m
-        e = torch.exp(d)
-        s = e.sum(-1, dtype=torch.float64)
-        ed = torch.where(e > 0, e * d, torch.zeros_like(e)).sum(-1, dtype=torch.float64)
-        log_s = torch.log(s)
-        return m.squeeze(-1).double() + log_s, log_s - ed / s
+        return _logz_entropy_block(x, temperature, inplace=False)
     shape, v = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, v)
     step = max(1, BLOCK_ELEMENTS // max(v, 1))
