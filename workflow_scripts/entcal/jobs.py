@@ -28,7 +28,7 @@ from entcal.files import check_file, read_sidecar, write_parquet, write_sidecar
 from entcal.logs import Progress
 from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
-from entcal.models import count_params, effective_context, input_device, load_model, load_tokenizer, model_context, resolve_device
+from entcal.models import count_params, count_params_from_config, effective_context, input_device, load_model, load_tokenizer, model_context, resolve_device
 from entcal.predictor import load_head
 from entcal.prompts import end_token_ids, length_order, load_prompts, select_examples
 from entcal.runtime import allocator_settings
@@ -36,7 +36,7 @@ from entcal.samplers import sampler as registry_entry
 from entcal.sampling import calibrated_processors, load_calibration
 from entcal.score import score_rows, score_settings
 from entcal.shards import ShardStore, group_shards, model_fingerprint
-from entcal.vllm_backend import choose_backend, entropy_pass, generate_vllm, make_llm
+from entcal.vllm_backend import choose_backend, close_llm, entropy_pass, generate_vllm, make_llm, vllm_platform
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +157,17 @@ def generate_file(
     written back in example order. Generation stops at every end id of the model
     (:func:`entcal.prompts.end_token_ids`).
 
-    Entropy and logprob of every step come from the sampling pass itself (transformers backend,
-    ``precision="exact"``), or from one exact teacher-forced pass over prompt + sampled tokens after
-    the sampling (``backend="vllm"``: vLLM samples; ``precision="paper"``: the model samples in
-    ``dtype`` and a double-quantised NF4 copy, as the authors ran it, gives the entropies). Shards of
+    Entropy and logprob of every step come from the sampling pass itself (the transformers backend's
+    recorder, or with ``backend="vllm"`` the recorder inside vLLM's sampler, :mod:`entcal.vllm_backend`),
+    or under ``precision="paper"`` from one teacher-forced pass over prompt + sampled tokens after the
+    sampling (vLLM or the model in ``dtype`` samples; a double-quantised NF4 copy, as the authors ran it,
+    gives the entropies). Shards of
     ``shard_size`` prompts are saved as they finish (:mod:`entcal.shards`): a killed job resumes from
     its last shard. ``calibration`` / ``head``: the train_predictor outputs, needed by the samplers of
     the calibrated samplers.
     """
     torch.set_num_threads(threads)
-    backend = choose_backend(backend, sampler)
+    backend = choose_backend(backend, sampler, device)
     tok = load_tokenizer(model_dir, model_name)
     ends = end_token_ids(tok, model_dir) if stop_at_eos else []
     chosen = load_prompts(prompts_path)
@@ -188,7 +189,9 @@ def generate_file(
     if registry_entry(sampler).needs_predictor and not calib:
         raise ValueError(f"sampler {sampler!r} needs the model's calibration file (train_predictor output)")
     t0 = time.time()
-    two_phase = backend == "vllm" or precision == "paper"
+    two_phase = precision == "paper"  # sample, then the NF4 entropy pass
+    same_pass = backend == "vllm" and not two_phase  # vLLM samples and records the entropy itself
+    max_seqs = max(b.stop - b.start for b in batches)
     pass_batch = batch_size if batch_size != "auto" else scoring_batch(model_dir, max(len(p) for p in prompts) + max_new_tokens,
                                                                        device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb,
                                                                        dtype=dtype, precision=precision)[0]  # fmt: skip
@@ -199,44 +202,57 @@ def generate_file(
                                 setting=setting, calib=calib, head=head, max_new_tokens=max_new_tokens, seed=seed,
                                 stop_at_eos=stop_at_eos, ends=ends, gpus=gpus, dtype=dtype, device=device,
                                 gpu_memory_gb=gpu_memory_gb)  # fmt: skip
-    model, factory, head_mod = None, None, None
+    model, factory, head_mod, engine, engine_seconds = None, None, None, None, None
     frames, n_new_run = [], 0
     todo = sum(sl.stop - sl.start for k, (sl, _) in enumerate(shards) if not store.path(k).exists()) or len(chosen)
     progress = Progress(f"generate {model_name} {sampler} T={temperature}", todo)
     base = [0, 0]  # prompts and tokens of the shards finished in this run
-    for k, (sl, shard_batches) in enumerate(shards):
-        part = chosen[sl]
-        ids = [e for e, _, _ in part]
-        df = store.load(k, ids)
-        if df is None:
-            if model is None:
-                model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb,
-                                        quantization="nf4" if precision == "paper" else "none")  # fmt: skip
-                head_mod = load_head(head, model)[0] if calib and head else None
-                if calib and not two_phase:
-                    factory = calibrated_processors(sampler, model, calib, head_mod, sampler_param)
-            if two_phase:
-                rows = _entropy_rows(model, [p for _, p, _ in part], tokens[k], setting, calib, head_mod, ends,
-                                     tok.pad_token_id, pass_batch)  # fmt: skip
-            else:
-                rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
-                rows = sample_with_entropy(model, tok, [p for _, p, _ in part], temperature=temperature,
-                                           max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
-                                           stop_at_eos=stop_at_eos, sampler=sampler, sampler_param=sampler_param,
-                                           extra_processors=factory, end_ids=ends, batches=rel,
-                                           on_step=lambda p, t: progress.update(base[0] + p, base[1] + t))  # fmt: skip
-            for example_id, row in zip(ids, rows):
-                row["example_id"] = example_id
-                row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
-            df = pd.DataFrame(rows)[GENERATION_COLUMNS]
-            store.save(k, df, ids)
-            n_new_run += int(df["n_tokens"].sum())
-            base[0] += len(ids)
-            base[1] += len(ids) * (max_new_tokens if not two_phase else 0)
-            progress.update(base[0], base[1], force=True)  # a line per shard
-        frames.append(df)
-    if model is None:  # every shard was resumed: parameter counts still come from the model
-        model, _ = load_model(model_dir, model_name, dtype=dtype, device="cpu")
+    try:
+        for k, (sl, shard_batches) in enumerate(shards):
+            part = chosen[sl]
+            ids = [e for e, _, _ in part]
+            df = store.load(k, ids)
+            if df is None:
+                if same_pass:
+                    if engine is None:  # one engine per job, started where the first shard needs it
+                        engine = make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed, max_num_seqs=max_seqs,
+                                          max_model_len=effective_context(model_dir, 4096), gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+                        engine_seconds = engine.entcal_start_seconds
+                    rows = generate_vllm(engine, [p for _, p, _ in part], sampler=sampler, temperature=temperature,
+                                         param=sampler_param, max_new_tokens=max_new_tokens, seed=seed + sl.start,
+                                         stop_at_eos=stop_at_eos, end_ids=ends)  # fmt: skip
+                else:
+                    if model is None:
+                        model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
+                                                gpu_memory_gb=gpu_memory_gb,
+                                                quantization="nf4" if precision == "paper" else "none")  # fmt: skip
+                        head_mod = load_head(head, model)[0] if calib and head else None
+                        if calib and not two_phase:
+                            factory = calibrated_processors(sampler, model, calib, head_mod, sampler_param)
+                    if two_phase:
+                        rows = _entropy_rows(model, [p for _, p, _ in part], tokens[k], setting, calib, head_mod, ends,
+                                             tok.pad_token_id, pass_batch)  # fmt: skip
+                    else:
+                        rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
+                        rows = sample_with_entropy(model, tok, [p for _, p, _ in part], temperature=temperature,
+                                                   max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
+                                                   stop_at_eos=stop_at_eos, sampler=sampler, sampler_param=sampler_param,
+                                                   extra_processors=factory, end_ids=ends, batches=rel,
+                                                   on_step=lambda p, t: progress.update(base[0] + p, base[1] + t))  # fmt: skip
+                for example_id, row in zip(ids, rows):
+                    row["example_id"] = example_id
+                    row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
+                df = pd.DataFrame(rows)[GENERATION_COLUMNS]
+                store.save(k, df, ids)
+                n_new_run += int(df["n_tokens"].sum())
+                base[0] += len(ids)
+                base[1] += len(ids) * (max_new_tokens if not two_phase else 0)
+                progress.update(base[0], base[1], force=True)  # a line per shard
+            frames.append(df)
+    finally:  # no engine outlives the job, not even a failed one
+        close_llm(engine)
+        engine = None
+    params = count_params(model) if model is not None else count_params_from_config(model_dir)
     seconds = time.time() - t0
     df = store.merge(frames, sort_by="example_id")
     shutil.rmtree(str(out_path) + ".tokens.shards", ignore_errors=True)  # the sampling phase's token shards
@@ -266,13 +282,15 @@ def generate_file(
         "shards_redone": store.redone,
         "seconds": round(seconds, 2),  # this run only (resumed shards cost nothing)
         "tokens_per_second": round(n_new_run / max(seconds, 1e-9), 1),
-        "device": str(input_device(model)),
+        "device": str(input_device(model)) if model is not None else vllm_platform() if same_pass else "cpu",
         "backend": backend,
+        "entropy_pass": "nf4 teacher-forced pass" if two_phase else "vllm sampler" if same_pass else "hf sampler",
+        "engine_start_seconds": engine_seconds,  # vLLM's start in this run (None: no engine started)
         "precision": precision,
         "dtype": dtype,
         "threads": threads,
         "allocator": allocator_settings(),
-        **count_params(model),
+        **params,
     }
     log.info("generation: %s", write_sidecar(out_path, sidecar))
 
@@ -292,40 +310,43 @@ def _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, *,
     from the model in ``dtype`` without the recorder. Token shards are kept (``{output}.tokens.shards``),
     so a job killed during the entropy pass does not sample again."""
     tok_store = ShardStore(str(store.out) + ".tokens", fingerprint)
-    out, engine = {}, None
-    for k, (sl, shard_batches) in enumerate(shards):
-        ids = [e for e, _, _ in chosen[sl]]
-        if store.read(k, ids)[0] is not None:  # finished already (counted in the main loop)
-            continue
-        df = tok_store.load(k, ids)
-        if df is None:
-            prompts = [p for _, p, _ in chosen[sl]]
-            if backend == "vllm":
-                engine = engine or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed,
-                                            max_model_len=effective_context(model_dir, 4096))  # fmt: skip
-                toks = generate_vllm(engine, prompts, sampler=setting["sampler"], temperature=setting["temperature"],
-                                     param=setting["param"], max_new_tokens=max_new_tokens, seed=seed + sl.start,
-                                     stop_at_eos=stop_at_eos, end_ids=ends)  # fmt: skip
-            else:
-                if engine is None:
-                    engine, _ = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
-                                           gpu_memory_gb=gpu_memory_gb)  # fmt: skip
-                    head_mod = load_head(head, engine)[0] if calib and head else None
-                    factory = calibrated_processors(setting["sampler"], engine, calib, head_mod, setting["param"]) if calib else None
-                rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
-                rows = sample_with_entropy(engine, tok, prompts, temperature=setting["temperature"],
-                                           max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
-                                           stop_at_eos=stop_at_eos, sampler=setting["sampler"],
-                                           sampler_param=setting["param"], extra_processors=factory, record=False,
-                                           end_ids=ends, batches=rel)  # fmt: skip
-                toks = [r["token_ids"] for r in rows]
-            df = pd.DataFrame({"example_id": ids, "token_ids": toks})
-            tok_store.save(k, df, ids)
-        out[k] = [list(t) for t in df["token_ids"]]
-    del engine
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    out, engine, llm = {}, None, None
+    try:
+        for k, (sl, shard_batches) in enumerate(shards):
+            ids = [e for e, _, _ in chosen[sl]]
+            if store.read(k, ids)[0] is not None:  # finished already (counted in the main loop)
+                continue
+            df = tok_store.load(k, ids)
+            if df is None:
+                prompts = [p for _, p, _ in chosen[sl]]
+                if backend == "vllm":
+                    llm = llm or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed, record=False,
+                                          max_num_seqs=max(b.stop - b.start for _, bs in shards for b in bs),
+                                          max_model_len=effective_context(model_dir, 4096), gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+                    rows = generate_vllm(llm, prompts, sampler=setting["sampler"], temperature=setting["temperature"],
+                                         param=setting["param"], max_new_tokens=max_new_tokens, seed=seed + sl.start,
+                                         stop_at_eos=stop_at_eos, end_ids=ends, record=False)  # fmt: skip
+                else:
+                    if engine is None:
+                        engine, _ = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
+                                               gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+                        head_mod = load_head(head, engine)[0] if calib and head else None
+                        factory = calibrated_processors(setting["sampler"], engine, calib, head_mod, setting["param"]) if calib else None
+                    rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
+                    rows = sample_with_entropy(engine, tok, prompts, temperature=setting["temperature"],
+                                               max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
+                                               stop_at_eos=stop_at_eos, sampler=setting["sampler"],
+                                               sampler_param=setting["param"], extra_processors=factory, record=False,
+                                               end_ids=ends, batches=rel)  # fmt: skip
+                df = pd.DataFrame({"example_id": ids, "token_ids": [r["token_ids"] for r in rows]})
+                tok_store.save(k, df, ids)
+            out[k] = [list(t) for t in df["token_ids"]]
+    finally:  # the NF4 pass's model comes next: neither the engine nor the sampling model stays
+        close_llm(llm)
+        del engine, llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return out
 
 

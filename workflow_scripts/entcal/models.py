@@ -249,6 +249,17 @@ def count_params(model) -> dict:
     return {"n_params_total": int(total), "n_params_nonembedding": int(non_emb)}
 
 
+def count_params_from_config(path: str | Path) -> dict:
+    """:func:`count_params` of the model a folder holds, built on the meta device from its config.json: no
+    weight is read and no memory taken (a vLLM job never loads the model into transformers)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
+    return count_params(model)
+
+
 def build_model(arch: dict, vocab_size: int, max_positions: int, seed: int = 0):
     """A freshly initialised causal LM from a small architecture spec.
 

