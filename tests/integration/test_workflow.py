@@ -46,10 +46,11 @@ def install_site_profile(home: Path, *args) -> Path:
 
 
 def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
-    profile = install_site_profile(tmp_path, "--partition", "cpu", "--gpu-partition", "gpu", "--gpu-model", "h100",
-                                   "--max-runtime-min", "1440", "--gpu-memory-gb", "40", "--gpu-qos", "gpu_high",
-                                   "--gpu-constraint", "h100&ib", "--gpu-sbatch=--exclusive")  # fmt: skip
-    assert "slurm_partition: cpu" in profile.read_text() and "config:" not in profile.read_text()
+    # site names that Python would read as something else: builtins (all, max), a subtraction, a colon
+    profile = install_site_profile(tmp_path, "--partition", "all", "--account", "max", "--gpu-partition", "gpu-a100",
+                                   "--gpu-model", "h100", "--max-runtime-min", "1440", "--gpu-memory-gb", "40",
+                                   "--gpu-qos", "gpu:high", "--gpu-constraint", "h100&ib", "--gpu-sbatch=--exclusive")  # fmt: skip
+    assert "slurm_partition: \"'all'\"" in profile.read_text() and "config:" not in profile.read_text()
     # a --config on the command line replaces a profile's whole `config:` list; the site settings are elsewhere
     r = smk("-n", "--profile", "slurm", "--config", "threads=8", env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -72,15 +73,16 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     res = {m: dict(kv.split("=", 1) for kv in b.split(", ")) for m, b in blocks.items()}
     assert res["qwen25_7b"]["gpu"] == "1" and res["qwen25_14b"]["gpu"] == "2" and res["llama2_70b"]["gpu"] == "4"
     assert res["pythia_12b"]["gpu"] == "2" and res["qwen25_32b"]["gpu"] == "4"
-    assert res["llama2_70b"]["slurm_partition"] == "gpu" and res["llama2_70b"]["gpu_model"] == "h100"
-    assert res["llama2_70b"]["qos"] == "gpu_high" and res["llama2_70b"]["constraint"] == "h100&ib"
+    assert res["llama2_70b"]["slurm_partition"] == "gpu-a100" and res["llama2_70b"]["gpu_model"] == "h100"
+    assert res["llama2_70b"]["qos"] == "gpu:high" and res["llama2_70b"]["constraint"] == "h100&ib"
+    assert res["llama2_70b"]["slurm_account"] == "max"
     assert res["llama2_70b"]["slurm_extra"] == "--exclusive"
     assert res["llama2_70b"]["nodes"] == "1"  # a multi-GPU job on one node (the rule)
     assert "gpu_memory_gb: 40.0 (the site profile's default-resources" in out
     assert int(res["llama2_70b"]["mem_mb"]) > int(res["qwen25_7b"]["mem_mb"])
     assert 1440 >= int(res["llama2_70b"]["runtime"]) > int(res["qwen25_7b"]["runtime"])  # capped at the site's maximum
     cpu = re.search(r"rule prepare_dataset:.*?resources: (.*?)\n", out, re.S)[1]
-    assert "slurm_partition=cpu" in cpu and "gpu_model" not in cpu and "qos" not in cpu
+    assert "slurm_partition=all" in cpu and "slurm_account=max" in cpu and "gpu_model" not in cpu and "qos" not in cpu
 
 
 def test_the_demo_dry_runs_before_any_model_exists(tmp_path):

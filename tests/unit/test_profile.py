@@ -11,10 +11,11 @@ def test_site_facts_travel_as_default_resources_and_gpu_settings_as_set_resource
                         gpu_constraint="h100&ib", gpu_sbatch="--exclusive")  # fmt: skip
     p = yaml.safe_load(text)
     assert "config" not in p  # any --config on the command line would replace a profile's config list
-    assert p["default-resources"] == {"slurm_partition": "cpu", "slurm_account": "proj", "entcal_gpu_memory_gb": 141,
+    # every string as a quoted Python string: Snakemake evaluates resource values
+    assert p["default-resources"] == {"slurm_partition": "'cpu'", "slurm_account": "'proj'", "entcal_gpu_memory_gb": 141,
                                       "entcal_max_runtime_min": 1440}  # fmt: skip
     assert set(p["set-resources"]) == set(GPU_RULES)
-    assert p["set-resources"]["generate"] == {"slurm_partition": "gpu", "gpu_model": "h100", "qos": "gpu_high",
+    assert p["set-resources"]["generate"] == {"slurm_partition": "'gpu'", "gpu_model": "'h100'", "qos": "'gpu_high'",
                                               "constraint": "'h100&ib'", "slurm_extra": "'--exclusive'"}  # fmt: skip
     bare = yaml.safe_load(render_slurm("cpu"))
     assert "set-resources" not in bare  # Snakemake refuses an empty block: it stays commented out

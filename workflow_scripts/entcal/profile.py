@@ -75,10 +75,12 @@ def render_gpu_rules(gpu_partition=None, gpu_model=None, gpu_qos=None, gpu_const
 
 
 def _yaml_scalar(v) -> str:
+    """A resource value as the profile writes it: a string as a quoted Python string literal inside a YAML
+    string, since Snakemake evaluates a profile's resource values as Python (a partition named ``all`` or
+    ``max`` would otherwise become the builtin function, and ``gpu-a100`` a subtraction); numbers as they are."""
     import json
 
-    # a string resource is given to Snakemake as a quoted Python string, so that it is never evaluated
-    return json.dumps(f"'{v}'") if isinstance(v, str) and not v.replace("_", "").isalnum() else str(v)
+    return json.dumps(repr(v)) if isinstance(v, str) else str(v)
 
 
 def site_facts(default_resources) -> dict:
@@ -120,7 +122,7 @@ def render_slurm(partition: str | None = None, account: str | None = None, gpu_p
     """The text of the SLURM site profile."""
 
     def line(key, value, hint):
-        return f"{key}: {value}" if value else f"# {key}: {hint}"
+        return f"{key}: {_yaml_scalar(value)}" if value else f"# {key}: {hint}"
 
     extra_text = "".join(f"{k}: {v}\n" for k, v in (extra or {}).items())
     return SLURM.format(
