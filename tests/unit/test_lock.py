@@ -57,3 +57,18 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     p = child(rd)
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0 and out.strip() == "HELD"
+
+
+def test_a_lock_that_is_a_link_or_a_folder_is_refused_and_its_target_left_alone(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("do not truncate me\n")
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / LOCK_NAME).symlink_to(target)
+    with pytest.raises(ResultsLockedError, match=r"\.entcal\.lock is a symbolic link.*Remove it"):
+        lock_results_dir(res)
+    assert target.read_text() == "do not truncate me\n"
+    other = tmp_path / "res2"
+    (other / LOCK_NAME).mkdir(parents=True)
+    with pytest.raises(ResultsLockedError, match=r"\.entcal\.lock is not a regular file.*rm -r"):
+        lock_results_dir(other)

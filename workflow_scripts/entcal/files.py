@@ -177,7 +177,15 @@ def lock_results_dir(results_dir: str | Path, owner: str = "") -> Path:
         return folder / LOCK_NAME
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise ResultsLockedError(f"{path} is {what}: the run's lock must be a plain file it writes itself (a link "
+                                 "would have its target truncated). Remove it (rm -r) and start the run again.")  # fmt: skip
+    # O_NOFOLLOW: a link put there after the check above is refused by the kernel, never followed
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise ResultsLockedError(f"{path}: cannot open the run's lock ({err.strerror}): remove it and start again") from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
