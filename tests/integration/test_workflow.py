@@ -66,6 +66,8 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     assert counts["score"] == counts["select_prompts"] == 3 * 33
     assert counts["score_extra"] == 3 * 19  # the base models' samplers beyond the paper, scored apart
     assert counts["download_model"] == 33 and counts["download_dataset"] == 3
+    # the count docs/cluster.md quotes is this dry run's
+    assert f"{counts['total']:,} jobs (a dry run's count" in (ROOT / "docs" / "cluster.md").read_text()
     # a future-entropy predictor per base model and dataset
     assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
     # GPUs by model size as the paper used them, on the GPU partition; more memory and time for larger models
