@@ -28,10 +28,79 @@ from entcal.samplers import sampler as registry_entry
 from entcal.tilt import step_bucket, tilt_logprobs
 
 
+class TopPThreshold(LogitsProcessor):
+    """Top-p (nucleus) truncation without sorting the vocabulary: the most probable tokens up to and including
+    the first at which the descending cumulative mass reaches ``top_p``, and every token tied with that one;
+    the rest get ``filter_value``.
+
+    The mass is exact: float64 probabilities exp(x - log Z) of the candidates, log Z a float64 log-sum-exp of
+    the row (a float32 softmax over 262k entries is off by about 1e-5 in total mass, enough to move the
+    boundary by a token or two). The candidates come from a top-k over the logits that grows (256, then 8
+    times as many) until their mass reaches ``top_p``, so a 262k vocabulary is sorted only as far as the
+    nucleus reaches; tokens are then kept by comparing logits with the boundary token's. :func:`top_p_reference`
+    computes the same set after a full sort. Against transformers' ``TopPLogitsWarper`` the kept set is the
+    same but where tokens tie at the boundary (it keeps whichever of them its sort puts last) and where its
+    float32 softmax and cumulative sum move the boundary (a token or two of a 262k row, about 1e-5 of mass).
+    """
+
+    def __init__(self, top_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1, start: int = 256):
+        if not 0 < float(top_p) <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.top_p, self.filter_value = float(top_p), filter_value
+        self.min_tokens_to_keep, self.start = max(1, int(min_tokens_to_keep)), int(start)
+
+    def boundary(self, x: torch.Tensor) -> torch.Tensor:
+        """(rows, 1) logit of each row's boundary token, for (rows, V) logits."""
+        v = x.shape[-1]
+        logz = log_z64(x)
+        out = torch.empty(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        todo = torch.arange(x.shape[0], device=x.device)
+        k = min(max(self.start, self.min_tokens_to_keep), v)
+        while len(todo):
+            vals = x[todo].topk(k, dim=-1).values  # descending
+            cum = torch.exp(vals.double() - logz[todo, None]).cumsum(-1)
+            done = (cum[:, -1] >= self.top_p) | (k >= v)
+            if done.any():
+                first = (cum[done] < self.top_p).sum(-1, keepdim=True)  # index of the first mass >= top_p
+                first = first.clamp(min=self.min_tokens_to_keep - 1, max=k - 1)
+                out[todo[done]] = vals[done].gather(-1, first)
+            todo, k = todo[~done], min(k * 8, v)
+        return out
+
+    def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
+        if self.top_p >= 1.0:
+            return scores
+        flat = scores.reshape(-1, scores.shape[-1])
+        keep = flat >= self.boundary(flat)
+        return scores.masked_fill(~keep.reshape(scores.shape), self.filter_value)
+
+
+def log_z64(x: torch.Tensor, block: int = 2**21) -> torch.Tensor:
+    """float64 log-sum-exp of each row of (rows, V) ``x``, a few rows at a time (``block`` elements)."""
+    step = max(1, block // max(x.shape[-1], 1))
+    return torch.cat([torch.logsumexp(x[i : i + step].double(), -1) for i in range(0, x.shape[0], step)])
+
+
+def top_p_reference(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The kept mask of :class:`TopPThreshold` by a full sort (tests and benchmark 9): descending logits,
+    float64 cumulative mass, every token at or above the first that reaches ``top_p``."""
+    flat = scores.reshape(-1, scores.shape[-1])
+    vals = flat.sort(dim=-1, descending=True).values
+    cum = torch.exp(vals.double() - log_z64(flat)[:, None]).cumsum(-1)
+    first = (cum < top_p).sum(-1, keepdim=True).clamp(max=flat.shape[-1] - 1)
+    return (flat >= vals.gather(-1, first)).reshape(scores.shape)
+
+
+# transformers warpers the registry names, done here without a full sort over the vocabulary (issue: top-p
+# generation over Gemma's 262k vocabulary took twice as long as plain sampling)
+WARPERS = {"TopPLogitsWarper": TopPThreshold}
+
+
 def sampling_processors(sampler: str, temperature: float, param: float | None = None) -> list[LogitsProcessor]:
     """transformers warpers of a sampler setting, in generate()'s own order: temperature, then the
-    registry's truncation warper with ``param``. Calibrated samplers get only the temperature here;
-    their own processors come from :func:`calibrated_processors`. The entropy recorder goes after all."""
+    registry's truncation warper with ``param`` (top-p as :class:`TopPThreshold`, the same truncation
+    without a full sort). Calibrated samplers get only the temperature here; their own processors come
+    from :func:`calibrated_processors`. The entropy recorder goes after all."""
     entry = registry_entry(sampler)
     procs: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
     if entry.warper is None:
@@ -39,7 +108,7 @@ def sampling_processors(sampler: str, temperature: float, param: float | None = 
     if param is None:
         raise ValueError(f"sampler {sampler!r} needs a param")
     cls, keyword, kind = entry.warper
-    return [*procs, getattr(transformers, cls)(**{keyword: kind(param)})]
+    return [*procs, (WARPERS.get(cls) or getattr(transformers, cls))(**{keyword: kind(param)})]
 
 
 class EntropyRecorder(LogitsProcessor):

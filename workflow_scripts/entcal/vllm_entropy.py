@@ -26,6 +26,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from entcal.metrics import logz_entropy
+from entcal.samplers import sampler as registry_entry
 from entcal.sampling import sampling_processors
 from entcal.vllm_backend import EXTRA_KEY, RECORD
 
@@ -83,10 +84,18 @@ class VllmEntropyRecorder(LogitsProcessor):
             if i < logits.shape[0]:
                 groups.setdefault((setting, folder), []).append(i)
         for (setting, folder), rows in groups.items():
-            scores = logits[rows].float()  # a copy: vLLM's own logits are left as they are
-            for proc in sampling_processors(*setting):
-                scores = proc(None, scores)  # the warpers read the scores only
-            ent = logz_entropy(scores)[1].cpu().numpy()
+            rows.sort()
+            # the whole batch as it is (no copy), or its rows; nothing below writes into vLLM's logits
+            x = logits if rows == list(range(logits.shape[0])) else logits[rows]
+            sampler, temperature, param = setting
+            if registry_entry(sampler).warper is None:  # temperature only: one blocked pass, no tempered copy
+                ent = logz_entropy(x.float(), temperature)[1]
+            else:
+                scores = x.float()
+                for proc in sampling_processors(*setting):
+                    scores = proc(None, scores)  # the warpers return new tensors and read the scores only
+                ent = logz_entropy(scores)[1]
+            ent = ent.cpu().numpy()
             rec = np.empty(len(rows), RECORD)
             rec["key"] = [self.slots[i][0] for i in rows]
             rec["step"] = [len(self.slots[i][3]) for i in rows]
