@@ -302,3 +302,12 @@ def test_the_paper_grid_resolves_to_the_authors_choices_and_exact_to_ours():
     assert cfg["analysis"]["estimator"] == "pooled"
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     assert demo["fidelity"] == "exact"
+
+
+def test_no_bootstrap_is_said_at_load(caplog):
+    cfg = load("demo.yaml")
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    cfg["analysis"]["n_boot"] = 0
+    with caplog.at_level("WARNING"):
+        check_config(cfg)
+    assert "analysis.n_boot: 0: no bootstrap" in caplog.text and "NaN" in caplog.text

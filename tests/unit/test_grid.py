@@ -92,6 +92,9 @@ def test_the_demo_without_gemma_is_one_setting():
     cfg["exclude_models"] = ["gemma"]
     with pytest.raises(ConfigError, match=r"exclude_models: unknown model\(s\) \['gemma'\]"):
         exclude_models(cfg)
+    cfg["exclude_models"] = list(cfg["models"])  # all of them: said at load, not as an empty concatenation at aggregate
+    with pytest.raises(ConfigError, match=r"exclude_models names every model.*Leave at least one out"):
+        exclude_models(cfg)
 
 
 def test_a_run_is_read_from_where_it_is_now(tmp_path):

@@ -238,6 +238,9 @@ def exclude_models(config: dict) -> None:
         raise ConfigError(f"exclude_models: unknown model(s) {unknown} (the configuration has {sorted(config['models'])})")
     if not drop:
         return
+    if drop >= set(config["models"]):
+        raise ConfigError(f"exclude_models names every model of the configuration ({sorted(drop)}): nothing would be "
+                          "left to run. Leave at least one out of exclude_models.")  # fmt: skip
     config["models"] = {m: spec for m, spec in config["models"].items() if m not in drop}
     for kind, settings in config["samplers"].items():
         kept = []
@@ -400,6 +403,9 @@ def check_config(config: dict) -> None:
         errors.append("analysis.max_len exceeds generation.max_new_tokens")
     if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:
         log.warning("generation.min_reference_tokens > max_new_tokens: references are cut at max_new_tokens")
+    if config.get("analysis", {}).get("n_boot") == 0:
+        log.warning("analysis.n_boot: 0: no bootstrap over prompts, so the scaling slopes' intervals (scaling_fits.csv) "
+                    "are empty (NaN); set n_boot to 1000 or more for intervals")  # fmt: skip
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
 
