@@ -19,7 +19,7 @@ from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
-from entcal.profile import site_facts  # noqa: E402
+from entcal.profile import conda_problem, site_facts  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 
@@ -55,6 +55,8 @@ if config["revisions_lock"]:
         logger.warning(note)
 exclude_models(config)
 check_config(config)
+if _why := conda_problem(workflow.deployment_settings.deployment_method):
+    raise WorkflowError(_why)
 # site facts from the site profile's default-resources (entcal.profile.SITE_FACTS), which a --config on the
 # command line cannot replace; they override the configuration's values of the same keys
 for _key, _value in site_facts(workflow.resource_settings.default_resources).items():

@@ -118,6 +118,21 @@ def test_wrong_config_key_stops_with_its_name(tmp_path):
     assert r.returncode != 0 and "temprature" in r.stdout + r.stderr
 
 
+def test_conda_asked_for_without_conda_is_named_before_snakemake_tries_it(tmp_path):
+    import shutil
+
+    if shutil.which("conda"):
+        pytest.skip("conda is on PATH here: the message is for machines without it")
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["results_dir"] = str(tmp_path / "res")
+    p = tmp_path / "demo.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--cores", "1", "--configfile", str(p), "--software-deployment-method", "conda")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "no `conda` is on PATH" in out and "--software-deployment none --force" in out
+    assert "Error running conda info" not in out
+
+
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     if not SDIST.is_file():

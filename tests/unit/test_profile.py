@@ -37,3 +37,15 @@ def test_jobs_run_in_their_rules_conda_environments_unless_turned_off():
     off = render_slurm("cpu", software_deployment="none")
     assert "software-deployment-method" not in yaml.safe_load(off)
     assert "pip install -r envs/requirements-gpu.txt" in off
+
+
+def test_a_run_that_asks_for_conda_without_conda_is_stopped_naming_both_ways_out():
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    from entcal.profile import conda_problem
+
+    msg = conda_problem({DeploymentMethod.CONDA}, which=lambda name: None)
+    assert "software-deployment-method: conda" in msg and "no `conda` is on PATH" in msg
+    assert "Miniforge" in msg and "--software-deployment none --force" in msg and "envs/install.sh gpu" in msg
+    assert conda_problem({DeploymentMethod.CONDA}, which=lambda name: "/opt/conda/bin/conda") is None
+    assert conda_problem(set(), which=lambda name: None) is None  # conda not asked for: nothing to say

@@ -109,6 +109,25 @@ def render_deployment(software_deployment: str = "conda", conda_prefix: str | No
             "# software-deployment-method: conda\n")  # fmt: skip
 
 
+def conda_problem(deployment_methods, which=None) -> str | None:
+    """Why this run cannot start, where it asks for conda (``software-deployment-method: conda``, the site
+    profile's default, or ``--sdm conda``) and no ``conda`` is on PATH; None otherwise. Said before Snakemake's
+    own bare "Error running conda info"."""
+    import shutil
+
+    which = which or shutil.which
+    if not any(getattr(m, "name", str(m)).lower() == "conda" for m in deployment_methods or ()):
+        return None
+    if which("conda"):
+        return None
+    return ("software-deployment-method: conda (a line of the site profile that `python -m entcal.profile install "
+            "slurm` writes by default, or --software-deployment-method conda) makes every rule run in its conda "
+            "environment (envs/*.yaml), but no `conda` is on PATH. Either install conda on the login node "
+            "(Miniforge: conda and mamba; docs/cluster.md, step 1) or turn it off: reinstall the profile with "
+            "`python -m entcal.profile install slurm --software-deployment none --force` (or delete that line) and "
+            "run the workflow from an environment that holds the GPU set (bash envs/install.sh gpu).")
+
+
 def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
