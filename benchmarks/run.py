@@ -238,7 +238,7 @@ def vllm_child(spec: dict) -> dict:
 
     from entcal.generate import sample_with_entropy
     from entcal.models import load_model
-    from entcal.vllm_backend import close_llm, generate_vllm, make_llm
+    from entcal.vllm_backend import close_llm, entropy_pass, generate_vllm, make_llm
 
     prompts, new, folder = spec["prompts"], spec["new"], spec["model_dir"]
     kw = dict(sampler="ancestral", temperature=1.0, param=None, max_new_tokens=new, seed=0, stop_at_eos=False, end_ids=[])
@@ -256,8 +256,6 @@ def vllm_child(spec: dict) -> dict:
     close_llm(llm)
     model, tok = load_model(folder, "m", dtype="float32", device="cpu")
     t3 = time.perf_counter()
-    from entcal.vllm_backend import entropy_pass
-
     exact = entropy_pass(model, prompts, [r["token_ids"] for r in plain], {"sampler": "ancestral", "temperature": 1.0},
                          batch_size=len(prompts), pad_id=tok.pad_token_id or 0)  # fmt: skip
     t4 = time.perf_counter()

