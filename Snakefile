@@ -29,6 +29,7 @@ include: "rules/plots.smk"
 
 check_contexts()  # every model's own context holds its prompts and generation (entcal.plan.context_problems)
 check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
+check_records()  # every result against the content of what it was made from (entcal.records)
 
 
 rule all:

@@ -189,7 +189,9 @@ def demo_model_folder(demo: dict, name: str, tmp: str) -> Path:
     """A real model's converted folder: the demo's under downloads_dir when it exists, else converted into ``tmp``."""
     from entcal.models import convert_gguf
 
-    folder = ROOT / demo["downloads_dir"] / "models" / name
+    from entcal.grid import download_folder
+
+    folder = ROOT / download_folder(demo, "model", name)
     return folder if (folder / "config.json").is_file() else convert_gguf(name, demo["models"][name], Path(tmp) / name)
 
 

@@ -15,12 +15,13 @@ from snakemake.utils import validate
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal.fingerprint import stage_fingerprints  # noqa: E402
 from entcal.provenance import provenance  # noqa: E402
-from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, resolve_fidelity, results_config, schema_errors, yaml_bounds  # noqa: E402
+from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, resolve_fidelity, results_config, schema_errors, yaml_bounds, yte_templates  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
 from entcal.profile import conda_problem, site_facts  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
+from entcal.logs import progress_problems  # noqa: E402
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 
 
@@ -30,6 +31,10 @@ from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 CODE = stage_fingerprints(f"{workflow.basedir}/workflow_scripts")
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
+for _f in yte_templates(CONFIG_FILES):
+    logger.warning(f"{_f} is a YTE template (__use_yte__: true): Snakemake ran the Python code in it while loading it, "
+                   "before this workflow could read it. A configuration file is code to Snakemake: use only ones you "
+                   "trust (docs/reliability.md).")  # fmt: skip
 _problems = [p for f in CONFIG_FILES for p in yaml_bounds(f)]
 if _problems:  # before anything walks the document
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
@@ -57,6 +62,8 @@ exclude_models(config)
 check_config(config)
 if _why := conda_problem(workflow.deployment_settings.deployment_method):
     raise WorkflowError(_why)
+if _problems := progress_problems():
+    raise WorkflowError("invalid environment:\n  " + "\n  ".join(_problems))
 # site facts from the site profile's default-resources (entcal.profile.SITE_FACTS), which a --config on the
 # command line cannot replace; they override the configuration's values of the same keys
 for _key, _value in site_facts(workflow.resource_settings.default_resources).items():
@@ -88,6 +95,7 @@ wildcard_constraints:
     setting=SETTING_PATTERN,
     featurizer="|".join(map(re.escape, config["mauve"]["featurizers"])) or "NONE",
     part="paper|extra",
+    source="[0-9a-f]{10}",  # a download folder's key: the hash of its entry's source keys (entcal.grid)
 
 
 def models_of_source(source):
@@ -492,11 +500,16 @@ def RERUN(rule):
     return str(rerun_flag(RD, rule))
 
 
+# Downloads carry a rerun flag only for entcal.records (a folder not what its job wrote is redone); a changed setting
+# or code never redoes them: their folders are keyed by their source (entcal.grid) and checked by content.
+DOWNLOAD_RULES = {"download_model", "download_dataset", "download_featurizer"}
+
+
 def rule_scripts():
     """The stem of the adapter script (the code fingerprint's key) of every rule with a rerun flag, by rule name;
     score_extra, made from score by `use`, runs score.py."""
     out = {}
-    for r in _RERUN_RULES:
+    for r in _RERUN_RULES - DOWNLOAD_RULES:
         script = workflow.get_rule(r).script
         out[r] = os.path.splitext(os.path.basename(script))[0] if script else r
     return out
@@ -506,11 +519,13 @@ def check_provenance():
     """After the rules are defined (Snakefile): where Snakemake has no record of this results folder (a deleted
     .snakemake, a fresh clone, a moved or copied folder), compare the recorded configuration and code with the
     current ones and raise the rerun flags of the stages that changed, saying which and why."""
-    from entcal.provenance import ensure_flags, raise_flags, stale_stages
+    from entcal.provenance import ensure_flags, raise_flags, stale_stages, unrecorded_results
 
     if not workflow.is_main_process:
         return
     ensure_flags(RD, _RERUN_RULES)
+    if unrecorded_results(os.getcwd(), RD) and not _cli_forced({"dump_config", os.path.join(RD, "provenance.json")}):
+        raise WorkflowError(_no_provenance_message() + ".")
     try:
         stale, checked = stale_stages(os.getcwd(), RD, PROVENANCE, rule_scripts())
     except ValueError as err:
@@ -528,6 +543,82 @@ def check_provenance():
         )
     elif checked:
         logger.info(f"{RD}: no Snakemake record here, but its provenance.json matches this configuration and code: kept")
+
+
+_DAMAGED = {}  # outputs whose content is not what their job wrote (check_records), refused at onstart
+
+
+def _cli_forced(names) -> bool:
+    """Whether the command line asks for --forceall (-F), or --forcerun (-R) with one of ``names``: read from the
+    main process's arguments, because Snakemake fills in its DAG settings only after the Snakefile is read."""
+    args = sys.argv[1:]
+    if "-F" in args or "--forceall" in args:
+        return True
+    values, taking = [], False
+    for a in args:
+        if a in ("-R", "--forcerun"):
+            taking = True
+        elif a.startswith("--forcerun="):
+            values.append(a.split("=", 1)[1])
+        elif a.startswith("-"):
+            taking = False
+        elif taking:
+            values.append(a)
+    want = set(names) | {os.path.abspath(n) for n in names}
+    return any(v in want or os.path.abspath(v) in want for v in values)
+
+
+def _no_provenance_message():
+    from entcal.provenance import unrecorded_results
+
+    found = ", ".join(map(str, unrecorded_results(os.getcwd(), RD)))
+    return (f"{RD}/provenance.json is missing, but {RD} holds results ({found}, ...): without it the configuration and "
+            "code they were made with are unknown, so none of them can be taken as current. Restore provenance.json "
+            "(from a backup, or from the folder you copied these results from), or rerun everything (add --forceall), "
+            "or, if you know these results match this configuration and code, record them as they are (add "
+            "--forcerun dump_config)")  # fmt: skip
+
+
+def check_records():
+    """After check_provenance (Snakefile): every recorded output of this run's folders (results_dir, the downloads)
+    is compared with its record (entcal.records). Outputs made from an input whose content changed since are made
+    stale, so their jobs and what follows run again, and the log says which and why; outputs whose own content
+    changed (cut short, edited, a weight file rewritten in place) are named now, and their jobs are put in the DAG too
+    (so that onstart runs): onstart refuses them, before any job runs or anything is deleted, unless the command asks
+    for them to be redone (--forcerun with the file or its rule, --forceall)."""
+    from entcal.provenance import rerun_flag
+    from entcal.records import from_the_future, mark_stale, survey
+
+    if not workflow.is_main_process:
+        return
+    if ahead := from_the_future([RD], GRID.download_folders()):
+        import time
+
+        raise WorkflowError(
+            f"{len(ahead)} results have a modification time in the future (this machine's clock says "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}):\n"
+            + "\n".join(f"  {p}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}" for p, t in ahead[:10])
+            + "\nSnakemake would take this for clock skew, delete finished outputs and rerun the same jobs on every run. "
+            "The clock of the machine that wrote them was ahead, or they were touched with a future date: fix that "
+            "clock (NTP), or set their times to now (touch -c <file>; for a folder, its .snakemake_timestamp); nothing "
+            "was run or deleted."
+        )
+    damaged, stale = survey([RD], GRID.download_folders())
+    for out, (rule, reasons) in {**stale, **damaged}.items():  # a damaged one too: its job is in the DAG, onstart decides
+        mark_stale(out, rerun_flag(RD, rule) if rule in _RERUN_RULES else None, reasons)
+    if stale:
+        logger.warning(
+            f"{len(stale)} results were made from inputs whose content changed since (entcal.records); their jobs and "
+            "what follows run again:\n"
+            + "\n".join(f"  {out} ({rule}): " + "; ".join(reasons) for out, (rule, reasons) in sorted(stale.items()))
+        )
+    _DAMAGED.update(damaged)
+    if damaged:
+        logger.warning(
+            f"{len(damaged)} results are not what their jobs wrote; the run stops before any job unless you ask for each to "
+            "be redone (--forcerun <file> or <rule>):\n"
+            + "\n".join(f"  {out}: " + "; ".join(reasons) for out, (rule, reasons) in sorted(damaged.items()))
+        )
 
 
 def aggregate_finished():
@@ -573,11 +664,20 @@ def write_provenance_marker():
 
 
 def check_intermediate_files():
-    """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute)
-    if an existing intermediate file that this run reads, not writes, is damaged or cut short."""
+    """onstart: stop before any job runs (and before Snakemake deletes the outputs it would recompute) if an
+    existing intermediate file that this run reads, not writes, is damaged or cut short (its sidecar), or if a
+    result is not what its job wrote (its record, check_records) and the command did not ask for it again."""
     from entcal.files import check_existing
+    from entcal.records import redo
 
-    rewritten = [f for job in workflow.dag.needrun_jobs() for f in job.output]
+    settings = workflow.dag_settings
+    asked = {os.path.abspath(f) for f in settings.forcerun} | set(settings.forcerun)  # files and rules
+    refused = {str(out): (rule, reasons) for out, (rule, reasons) in sorted(_DAMAGED.items())
+               if not (settings.forceall or str(out) in asked or asked & {rule})}  # fmt: skip
+    rewritten = [f for job in workflow.dag.needrun_jobs() for f in job.output if os.path.abspath(f) not in refused]
     bad = check_existing(GRID.intermediate_files(), skip=rewritten)
+    said = "\n".join(bad)
+    bad += [f"{out}: {'; '.join(reasons)}. To {redo(out)} (that job and what follows run again)"
+            for out, (rule, reasons) in refused.items() if f"{out}:" not in said]  # fmt: skip
     if bad:
         raise WorkflowError("damaged intermediate files; nothing was run or deleted:\n  " + "\n  ".join(bad))

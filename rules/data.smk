@@ -6,13 +6,15 @@ localrules:
 
 
 rule download_dataset:
+    input:
+        rerun=RERUN("download_dataset"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("dataset")),
     params:
         repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
         revision=lookup(dpath="datasets/{dataset}/revision", within=config),
     log:
-        f"{RD}/logs/download_dataset/{{dataset}}.log",
+        f"{RD}/logs/download_dataset/{{dataset}}--{{source}}.log",
     conda:
         "../envs/inference.yaml"
     threads: 1

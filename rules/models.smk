@@ -6,6 +6,8 @@ localrules:
 
 
 rule download_model:
+    input:
+        rerun=RERUN("download_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
     wildcard_constraints:
@@ -15,7 +17,7 @@ rule download_model:
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
         revision=lookup(dpath="models/{model}/revision", within=config),
     log:
-        f"{RD}/logs/download_model/{{model}}.log",
+        f"{RD}/logs/download_model/{{model}}--{{source}}.log",
     conda:
         "../envs/inference.yaml"
     threads: 1
@@ -36,9 +38,9 @@ rule convert_gguf:
         spec=lookup(dpath="models/{model}", within=config),
         code=CODE["convert_gguf"],
     log:
-        f"{RD}/logs/convert_gguf/{{model}}.log",
+        f"{RD}/logs/convert_gguf/{{model}}--{{source}}.log",
     benchmark:
-        f"{RD}/benchmarks/convert_gguf/{{model}}.tsv"
+        f"{RD}/benchmarks/convert_gguf/{{model}}--{{source}}.tsv"
     conda:
         "../envs/inference.yaml"
     threads: 1

@@ -6,6 +6,8 @@ localrules:
 
 
 rule download_featurizer:
+    input:
+        rerun=RERUN("download_featurizer"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("featurizer")),
     params:
@@ -13,7 +15,7 @@ rule download_featurizer:
         repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
         revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
     log:
-        f"{RD}/logs/download_featurizer/{{featurizer}}.log",
+        f"{RD}/logs/download_featurizer/{{featurizer}}--{{source}}.log",
     conda:
         "../envs/inference.yaml"
     threads: 1

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.aggregate import aggregate  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 aggregate(
     snakemake.params.jobs,
     per_step_out=snakemake.output.per_step,

@@ -16,7 +16,7 @@ from entcal.aggregate import calibration_tables, predictor_variants  # noqa: E40
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.study import answer, calibration_study, setting_answer, setting_comparison  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 log = logging.getLogger("calibration_table")
 summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)  # the paper's and the extras'
 table, pred, tradeoff = calibration_tables(

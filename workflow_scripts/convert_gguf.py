@@ -11,5 +11,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.models import convert_gguf  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 convert_gguf(snakemake.wildcards.model, snakemake.params.spec, snakemake.output[0])

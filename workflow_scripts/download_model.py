@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.hub import download_model  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 download_model(
     snakemake.params.name,
     repo_id=snakemake.params.repo_id,

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, snakemake.scriptdir)
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 with open(snakemake.output[0], "w") as f:
     yaml.safe_dump(snakemake.params.config, f, sort_keys=False)
 with open(snakemake.output.provenance, "w") as f:

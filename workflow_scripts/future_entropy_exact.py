@@ -11,6 +11,6 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.exact import run_exact_study  # noqa: E402
 from entcal.logs import setup_logging  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 o = snakemake.output
 run_exact_study(snakemake.params.exact, snakemake.params.seed, o.table, o.steps, o.noise, o.mc)

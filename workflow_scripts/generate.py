@@ -15,7 +15,7 @@ from entcal.runtime import execution  # noqa: E402
 
 
 def main():
-    setup_logging(snakemake.log[0], outputs=snakemake.output)
+    setup_logging(snakemake.log[0], job=snakemake)
     s, cfg = snakemake.params.setting, snakemake.config  # execution settings come from the config, not params
     generate_file(
         snakemake.params.model_path,

@@ -11,5 +11,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.quality import build_excerpts  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 build_excerpts(snakemake.params.jobs, snakemake.params.window, snakemake.output.excerpts)

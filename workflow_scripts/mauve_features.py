@@ -14,7 +14,7 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.models import resolve_device  # noqa: E402
 from entcal.quality import build_features  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 torch.set_num_threads(snakemake.threads)
 build_features(
     snakemake.input.excerpts,

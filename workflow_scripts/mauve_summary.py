@@ -14,7 +14,7 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_mauve  # noqa: E402
 from entcal.quality import example_markdown  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 tables = []
 for path in snakemake.input.tables:
     dataset = Path(path).parent.name

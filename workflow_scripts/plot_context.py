@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_context  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 plot_context(
     pd.read_parquet(snakemake.input.per_step),
     pd.read_csv(snakemake.input.fits),

@@ -14,7 +14,7 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_data_scaling  # noqa: E402
 from entcal.scaling import with_estimator  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 plot_data_scaling(
     with_estimator(pd.read_csv(snakemake.input.summary), snakemake.params.estimator),
     pd.read_csv(snakemake.input.fits),

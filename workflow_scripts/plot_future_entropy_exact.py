@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_future_entropy_exact  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 i = snakemake.input
 plot_future_entropy_exact(
     pd.read_csv(i.table), pd.read_csv(i.steps), pd.read_csv(i.noise), pd.read_csv(i.mc),

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.theory import power_law_tables  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 named = dict(snakemake.input.items())
 table, curves = power_law_tables(
     docs={k.removeprefix("docs_"): v for k, v in named.items() if k.startswith("docs_")},

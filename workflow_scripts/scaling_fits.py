@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.scaling import data_scaling_fits, write_scaling_fits  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 write_scaling_fits(
     snakemake.input.summary,
     snakemake.output.fits,

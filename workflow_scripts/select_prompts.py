@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.jobs import select_prompts_file  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 select_prompts_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.train import train_model  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 train_cfg = {**snakemake.params.training, **snakemake.params.budget}
 train_cfg["max_positions"] = max(4096, train_cfg["seq_len"])
 train_model(

@@ -13,7 +13,7 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.models import weight_dtype  # noqa: E402
 from entcal.runtime import execution  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 cfg = snakemake.config  # execution settings come from the config, not params
 train_predictor_file(
     snakemake.params.model_path,

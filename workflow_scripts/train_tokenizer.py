@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.tokenization import build_tokenizer  # noqa: E402
 
-setup_logging(snakemake.log[0], outputs=snakemake.output)
+setup_logging(snakemake.log[0], job=snakemake)
 build_tokenizer(
     snakemake.input.docs,
     tokenizer_dir=snakemake.output.tokenizer,

@@ -108,13 +108,13 @@ def finished(tmp_path_factory):
     p = write(tmp, cfg)
     rd = Path(cfg["results_dir"])
     summary = rd / "tables" / "summary.csv"
-    r = smk(str(summary), "--cores", "2", "--configfile", str(p))
+    r = smk(str(summary), str(rd / "config.effective.yaml"), "--cores", "2", "--configfile", str(p))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     return p, rd
 
 
-def _tables(rd):
-    return {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (rd / "tables").iterdir()}
+def _tables(rd):  # the tables, not their records (entcal.records refreshes the stats a record keeps)
+    return {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (rd / "tables").iterdir() if not f.name.startswith(".")}
 
 
 @pytest.mark.parametrize("damage", ["short", "corrupt"])
@@ -304,3 +304,101 @@ def test_a_model_whose_context_cannot_hold_its_generation_stops_the_dry_run(tmp_
     assert r.returncode != 0, out[-2000:]
     assert "models.pythia_1_4b: its context is 2048 tokens" in out and "set models.pythia_1_4b.max_new_tokens" in out
     assert out.count("its context is 2048 tokens") == 1  # the other Pythia models keep their 1024
+
+
+# --------------------------------------------------------------------------------------------------
+# Nothing stale, nothing swapped (entcal.records): each case on a copy of the finished run
+
+
+def copied_run(finished, tmp_path, **changes):
+    """A copy of the finished run (new inodes, the same times) and a configuration that points at it."""
+    p, rd = finished
+    rd2 = tmp_path / "results"
+    shutil.copytree(rd, rd2, symlinks=True)
+    cfg = yaml.safe_load(p.read_text())
+    cfg["results_dir"] = str(rd2)
+    for k, v in changes.items():
+        cfg[k] = v
+    return write(tmp_path, cfg, "copy.yaml"), rd2, cfg
+
+
+def _everything(rd):
+    return {f: f.read_bytes() for f in rd.rglob("*") if f.is_file() and "logs" not in f.parts and ".snakemake" not in f.parts
+            and "rerun" not in f.parts and not f.name.startswith(".") and "benchmarks" not in f.parts}  # fmt: skip
+
+
+def test_a_copied_run_is_current_and_a_cut_short_table_is_refused_then_redone(finished, tmp_path):
+    p, rd, _ = copied_run(finished, tmp_path)
+    summary = rd / "tables" / "summary.csv"
+    target = str(summary)
+    r = smk(target, "-n", "--cores", "1", "--configfile", str(p))
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    good = summary.read_bytes()
+    summary.write_bytes(b"\n".join(good.split(b"\n")[:2]) + b"\n")  # rows deleted: a valid, shorter table
+    before = _everything(rd)
+    r = smk(target, "--cores", "1", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "nothing was run or deleted" in out, out[-3000:]
+    assert f"{summary}: its content changed since its job (aggregate) wrote it" in out and f"--forcerun {summary}" in out
+    assert _everything(rd) == before  # nothing finished changed
+    r = smk(target, "--cores", "1", "--configfile", str(p), "--forcerun", target)  # as the message says
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert summary.read_bytes() == good
+    from entcal.results import load_summary
+
+    summary.write_bytes(good[:-40])
+    with pytest.raises(Exception, match="is not what its job .aggregate. wrote"):
+        load_summary(rd)  # a user's reader checks it too
+
+
+def test_weights_changed_in_place_are_found_and_their_readers_rerun(finished, tmp_path):
+    p, rd, _ = copied_run(finished, tmp_path)
+    folder = rd / "models" / "code" / "tiny_a"
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # a weight's low bits: same size
+    st = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # its time put back, as a copy with -p would
+    target = str(rd / "tables" / "summary.csv")
+    before = _everything(rd)
+    r = smk(target, "--cores", "1", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and f"{folder}: its content changed since its job (train_model) wrote it" in out, out[-3000:]
+    assert _everything(rd) == before
+    # a generation forced on the changed weights cannot meet scores made from the old ones
+    gen = rd / "generations" / "code" / "tiny_a" / "ancestral-t1.parquet"
+    from entcal.records import RecordError, check_inputs, write_record
+
+    write_record(folder, "train_model", {})  # as if the weights were retrained elsewhere and recorded
+    r = smk(target, "-n", "--cores", "1", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and f"made from {folder}, whose content changed since" in out, out[-3000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts.get("generate") == 2 and counts.get("score") == 1 and counts.get("select_prompts") == 1, counts
+    with pytest.raises(RecordError, match="was made from another version of .*tiny_a than the one there now"):
+        check_inputs([folder, gen])
+
+
+def test_a_deleted_provenance_record_is_not_taken_as_current(finished, tmp_path):
+    p, rd, cfg = copied_run(finished, tmp_path)
+    (rd / "provenance.json").unlink()
+    cfg["analysis"]["smoothing"] = 0.3
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = _everything(rd)
+    r = smk(str(rd / "tables" / "summary.csv"), "--cores", "1", "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "provenance.json is missing, but" in out and "--forceall" in out, out[-3000:]
+    assert "--forcerun dump_config" in out and _everything(rd) == before
+    r = smk(str(rd / "tables" / "summary.csv"), "--cores", "1", "--configfile", str(p), "--forcerun", "dump_config")
+    assert r.returncode == 0 and (rd / "provenance.json").is_file(), (r.stdout + r.stderr)[-3000:]  # recorded as they are
+
+
+def test_a_yte_configuration_is_said_to_be_code(tmp_path):
+    cfg = micro_config(tmp_path)
+    text = "__use_yte__: true\n" + yaml.safe_dump(cfg, sort_keys=False)
+    q = tmp_path / "yte.yaml"
+    q.write_text(text)
+    r = smk("-n", "--cores", "1", "--configfile", str(q))
+    out = r.stdout + r.stderr
+    assert f"{q} is a YTE template" in out and "A configuration file is code to Snakemake" in out, out[-3000:]

@@ -137,9 +137,11 @@ def authors_path(paper_path):
 def test_downloads_are_pinned_snapshots(paper_path):
     _, dl, _ = paper_path
     for m in ("base", "chat"):
-        src = json.loads((dl / "models" / m / "entcal_source.json").read_text())
+        (folder,) = dl.glob(f"models/{m}--*")  # one folder, keyed by the resolved source (entcal.grid)
+        src = json.loads((folder / "entcal_source.json").read_text())
         assert src["revision"] == SHA and src["commit"] == SHA  # the lock pinned `main` for the chat model
-    assert (dl / "datasets" / "codecontests" / "data" / "valid-00000-of-00001.parquet").is_file()
+    (data,) = dl.glob("datasets/codecontests--*")
+    assert (data / "data" / "valid-00000-of-00001.parquet").is_file()
 
 
 def test_prepared_datasets_follow_the_paper(paper_path):
@@ -217,3 +219,44 @@ def test_both_fidelities_run_and_differ_where_the_authors_code_does(paper_path, 
     for rd, fid, start in ((rd0, "exact", 1), (rd1, "authors", 2)):
         summ = pd.read_csv(rd / "tables" / "summary.csv")
         assert set(summ["fidelity"]) == {fid} and set(summ["reference_start"]) == {start}
+
+
+def test_one_name_with_two_sources_gets_two_folders_and_a_changed_cache_blob_is_found(paper_path, tmp_path):
+    """Two configurations that give the model `base` different repositories and share downloads_dir: the second
+    downloads into its own folder, keyed by its source, and the first's is untouched. A weight changed in the hub
+    cache (hard-linked into the model folder) is found before any job runs."""
+    import copy
+
+    rd, dl, cfg = paper_path
+    (first,) = dl.glob("models/base--*")
+    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    other = copy.deepcopy(cfg)
+    other["results_dir"] = str(tmp_path / "other")
+    other["models"]["base"]["repo_id"] = "org/tiny-chat"  # the same name, another repository
+    q = tmp_path / "other.yaml"
+    q.write_text(yaml.safe_dump(other))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    from entcal.grid import download_folder
+
+    second = Path(download_folder(other, "model", "base"))
+    assert second != first and second.parent == first.parent
+    r = subprocess.run([sys.executable, "-m", "snakemake", str(second), "--cores", "1", "--configfile", str(q)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert json.loads((second / "entcal_source.json").read_text())["repo_id"] == "org/tiny-chat"
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+
+    weights = next(p for p in first.iterdir() if p.suffix == ".safetensors")
+    blob = Path(json.loads((first / "entcal_source.json").read_text())["snapshot"]) / weights.name
+    assert os.path.samefile(os.path.realpath(blob), weights)  # one inode: the cache's blob is the folder's file
+    data = Path(os.path.realpath(blob)).read_bytes()
+    try:
+        Path(os.path.realpath(blob)).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        target = str(rd / "tables" / "per_step.parquet")
+        r = subprocess.run([sys.executable, "-m", "snakemake", target, "--cores", "1", "--configfile",
+                            str(Path(rd).parent / "paper_tiny.yaml")], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and f"{first}: its content changed since its job (download_model) wrote it" in out, out[-3000:]
+    finally:
+        Path(os.path.realpath(blob)).write_bytes(data)

@@ -34,7 +34,9 @@ def smol_dir(tmp_path_factory):
     import sys
 
     tmp = tmp_path_factory.mktemp("real")
-    out = tmp / "dl" / "models" / "smollm2_135m_instruct"
+    from entcal.grid import download_folder
+
+    out = Path(download_folder({**DEMO, "downloads_dir": str(tmp / "dl")}, "model", "smollm2_135m_instruct"))
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/demo.yaml", "--config",
            f"results_dir={tmp}/res", f"downloads_dir={tmp}/dl", "--", str(out)]  # fmt: skip
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -88,6 +88,11 @@ def check_rows(model64, prompts, rows, sampler, temperature, param, what):
 
 @pytest.mark.parametrize("model, setting", [("smollm2_135m_instruct", ("ancestral", 1.0, None)),
                                             ("gemma3_270m", ("top_p", 1.0, 0.9))])  # fmt: skip
+def folder(run, model):
+    (f,) = run["dl"].glob(f"models/{model}--*")  # the converted folder, keyed by its source (entcal.grid)
+    return f
+
+
 def test_the_generate_rule_runs_vllm_and_records_exact_entropies(rule_run, model, setting):
     res = rule_run["res"]
     out = res / "generations" / "code" / model / f"{setting[0]}{'' if setting[2] is None else setting[2]}-t1.parquet"
@@ -102,12 +107,12 @@ def test_the_generate_rule_runs_vllm_and_records_exact_entropies(rule_run, model
     chosen = load_prompts(res / "prompts" / "code" / f"{model}.parquet")
     prompts = {e: p for e, p, _ in chosen}
     assert len(df) == 9 and (df["n_tokens"] > 0).all()
-    model64 = load_model(rule_run["dl"] / "models" / model, model, dtype="float64", device="cpu")[0]
+    model64 = load_model(folder(rule_run, model), model, dtype="float64", device="cpu")[0]
     check_rows(model64, [prompts[e] for e in df["example_id"]], df.to_dict("records"), *setting, f"{model} {setting}")
     if model == "smollm2_135m_instruct":  # the chat template wraps every window; generations stop at <|im_end|>
         from entcal.models import load_tokenizer
 
-        tok = load_tokenizer(rule_run["dl"] / "models" / model, model)
+        tok = load_tokenizer(folder(rule_run, model), model)
         assert all(tok.decode(p).startswith("<|im_start|>system\n") for p in prompts.values())
         assert all(
             "Continue this Python source file.<|im_end|>\n<|im_start|>assistant\n" in tok.decode(p)
@@ -130,7 +135,7 @@ def test_no_engine_process_outlives_the_jobs(rule_run):
 def engine_run(rule_run, tmp_path_factory):
     """Every sampler vLLM runs, on SmolLM2's chat prompts, with the engine in its own processes (as on a GPU)."""
     out = tmp_path_factory.mktemp("engine") / "smol.json"
-    cmd = [str(VENV / "bin" / "python"), "tests/vllm/run_engine.py", str(rule_run["dl"] / "models" / "smollm2_135m_instruct"),
+    cmd = [str(VENV / "bin" / "python"), "tests/vllm/run_engine.py", str(folder(rule_run, "smollm2_135m_instruct")),
            str(rule_run["res"] / "prompts" / "code" / "smollm2_135m_instruct.parquet"), str(out), "--multiprocessing"]  # fmt: skip
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
@@ -138,7 +143,7 @@ def engine_run(rule_run, tmp_path_factory):
 
 
 def test_every_vllm_sampler_matches_the_hf_warpers_in_float64(engine_run, rule_run):
-    model64 = load_model(rule_run["dl"] / "models" / "smollm2_135m_instruct", "smol", dtype="float64", device="cpu")[0]
+    model64 = load_model(folder(rule_run, "smollm2_135m_instruct"), "smol", dtype="float64", device="cpu")[0]
     assert {r["sampler"] for r in engine_run["runs"]} == {"ancestral", "top_p", "top_k", "min_p"}
     for run in engine_run["runs"]:
         check_rows(model64, engine_run["prompts"], run["rows"], run["sampler"], run["temperature"], run["param"],

@@ -259,8 +259,12 @@ def test_a_copied_run_loads_its_own_files_from_anywhere(micro, tmp_path, monkeyp
     rd, _, _ = micro
     copy = tmp_path / "elsewhere" / "run"
     shutil.copytree(rd, copy, ignore=shutil.ignore_patterns("*.safetensors.*"))
+    from entcal.records import read_record, write_record
+
     summary = pd.read_csv(copy / "tables" / "summary.csv").iloc[:3]
-    summary.to_csv(copy / "tables" / "summary.csv", index=False)  # the copy now differs from the original
+    summary.to_csv(copy / "tables" / "summary.csv", index=False)  # the copy now differs from the original ...
+    made_from = {e["abs"]: e["sha256"] for e in read_record(copy / "tables" / "summary.csv")["inputs"]}
+    write_record(copy / "tables" / "summary.csv", "aggregate", made_from)  # ... as if its job had written it so
     monkeypatch.chdir(tmp_path)  # a notebook somewhere else
     assert len(load_summary("elsewhere/run")) == 3 and len(load_summary(rd)) > 3
     g = load_generations("tiny_b", "prose", "ancestral-t1", copy)  # its tokenizer from the copy's model folder
@@ -462,9 +466,9 @@ def test_results_without_a_snakemake_record_follow_the_configuration_and_the_cod
 
 
 def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missing(micro, tmp_path):
-    """One model's generation fails (its weights cut short) on a copy of the micro run: with --keep-going the
-    run ends in error, the tables hold every other setting exactly as the full run has them, and
-    missing.csv names the failed settings, the rule and its log."""
+    """One model's jobs fail (its weights cut short, and recorded so, as a broken retraining would leave them) on a
+    copy of the micro run: with --keep-going the run ends in error, the tables hold every other setting exactly as
+    the full run has them, and missing.csv names the failed settings, the rule and its log."""
     import shutil
 
     rd, p, cfg = micro
@@ -472,6 +476,10 @@ def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missin
     shutil.copytree(rd, rd2)
     weights = rd2 / "models" / "prose" / "tiny_a" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    from entcal.records import read_record, write_record
+
+    folder = weights.parent  # recorded as its job's output: not damaged, so its readers are stale and run again
+    write_record(folder, "train_model", {e["abs"]: e["sha256"] for e in read_record(folder)["inputs"]})
     for f in (rd2 / "generations" / "prose" / "tiny_a").iterdir():
         f.unlink()
     (rd2 / "tables" / "summary.csv").unlink()  # else Snakemake takes the up-to-date tables and remakes nothing
@@ -481,11 +489,12 @@ def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missin
     r = smk("--cores", "2", "--keep-going", "--configfile", str(q))
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Error in rule generate" in out, out[-3000:]
+    assert f"made from {folder}, whose content changed since" in out  # the scores of the old weights are stale
     assert "2 of 10 of the paper's generation settings are missing" in out and "missing.csv lists the missing ones" in out, out[-3000:]
     missing = pd.read_csv(rd2 / "tables" / "missing.csv")
     assert sorted(missing["setting"]) == ["ancestral-t0.8", "ancestral-t1"]
     assert set(missing["model"]) == {"tiny_a"} and set(missing["dataset"]) == {"prose"}
-    assert set(missing["failed_rule"]) == {"generate"}
+    assert set(missing["failed_rule"]) <= {"generate", "score"}
     for log in missing["log"]:
         assert "model 'tiny_a': cannot load weights" in Path(log).read_text()  # the failed job's own log
     full = pd.read_csv(rd / "tables" / "summary.csv")

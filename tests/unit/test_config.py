@@ -167,8 +167,11 @@ def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
         "t": {"source": "train"}}}  # fmt: skip
     (msg,) = gguf_problems(cfg)
     assert "model 'm'" in msg and "'some-model==1.0'" in msg and "bash envs/install.sh" in msg and "exclude_models=[m]" in msg
-    (tmp_path / "models" / "m").mkdir(parents=True)
-    (tmp_path / "models" / "m" / "config.json").write_text("{}")
+    from entcal.records import source_key
+
+    folder = tmp_path / "models" / f"m--{source_key(cfg['models']['m'])}"  # the folder of this very GGUF file
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
     assert gguf_problems(cfg) == []  # converted already: the package is no longer needed
 
 
@@ -311,3 +314,31 @@ def test_no_bootstrap_is_said_at_load(caplog):
     with caplog.at_level("WARNING"):
         check_config(cfg)
     assert "analysis.n_boot: 0: no bootstrap" in caplog.text and "NaN" in caplog.text
+
+
+def test_a_results_dir_under_a_file_and_a_relative_corpus_path_are_named(tmp_path, monkeypatch):
+    cfg = load("demo.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    cfg["results_dir"] = str(blocker / "demo")
+    with pytest.raises(ConfigError, match=rf"results_dir: .* cannot be a folder: {blocker} is a file"):
+        check_config(cfg)
+    cfg = load("demo.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    monkeypatch.chdir(tmp_path)  # as with snakemake -d elsewhere: the demo's relative corpus path is not there
+    with pytest.raises(ConfigError, match=rf"read from the working directory {tmp_path}: run snakemake from the repository root"):
+        check_config(cfg)
+
+
+def test_progress_settings_are_checked_once_at_load(monkeypatch):
+    from entcal.logs import progress_problems
+
+    monkeypatch.setenv("ENTCAL_PROGRESS", "bars")
+    monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "soon")
+    problems = progress_problems()
+    assert len(problems) == 2 and "ENTCAL_PROGRESS='bars': use auto, bar or lines" in problems[0]
+    assert "ENTCAL_PROGRESS_INTERVAL='soon' is not a number of seconds" in problems[1]
+    monkeypatch.setenv("ENTCAL_PROGRESS", "lines")
+    monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "15")
+    assert progress_problems() == []

@@ -8,6 +8,7 @@ import yaml
 from snakemake.utils import validate
 
 from entcal.grid import Grid
+from entcal.records import source_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,8 @@ def test_demo_grid_by_hand():
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "smollm2_135m_instruct")] == ["ancestral-t1"]
     assert g.calibrated == ["s1", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
     # real models are converted once into downloads_dir, like hub snapshots
-    assert g.model_folder("gemma3_270m", "prose") == g.model_path("gemma3_270m", "code") == "results/downloads/models/gemma3_270m"
+    key = source_key(g.config["models"]["gemma3_270m"])
+    assert g.model_folder("gemma3_270m", "prose") == g.model_path("gemma3_270m", "code") == f"results/downloads/models/gemma3_270m--{key}"
     agg = {(j["dataset"], j["model"], j["setting"]): j for j in g.aggregate_jobs()}
     real = agg[("prose", "smollm2_135m_instruct", "ancestral-t1")]
     assert (real["family"], real["instruct"], real["n_params"], real["train_tokens"]) == ("smollm2", True, 134515008, None)
@@ -71,9 +73,10 @@ def test_paper_grid_by_hand():
     # the paper's own settings (5 temperatures; the instruct models at 1) apart from the 5 beyond it
     assert len(g.aggregate_jobs("paper")) == 3 * (19 * 5 + 14) and len(g.aggregate_jobs("extra")) == 3 * 19 * 5
     name = "llama3_8b"
-    assert g.model_folder(name, "wikitext") == g.model_path(name, "wikitext") == f"{dl}/models/{name}"
-    assert g.download_path("model", model=name) == f"{dl}/models/{name}"
-    assert g.download_pattern("featurizer") == f"{dl}/featurizers/{{featurizer}}"
+    key = source_key(g.config["models"][name])
+    assert g.model_folder(name, "wikitext") == g.model_path(name, "wikitext") == f"{dl}/models/{name}--{key}"
+    assert g.download_path("model", model=name) == f"{dl}/models/{name}--{key}"
+    assert g.download_pattern("featurizer") == f"{dl}/featurizers/{{featurizer}}--{{source}}"
     assert g.train_tokens(name) is None
 
 
@@ -107,8 +110,28 @@ def test_a_run_is_read_from_where_it_is_now(tmp_path):
     (moved / "config.effective.yaml").write_text(yaml.safe_dump(cfg))
     g = run_grid(moved)
     assert g.rd == str(moved) and g.model_folder("s1", "code") == str(moved / "models" / "code" / "s1")
-    assert g.model_folder("gemma3_270m", "code") == str(tmp_path / "project" / "results" / "downloads" / "models" / "gemma3_270m")
+    key = source_key(cfg["models"]["gemma3_270m"])
+    assert g.model_folder("gemma3_270m", "code") == str(tmp_path / "project" / "results" / "downloads" / "models" / f"gemma3_270m--{key}")
     renamed = tmp_path / "copy_of_demo"  # a copied folder under another name: its own files all the same
     renamed.mkdir()
     (renamed / "config.effective.yaml").write_text(yaml.safe_dump(cfg))
     assert run_grid(renamed).path("summary") == str(renamed / "tables" / "summary.csv")
+
+
+def test_a_download_folder_is_keyed_by_its_source_not_its_name():
+    """Two configurations that give one model name different files (another GGUF hash, another revision) get two
+    folders; what does not change the files (the entry's order, its prompt count, its dtype) keeps one."""
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    import copy
+
+    spec = cfg["models"]["gemma3_270m"]
+    other = copy.deepcopy(spec)
+    other["gguf"]["sha256"] = "0" * 64
+    same = dict(reversed(list(copy.deepcopy(spec).items())), n_prompts=3, dtype="float32")
+    assert source_key(other) != source_key(spec) == source_key(same)
+    hub = {"source": "hf", "repo_id": "EleutherAI/pythia-410m", "revision": "a" * 40}
+    assert source_key(hub) != source_key(dict(hub, revision="b" * 40)) != source_key(dict(hub, repo_id="x/y"))
+    a, b = Grid(cfg), Grid({**cfg, "models": {**cfg["models"], "gemma3_270m": other}})
+    assert a.model_folder("gemma3_270m", "code") != b.model_folder("gemma3_270m", "code")
+    assert a.model_folder("gemma3_270m", "code").startswith(f"{cfg['downloads_dir']}/models/gemma3_270m--")

@@ -10,7 +10,8 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 
 # layer of every module; a module may import only modules of lower layers
 LAYERS = [
-    ["__init__", "logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
+    ["__init__", "records"],  # what each result was made from (every job's start and end, through logs)
+    ["logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
      "runtime", "gguf", "fingerprint", "provenance"],
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
     ["grid", "hub", "train", "quality", "prompts"],

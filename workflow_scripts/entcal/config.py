@@ -137,6 +137,13 @@ def apply_revision_lock(config: dict, lock: dict) -> list[str]:
     return notes
 
 
+def yte_templates(files) -> list[str]:
+    """The configuration files among ``files`` that ask Snakemake to render them as YTE templates
+    (``__use_yte__: true``): Snakemake runs the Python in them while loading, before the workflow reads them."""
+    pattern = re.compile(r"^__use_yte__\s*:\s*(true|True|yes|on)\b", re.M)
+    return [str(f) for f in files if Path(f).is_file() and pattern.search(Path(f).read_text(errors="replace"))]
+
+
 def yaml_bounds(path: str | Path) -> list[str]:
     """A configuration file too large, or expanding through YAML aliases to too many values, for anything to
     walk it (an alias "bomb" of a few lines expands to billions of values: validation would never end).
@@ -358,7 +365,16 @@ def check_config(config: dict) -> None:
         for k in need.get(d["source"], []):
             if not d.get(k):
                 errors.append(f"{key}.{k} is required for source {d['source']!r}")
+    relative = [d.get("path") for d in config["datasets"].values() if d.get("path") and not Path(d["path"]).is_absolute()]
+    if relative and any("not found" in e for e in errors):
+        errors.append(f"relative paths ({', '.join(relative)}) are read from the working directory {Path.cwd()}: run "
+                      "snakemake from the repository root (without -d/--directory elsewhere), or give absolute paths")  # fmt: skip
     for key in ("results_dir", "downloads_dir"):
+        blocker = next((p for p in [Path(str(config.get(key) or "."))] + list(Path(str(config.get(key) or ".")).parents)
+                        if p.exists() and not p.is_dir()), None)  # fmt: skip
+        if blocker is not None:
+            errors.append(f"{key}: {config[key]!r} cannot be a folder: {blocker} is a file. Choose another {key}, or move "
+                          "that file away")  # fmt: skip
         if re.search(r"[{}]", str(config.get(key) or "")):
             errors.append(f"{key}: {config[key]!r} holds a brace, which Snakemake reads as a wildcard: choose a folder "
                           "name without braces")  # fmt: skip

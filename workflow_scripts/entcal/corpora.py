@@ -129,17 +129,39 @@ def read_python_stdlib(root: str | Path | None = None) -> list[tuple[str, str]]:
 
 
 def read_text_dir(path: str | Path, glob: str = "*.txt") -> list[tuple[str, str]]:
-    """(relative path, text) of every file matching ``glob`` under ``path``."""
+    """(relative path, text) of every file matching ``glob`` under ``path``.
+
+    A link that leads out of the folder (to a file elsewhere) is not a document of the corpus: it is skipped,
+    and the log says how many and which. Bytes that are not UTF-8 are replaced (U+FFFD), and the log says in
+    how many files and how many replacements."""
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"text_dir dataset: directory not found: {root}")
-    docs = [
-        (str(p.relative_to(root)), p.read_text(encoding="utf-8", errors="replace"))
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and fnmatch.fnmatch(p.name, glob)
-    ]
+    real_root = root.resolve()
+    docs, outside, bad = [], [], []
+    for p in sorted(root.rglob("*")):
+        if not (p.is_file() and fnmatch.fnmatch(p.name, glob)):
+            continue
+        if not p.resolve().is_relative_to(real_root):
+            outside.append(f"{p.relative_to(root)} -> {p.resolve()}")
+            continue
+        raw = p.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            bad.append((str(p.relative_to(root)), text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")))
+        docs.append((str(p.relative_to(root)), text))
+    if outside:
+        log.warning("text_dir %s: %d links lead out of the folder and are not read as documents: %s", root, len(outside),
+                    "; ".join(outside[:5]) + (" ..." if len(outside) > 5 else ""))  # fmt: skip
+    if bad:
+        log.warning("text_dir %s: %d files are not valid UTF-8; %d invalid byte sequences were replaced by U+FFFD: %s",
+                    root, len(bad), sum(n for _, n in bad),
+                    ", ".join(f"{f} ({n})" for f, n in bad[:5]) + (" ..." if len(bad) > 5 else ""))  # fmt: skip
     if not docs:
-        raise DatasetError(f"text_dir dataset: no file matching {glob!r} under {root}")
+        raise DatasetError(f"text_dir dataset: no file matching {glob!r} under {root}"
+                           + (f" (and {len(outside)} links out of it, not read)" if outside else ""))  # fmt: skip
     return docs
 
 

@@ -30,6 +30,8 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from entcal.records import source_key
+
 class GGUFError(RuntimeError):
     """A GGUF model's package or file is missing or is not the pinned one; the message names the fix."""
 
@@ -102,7 +104,8 @@ def gguf_problems(config: dict) -> list[str]:
     (checked when the workflow loads, before any job starts; the hash is checked by the conversion)."""
     out = []
     for name, spec in config["models"].items():
-        if spec["source"] != "gguf" or (Path(config["downloads_dir"]) / "models" / name / "config.json").is_file():
+        folder = Path(config["downloads_dir"]) / "models" / f"{name}--{source_key(spec)}"  # entcal.grid's template
+        if spec["source"] != "gguf" or (folder / "config.json").is_file():
             continue
         try:
             part_paths(name, spec)

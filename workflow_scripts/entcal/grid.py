@@ -11,6 +11,7 @@ and local models.
 from __future__ import annotations
 
 from entcal.config import calibrated_models, checkpoint_models, setting_slug
+from entcal.records import source_key
 from entcal.samplers import CALIBRATED
 
 # output templates, relative to results_dir; {wildcards} as the rules name them
@@ -60,12 +61,21 @@ def part_kind(kind: str, part: str) -> str:
     return kind if part == "paper" else f"{kind}_extra"
 
 
-# hub snapshots, relative to downloads_dir (shared by every results_dir)
+# hub snapshots and converted GGUF models, relative to downloads_dir (shared by every results_dir); {source} is
+# the hash of the entry's source keys (entcal.records.source_key): a folder is keyed by what it holds, not by
+# the name alone, so configurations that give one name different files never share or overwrite a folder
 DOWNLOAD_TEMPLATES = {
-    "model": "models/{model}",
-    "dataset": "datasets/{dataset}",
-    "featurizer": "featurizers/{featurizer}",
+    "model": "models/{model}--{source}",
+    "dataset": "datasets/{dataset}--{source}",
+    "featurizer": "featurizers/{featurizer}--{source}",
 }
+
+
+def download_folder(config: dict, kind: str, name: str) -> str:
+    """The download (or conversion) folder of a model, dataset or featurizer of ``config``."""
+    section = {"model": config["models"], "dataset": config["datasets"], "featurizer": config["mauve"]["featurizers"]}
+    spec = section[kind][name]
+    return f"{config['downloads_dir']}/" + DOWNLOAD_TEMPLATES[kind].format(**{kind: name, "source": source_key(spec)})
 
 
 class Grid:
@@ -95,7 +105,15 @@ class Grid:
         return f"{self.dl}/{DOWNLOAD_TEMPLATES[kind]}"
 
     def download_path(self, kind: str, **wildcards) -> str:
-        return self.download_pattern(kind).format(**wildcards)
+        """A download folder, by name (``model=...``): its ``{source}`` key from the configuration."""
+        return download_folder(self.config, kind, wildcards[kind])
+
+    def download_folders(self) -> list[str]:
+        """Every download and conversion folder of this configuration (models, datasets, featurizers)."""
+        out = [self.download_path("model", model=m) for m, s in self.config["models"].items() if s["source"] in ("hf", "gguf")]
+        out += [self.download_path("dataset", dataset=d) for d, s in self.config["datasets"].items() if s.get("source") == "hf"]
+        feats = self.config["mauve"]["featurizers"]
+        return out + [self.download_path("featurizer", featurizer=f) for f, s in feats.items() if s.get("source") == "hf"]
 
     # -- models ----------------------------------------------------------------------------------
     def model_spec(self, model: str) -> dict:

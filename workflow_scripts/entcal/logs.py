@@ -6,8 +6,10 @@ import logging
 import sys
 import warnings
 
+from entcal import records
 
-def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs=None) -> None:
+
+def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs=None, job=None) -> None:
     """Log to ``logfile`` (the rule's ``log:``) and stderr; capture warnings and tracebacks.
 
     Under SLURM the executor removes job logs of successful jobs, so the rule log is the only
@@ -17,6 +19,10 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
     ``outputs`` (the rule's ``snakemake.output``): at a normal exit the job logs what it wrote, and a job
     about to exit 0 without one of its outputs fails instead (exit 1), naming the missing files, so that
     no job can "complete successfully" without its outputs and with an empty log.
+
+    ``job`` (the adapter's ``snakemake`` object; its outputs stand for ``outputs``): the job's inputs are checked
+    against their records before it starts, and at a normal exit each output gets its record of what it was
+    made from (:mod:`entcal.records`).
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
@@ -43,12 +49,21 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         global _FAULT_FILE
         _FAULT_FILE = open(logfile, "a")  # noqa: SIM115 (open for the process's lifetime)
         faulthandler.enable(file=_FAULT_FILE)
+    made_from = None
+    if job is not None:
+        outputs = job.output
+        try:
+            made_from = records.check_inputs(list(job.input))
+        except records.RecordError as err:
+            logging.getLogger("entcal.job").critical("%s", err)
+            logging.shutdown()
+            sys.exit(1)
     if outputs is not None:
         import atexit
         import time
 
         t0, paths = time.monotonic(), [str(p) for p in outputs]
-        atexit.register(_check_outputs, paths, t0, failed)
+        atexit.register(_check_outputs, paths, t0, failed, None if job is None else (job.rule, made_from))
     try:  # progress bars would flood the rule logs
         from huggingface_hub.utils import disable_progress_bars
         from transformers.utils import logging as hf_logging
@@ -62,8 +77,9 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
 _FAULT_FILE = None
 
 
-def _check_outputs(paths: list[str], t0: float, failed: list) -> None:
-    """atexit: log what the job wrote; exit 1 if it ends normally without all of its outputs."""
+def _check_outputs(paths: list[str], t0: float, failed: list, made=None) -> None:
+    """atexit: log what the job wrote; exit 1 if it ends normally without all of its outputs; record each
+    output (``made``: (rule, {input: sha256}))."""
     import os
     import time
     from pathlib import Path
@@ -79,6 +95,12 @@ def _check_outputs(paths: list[str], t0: float, failed: list) -> None:
         logging.shutdown()
         os._exit(1)
     size = sum(f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    if made is not None:
+        t1 = time.monotonic()
+        for p in paths:
+            records.write_record(p, made[0], made[1])
+        log.info("recorded what %d outputs were made from (%d inputs by SHA-256) in %.2f s", len(paths), len(made[1]),
+                 time.monotonic() - t1)  # fmt: skip
     log.info("done: %d outputs, %.1f MB, %s", len(paths), size / 1e6, _clock(time.monotonic() - t0))
 
 
@@ -103,6 +125,18 @@ def progress_bar_wanted(stream=None) -> bool:
         return mode == "bar"
     stream = stream if stream is not None else sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)()) and "SLURM_JOB_ID" not in os.environ
+
+
+def progress_problems() -> list[str]:
+    """The progress settings of the environment that a job would refuse, checked once when the workflow loads
+    (before any job starts), so that a typo does not fail every job."""
+    out = []
+    for check in (progress_bar_wanted, progress_interval):
+        try:
+            check()
+        except ValueError as err:
+            out.append(f"{err} (an environment variable; docs/reliability.md, Progress of long jobs)")
+    return out
 
 
 def progress_interval(default: float = 60.0) -> float:

@@ -3,11 +3,11 @@
 Model sources (``source`` in a model's config entry):
 
 - ``hf``: a hub repository at a pinned revision, snapshotted by the download rule into
-  ``{downloads_dir}/models/{model}`` (see :mod:`entcal.hub`);
+  ``{downloads_dir}/models/{model}--{source}`` (see :mod:`entcal.hub`);
 - ``local``: an existing ``save_pretrained`` folder (model and tokenizer files together);
 - ``train``: a small Llama- or GPT-NeoX-style model that the workflow trains on each dataset;
 - ``gguf``: a real pretrained model shipped as a GGUF file (:mod:`entcal.gguf`), converted once by
-  :func:`convert_gguf` into ``{downloads_dir}/models/{model}``.
+  :func:`convert_gguf` into ``{downloads_dir}/models/{model}--{source}``.
 
 Whatever the source, :func:`load_model` opens the folder with ``AutoModelForCausalLM`` and
 ``AutoTokenizer``, never touching the network.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from entcal.config import resolve_fidelity, setting_slug
 from entcal.grid import DOWNLOAD_TEMPLATES, part_of
+from entcal.records import source_key
 from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this module's public names too)
     GB,
     Budget,
@@ -255,7 +256,7 @@ def context_problems(config: dict, shapes: dict[str, ModelShape]) -> list[str]:
 
 
 def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str, ModelShape]:
-    """Shapes of the grid's models: from ``{downloads_dir}/models/{name}/config.json`` once
+    """Shapes of the grid's models: from ``{downloads_dir}/models/{name}--{source}/config.json`` once
     downloaded, from a local model's folder, else from ``shapes_file`` (YAML {name: config.json
     facts}; ``config/model_shapes.yaml`` holds the paper grid's, from the model cards)."""
     import yaml
@@ -263,7 +264,8 @@ def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str
     table = yaml.safe_load(Path(shapes_file).read_text()) if shapes_file else {}
     out = {}
     for name, spec in config["models"].items():
-        downloaded = Path(config.get("downloads_dir", "results/downloads")) / DOWNLOAD_TEMPLATES["model"].format(model=name)
+        downloaded = Path(config.get("downloads_dir", "results/downloads")) / DOWNLOAD_TEMPLATES["model"].format(
+            model=name, source=source_key(spec))
         folder = Path(spec["path"]) if spec["source"] == "local" else downloaded
         if (folder / "config.json").is_file():
             out[name] = ModelShape.from_dir(folder)

@@ -27,6 +27,8 @@ import os
 import time
 from pathlib import Path
 
+from entcal.records import output_of, records_under
+
 log = logging.getLogger(__name__)
 
 PROVENANCE = "provenance.json"
@@ -170,6 +172,24 @@ def stale_stages(workdir, results_dir, current: dict, rule_scripts: dict[str, st
     except json.JSONDecodeError as err:
         raise ValueError(f"{p} is not valid JSON ({err}): delete it and rerun with --forcerun dump_config") from err
     return stages_for(differences(old, current), rule_scripts), True
+
+
+def unrecorded_results(workdir: str | Path, results_dir: str | Path) -> list[Path]:
+    """Results (outputs with a record, :mod:`entcal.records`) in a folder whose ``provenance.json`` is missing
+    where this working directory's Snakemake has no record of the folder as it is (the file was deleted after a
+    run, or the folder comes from elsewhere): the configuration and code they were made with are then unknown,
+    and none of them can be taken as current. (A run that never asked for ``dump_config``'s output, in the working
+    directory that made it, is covered by Snakemake's own records.)"""
+    rd = Path(results_dir)
+    if (rd / PROVENANCE).is_file() or has_record(workdir, rd):
+        return []
+    found = []
+    for rp in records_under(rd):
+        if len(found) >= 3:
+            break
+        if output_of(rp).exists() and output_of(rp).name not in (PROVENANCE, "config.effective.yaml"):
+            found.append(output_of(rp))
+    return found
 
 
 def rerun_flag(results_dir: str | Path, rule: str) -> Path:

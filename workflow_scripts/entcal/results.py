@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from entcal.records import check_current
 from entcal.files import read_parquet
 from entcal.grid import PARTS, Grid, part_kind, part_of
 
@@ -50,10 +51,17 @@ def grid(results_dir: str | Path = "results/demo") -> Grid:
     return Grid(cfg)
 
 
+def _checked(path, read):
+    """A table read after checking it against its record (entcal.records): one cut short or edited is refused,
+    naming the fix."""
+    check_current(path)
+    return read(path)
+
+
 def _table(results_dir, kind: str, extras: bool, read) -> pd.DataFrame:
     g = grid(results_dir)
     paths = [g.path(part_kind(kind, p)) for p in (PARTS if extras else ("paper",))]
-    frames = [read(p) for p in paths if p == paths[0] or Path(p).is_file()]  # the extras' only where the run has any
+    frames = [_checked(p, read) for p in paths if p == paths[0] or Path(p).is_file()]  # the extras' only where the run has any
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

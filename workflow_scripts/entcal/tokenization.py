@@ -41,8 +41,15 @@ def train_bpe(texts: list[str], vocab_size: int, seed: int = 0):
 
 
 def encode_documents(tokenizer, texts: list[str]) -> np.ndarray:
-    """Concatenate the token ids of ``texts``, each followed by eos."""
+    """Concatenate the token ids of ``texts``, each followed by eos. A document holding the end-of-text string
+    itself (``<|endoftext|>`` as text) gets the end-of-text id there, as the tokenizer reads it: the log says in how
+    many documents and how many times."""
     eos = tokenizer.eos_token_id
+    marker = tokenizer.eos_token
+    hits = [t.count(marker) for t in texts if marker and marker in t]
+    if hits:
+        log.warning("%d documents hold the end-of-text string %r as text (%d times in all): the tokenizer reads each as "
+                    "the end-of-text token, so the model sees a document end there", len(hits), marker, sum(hits))  # fmt: skip
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     flat = np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=np.int64)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
