@@ -201,3 +201,24 @@ def test_an_end_of_text_string_inside_a_document_is_counted(caplog):
         ids = encode_documents(tok, texts)
     assert "1 documents hold the end-of-text string '<|endoftext|>' as text (2 times in all)" in caplog.text
     assert int((ids == tok.eos_token_id).sum()) == 3 + 2  # one after each document, and the two in the text
+
+
+def test_the_version_is_one_and_a_folder_of_another_version_is_named(tmp_path):
+    import tomllib
+
+    import entcal
+    from entcal.results import _versioned
+
+    root = Path(__file__).resolve().parents[2]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == entcal.__version__
+
+    @_versioned
+    def load(results_dir):
+        raise KeyError("entce_pooled")
+
+    (tmp_path / "provenance.json").write_text(json.dumps({"entcal_version": "0.2.0"}))
+    with pytest.raises(KeyError, match=rf"entce_pooled is not in {tmp_path}: that run was written by entcal 0.2.0, this is"):
+        load(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"entcal_version": entcal.__version__}))
+    with pytest.raises(KeyError, match="^'entce_pooled'$"):
+        load(results_dir=tmp_path)  # the same version: the error as it was

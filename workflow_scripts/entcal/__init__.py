@@ -16,4 +16,4 @@ The workflow's computation lives here as plain functions that take paths and typ
 - ``plots``: the paper-layout figures.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # provenance.json records it; entcal.results names it where columns differ

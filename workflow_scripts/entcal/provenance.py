@@ -27,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+from entcal import __version__
 from entcal.records import output_of, records_under
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def config_sha256(results_config: dict) -> str:
 def provenance(results_config: dict, code: dict[str, str]) -> dict:
     """The record ``dump_config`` writes: the configuration's hash, the configuration itself and the
     stages' code fingerprints."""
-    return {"config_sha256": config_sha256(results_config), "code": dict(sorted(code.items())), "config": results_config}
+    return {"config_sha256": config_sha256(results_config), "entcal_version": __version__, "code": dict(sorted(code.items())),
+            "config": results_config}  # fmt: skip
 
 
 def _flatten(x, prefix=""):

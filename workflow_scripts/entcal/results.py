@@ -51,6 +51,35 @@ def grid(results_dir: str | Path = "results/demo") -> Grid:
     return Grid(cfg)
 
 
+def _versioned(load):
+    """A loader whose missing column (``KeyError``) names the version that wrote the folder, where it is not this one."""
+    import functools
+    import inspect
+    import json
+
+    from entcal import __version__
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except KeyError as err:
+            bound = inspect.signature(load).bind(*args, **kwargs)
+            bound.apply_defaults()
+            rd = bound.arguments["results_dir"]
+            try:
+                wrote = json.loads((Path(rd) / "provenance.json").read_text()).get("entcal_version", "before 0.3.0")
+            except (OSError, ValueError, TypeError):
+                raise err from None
+            if wrote == __version__:
+                raise
+            raise KeyError(f"{err.args[0] if err.args else err!s} is not in {rd}: that run was written by entcal {wrote}, "
+                           f"this is {__version__}, whose tables differ (docs/outputs.md). Rerun the workflow on it with "
+                           f"this version, or read it with entcal {wrote}") from err  # fmt: skip
+
+    return wrapper
+
+
 def _checked(path, read):
     """A table read after checking it against its record (entcal.records): one cut short or edited is refused,
     naming the fix."""
@@ -65,18 +94,21 @@ def _table(results_dir, kind: str, extras: bool, read) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+@_versioned
 def load_summary(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
     """``tables/summary.csv``: one row per model x dataset x setting of the paper (docs/outputs.md); with
     ``extras``, followed by the rows of ``tables/summary_extra.csv`` (the samplers beyond the paper)."""
     return _table(results_dir, "summary", extras, pd.read_csv)
 
 
+@_versioned
 def load_per_step(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
     """``tables/per_step.parquet``: one row per model x dataset x setting x step (``extras``: with
     ``per_step_extra.parquet``)."""
     return _table(results_dir, "per_step", extras, pd.read_parquet)
 
 
+@_versioned
 def load_per_prompt(results_dir: str | Path = "results/demo", extras: bool = False) -> pd.DataFrame:
     """``tables/per_prompt.parquet``: one row per model x dataset x setting x prompt (``extras``: with
     ``per_prompt_extra.parquet``)."""
@@ -89,6 +121,7 @@ def _tokenizer(g: Grid, model: str, dataset: str):
     return load_tokenizer(g.model_path(model, dataset), model)
 
 
+@_versioned
 def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/demo", text: bool = True) -> pd.DataFrame:
     """A model's prompts on a dataset: example_id, prompt_len, reference_len, prompt_ids, reference_ids,
     and with ``text`` the decoded ``prompt_text`` and ``reference_text`` (the model's tokenizer)."""
@@ -101,6 +134,7 @@ def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/de
     return df
 
 
+@_versioned
 def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo", part: str = "paper") -> pd.DataFrame:
     """``scores/{dataset}/{model}.parquet`` (``part="extra"``: ``scores_extra/…``, the settings beyond the
     paper): one row per prompt x sampler setting (docs/outputs.md)."""
@@ -108,6 +142,7 @@ def load_scores(model: str, dataset: str, results_dir: str | Path = "results/dem
     return read_parquet(g.path(part_kind("scores", part), dataset=dataset, model=model), {"model": model})
 
 
+@_versioned
 def load_generations(model: str, dataset: str, setting: str, results_dir: str | Path = "results/demo",
                      text: bool = True) -> pd.DataFrame:  # fmt: skip
     """One row per prompt: the generation (example_id, prompt_len, n_tokens, stopped_at_eos, token_ids,
