@@ -39,3 +39,19 @@ def test_a_job_exits_0_only_with_its_outputs_and_says_so(tmp_path, body, rc, say
 def test_a_native_crash_leaves_its_traceback_in_the_log(tmp_path):
     code, log, _ = job(tmp_path, "import ctypes; ctypes.string_at(0)")
     assert code != 0 and "Fatal Python error: Segmentation fault" in log
+
+
+def test_a_failed_attempts_log_outlives_the_retry(tmp_path):
+    """Snakemake deletes the rule log before a retry: the failed attempt's copy stays, a successful one's goes."""
+    code, log, out = job(tmp_path, "raise MemoryError('attempt 1 ran out of memory')")
+    assert code == 1
+    (tmp_path / "job.log").unlink()  # what Snakemake does before the next attempt
+    code, log, _ = job(tmp_path, f"open({str(out)!r}, 'w').write('a\\n1\\n')")
+    assert code == 0 and "attempt-2.log of this job" in log
+    kept = sorted(p.name for p in (tmp_path / "job.log.attempts").iterdir())
+    assert kept == ["attempt-1.log"]
+    assert "MemoryError: attempt 1 ran out of memory" in (tmp_path / "job.log.attempts" / "attempt-1.log").read_text()
+    out.unlink()
+    (tmp_path / "job.log.attempts" / "attempt-1.log").unlink()
+    code, _, _ = job(tmp_path, f"open({str(out)!r}, 'w').write('a\\n1\\n')")
+    assert code == 0 and not (tmp_path / "job.log.attempts").exists()  # nothing failed: nothing kept

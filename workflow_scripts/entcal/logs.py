@@ -23,10 +23,18 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
     ``job`` (the adapter's ``snakemake`` object; its outputs stand for ``outputs``): the job's inputs are checked
     against their records before it starts, and at a normal exit each output gets its record of what it was
     made from (:mod:`entcal.records`).
+
+    Snakemake deletes a rule's log before each attempt, so a retry (``retries`` in the SLURM profile) would
+    erase the reason the attempt before it failed. Each attempt therefore also writes its log to
+    ``{log}.attempts/attempt-<k>.log`` (k counts the attempts kept there, from 1); a successful attempt removes
+    its copy, and one that failed, was killed, cancelled or timed out leaves it.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    attempt = None
     if logfile:
         handlers.append(logging.FileHandler(logfile, mode="w"))
+        attempt = _attempt_log(logfile)
+        handlers.append(logging.FileHandler(attempt, mode="w"))
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -43,6 +51,13 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         logging.getLogger("entcal").critical("uncaught exception", exc_info=(exc_type, exc, tb))
 
     sys.excepthook = _excepthook
+    if attempt is not None:
+        import os
+        import socket
+
+        logging.getLogger("entcal.job").info(
+            "%s of this job (host %s, pid %d%s); kept there if it does not succeed", attempt, socket.gethostname(),
+            os.getpid(), f", SLURM job {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else "")  # fmt: skip
     if logfile:
         import faulthandler
 
@@ -63,7 +78,7 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         import time
 
         t0, paths = time.monotonic(), [str(p) for p in outputs]
-        atexit.register(_check_outputs, paths, t0, failed, None if job is None else (job.rule, made_from))
+        atexit.register(_check_outputs, paths, t0, failed, None if job is None else (job.rule, made_from), attempt)
     try:  # progress bars would flood the rule logs
         from huggingface_hub.utils import disable_progress_bars
         from transformers.utils import logging as hf_logging
@@ -77,7 +92,16 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
 _FAULT_FILE = None
 
 
-def _check_outputs(paths: list[str], t0: float, failed: list, made=None) -> None:
+def _attempt_log(logfile: str):
+    from pathlib import Path
+
+    folder = Path(f"{logfile}.attempts")
+    folder.mkdir(parents=True, exist_ok=True)
+    k = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("attempt-*.log") if p.stem.split("-")[1].isdigit()), default=0)
+    return folder / f"attempt-{k}.log"
+
+
+def _check_outputs(paths: list[str], t0: float, failed: list, made=None, attempt=None) -> None:
     """atexit: log what the job wrote; exit 1 if it ends normally without all of its outputs; record each
     output (``made``: (rule, {input: sha256}))."""
     import os
@@ -102,6 +126,16 @@ def _check_outputs(paths: list[str], t0: float, failed: list, made=None) -> None
         log.info("recorded what %d outputs were made from (%d inputs by SHA-256) in %.2f s", len(paths), len(made[1]),
                  time.monotonic() - t1)  # fmt: skip
     log.info("done: %d outputs, %.1f MB, %s", len(paths), size / 1e6, _clock(time.monotonic() - t0))
+    if attempt is not None:  # succeeded: the rule log is its record; earlier failed attempts stay
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == Path(attempt).resolve():
+                logging.getLogger().removeHandler(h)
+                h.close()
+        Path(attempt).unlink(missing_ok=True)
+        try:
+            Path(attempt).parent.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 def _clock(seconds: float) -> str:
