@@ -152,11 +152,13 @@ def test_the_cost_plan_counts_every_pass():
     """The NF4 entropy pass after every generation under precision: paper (none under exact, where vLLM records
     the entropy in its sampler), a vLLM job's engine start, the paper's scoring and the extras' (with the
     lookahead's K candidates per reference token), and the calibration jobs, each by hand."""
-    from entcal.plan import VLLM_START_SECONDS, GPUSpec, forward_seconds, model_costs, two_phase, uses_vllm
+    from entcal.plan import VLLM_START_SECONDS, GPUSpec, forward_seconds, load_seconds, model_costs, two_phase, uses_vllm
 
     gpu, shape = GPUSpec(), ModelShape.from_config(SHAPES["llama3_8b"])
     n, new, plen = 5000, 2048, 129
-    tf = forward_seconds(shape, gpu, n * (plen + new), (plen + new) / 2)
+    load = load_seconds(shape)  # every job reads the weights first: 8.03e9 bf16 parameters at 1 GB/s
+    assert load == pytest.approx(8_030_261_248 * 2 / 1e9)
+    tf = load + forward_seconds(shape, gpu, n * (plen + new), (plen + new) / 2)
     paper = paper_config(precision="paper")
     cp = model_costs(paper, "llama3_8b", shape, "wikitext", gpu)["seconds"]
     assert two_phase(paper, "ancestral") and two_phase(paper, "future_entropy")  # the authors' NF4 pass, every sampler
@@ -171,7 +173,7 @@ def test_the_cost_plan_counts_every_pass():
     assert sec["score"] == pytest.approx(tf)
     look = cfg["calibration"]["candidates"]
     assert sec["score_extra"] == pytest.approx(tf + forward_seconds(shape, gpu, n * new * look, plen + new / 2))
-    assert sec["calibration_labels"] > 0 and sec["train_predictor"] > 0
+    assert sec["calibration_labels"] > load and sec["train_predictor"] > load
     # with the transformers backend, no engine to start
     hf = paper_config(precision="exact", generation=dict(cfg["generation"], backend="hf"))
     hs = model_costs(hf, "llama3_8b", shape, "wikitext", gpu)["seconds"]
@@ -299,3 +301,30 @@ def test_gpus_needed_never_exceeds_the_grids_choice_and_follows_the_weights():
     assert gpus_needed(ModelShape.from_config(SHAPES["llama2_70b"]), 80, context, quantization="nf4") == 1
     with pytest.raises(ValueError, match="does not fit 8 GPUs of 10 GB"):
         gpus_needed(ModelShape.from_config(SHAPES["qwen25_72b"]), 10, context)
+
+
+def test_every_gpu_job_of_the_grid_asks_for_its_plan_with_the_margin_within_the_site_limit():
+    """The largest models' jobs, the 70B predictor included, ask for twice their plan (reading 141 GB of weights
+    counted), and no first attempt of any job of the grid hits max_runtime_min."""
+    from entcal.plan import RUNTIME_MARGIN, GPUSpec, load_seconds, model_costs, runtime_minutes
+
+    cfg = paper_config()
+    shapes = {n: ModelShape.from_config(SHAPES[n]) for n in cfg["models"]}
+    big = shapes["qwen25_72b"]
+    assert 140 < load_seconds(big) < 150 and 130 < load_seconds(shapes["llama2_70b"]) < 140
+    longest = 0
+    for name, shape in shapes.items():
+        for ds in cfg["datasets"]:
+            sec = model_costs(cfg, name, shape, ds, GPUSpec())["seconds"]
+            jobs = {**{f"generate {k}": v for k, v in sec["generate"].items()},
+                    **{k: sec[k] for k in ("score", "score_extra", "calibration_labels", "train_predictor")}}  # fmt: skip
+            for job, s in jobs.items():
+                if s == 0:
+                    continue
+                assert s > load_seconds(shape), (name, ds, job)  # the weights are read first
+                asked = runtime_minutes(s)
+                assert asked * 60 >= RUNTIME_MARGIN * s and asked <= cfg["max_runtime_min"], (name, ds, job, s, asked)
+                longest = max(longest, asked)
+    assert 20 * 60 < longest < cfg["max_runtime_min"]  # the lookahead generations of the 72B model: about 24 h
+    pred = model_costs(cfg, "llama2_70b", shapes["llama2_70b"], "wikitext", GPUSpec())["seconds"]["train_predictor"]
+    assert runtime_minutes(pred) == 20 and 2 * pred < 20 * 60  # the floor is above twice its plan

