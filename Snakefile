@@ -27,6 +27,7 @@ include: "rules/calibration.smk"
 include: "rules/plots.smk"
 
 
+check_gpus()  # on a workstation (resources: gpu), every model fits the GPUs it has (entcal.plan.gpu_shortfall)
 check_contexts()  # every model's own context holds its prompts and generation (entcal.plan.context_problems)
 check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
 check_records()  # every result against the content of what it was made from (entcal.records)

@@ -242,6 +242,19 @@ def planned_seconds(model, dataset):
     return model_costs(config, model, plan_shapes()[model], dataset, GPUSpec())["seconds"]
 
 
+def check_gpus():
+    """Parse time, on a workstation whose profile declares its GPUs (resources: gpu, profiles/local): every model
+    whose jobs need more GPUs than that is named with the fix, before Snakemake stops at its first such job."""
+    from entcal.plan import gpu_shortfall
+
+    have = workflow.global_resources.get("gpu")
+    have = getattr(have, "value", have)
+    if config["device"] == "cpu" or not isinstance(have, int) or workflow.remote_exec:
+        return
+    if problems := gpu_shortfall(config, plan_shapes(), have):
+        raise WorkflowError(f"this machine has {have} GPUs (resources: gpu):\n  " + "\n  ".join(problems))
+
+
 def check_contexts():
     """Parse time: every model whose context (its config.json, or config/model_shapes.yaml before the download)
     cannot hold the prompt plus its generation stops the run, naming the model and the fix (entcal.plan)."""

@@ -328,3 +328,16 @@ def test_every_gpu_job_of_the_grid_asks_for_its_plan_with_the_margin_within_the_
     assert 20 * 60 < longest < cfg["max_runtime_min"]  # the lookahead generations of the 72B model: about 24 h
     pred = model_costs(cfg, "llama2_70b", shapes["llama2_70b"], "wikitext", GPUSpec())["seconds"]["train_predictor"]
     assert runtime_minutes(pred) == 20 and 2 * pred < 20 * 60  # the floor is above twice its plan
+
+
+def test_a_workstation_with_too_few_gpus_names_the_models_and_the_fix():
+    from entcal.plan import gpu_shortfall
+
+    cfg = paper_config()
+    shapes = {n: ModelShape.from_config(SHAPES[n]) for n in cfg["models"]}
+    lines = gpu_shortfall(cfg, shapes, 1)
+    named = [line.split(":")[0].removeprefix("models.") for line in lines[:-1]]
+    assert "llama2_70b" in named and "qwen25_72b" in named and "llama3_8b" not in named and "pythia_12b" in named
+    assert "models.llama2_70b: its jobs need 4 GPUs of 80 GB, this run has 1" in lines
+    assert lines[-1].startswith("leave them out (--config exclude_models=[") and "llama2_70b" in lines[-1]
+    assert gpu_shortfall(cfg, shapes, 4) == []

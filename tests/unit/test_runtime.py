@@ -53,9 +53,49 @@ def test_a_users_own_value_wins_and_is_recorded():
     assert allocator_settings(mine) == {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": None}
 
 
-def test_execution_settings_come_from_config_resources_and_threads():
+def test_execution_settings_come_from_config_resources_and_threads(monkeypatch):
     from types import SimpleNamespace
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # as SLURM gives a job its GPUs: left as they are
     job = SimpleNamespace(config={"device": "cuda", "gpu_memory_gb": 141.0, "seed": 0}, resources=SimpleNamespace(gpu=2),
                           threads=8)  # fmt: skip
     assert execution(job) == {"device": "cuda", "gpu_memory_gb": 141.0, "gpus": 2, "threads": 8}
+
+
+def test_concurrent_gpu_jobs_get_their_own_devices_and_slurms_choice_stands(tmp_path):
+    """Two jobs of one GPU each on a 2-GPU workstation see different devices; a 2-GPU job waits for both;
+    a job that SLURM (or the user) has given devices keeps them."""
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[2] / "workflow_scripts"
+    code = ("import os, sys, time; sys.path.insert(0, {s!r}); os.environ.pop('CUDA_VISIBLE_DEVICES', None)\n"
+            "from entcal.runtime import pin_gpus\n"
+            "print(pin_gpus({n}, total=2, lock_dir={d!r}, wait_s={w}), flush=True); time.sleep({hold})")  # fmt: skip
+
+    def start(n, hold, w=30):
+        return subprocess.Popen([sys.executable, "-c", code.format(s=str(scripts), n=n, d=str(tmp_path), w=w, hold=hold)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    a = start(1, 3)
+    first = a.stdout.readline().strip()
+    b = start(1, 0)
+    second = b.stdout.readline().strip()
+    assert {first, second} == {"0", "1"}  # not both cuda:0
+    b.wait()
+    both = start(2, 0)  # needs both: waits until the first job ends
+    assert both.stdout.readline().strip() == "0,1"
+    assert a.wait() == 0 and both.wait() == 0
+    too_many = start(3, 0)
+    assert too_many.wait() != 0 and "needs 3 GPUs and this machine shows 2" in too_many.stderr.read()
+    import os
+
+    from entcal.runtime import pin_gpus
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = "3"
+    try:
+        assert pin_gpus(1, total=4, lock_dir=str(tmp_path)) is None and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    finally:
+        del os.environ["CUDA_VISIBLE_DEVICES"]

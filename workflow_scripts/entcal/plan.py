@@ -22,6 +22,7 @@ from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this
     auto_batch_fn,
     generation_batches,
     generation_peak,
+    gpus_needed,
     plan_generation,
     plan_scoring,
     scoring_peak,
@@ -189,6 +190,29 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
         "seconds": {"generate": gen_sec, "entropy_pass": ent_sec, "score": score, "score_extra": score_extra,
                     "calibration_labels": labels, "train_predictor": predictor},
     }  # fmt: skip
+
+
+def gpu_shortfall(config: dict, shapes: dict[str, ModelShape], available: int) -> list[str]:
+    """One line per model whose jobs need more GPUs than ``available`` (a workstation's ``resources: gpu``), and
+    one naming the fix: Snakemake would otherwise stop at the first such job with "needs gpu=2 but only gpu=1"."""
+    g = config["generation"]
+    quant = "nf4" if config.get("precision") == "paper" else "none"
+    short = {}
+    for name, spec in config["models"].items():
+        if spec["source"] == "train":
+            continue
+        need = spec.get("gpus")
+        if need is None and name in shapes:
+            ctx = g["prompt_tokens"] + 64 + (spec.get("max_new_tokens") or g["max_new_tokens"])
+            need = gpus_needed(shapes[name], config["gpu_memory_gb"], ctx, quantization=quant)
+        if need and need > available:
+            short[name] = need
+    if not short:
+        return []
+    lines = [f"models.{m}: its jobs need {n} GPUs of {config['gpu_memory_gb']:g} GB, this run has {available}"
+             for m, n in short.items()]  # fmt: skip
+    return lines + [f"leave them out (--config exclude_models=[{','.join(short)}]) or run them where they fit (the "
+                    "SLURM profile); resources: gpu in profiles/local says how many GPUs this machine has"]  # fmt: skip
 
 
 def runtime_minutes(seconds: float, margin: float = RUNTIME_MARGIN) -> int:

@@ -42,6 +42,70 @@ def execution(job) -> dict:
     """Where and how a model job runs, from a Snakemake job object (``snakemake`` in an adapter):
     ``device`` and ``gpu_memory_gb`` from the configuration, ``gpus`` from the job's resources,
     ``threads`` from the job. Execution settings change no result, so they are read here, not passed
-    as params (a change to them reruns nothing)."""
+    as params (a change to them reruns nothing). A GPU job outside SLURM gets its own GPUs
+    (:func:`pin_gpus`) before anything touches CUDA."""
     cfg = job.config
-    return {"device": cfg["device"], "gpu_memory_gb": cfg["gpu_memory_gb"], "gpus": job.resources.gpu, "threads": job.threads}
+    gpus = job.resources.gpu
+    if cfg["device"] != "cpu" and isinstance(gpus, int) and gpus > 0:
+        pin_gpus(gpus)
+    return {"device": cfg["device"], "gpu_memory_gb": cfg["gpu_memory_gb"], "gpus": gpus, "threads": job.threads}
+
+
+# --------------------------------------------------------------------------------------------------
+# One workstation: each job its own GPUs
+
+_CLAIMED: list[int] = []  # file descriptors holding this process's GPU claims, for its life
+
+
+def visible_gpus() -> int:
+    """GPUs the NVIDIA driver shows (``/proc/driver/nvidia/gpus``), read without initialising CUDA."""
+    folder = "/proc/driver/nvidia/gpus"
+    return len(os.listdir(folder)) if os.path.isdir(folder) else 0
+
+
+def pin_gpus(n: int, total: int | None = None, lock_dir: str | None = None, wait_s: float = 600.0) -> str | None:
+    """Give this process ``n`` GPUs of its own and set ``CUDA_VISIBLE_DEVICES`` to them; returns it.
+
+    Snakemake's local executor caps the jobs' summed ``gpu`` resource at what the profile declares, but it
+    does not say which devices a job may use, so concurrent jobs would all take ``cuda:0``. Each job claims
+    devices with an exclusive ``flock`` on ``{lock_dir}/entcal-gpu-<i>.lock`` (released by the kernel when the
+    job exits, however it exits) and sees only those. Where ``CUDA_VISIBLE_DEVICES`` is set already (SLURM
+    sets it for its jobs, or the user did), or where no NVIDIA driver shows GPUs, it is left as it is (None)."""
+    import fcntl
+    import logging
+    import tempfile
+    import time
+
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return None
+    total = visible_gpus() if total is None else total
+    if total == 0:  # no NVIDIA driver to ask: the model loader says whether the device exists
+        return None
+    if total < n:
+        raise RuntimeError(f"this job needs {n} GPUs and this machine shows {total}: run it on a machine with "
+                           f"{n} GPUs, or leave its model out (--config exclude_models=[...])")  # fmt: skip
+    lock_dir = lock_dir or tempfile.gettempdir()
+    t0, mine = time.monotonic(), []
+    while True:
+        for i in range(total):
+            if len(mine) == n:
+                break
+            fd = os.open(os.path.join(lock_dir, f"entcal-gpu-{i}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                mine.append((i, fd))
+            except OSError:
+                os.close(fd)
+        if len(mine) == n:
+            break
+        for _, fd in mine:  # all or none: never hold part of a set while waiting
+            os.close(fd)
+        mine = []
+        if time.monotonic() - t0 > wait_s:
+            raise RuntimeError(f"no {n} free GPUs of {total} after {wait_s:.0f} s (held by other jobs; see "
+                               f"{lock_dir}/entcal-gpu-*.lock and fuser)")  # fmt: skip
+        time.sleep(2.0)
+    _CLAIMED.extend(fd for _, fd in mine)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i, _ in mine)
+    logging.getLogger("entcal.job").info("GPUs %s of %d are this job's (CUDA_VISIBLE_DEVICES)", os.environ["CUDA_VISIBLE_DEVICES"], total)
+    return os.environ["CUDA_VISIBLE_DEVICES"]
