@@ -28,6 +28,7 @@ rule aggregate:
         fidelity=lookup(dpath="fidelity", within=config),
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/aggregate.log",
     benchmark:
@@ -59,8 +60,9 @@ use rule aggregate as aggregate_extra with:
         max_len=lookup(dpath="analysis/max_len", within=config),
         reference_start=lookup(dpath="analysis/reference_start", within=config),
         fidelity=lookup(dpath="fidelity", within=config),
-        n_boot=0,  # no bootstrap table of the extras (the scaling fits read the paper's)
+        n_boot=lookup(dpath="analysis/n_boot", within=config),  # standard errors; no table (aggregate.py)
         seed=lookup(dpath="seed", within=config),
+        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/aggregate_extra.log",
     benchmark:

@@ -655,7 +655,9 @@ def aggregate_finished():
         try:
             aggregate(done, per_step_out=out["per_step"], summary_out=out["summary"], max_len=config["analysis"]["max_len"],
                       per_prompt_out=out["per_prompt"], missing_out=out["missing"], missing=missing,
-                      reference_start=config["analysis"]["reference_start"], fidelity=config["fidelity"])  # fmt: skip
+                      reference_start=config["analysis"]["reference_start"], fidelity=config["fidelity"],
+                      n_boot=config["analysis"]["n_boot"], seed=config["seed"],
+                      estimator=config["analysis"]["estimator"])  # fmt: skip
         except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
             logger.error(f"tables of the finished jobs not written: {err}")
             continue

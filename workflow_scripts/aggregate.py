@@ -24,4 +24,5 @@ aggregate(
     bootstrap_out=snakemake.output.get("bootstrap"),  # the paper's tables only: the scaling fits read it
     n_boot=snakemake.params.n_boot,
     seed=snakemake.params.seed,
+    estimator=snakemake.params.estimator,
 )

@@ -44,7 +44,8 @@ def test_curves_match_direct_computation():
     assert s["gen_minus_tf"] == pytest.approx(H_bar - F_bar)
     assert s["tf_minus_logloss"] == pytest.approx(F_bar - L_bar)
     assert s["gen_minus_tf"] + s["tf_minus_logloss"] == pytest.approx(s["entce"])
-    assert 0 < s["entce_se"] < 0.2 and s["eos_fraction"] == pytest.approx(gen["stopped_at_eos"].mean())
+    assert np.isnan(s["entce_se"]) and 0 < s["entce_se_per_prompt"] < 0.2  # no bootstrap, no standard error of it
+    assert s["eos_fraction"] == pytest.approx(gen["stopped_at_eos"].mean())
     assert pp["entropy_mean"].tolist() == pytest.approx([np.mean(h[:30]) for h in H])
     assert pp["logloss_mean"].tolist() == pytest.approx([np.mean(x[:30]) for x in L])
     # the authors' notebook: every live token of the first 30 steps weighs the same
@@ -55,6 +56,36 @@ def test_curves_match_direct_computation():
     # entropy rises with t here, and pooling weighs the early steps more (every generation is alive
     # there), so the pooled estimate is lower than the mean of per-step means
     assert s["entce_pooled"] < s["entce"] - 1e-3
+    # the split of the pooled estimate, over the same live tokens, adds up to it
+    pooled_f = sum(np.sum(x[:30]) for x in F) / (30 * len(F))
+    assert s["tf_entropy_pooled"] == pytest.approx(pooled_f)
+    assert s["gen_minus_tf_pooled"] + s["tf_minus_logloss_pooled"] == pytest.approx(s["entce_pooled"])
+
+
+def test_the_split_and_the_standard_error_follow_the_headline_estimator():
+    """Under either analysis.estimator the headline's split adds up to the headline, and its standard error is
+    that estimator's: here every prompt is one value a_i at every step and the reference is 0, so both estimators
+    are the mean of the a_i, whose standard error is sd(a) / sqrt(n) (the closed form the bootstrap must meet)."""
+    from entcal.aggregate import headline_columns
+    from entcal.scaling import with_estimator
+
+    rng = np.random.default_rng(1)
+    n, T = 400, 12
+    a = rng.normal(1.0, 0.5, n)
+    gen = pd.DataFrame({"example_id": range(n), "n_tokens": T, "entropy": [np.full(T, x) for x in a], "stopped_at_eos": False})
+    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": [np.zeros(T)] * n,
+                        "tf_entropy": [np.full(T, 0.3)] * n, "n_outside": 0})  # fmt: skip
+    _, s, _, boot = curves(gen, ref, max_len=T, n_boot=2000, seed=3)
+    closed = np.std(a, ddof=1) / np.sqrt(n)
+    assert s["entce"] == pytest.approx(a.mean()) and s["entce_pooled"] == pytest.approx(a.mean())
+    assert s["entce_se"] == pytest.approx(closed, rel=0.1) and s["entce_pooled_se"] == pytest.approx(closed, rel=0.1)
+    for est in ("mean", "pooled"):
+        h = headline_columns(s, est)
+        assert h["estimator"] == est and h["entce_headline"] == s["entce" if est == "mean" else "entce_pooled"]
+        assert h["gen_minus_tf_headline"] + h["tf_minus_logloss_headline"] == pytest.approx(h["entce_headline"])
+        view = with_estimator(pd.DataFrame([s]), est).iloc[0]
+        assert view["gen_minus_tf"] + view["tf_minus_logloss"] == pytest.approx(view["entce"])
+        assert view["entce_se"] == h["entce_headline_se"]
 
 
 def test_non_finite_or_short_token_arrays_are_refused_naming_file_row_and_column():

@@ -42,6 +42,9 @@ def write(p: Path, text: str) -> Path:
         (lambda s: s.replace("math.log(x)", "math.log1p(x)"), False),
         (lambda s: s.replace('    """Docstring."""\n', ""), True),
         (lambda s: s.replace('    """Docstring."""\n', '    y = "Docstring."\n'), False),  # a string that is code
+        (lambda s: s.replace("return math.log(x) + 1", "return (math.log(x,) + 1)"), True),  # what ruff format changes
+        (lambda s: s.replace('"""Docstring."""', '"""Docstring."""\n    s = "a long " "string"'), False),
+        (lambda s: s.replace('"""Docstring."""', '"""Docstring."""\n    s = "a long string"'), False),
     ],
 )
 def test_source_hash_ignores_comments_layout_and_docstrings_only(tmp_path, edit, same):
@@ -173,3 +176,10 @@ def test_flags_sit_at_time_zero_until_raised_with_their_reasons(tmp_path):
     ensure_flags(tmp_path, ["generate"])  # an existing flag is left alone
     assert f.stat().st_mtime > 1e9
     assert rerun_flag(tmp_path, "score").stat().st_mtime == 0
+
+
+def test_a_string_split_over_lines_is_the_same_code(tmp_path):
+    """Splitting a long string into adjacent literals (to keep a line within its length) is no change."""
+    a = write(tmp_path / "a.py", 'def f():\n    raise ValueError("a long message about what went wrong")\n')
+    b = write(tmp_path / "b.py", 'def f():\n    raise ValueError(\n        "a long message "\n        "about what went wrong"\n    )\n')
+    assert source_hash(a) == source_hash(b)

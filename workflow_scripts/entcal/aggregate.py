@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint
+from entcal.scaling import HEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: 
     both = steps[(steps["entropy_n"] > 0) & (steps["logloss_n"] > 0)]
     ent, ll, tf = both["entropy_mean"].mean(), both["logloss_mean"].mean(), both["tf_entropy_mean"].mean()
     live = both["step"].to_numpy() - 1  # pooled over the same steps: every live token weighs the same
-    ent_pooled, ll_pooled = np.nanmean(H[:, live]), np.nanmean(L[:, live])
+    ent_pooled, ll_pooled, tf_pooled = np.nanmean(H[:, live]), np.nanmean(L[:, live]), np.nanmean(F[:, live])
     # paired per-prompt differences (same example_id) give the standard error of EntCE
     g = pd.Series(np.nanmean(H, axis=1), index=gen["example_id"].to_numpy())
     r = pd.Series(np.nanmean(L, axis=1), index=ref["example_id"].to_numpy())
@@ -161,19 +162,36 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: 
         "logloss_mean": ll,
         "tf_entropy_mean": tf,
         "entce": ent - ll,
-        "entce_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
+        "entce_se": np.nan,  # the bootstrap's, below
+        "entce_se_per_prompt": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
         "entropy_pooled": float(ent_pooled),
         "logloss_pooled": float(ll_pooled),
         "entce_pooled": float(ent_pooled - ll_pooled),
+        "entce_pooled_se": np.nan,
         "gen_minus_tf": ent - tf,
         "tf_minus_logloss": tf - ll,
+        "tf_entropy_pooled": float(tf_pooled),
+        "gen_minus_tf_pooled": float(ent_pooled - tf_pooled),
+        "tf_minus_logloss_pooled": float(tf_pooled - ll_pooled),
         "outside_support_frac": float(ref["n_outside"].sum() / ref["n_tokens"].sum()),
         "mean_gen_tokens": float(gen["n_tokens"].mean()),
         "eos_fraction": float(gen["stopped_at_eos"].mean()),
         "reference_start": int(reference_start),
     }
     boot = bootstrap_entce(H, L, live, n_boot, seed) if n_boot else {}
+    if n_boot > 1:  # the standard error of each estimator itself: prompts resampled, the estimator recomputed
+        summary["entce_se"] = float(np.nanstd(boot["mean"], ddof=1))
+        summary["entce_pooled_se"] = float(np.nanstd(boot["pooled"], ddof=1))
     return steps, summary, per_prompt, boot
+
+
+def headline_columns(row: dict, estimator: str) -> dict:
+    """The headline of a summary row under ``estimator`` (``analysis.estimator``): ``entce_headline``, its
+    ``entce_headline_se`` and split ``gen_minus_tf_headline`` + ``tf_minus_logloss_headline`` (which add up to it),
+    from the ``mean`` columns or their pooled twins (:data:`HEADLINE`)."""
+    pick = (lambda c: row[c]) if estimator == "mean" else (lambda c: row[HEADLINE[c]])
+    return {"estimator": estimator, "entce_headline": pick("entce"), "entce_headline_se": pick("entce_se"),
+            "gen_minus_tf_headline": pick("gen_minus_tf"), "tf_minus_logloss_headline": pick("tf_minus_logloss")}  # fmt: skip
 
 
 MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "failed_rule", "missing_file", "log"]
@@ -205,12 +223,14 @@ BOOTSTRAP_COLUMNS = PER_STEP_KEYS + ["setting", "replicate", "entce_mean", "entc
 
 def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None,
               missing_out: str | None = None, missing: pd.DataFrame | None = None, reference_start: int = 1,
-              fidelity: str = "exact", bootstrap_out: str | None = None, n_boot: int = 0, seed: int = 0) -> None:  # fmt: skip
+              fidelity: str = "exact", bootstrap_out: str | None = None, n_boot: int = 0, seed: int = 0,
+              estimator: str = "mean") -> None:  # fmt: skip
     """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files, and
     ``missing.csv`` (``missing``: the settings left out, :func:`split_finished`; none in a full run).
     ``reference_start``: see the module docstring; ``fidelity``: recorded in every summary row.
     ``bootstrap_out``: ``entce_bootstrap.parquet``, ``n_boot`` replicates per setting (BOOTSTRAP_COLUMNS;
-    replicate seeds from ``seed`` and the setting's model, dataset and slug).
+    replicate seeds from ``seed`` and the setting's model, dataset and slug; the standard errors of both estimators
+    come from them, written or not). ``estimator``: the headline (``analysis.estimator``, :func:`headline_columns`).
 
     Each job dict: model, family, n_params (or None: then the counted non-embedding parameters),
     instruct, dataset, sampler, sampler_param, temperature, setting (slug), checkpoint_of (the
@@ -242,9 +262,10 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         check_token_arrays(gen, job["generations"], ["entropy"])
         check_token_arrays(ref, job["scores"], ["logloss", "tf_entropy"])
         job_seed = seed + zlib.crc32(f"{job['model']}/{job['dataset']}/{job['setting']}".encode())
-        steps, s, pp, boot = curves(gen, ref, max_len, reference_start, n_boot if bootstrap_out else 0, job_seed)
+        steps, s, pp, boot = curves(gen, ref, max_len, reference_start, n_boot, job_seed)
+        s = {**s, **headline_columns(s, estimator)}
         key = {k: job[k] for k in PER_STEP_KEYS}
-        if boot:
+        if boot and bootstrap_out:
             boots.append(pd.DataFrame({**key, "setting": job["setting"], "replicate": np.arange(n_boot),
                                        "entce_mean": boot["mean"], "entce_pooled": boot["pooled"]}))  # fmt: skip
         prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))

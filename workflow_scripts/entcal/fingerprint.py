@@ -2,9 +2,9 @@
 
 A stage's fingerprint covers its adapter (``workflow_scripts/<stage>.py``) and every module of this
 package the adapter imports, followed transitively (imports inside functions included), each read as
-its token stream without comments, blank lines, line continuations or docstrings. So a change to what a
-stage computes changes its fingerprint, while ``touch``, a checkout that restores a file unchanged, a
-reformatting or an edited comment or docstring does not. Rules pass the fingerprint as a param
+its syntax tree without docstrings (``ast.dump``: no comments, layout, parentheses, trailing commas or string
+splits). So a change to what a stage computes changes its fingerprint, while ``touch``, a checkout that restores
+a file unchanged, a reformatting (``ruff format``) or an edited comment or docstring does not. Rules pass the fingerprint as a param
 (``code=CODE[...]``): Snakemake reruns a job whose params changed, so an edit to ``entcal/metrics.py``
 reruns the stages that import it (and what is computed from them) and nothing else. Third-party
 libraries are outside the fingerprint (the rule environments pin them; Snakemake's ``software-env``
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
-import tokenize
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,47 +23,26 @@ PACKAGE = "entcal"
 # allocator, memory planning of batch sizes): outside every fingerprint, as execution settings are outside
 # the params. Editing one reruns nothing; a module that also computes results does not belong here.
 EXECUTION_MODULES = ("logs.py", "runtime.py", "memory.py")
-_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
-def _docstring_lines(tree: ast.AST) -> set[int]:
-    """First lines of the docstrings of the module, classes and functions."""
-    out = set()
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstrings of the module, classes and functions removed (in place)."""
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                out.add(first.lineno)
-    return out
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
 
 
 @lru_cache(maxsize=None)
 def _source_hash(path: Path, mtime_ns: int) -> str:
-    src = path.read_text(encoding="utf-8")
-    doc = _docstring_lines(ast.parse(src))
-    h = hashlib.sha256()
-    drop_newline = False
-    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-        if tok.type in _SKIP:
-            continue
-        if tok.type == tokenize.STRING and tok.start[0] in doc and tok.start[1] == _first_col(src, tok.start[0]):
-            drop_newline = True  # a docstring statement: drop it and its NEWLINE
-            continue
-        if tok.type == tokenize.NEWLINE and drop_newline:
-            drop_newline = False
-            continue
-        drop_newline = False
-        h.update(f"{tok.type}:{tok.string}\x00".encode())
-    return h.hexdigest()
-
-
-def _first_col(src: str, lineno: int) -> int:
-    line = src.splitlines()[lineno - 1]
-    return len(line) - len(line.lstrip())
+    tree = _without_docstrings(ast.parse(path.read_text(encoding="utf-8")))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
 
 
 def source_hash(path: str | Path) -> str:
-    """SHA-256 of a Python file's tokens without comments, blank lines and docstrings."""
+    """SHA-256 of a Python file's syntax tree without docstrings (layout, comments and parentheses left out)."""
     p = Path(path)
     return _source_hash(p, p.stat().st_mtime_ns)
 

@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from entcal import __version__
+import entcal
 from entcal.records import output_of, records_under
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ SECTION_READERS = {
     "analysis.smoothing": ("plot_per_step",),
     "analysis.smoothing_logloss": ("plot_per_step",),
     "analysis.reference_start": ("aggregate", "aggregate_extra"),
-    "analysis.estimator": ("scaling_fits", "plot_scaling", "plot_tradeoff", "plot_tradeoff_extra", "plot_data_scaling"),
+    "analysis.estimator": ("aggregate", "aggregate_extra", "scaling_fits", "plot_scaling", "plot_tradeoff", "plot_tradeoff_extra", "plot_data_scaling"),
     "fidelity": ("aggregate", "aggregate_extra"),  # the summary's column; its presets show in the keys they set
     "training": ("train_tokenizer", "train_model"),
     "calibration": ("calibration_labels", "train_predictor", "generate", "score_extra"),
@@ -76,7 +76,7 @@ def config_sha256(results_config: dict) -> str:
 def provenance(results_config: dict, code: dict[str, str]) -> dict:
     """The record ``dump_config`` writes: the configuration's hash, the configuration itself and the
     stages' code fingerprints."""
-    return {"config_sha256": config_sha256(results_config), "entcal_version": __version__, "code": dict(sorted(code.items())),
+    return {"config_sha256": config_sha256(results_config), "entcal_version": entcal.__version__, "code": dict(sorted(code.items())),
             "config": results_config}  # fmt: skip
 
 

@@ -57,7 +57,7 @@ def _versioned(load):
     import inspect
     import json
 
-    from entcal import __version__
+    import entcal
 
     @functools.wraps(load)
     def wrapper(*args, **kwargs):
@@ -71,10 +71,10 @@ def _versioned(load):
                 wrote = json.loads((Path(rd) / "provenance.json").read_text()).get("entcal_version", "before 0.3.0")
             except (OSError, ValueError, TypeError):
                 raise err from None
-            if wrote == __version__:
+            if wrote == entcal.__version__:
                 raise
             raise KeyError(f"{err.args[0] if err.args else err!s} is not in {rd}: that run was written by entcal {wrote}, "
-                           f"this is {__version__}, whose tables differ (docs/outputs.md). Rerun the workflow on it with "
+                           f"this is {entcal.__version__}, whose tables differ (docs/outputs.md). Rerun the workflow on it with "
                            f"this version, or read it with entcal {wrote}") from err  # fmt: skip
 
     return wrapper

@@ -73,13 +73,21 @@ FIT_COLUMNS = ["n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "slope
                "boot_valid", "intercept", "r2", "n_excluded", "excluded"]  # fmt: skip
 
 
+HEADLINE = {  # summary column -> its pooled twin: the headline under analysis.estimator (entcal.aggregate.headline_columns, with_estimator)
+    "entce": "entce_pooled", "entce_se": "entce_pooled_se", "entropy_mean": "entropy_pooled",
+    "logloss_mean": "logloss_pooled", "tf_entropy_mean": "tf_entropy_pooled", "gen_minus_tf": "gen_minus_tf_pooled",
+    "tf_minus_logloss": "tf_minus_logloss_pooled",
+}  # fmt: skip
+
+
 def with_estimator(summary: pd.DataFrame, estimator: str = "mean") -> pd.DataFrame:
     """``summary`` whose entce, entropy_mean and logloss_mean are those of ``estimator`` (the figures' view)."""
     if estimator == "mean":
         return summary
     out = summary.copy()
-    out["entce"], out["entropy_mean"], out["logloss_mean"] = (out["entce_pooled"], out["entropy_pooled"],
-                                                               out["logloss_pooled"])  # fmt: skip
+    for col, twin in HEADLINE.items():  # the split and the standard error follow the estimator too
+        if twin in out:
+            out[col] = out[twin]
     return out
 
 
