@@ -34,9 +34,9 @@ check_records()  # every result against the content of what it was made from (en
 
 
 rule all:
+    default_target: True
     input:
         get_final_outputs(),
-    default_target: True
 
 
 onstart:

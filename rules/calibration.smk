@@ -12,31 +12,32 @@ rule calibration_labels:
     output:
         labels=P("labels"),
         meta=P("labels", ".json"),
+    log:
+        f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/calibration_labels/{{dataset}}/{{model}}.tsv"
+    priority: 20  # on the critical path to the calibrated samplers' generations
+    conda:
+        "../envs/inference.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        **GPU_SITE,
+        gpu=get_gpus,
+        mem_mb=mem_by_size(16000),
+        runtime=runtime_by_plan("calibration_labels", 60, 6),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         model_path=get_model_path,
         chat=get_chat,
-        labels=config_subset("calibration", ["horizon", "n_windows", "prefixes_per_window", "candidates", "rollouts",
-                                             "test_fraction"]),
+        labels=config_subset(
+            "calibration", ["horizon", "n_windows", "prefixes_per_window", "candidates", "rollouts", "test_fraction"]
+        ),
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
         stop_at_eos=lookup(dpath="generation/stop_at_eos", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
         code=CODE["calibration_labels"],
-    log:
-        f"{RD}/logs/calibration_labels/{{dataset}}/{{model}}.log",
-    benchmark:
-        f"{RD}/benchmarks/calibration_labels/{{dataset}}/{{model}}.tsv"
-    conda:
-        "../envs/inference.yaml"
-    priority: 20  # on the critical path to the calibrated samplers' generations
-    threads: lookup(dpath="threads", within=config)
-    resources:
-        gpu=get_gpus,
-        mem_mb=mem_by_size(16000),
-        runtime=runtime_by_plan("calibration_labels", 60, 6),
-        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
-        **GPU_SITE,
     script:
         "../workflow_scripts/calibration_labels.py"
 
@@ -53,32 +54,44 @@ rule train_predictor:
         head=P("head"),
         settings=P("predictor"),
         tradeoff=P("tradeoff"),
+    log:
+        f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_predictor/{{dataset}}/{{model}}.tsv"
+    priority: 20  # on the critical path to the calibrated samplers' generations
+    conda:
+        "../envs/inference.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        **GPU_SITE,
+        gpu=get_gpus,
+        mem_mb=mem_by_size(32000),
+        runtime=runtime_by_plan("train_predictor", 30, 3),
+        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         model_path=get_model_path,
         chat=get_chat,
         samplers=get_calibrated_samplers,
-        predictor=config_subset("calibration", ["horizon", "candidates", "head", "val_fraction", "fit_windows",
-                                                "step_buckets", "alpha_bounds", "tradeoff_alphas", "mirostat_eta",
-                                                "variants"]),
+        predictor=config_subset(
+            "calibration",
+            [
+                "horizon",
+                "candidates",
+                "head",
+                "val_fraction",
+                "fit_windows",
+                "step_buckets",
+                "alpha_bounds",
+                "tradeoff_alphas",
+                "mirostat_eta",
+                "variants",
+            ],
+        ),
         prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
         code=CODE["train_predictor"],
-    log:
-        f"{RD}/logs/train_predictor/{{dataset}}/{{model}}.log",
-    benchmark:
-        f"{RD}/benchmarks/train_predictor/{{dataset}}/{{model}}.tsv"
-    conda:
-        "../envs/inference.yaml"
-    priority: 20  # on the critical path to the calibrated samplers' generations
-    threads: lookup(dpath="threads", within=config)
-    resources:
-        gpu=get_gpus,
-        mem_mb=mem_by_size(32000),
-        runtime=runtime_by_plan("train_predictor", 30, 3),
-        nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
-        **GPU_SITE,
     script:
         "../workflow_scripts/train_predictor.py"
 
@@ -100,10 +113,6 @@ rule calibration_table:
         study=f"{RD}/tables/calibration_study.csv",  # each method's log loss at EntCE = 0 (entcal.study)
         settings=f"{RD}/tables/calibration_settings.csv",  # every setting against temperature at its own entropy
         variants=f"{RD}/tables/predictor_variants.csv",  # the head against its variants and the baselines
-    params:
-        n_boot=lookup(dpath="analysis/n_boot", within=config),
-        seed=lookup(dpath="seed", within=config),
-        code=CODE["calibration_table"],
     log:
         f"{RD}/logs/calibration_table.log",
     conda:
@@ -112,6 +121,10 @@ rule calibration_table:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        n_boot=lookup(dpath="analysis/n_boot", within=config),
+        seed=lookup(dpath="seed", within=config),
+        code=CODE["calibration_table"],
     script:
         "../workflow_scripts/calibration_table.py"
 
@@ -135,8 +148,6 @@ rule plot_calibration:
             category="Figures",
         ),
         study_pdf=f"{RD}/figures/calibration_study.pdf",
-    params:
-        code=CODE["plot_calibration"],
     log:
         f"{RD}/logs/plot_calibration.log",
     conda:
@@ -145,5 +156,7 @@ rule plot_calibration:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_calibration"],
     script:
         "../workflow_scripts/plot_calibration.py"

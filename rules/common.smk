@@ -15,7 +15,19 @@ from snakemake.utils import validate
 sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
 from entcal.fingerprint import stage_fingerprints  # noqa: E402
 from entcal.provenance import provenance  # noqa: E402
-from entcal.config import SETTING_PATTERN, apply_revision_lock, canonical, check_config, duplicate_keys, exclude_models, resolve_fidelity, results_config, schema_errors, yaml_bounds, yte_templates  # noqa: E402
+from entcal.config import (
+    SETTING_PATTERN,
+    apply_revision_lock,
+    canonical,
+    check_config,
+    duplicate_keys,
+    exclude_models,
+    resolve_fidelity,
+    results_config,
+    schema_errors,
+    yaml_bounds,
+    yte_templates,
+)  # noqa: E402
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
@@ -24,7 +36,6 @@ from entcal.runtime import job_environment  # noqa: E402
 from entcal.logs import progress_problems  # noqa: E402
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 
-
 # Each stage's code fingerprint (entcal.fingerprint): rules pass their adapter's as params.code, so a change
 # to the code a stage runs reruns exactly that stage and what follows; touch or checkout reruns nothing
 # (the workflow profile leaves Snakemake's script-mtime `code` trigger out of rerun-triggers).
@@ -32,19 +43,26 @@ CODE = stage_fingerprints(f"{workflow.basedir}/workflow_scripts")
 
 CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
 for _f in yte_templates(CONFIG_FILES):
-    logger.warning(f"{_f} is a YTE template (__use_yte__: true): Snakemake ran the Python code in it while loading it, "
-                   "before this workflow could read it. A configuration file is code to Snakemake: use only ones you "
-                   "trust (docs/reliability.md).")  # fmt: skip
+    logger.warning(
+        f"{_f} is a YTE template (__use_yte__: true): Snakemake ran the Python code in it while loading it, "
+        "before this workflow could read it. A configuration file is code to Snakemake: use only ones you "
+        "trust (docs/reliability.md)."
+    )
 _problems = [p for f in CONFIG_FILES for p in yaml_bounds(f)]
 if _problems:  # before anything walks the document
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 _problems = [p for f in CONFIG_FILES for p in duplicate_keys(f)]
 if not config.get("results_dir"):
-    _problems.append(f"{', '.join(map(str, CONFIG_FILES))}: no results_dir. A configuration given with --configfile "
-                     "replaces the paper grid (it is the default only without --configfile) and names its own results "
-                     "folder, e.g. results_dir: results/mine")  # fmt: skip
-_problems += [e for e in schema_errors(config, yaml.safe_load(open(f"{workflow.basedir}/config/schema.yaml")))
-              if "'results_dir' is a required property" not in e]  # fmt: skip
+    _problems.append(
+        f"{', '.join(map(str, CONFIG_FILES))}: no results_dir. A configuration given with --configfile "
+        "replaces the paper grid (it is the default only without --configfile) and names its own results "
+        "folder, e.g. results_dir: results/mine"
+    )
+_problems += [
+    e
+    for e in schema_errors(config, yaml.safe_load(open(f"{workflow.basedir}/config/schema.yaml")))
+    if "'results_dir' is a required property" not in e
+]
 if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 validate(config, "../config/schema.yaml", set_default=True)
@@ -53,8 +71,11 @@ _resolved = resolve_fidelity(config)
 for _key, (_value, _how) in _resolved.items():
     if _how == "configured":
         logger.info(f"{_key}: {_value} (set in the configuration, over the {config['fidelity']} preset)")
-logger.info(f"fidelity {config['fidelity']}: " + ", ".join(f"{k} {v}" for k, (v, _) in _resolved.items())
-            + " (config.effective.yaml records them)")  # fmt: skip
+logger.info(
+    f"fidelity {config['fidelity']}: "
+    + ", ".join(f"{k} {v}" for k, (v, _) in _resolved.items())
+    + " (config.effective.yaml records them)"
+)
 if config["revisions_lock"]:
     for note in apply_revision_lock(config, yaml.safe_load(open(config["revisions_lock"])) or {}):
         logger.warning(note)
@@ -68,7 +89,9 @@ if _problems := progress_problems():
 # command line cannot replace; they override the configuration's values of the same keys
 for _key, _value in site_facts(workflow.resource_settings.default_resources).items():
     if config.get(_key) != _value:
-        logger.info(f"{_key}: {_value} (the site profile's default-resources; the configuration said {config.get(_key)})")
+        logger.info(
+            f"{_key}: {_value} (the site profile's default-resources; the configuration said {config.get(_key)})"
+        )
     config[_key] = _value
 # canonical key order (entcal.config.canonical): an equivalent configuration in another key order gives the
 # same params, so it reruns nothing; the order of datasets and models is kept (figure panels and legends)
@@ -183,7 +206,9 @@ def retry_growth(attempt):
 def mem_by_size(base_mb, per_billion_mb=3000):
     """Resource function: host memory grows with the model (bf16 weights are loaded on the host first)
     and on each retry."""
-    return lambda wildcards, attempt: int((base_mb + per_billion_mb * size_billions(wildcards.model)) * retry_growth(attempt))
+    return lambda wildcards, attempt: int(
+        (base_mb + per_billion_mb * size_billions(wildcards.model)) * retry_growth(attempt)
+    )
 
 
 def mem_by_plan(kind, base_mb, per_billion_mb=3000):
@@ -208,8 +233,10 @@ def mem_by_plan(kind, base_mb, per_billion_mb=3000):
         prompt = g["prompt_tokens"] + 64  # room for special tokens and an instruct model's chat template
         n = min(int(batch), spec.get("n_prompts") or g["n_prompts"])
         # auto resolves on the machine that runs the job: plan for the larger of its two outcomes
-        plan = max(cpu_job_mb(shape, kind, n, prompt + GRID.max_new_tokens(wildcards.model), prompt_len=prompt, dtype=d)
-                   for d in (["float32", "bfloat16"] if dtype == "auto" else [dtype]))  # fmt: skip
+        plan = max(
+            cpu_job_mb(shape, kind, n, prompt + GRID.max_new_tokens(wildcards.model), prompt_len=prompt, dtype=d)
+            for d in (["float32", "bfloat16"] if dtype == "auto" else [dtype])
+        )
         return int(plan * retry_growth(attempt))
 
     return mem
@@ -218,8 +245,10 @@ def mem_by_plan(kind, base_mb, per_billion_mb=3000):
 def runtime_by_size(base_min, per_billion_min):
     """Resource function (minutes): grows with the model and on each retry, never past the site's
     longest runtime (max_runtime_min)."""
-    return lambda wildcards, attempt: min(config["max_runtime_min"],
-                                          int((base_min + per_billion_min * size_billions(wildcards.model)) * retry_growth(attempt)))  # fmt: skip
+    return lambda wildcards, attempt: min(
+        config["max_runtime_min"],
+        int((base_min + per_billion_min * size_billions(wildcards.model)) * retry_growth(attempt)),
+    )
 
 
 @functools.cache
@@ -310,8 +339,12 @@ def get_gpus(wildcards, input):
         return TBDString()  # a dry run: the model is not downloaded yet
     g = config["generation"]
     shape = ModelShape.from_dir(get_model_path(wildcards))
-    return gpus_needed(shape, config["gpu_memory_gb"], g["prompt_tokens"] + 64 + GRID.max_new_tokens(wildcards.model),
-                       quantization="nf4" if config["precision"] == "paper" else "none")  # fmt: skip
+    return gpus_needed(
+        shape,
+        config["gpu_memory_gb"],
+        g["prompt_tokens"] + 64 + GRID.max_new_tokens(wildcards.model),
+        quantization="nf4" if config["precision"] == "paper" else "none",
+    )
 
 
 def get_generate_calibration(wildcards):
@@ -402,18 +435,27 @@ def excerpt_jobs(d, part):
     """The generation files of one part (`paper` or `extra`, entcal.grid.part_of) whose excerpts enter MAUVE
     (base models, and instruct models with mauve.instruct; not checkpoints; at the settings listed in
     mauve.settings), with their score file and the folder of their tokenizer."""
-    return sorted([
-        {"model": m, "setting": s["slug"], "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
-         "scores": GRID.scores_path(d, m, s), "model_path": GRID.model_folder(m, d)}
-        for m in config["models"] if config["mauve"]["instruct"] or not config["models"][m]["instruct"]
-        for s in GRID.model_settings(m, part) if s["slug"] in config["mauve"]["settings"]
-    ], key=lambda j: (j["model"], j["setting"]))  # fmt: skip  (sorted: the models' order in the file changes nothing)
+    return sorted(
+        [
+            {
+                "model": m,
+                "setting": s["slug"],
+                "generations": GRID.path("generations", dataset=d, model=m, setting=s["slug"]),
+                "scores": GRID.scores_path(d, m, s),
+                "model_path": GRID.model_folder(m, d),
+            }
+            for m in config["models"]
+            if config["mauve"]["instruct"] or not config["models"][m]["instruct"]
+            for s in GRID.model_settings(m, part)
+            if s["slug"] in config["mauve"]["settings"]
+        ],
+        key=lambda j: (j["model"], j["setting"]),
+    )  # sorted: the models' order in the file changes nothing
 
 
 def mauve_parts():
     """The parts with MAUVE excerpts: the paper's, and `extra` where mauve.settings names a setting beyond it."""
-    return [p for p in ("paper", "extra")
-            if any(excerpt_jobs(d, p) for d in DATASETS)]  # fmt: skip
+    return [p for p in ("paper", "extra") if any(excerpt_jobs(d, p) for d in DATASETS)]
 
 
 def get_excerpt_inputs(wildcards):
@@ -449,8 +491,9 @@ def get_featurizer_gpus(wildcards):
 
 def get_mauve_tables(part):
     """Input function: every dataset x featurizer bucket table of one part."""
-    return lambda wildcards: expand(rules.mauve_buckets.output.table, part=part, dataset=DATASETS,
-                                    featurizer=list(config["mauve"]["featurizers"]))  # fmt: skip
+    return lambda wildcards: expand(
+        rules.mauve_buckets.output.table, part=part, dataset=DATASETS, featurizer=list(config["mauve"]["featurizers"])
+    )
 
 
 def lock_results_dir():
@@ -550,12 +593,16 @@ def check_provenance():
             f"{RD} holds results that Snakemake has no record of (no .snakemake metadata for them here: a deleted "
             ".snakemake, a fresh clone or a moved or copied results folder), and they were made with other settings "
             "or code than now. These stages (and what follows from them) run again:\n"
-            + "\n".join(f"  {r}: " + "; ".join(v[:4]) + (f"; and {len(v) - 4} more" if len(v) > 4 else "")
-                        for r, v in sorted(stale.items()))
+            + "\n".join(
+                f"  {r}: " + "; ".join(v[:4]) + (f"; and {len(v) - 4} more" if len(v) > 4 else "")
+                for r, v in sorted(stale.items())
+            )
             + f"\n(the reasons are kept in {RD}/provenance/rerun/<rule>)"
         )
     elif checked:
-        logger.info(f"{RD}: no Snakemake record here, but its provenance.json matches this configuration and code: kept")
+        logger.info(
+            f"{RD}: no Snakemake record here, but its provenance.json matches this configuration and code: kept"
+        )
 
 
 _DAMAGED = {}  # outputs whose content is not what their job wrote (check_records), refused at onstart
@@ -585,11 +632,13 @@ def _no_provenance_message():
     from entcal.provenance import unrecorded_results
 
     found = ", ".join(map(str, unrecorded_results(os.getcwd(), RD)))
-    return (f"{RD}/provenance.json is missing, but {RD} holds results ({found}, ...): without it the configuration and "
-            "code they were made with are unknown, so none of them can be taken as current. Restore provenance.json "
-            "(from a backup, or from the folder you copied these results from), or rerun everything (add --forceall), "
-            "or, if you know these results match this configuration and code, record them as they are (add "
-            "--forcerun dump_config)")  # fmt: skip
+    return (
+        f"{RD}/provenance.json is missing, but {RD} holds results ({found}, ...): without it the configuration and "
+        "code they were made with are unknown, so none of them can be taken as current. Restore provenance.json "
+        "(from a backup, or from the folder you copied these results from), or rerun everything (add --forceall), "
+        "or, if you know these results match this configuration and code, record them as they are (add "
+        "--forcerun dump_config)"
+    )
 
 
 def check_records():
@@ -611,13 +660,16 @@ def check_records():
             f"{len(ahead)} results have a modification time in the future (this machine's clock says "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}):\n"
             + "\n".join(f"  {p}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}" for p, t in ahead[:10])
-            + "\nSnakemake would take this for clock skew, delete finished outputs and rerun the same jobs on every run. "
-            "The clock of the machine that wrote them was ahead, or they were touched with a future date: fix that "
-            "clock (NTP), or set their times to now (touch -c <file>; for a folder, its .snakemake_timestamp); nothing "
-            "was run or deleted."
+            + "\nSnakemake would take this for clock skew, delete finished outputs and rerun the same jobs on every "
+            "run. The clock of the machine that wrote them was ahead, or they were touched with a future date: fix "
+            "that clock (NTP), or set their times to now (touch -c <file>; for a folder, its .snakemake_timestamp); "
+            "nothing was run or deleted."
         )
     damaged, stale = survey([RD], GRID.download_folders())
-    for out, (rule, reasons) in {**stale, **damaged}.items():  # a damaged one too: its job is in the DAG, onstart decides
+    for out, (rule, reasons) in {
+        **stale,
+        **damaged,
+    }.items():  # a damaged one too: its job is in the DAG, onstart decides
         mark_stale(out, rerun_flag(RD, rule) if rule in _RERUN_RULES else None, reasons)
     if stale:
         logger.warning(
@@ -628,8 +680,8 @@ def check_records():
     _DAMAGED.update(damaged)
     if damaged:
         logger.warning(
-            f"{len(damaged)} results are not what their jobs wrote; the run stops before any job unless you ask for each to "
-            "be redone (--forcerun <file> or <rule>):\n"
+            f"{len(damaged)} results are not what their jobs wrote; the run stops before any job unless you ask for "
+            "each to be redone (--forcerun <file> or <rule>):\n"
             + "\n".join(f"  {out}: " + "; ".join(reasons) for out, (rule, reasons) in sorted(damaged.items()))
         )
 
@@ -644,8 +696,11 @@ def aggregate_finished():
 
     if _TERMINATED:
         return
-    logs = {r: str(getattr(rules, r).log[0]).replace("{{", "{").replace("}}", "}")
-            for r in ("generate", "score", "score_extra") if hasattr(rules, r)}  # fmt: skip
+    logs = {
+        r: str(getattr(rules, r).log[0]).replace("{{", "{").replace("}}", "}")
+        for r in ("generate", "score", "score_extra")
+        if hasattr(rules, r)
+    }
     for part in PARTS:
         jobs = GRID.aggregate_jobs(part)
         done, missing = split_finished(jobs, logs)
@@ -653,11 +708,20 @@ def aggregate_finished():
             continue
         out = {k: GRID.path(part_kind(k, part)) for k in ("summary", "per_step", "per_prompt", "missing")}
         try:
-            aggregate(done, per_step_out=out["per_step"], summary_out=out["summary"], max_len=config["analysis"]["max_len"],
-                      per_prompt_out=out["per_prompt"], missing_out=out["missing"], missing=missing,
-                      reference_start=config["analysis"]["reference_start"], fidelity=config["fidelity"],
-                      n_boot=config["analysis"]["n_boot"], seed=config["seed"],
-                      estimator=config["analysis"]["estimator"])  # fmt: skip
+            aggregate(
+                done,
+                per_step_out=out["per_step"],
+                summary_out=out["summary"],
+                max_len=config["analysis"]["max_len"],
+                per_prompt_out=out["per_prompt"],
+                missing_out=out["missing"],
+                missing=missing,
+                reference_start=config["analysis"]["reference_start"],
+                fidelity=config["fidelity"],
+                n_boot=config["analysis"]["n_boot"],
+                seed=config["seed"],
+                estimator=config["analysis"]["estimator"],
+            )
         except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
             logger.error(f"tables of the finished jobs not written: {err}")
             continue
@@ -687,12 +751,18 @@ def check_intermediate_files():
 
     settings = workflow.dag_settings
     asked = {os.path.abspath(f) for f in settings.forcerun} | set(settings.forcerun)  # files and rules
-    refused = {str(out): (rule, reasons) for out, (rule, reasons) in sorted(_DAMAGED.items())
-               if not (settings.forceall or str(out) in asked or asked & {rule})}  # fmt: skip
+    refused = {
+        str(out): (rule, reasons)
+        for out, (rule, reasons) in sorted(_DAMAGED.items())
+        if not (settings.forceall or str(out) in asked or asked & {rule})
+    }
     rewritten = [f for job in workflow.dag.needrun_jobs() for f in job.output if os.path.abspath(f) not in refused]
     bad = check_existing(GRID.intermediate_files(), skip=rewritten)
     said = "\n".join(bad)
-    bad += [f"{out}: {'; '.join(reasons)}. To {redo(out)} (that job and what follows run again)"
-            for out, (rule, reasons) in refused.items() if f"{out}:" not in said]  # fmt: skip
+    bad += [
+        f"{out}: {'; '.join(reasons)}. To {redo(out)} (that job and what follows run again)"
+        for out, (rule, reasons) in refused.items()
+        if f"{out}:" not in said
+    ]
     if bad:
         raise WorkflowError("damaged intermediate files; nothing was run or deleted:\n  " + "\n  ".join(bad))

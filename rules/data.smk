@@ -10,14 +10,14 @@ rule download_dataset:
         rerun=RERUN("download_dataset"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("dataset")),
-    params:
-        repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
-        revision=lookup(dpath="datasets/{dataset}/revision", within=config),
     log:
         f"{RD}/logs/download_dataset/{{dataset}}--{{source}}.log",
     conda:
         "../envs/inference.yaml"
     threads: 1
+    params:
+        repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
+        revision=lookup(dpath="datasets/{dataset}/revision", within=config),
     script:
         "../workflow_scripts/download_dataset.py"
 
@@ -31,11 +31,6 @@ rule prepare_dataset:
         examples=P("examples"),
         calibration=P("calibration_windows"),
         sidecars=[P(k, ".json") for k in ("docs", "examples", "calibration_windows")],
-    params:
-        spec=lookup(dpath="datasets/{dataset}", within=config),
-        seed=lookup(dpath="seed", within=config),
-        calibration_needed=bool(CALIBRATED),  # a calibration split only for the calibrated samplers
-        code=CODE["prepare_dataset"],
     log:
         f"{RD}/logs/prepare_dataset/{{dataset}}.log",
     benchmark:
@@ -46,5 +41,10 @@ rule prepare_dataset:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        spec=lookup(dpath="datasets/{dataset}", within=config),
+        seed=lookup(dpath="seed", within=config),
+        calibration_needed=bool(CALIBRATED),  # a calibration split only for the calibrated samplers
+        code=CODE["prepare_dataset"],
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -10,10 +10,6 @@ rule future_entropy_exact:
         steps=f"{RD}/tables/future_entropy_exact_steps.csv",
         noise=f"{RD}/tables/future_entropy_noise.csv",
         mc=f"{RD}/tables/future_entropy_mc_labels.csv",
-    params:
-        code=CODE["future_entropy_exact"],
-        exact=lookup(dpath="exact", within=config),
-        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/future_entropy_exact.log",
     benchmark:
@@ -24,6 +20,10 @@ rule future_entropy_exact:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        code=CODE["future_entropy_exact"],
+        exact=lookup(dpath="exact", within=config),
+        seed=lookup(dpath="seed", within=config),
     script:
         "../workflow_scripts/future_entropy_exact.py"
 
@@ -38,8 +38,6 @@ rule plot_future_entropy_exact:
     output:
         png=report(f"{RD}/figures/future_entropy_exact.png", caption="report/exact.rst", category="Figures"),
         pdf=f"{RD}/figures/future_entropy_exact.pdf",
-    params:
-        code=CODE["plot_future_entropy_exact"],
     log:
         f"{RD}/logs/plot_future_entropy_exact.log",
     conda:
@@ -48,5 +46,7 @@ rule plot_future_entropy_exact:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_future_entropy_exact"],
     script:
         "../workflow_scripts/plot_future_entropy_exact.py"

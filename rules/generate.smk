@@ -11,13 +11,6 @@ rule select_prompts:
     output:
         prompts=P("prompts"),
         meta=P("prompts", ".json"),
-    params:
-        model_path=get_model_path,
-        chat=get_chat,
-        text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
-        selection=get_selection,
-        chat_instruction=get_chat_instruction,
-        code=CODE["select_prompts"],
     log:
         f"{RD}/logs/select_prompts/{{dataset}}/{{model}}.log",
     benchmark:
@@ -28,6 +21,13 @@ rule select_prompts:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        model_path=get_model_path,
+        chat=get_chat,
+        text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
+        selection=get_selection,
+        chat_instruction=get_chat_instruction,
+        code=CODE["select_prompts"],
     script:
         "../workflow_scripts/select_prompts.py"
 
@@ -41,14 +41,6 @@ rule generate:
     output:
         generations=P("generations"),
         meta=P("generations", ".json"),
-    params:
-        model_path=get_model_path,
-        setting=get_setting,
-        sampling=get_sampling,
-        seed=lookup(dpath="seed", within=config),
-        dtype=get_dtype,
-        precision=lookup(dpath="precision", within=config),
-        code=CODE["generate"],
     log:
         f"{RD}/logs/generate/{{dataset}}/{{model}}/{{setting}}.log",
     benchmark:
@@ -57,11 +49,19 @@ rule generate:
         "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
+        **GPU_SITE,
         gpu=get_gpus,
         mem_mb=mem_by_plan("generate", 16000),
         runtime=runtime_by_plan("generate", 120, 15),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
-        **GPU_SITE,
+    params:
+        model_path=get_model_path,
+        setting=get_setting,
+        sampling=get_sampling,
+        seed=lookup(dpath="seed", within=config),
+        dtype=get_dtype,
+        precision=lookup(dpath="precision", within=config),
+        code=CODE["generate"],
     script:
         "../workflow_scripts/generate.py"
 
@@ -74,13 +74,6 @@ rule score:
     output:
         scores=P("scores"),
         meta=P("scores", ".json"),
-    params:
-        model_path=get_model_path,
-        settings=get_settings("paper"),  # the paper's settings only: nothing beyond the paper holds them back
-        truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
-        dtype=get_dtype,
-        precision=lookup(dpath="precision", within=config),
-        code=CODE["score"],
     log:
         f"{RD}/logs/score/{{dataset}}/{{model}}.log",
     benchmark:
@@ -89,11 +82,18 @@ rule score:
         "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
+        **GPU_SITE,
         gpu=get_gpus,
         mem_mb=mem_by_plan("score", 16000),
         runtime=runtime_by_plan("score", 30, 4),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
-        **GPU_SITE,
+    params:
+        model_path=get_model_path,
+        settings=get_settings("paper"),  # the paper's settings only: nothing beyond the paper holds them back
+        truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
+        dtype=get_dtype,
+        precision=lookup(dpath="precision", within=config),
+        code=CODE["score"],
     script:
         "../workflow_scripts/score.py"
 
@@ -109,6 +109,16 @@ use rule score as score_extra with:
     output:
         scores=P("scores_extra"),
         meta=P("scores_extra", ".json"),
+    log:
+        f"{RD}/logs/score_extra/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/score_extra/{{dataset}}/{{model}}.tsv"
+    resources:
+        **GPU_SITE,
+        gpu=get_gpus,
+        mem_mb=mem_by_plan("score", 16000),
+        runtime=runtime_by_plan("score_extra", 30, 4),
+        nodes=1,
     params:
         model_path=get_model_path,
         settings=get_settings("extra"),
@@ -116,13 +126,3 @@ use rule score as score_extra with:
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
         code=CODE["score"],
-    resources:
-        gpu=get_gpus,
-        mem_mb=mem_by_plan("score", 16000),
-        runtime=runtime_by_plan("score_extra", 30, 4),
-        nodes=1,
-        **GPU_SITE,
-    log:
-        f"{RD}/logs/score_extra/{{dataset}}/{{model}}.log",
-    benchmark:
-        f"{RD}/benchmarks/score_extra/{{dataset}}/{{model}}.tsv"

@@ -10,17 +10,17 @@ rule download_model:
         rerun=RERUN("download_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
+    log:
+        f"{RD}/logs/download_model/{{model}}--{{source}}.log",
     wildcard_constraints:
         model=models_of_source("hf"),
+    conda:
+        "../envs/inference.yaml"
+    threads: 1
     params:
         name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
         revision=lookup(dpath="models/{model}/revision", within=config),
-    log:
-        f"{RD}/logs/download_model/{{model}}--{{source}}.log",
-    conda:
-        "../envs/inference.yaml"
-    threads: 1
     script:
         "../workflow_scripts/download_model.py"
 
@@ -32,21 +32,21 @@ rule convert_gguf:
         rerun=RERUN("convert_gguf"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
-    wildcard_constraints:
-        model=models_of_source("gguf"),
-    params:
-        spec=lookup(dpath="models/{model}", within=config),
-        code=CODE["convert_gguf"],
     log:
         f"{RD}/logs/convert_gguf/{{model}}--{{source}}.log",
     benchmark:
         f"{RD}/benchmarks/convert_gguf/{{model}}--{{source}}.tsv"
+    wildcard_constraints:
+        model=models_of_source("gguf"),
     conda:
         "../envs/inference.yaml"
     threads: 1
     resources:
         mem_mb=gguf_convert_mem_mb,
         runtime=30,
+    params:
+        spec=lookup(dpath="models/{model}", within=config),
+        code=CODE["convert_gguf"],
     script:
         "../workflow_scripts/convert_gguf.py"
 
@@ -58,9 +58,6 @@ rule train_tokenizer:
     output:
         tokenizer=directory(P("tokenizer")),
         train_ids=P("train_ids"),
-    params:
-        vocab_size=lookup(dpath="training/vocab_size", within=config),
-        code=CODE["train_tokenizer"],
     log:
         f"{RD}/logs/train_tokenizer/{{dataset}}.log",
     benchmark:
@@ -71,6 +68,9 @@ rule train_tokenizer:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        vocab_size=lookup(dpath="training/vocab_size", within=config),
+        code=CODE["train_tokenizer"],
     script:
         "../workflow_scripts/train_tokenizer.py"
 
@@ -82,22 +82,22 @@ rule train_model:
         rerun=RERUN("train_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(P("trained_model")),
+    log:
+        f"{RD}/logs/train_model/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_model/{{dataset}}/{{model}}.tsv"
+    priority: 50  # the longest jobs, and every model's generations wait for them: start them first
+    conda:
+        "../envs/inference.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         arch=lookup(dpath="models/{model}/arch", within=config),
         budget=get_train_budget,
         training=lookup(dpath="training", within=config),
         seed=lookup(dpath="seed", within=config),
         code=CODE["train_model"],
-    log:
-        f"{RD}/logs/train_model/{{dataset}}/{{model}}.log",
-    benchmark:
-        f"{RD}/benchmarks/train_model/{{dataset}}/{{model}}.tsv"
-    conda:
-        "../envs/inference.yaml"
-    priority: 50  # the longest jobs, and every model's generations wait for them: start them first
-    threads: lookup(dpath="threads", within=config)
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         "../workflow_scripts/train_model.py"

@@ -13,20 +13,20 @@ rule plot_per_step:
             category="Figures",
         ),
         pdf=f"{RD}/figures/per_step{{smooth}}.pdf",
-    wildcard_constraints:
-        smooth="|_smoothed",
-    params:
-        code=CODE["plot_per_step"],
-        smoothing=lookup(dpath="analysis/smoothing", within=config),
-        smoothing_logloss=lookup(dpath="analysis/smoothing_logloss", within=config),
     log:
         f"{RD}/logs/plot_per_step{{smooth}}.log",
+    wildcard_constraints:
+        smooth="|_smoothed",
     conda:
         "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_per_step"],
+        smoothing=lookup(dpath="analysis/smoothing", within=config),
+        smoothing_logloss=lookup(dpath="analysis/smoothing_logloss", within=config),
     script:
         "../workflow_scripts/plot_per_step.py"
 
@@ -43,9 +43,6 @@ rule plot_scaling:
             category="Figures",
         ),
         pdf=f"{RD}/figures/scaling.pdf",
-    params:
-        code=CODE["plot_scaling"],
-        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_scaling.log",
     conda:
@@ -54,6 +51,9 @@ rule plot_scaling:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_scaling"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/plot_scaling.py"
 
@@ -65,9 +65,6 @@ rule plot_tradeoff:
     output:
         png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
         pdf=f"{RD}/figures/tradeoff.pdf",
-    params:
-        code=CODE["plot_tradeoff"],
-        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_tradeoff.log",
     conda:
@@ -76,6 +73,9 @@ rule plot_tradeoff:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_tradeoff"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/plot_tradeoff.py"
 
@@ -100,9 +100,6 @@ rule plot_context:
     output:
         png=report(f"{RD}/figures/context_length.png", caption="report/context.rst", category="Figures"),
         pdf=f"{RD}/figures/context_length.pdf",
-    params:
-        code=CODE["plot_context"],
-        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     log:
         f"{RD}/logs/plot_context.log",
     conda:
@@ -111,6 +108,9 @@ rule plot_context:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_context"],
+        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
     script:
         "../workflow_scripts/plot_context.py"
 
@@ -123,9 +123,6 @@ rule plot_data_scaling:
     output:
         png=report(f"{RD}/figures/data_scaling.png", caption="report/data_scaling.rst", category="Figures"),
         pdf=f"{RD}/figures/data_scaling.pdf",
-    params:
-        code=CODE["plot_data_scaling"],
-        estimator=lookup(dpath="analysis/estimator", within=config),
     log:
         f"{RD}/logs/plot_data_scaling.log",
     conda:
@@ -134,5 +131,8 @@ rule plot_data_scaling:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_data_scaling"],
+        estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/plot_data_scaling.py"

@@ -10,15 +10,15 @@ rule download_featurizer:
         rerun=RERUN("download_featurizer"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("featurizer")),
-    params:
-        name="{featurizer}",
-        repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
-        revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
     log:
         f"{RD}/logs/download_featurizer/{{featurizer}}--{{source}}.log",
     conda:
         "../envs/inference.yaml"
     threads: 1
+    params:
+        name="{featurizer}",
+        repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
+        revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
     script:
         "../workflow_scripts/download_model.py"
 
@@ -29,10 +29,6 @@ rule mauve_excerpts:
         rerun=RERUN("mauve_excerpts"),  # entcal.provenance: raised where results outlived their record
     output:
         excerpts=f"{RD}/mauve/{{part}}/{{dataset}}/excerpts.parquet",
-    params:
-        code=CODE["mauve_excerpts"],
-        jobs=get_excerpt_jobs,
-        window=lookup(dpath="mauve/window", within=config),
     log:
         f"{RD}/logs/mauve_excerpts/{{part}}/{{dataset}}.log",
     benchmark:
@@ -43,6 +39,10 @@ rule mauve_excerpts:
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        code=CODE["mauve_excerpts"],
+        jobs=get_excerpt_jobs,
+        window=lookup(dpath="mauve/window", within=config),
     script:
         "../workflow_scripts/mauve_excerpts.py"
 
@@ -54,10 +54,6 @@ rule mauve_features:
         rerun=RERUN("mauve_features"),  # entcal.provenance: raised where results outlived their record
     output:
         features=f"{RD}/mauve/{{part}}/{{dataset}}/features_{{featurizer}}.parquet",
-    params:
-        code=CODE["mauve_features"],
-        spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
-        model_path=get_featurizer_path,
     log:
         f"{RD}/logs/mauve_features/{{part}}/{{dataset}}/{{featurizer}}.log",
     benchmark:
@@ -66,11 +62,15 @@ rule mauve_features:
         "../envs/inference.yaml"
     threads: lookup(dpath="threads", within=config)
     resources:
+        **(GPU_SITE if any(f["source"] == "hf" for f in config["mauve"]["featurizers"].values()) else {}),
         gpu=get_featurizer_gpus,
         nodes=1,
-        **(GPU_SITE if any(f["source"] == "hf" for f in config["mauve"]["featurizers"].values()) else {}),
         mem_mb=16000,
         runtime=120,
+    params:
+        code=CODE["mauve_features"],
+        spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
+        model_path=get_featurizer_path,
     script:
         "../workflow_scripts/mauve_features.py"
 
@@ -82,10 +82,6 @@ rule mauve_buckets:
         rerun=RERUN("mauve_buckets"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/mauve/{{part}}/{{dataset}}/buckets_{{featurizer}}.csv",
-    params:
-        code=CODE["mauve_buckets"],
-        cfg=lookup(dpath="mauve", within=config),
-        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/mauve_buckets/{{part}}/{{dataset}}/{{featurizer}}.log",
     benchmark:
@@ -96,6 +92,10 @@ rule mauve_buckets:
     resources:
         mem_mb=8000,
         runtime=120,
+    params:
+        code=CODE["mauve_buckets"],
+        cfg=lookup(dpath="mauve", within=config),
+        seed=lookup(dpath="seed", within=config),
     script:
         "../workflow_scripts/mauve_buckets.py"
 
@@ -103,7 +103,8 @@ rule mauve_buckets:
 rule mauve_summary:
     input:
         tables=get_mauve_tables("paper"),
-        excerpts=expand(rules.mauve_excerpts.output.excerpts, part="paper", dataset=sorted(DATASETS)),  # params.datasets order
+        # in params.datasets' order
+        excerpts=expand(rules.mauve_excerpts.output.excerpts, part="paper", dataset=sorted(DATASETS)),
         summaries=[rules.aggregate.output.summary],
         rerun=RERUN("mauve_summary"),  # entcal.provenance: raised where results outlived their record
     output:
@@ -111,10 +112,6 @@ rule mauve_summary:
         examples=report(f"{RD}/mauve/examples.md", caption="report/mauve_examples.rst", category="Excerpts"),
         png=report(f"{RD}/figures/mauve.png", caption="report/mauve.rst", category="Figures"),
         pdf=f"{RD}/figures/mauve.pdf",
-    params:
-        code=CODE["mauve_summary"],
-        datasets=sorted(DATASETS),
-        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/mauve_summary.log",
     conda:
@@ -123,6 +120,10 @@ rule mauve_summary:
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        code=CODE["mauve_summary"],
+        datasets=sorted(DATASETS),
+        seed=lookup(dpath="seed", within=config),
     script:
         "../workflow_scripts/mauve_summary.py"
 

@@ -9,10 +9,6 @@ rule singleton_mass:
         mass=f"{RD}/tables/singleton_mass.csv",
         slopes=f"{RD}/tables/singleton_slopes.csv",
         prop31=f"{RD}/tables/prop31.csv",
-    params:
-        code=CODE["singleton_mass"],
-        theory=lookup(dpath="theory", within=config),
-        seed=lookup(dpath="seed", within=config),
     log:
         f"{RD}/logs/singleton_mass.log",
     benchmark:
@@ -23,6 +19,10 @@ rule singleton_mass:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        code=CODE["singleton_mass"],
+        theory=lookup(dpath="theory", within=config),
+        seed=lookup(dpath="seed", within=config),
     script:
         "../workflow_scripts/singleton_mass.py"
 
@@ -34,9 +34,6 @@ rule power_law:
     output:
         table=f"{RD}/tables/power_law.csv",
         curves=f"{RD}/tables/rank_frequency.parquet",
-    params:
-        code=CODE["power_law"],
-        top=lookup(dpath="theory/rank_top", within=config),
     log:
         f"{RD}/logs/power_law.log",
     benchmark:
@@ -47,6 +44,9 @@ rule power_law:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        code=CODE["power_law"],
+        top=lookup(dpath="theory/rank_top", within=config),
     script:
         "../workflow_scripts/power_law.py"
 
@@ -60,8 +60,6 @@ rule plot_theory:
     output:
         png=report(f"{RD}/figures/figure1_theory.png", caption="report/theory.rst", category="Figures"),
         pdf=f"{RD}/figures/figure1_theory.pdf",
-    params:
-        code=CODE["plot_theory"],
     log:
         f"{RD}/logs/plot_theory.log",
     conda:
@@ -70,5 +68,7 @@ rule plot_theory:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=CODE["plot_theory"],
     script:
         "../workflow_scripts/plot_theory.py"

@@ -30,9 +30,17 @@ def make_prompts(model_dir, examples, out, *, prompt_tokens, max_new_tokens, min
 
         write_parquet(examples, out.with_suffix(".examples.parquet"))  # with its sidecar, as prepare_dataset writes it
         examples = out.with_suffix(".examples.parquet")
-    select_prompts_file(str(model_dir), "tiny", str(examples), str(out), prompt_tokens=prompt_tokens,
-                        max_new_tokens=max_new_tokens, min_reference_tokens=min_reference_tokens, n_prompts=n_prompts,
-                        **kw)  # fmt: skip
+    select_prompts_file(
+        str(model_dir),
+        "tiny",
+        str(examples),
+        str(out),
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=max_new_tokens,
+        min_reference_tokens=min_reference_tokens,
+        n_prompts=n_prompts,
+        **kw,
+    )
     return out
 
 
@@ -49,8 +57,12 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     from entcal.models import build_model
 
     d = tmp_path_factory.mktemp("tiny_model")
-    model = build_model({"type": "llama", "hidden_size": 16, "layers": 2, "heads": 2, "ffn": 32},
-                        vocab_size=len(tiny_tokenizer), max_positions=256, seed=1)  # fmt: skip
+    model = build_model(
+        {"type": "llama", "hidden_size": 16, "layers": 2, "heads": 2, "ffn": 32},
+        vocab_size=len(tiny_tokenizer),
+        max_positions=256,
+        seed=1,
+    )
     model.save_pretrained(d)
     tiny_tokenizer.save_pretrained(d)
     return d

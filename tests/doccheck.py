@@ -165,7 +165,9 @@ def check_command(cmd: str, rules: set[str], keys: set[str]) -> list[str]:
                 problems.append(f"module {w} has no command line")
         if prev == "-m" and w == "pytest":
             continue
-        if prev in ("--configfile", "--profile") or re.fullmatch(r"(config|envs|benchmarks|profiles|tests|docs)/[\w./-]+", w):
+        if prev in ("--configfile", "--profile") or re.fullmatch(
+            r"(config|envs|benchmarks|profiles|tests|docs)/[\w./-]+", w
+        ):
             path = ROOT / w if "/" in w else ROOT / "profiles" / w
             if prev == "--profile" and w == "slurm":
                 continue  # the site profile, written by python -m entcal.profile install slurm

@@ -137,11 +137,15 @@ def build_writingprompts(out: Path, paras: list[str], seed: int = 1, files: int 
         n = min(per, WP_ROWS - f * per)
         targets = _lengths(rng, n, 4_100, 0.75, 150, 60_000)
         stories = [_compose(rng, lens, pool, t, " <newline> <newline> ") for t in targets]
-        prompts = [f"{tags[int(rng.integers(len(tags)))]} " + " ".join(pool[int(rng.integers(len(pool)))].split()[:30])
-                   for _ in range(n)]  # fmt: skip
+        prompts = [
+            f"{tags[int(rng.integers(len(tags)))]} " + " ".join(pool[int(rng.integers(len(pool)))].split()[:30])
+            for _ in range(n)
+        ]
         _write({"prompt": prompts, "story": stories}, out / "data" / f"train-{f:05d}-of-{files:05d}.parquet")
-    _write({"prompt": ["[ WP ] a test prompt ."], "story": ["A test story ."]},
-           out / "data" / "test-00000-of-00001.parquet")  # fmt: skip
+    _write(
+        {"prompt": ["[ WP ] a test prompt ."], "story": ["A test story ."]},
+        out / "data" / "test-00000-of-00001.parquet",
+    )
     return out
 
 
@@ -158,7 +162,10 @@ def build_codecontests(out: Path, paras: list[str], blocks: list[str], seed: int
             names, descs, sols = [], [], []
             for i in range(m):
                 desc = _compose(rng, plens, paras, int(_lengths(rng, 1, 1_500, 0.6, 200, 12_000)[0]), "\n\n")
-                desc += "\n\nInput\n\nThe first line contains n.\n\nOutput\n\nPrint the answer.\n\nExamples\n\nInput\n\n3\n\nOutput\n\n6\n"
+                desc += (
+                    "\n\nInput\n\nThe first line contains n.\n\nOutput\n\nPrint the answer.\n\n"
+                    "Examples\n\nInput\n\n3\n\nOutput\n\n6\n"
+                )
                 u = rng.random()
                 if u < 0.03:
                     desc += "\n<image>\n"

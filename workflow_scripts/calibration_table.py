@@ -18,7 +18,9 @@ from entcal.study import answer, calibration_study, setting_answer, setting_comp
 
 setup_logging(snakemake.log[0], job=snakemake)
 log = logging.getLogger("calibration_table")
-summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)  # the paper's and the extras'
+summary = pd.concat(
+    [pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True
+)  # the paper's and the extras'
 table, pred, tradeoff = calibration_tables(
     summary,
     [json.loads(Path(p).read_text()) for p in snakemake.input.predictors],
@@ -28,14 +30,23 @@ table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
 pred.to_csv(snakemake.output.predictors, index=False, float_format="%.6g")
 tradeoff.to_csv(snakemake.output.tradeoff, index=False, float_format="%.6g")
 predictor_variants([json.loads(Path(p).read_text()) for p in snakemake.input.predictors]).to_csv(
-    snakemake.output.variants, index=False, float_format="%.6g")  # fmt: skip
+    snakemake.output.variants, index=False, float_format="%.6g"
+)
 per_prompt = pd.concat([pd.read_parquet(p) for p in snakemake.input.per_prompt], ignore_index=True)
 calibrated = set(table["model"])
-study = calibration_study(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,
-                          seed=snakemake.params.seed)  # fmt: skip
+study = calibration_study(
+    per_prompt[per_prompt["model"].isin(calibrated)],
+    summary,
+    n_boot=snakemake.params.n_boot,
+    seed=snakemake.params.seed,
+)
 study.to_csv(snakemake.output.study, index=False, float_format="%.6g")
-settings = setting_comparison(per_prompt[per_prompt["model"].isin(calibrated)], summary, n_boot=snakemake.params.n_boot,
-                              seed=snakemake.params.seed)  # fmt: skip
+settings = setting_comparison(
+    per_prompt[per_prompt["model"].isin(calibrated)],
+    summary,
+    n_boot=snakemake.params.n_boot,
+    seed=snakemake.params.seed,
+)
 settings.to_csv(snakemake.output.settings, index=False, float_format="%.6g")
 for line in answer(study) + setting_answer(settings):
     log.info("%s", line)

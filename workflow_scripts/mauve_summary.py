@@ -26,10 +26,17 @@ table.to_csv(snakemake.output.table, index=False, float_format="%.6g")
 summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)
 plot_mauve(table, summary, [snakemake.output.png, snakemake.output.pdf])
 first = table["featurizer"].iloc[0] if len(table) else None
-parts = ["# Example excerpts by entropy bucket", "",
-         f"Random excerpts from the lowest, middle and highest entropy buckets (MAUVE from featurizer {first}).", ""]
+parts = [
+    "# Example excerpts by entropy bucket",
+    "",
+    f"Random excerpts from the lowest, middle and highest entropy buckets (MAUVE from featurizer {first}).",
+    "",
+]
 for dataset, path in zip(snakemake.params.datasets, snakemake.input.excerpts):
     ex = pd.read_parquet(path)
-    parts.append(example_markdown(ex, table[(table["dataset"] == dataset) & (table["featurizer"] == first)], dataset,
-                                  snakemake.params.seed))
+    parts.append(
+        example_markdown(
+            ex, table[(table["dataset"] == dataset) & (table["featurizer"] == first)], dataset, snakemake.params.seed
+        )
+    )
 Path(snakemake.output.examples).write_text("\n".join(parts))

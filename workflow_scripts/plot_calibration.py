@@ -16,4 +16,6 @@ from entcal.plots import plot_calibration, plot_calibration_study  # noqa: E402
 setup_logging(snakemake.log[0], job=snakemake)
 table = pd.read_csv(snakemake.input.table)
 plot_calibration(table, pd.read_csv(snakemake.input.tradeoff), [snakemake.output.png, snakemake.output.pdf])
-plot_calibration_study(table, pd.read_csv(snakemake.input.study), [snakemake.output.study_png, snakemake.output.study_pdf])
+plot_calibration_study(
+    table, pd.read_csv(snakemake.input.study), [snakemake.output.study_png, snakemake.output.study_pdf]
+)

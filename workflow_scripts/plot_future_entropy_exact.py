@@ -16,6 +16,9 @@ from entcal.plots import plot_future_entropy_exact  # noqa: E402
 setup_logging(snakemake.log[0], job=snakemake)
 i = snakemake.input
 plot_future_entropy_exact(
-    pd.read_csv(i.table), pd.read_csv(i.steps), pd.read_csv(i.noise), pd.read_csv(i.mc),
+    pd.read_csv(i.table),
+    pd.read_csv(i.steps),
+    pd.read_csv(i.noise),
+    pd.read_csv(i.mc),
     [snakemake.output.png, snakemake.output.pdf],
 )

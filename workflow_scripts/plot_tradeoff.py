@@ -17,5 +17,8 @@ from entcal.scaling import with_estimator  # noqa: E402
 setup_logging(snakemake.log[0], job=snakemake)
 # summary.csv (Figure 4), with summary_extra.csv for the figure with the samplers beyond the paper
 summary = pd.concat([pd.read_csv(p) for p in snakemake.input.summaries], ignore_index=True)
-plot_tradeoff(with_estimator(summary, snakemake.params.estimator), [snakemake.output.png, snakemake.output.pdf],
-              estimator=snakemake.params.estimator)  # fmt: skip
+plot_tradeoff(
+    with_estimator(summary, snakemake.params.estimator),
+    [snakemake.output.png, snakemake.output.pdf],
+    estimator=snakemake.params.estimator,
+)

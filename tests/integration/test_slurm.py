@@ -42,11 +42,32 @@ def home(tmp_path_factory):
     without slurmdbd asks squeue for job states, and a test wants the first status check soon."""
     home = tmp_path_factory.mktemp("home")
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
-    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", "--partition", "debug",
-                        "--status-command", "squeue", "--jobs", "2", "--retries", "0", "--latency-wait", "5",
-                        "--set", "slurm-init-seconds-before-status-checks=1",
-                        "--software-deployment", "none"],  # no conda here: jobs run in the .venv
-                       env=env, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "entcal.profile",
+            "install",
+            "slurm",
+            "--partition",
+            "debug",
+            "--status-command",
+            "squeue",
+            "--jobs",
+            "2",
+            "--retries",
+            "0",
+            "--latency-wait",
+            "5",
+            "--set",
+            "slurm-init-seconds-before-status-checks=1",
+            "--software-deployment",
+            "none",
+        ],  # no conda here: jobs run in the .venv
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return home
 
@@ -54,7 +75,20 @@ def home(tmp_path_factory):
 def smk_slurm(home, *args, timeout=600):
     """snakemake --profile slurm by name; SIGINT (not SIGTERM) stops a stuck run (see the shared notes)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(home))
-    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake", "--profile", "slurm", *args]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        str(timeout),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "slurm",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
 
 

@@ -50,11 +50,25 @@ def rule_run(tmp_path_factory):
     Snakemake and the jobs running in .venv-vllm."""
     tmp = tmp_path_factory.mktemp("vllm")
     res = tmp / "res"
-    targets = [res / "generations" / "code" / "smollm2_135m_instruct" / "ancestral-t1.parquet",
-               res / "generations" / "code" / "gemma3_270m" / "top_p0.9-t1.parquet"]  # fmt: skip
-    cmd = [str(VENV / "bin" / "python"), "-m", "snakemake", "--cores", "2", "--configfile", "config/demo.yaml",
-           "tests/integration/vllm.yaml", "--config", f"results_dir={res}", f"downloads_dir={tmp}/dl", "--",
-           *map(str, targets)]  # fmt: skip
+    targets = [
+        res / "generations" / "code" / "smollm2_135m_instruct" / "ancestral-t1.parquet",
+        res / "generations" / "code" / "gemma3_270m" / "top_p0.9-t1.parquet",
+    ]
+    cmd = [
+        str(VENV / "bin" / "python"),
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--configfile",
+        "config/demo.yaml",
+        "tests/integration/vllm.yaml",
+        "--config",
+        f"results_dir={res}",
+        f"downloads_dir={tmp}/dl",
+        "--",
+        *map(str, targets),
+    ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     return {"res": res, "dl": tmp / "dl", "targets": targets, "log": run.stdout + run.stderr}
@@ -86,8 +100,9 @@ def check_rows(model64, prompts, rows, sampler, temperature, param, what):
     assert l.max() < STEP_TOL and l.mean() < MEAN_TOL, what
 
 
-@pytest.mark.parametrize("model, setting", [("smollm2_135m_instruct", ("ancestral", 1.0, None)),
-                                            ("gemma3_270m", ("top_p", 1.0, 0.9))])  # fmt: skip
+@pytest.mark.parametrize(
+    "model, setting", [("smollm2_135m_instruct", ("ancestral", 1.0, None)), ("gemma3_270m", ("top_p", 1.0, 0.9))]
+)
 def folder(run, model):
     (f,) = run["dl"].glob(f"models/{model}--*")  # the converted folder, keyed by its source (entcal.grid)
     return f
@@ -135,8 +150,14 @@ def test_no_engine_process_outlives_the_jobs(rule_run):
 def engine_run(rule_run, tmp_path_factory):
     """Every sampler vLLM runs, on SmolLM2's chat prompts, with the engine in its own processes (as on a GPU)."""
     out = tmp_path_factory.mktemp("engine") / "smol.json"
-    cmd = [str(VENV / "bin" / "python"), "tests/vllm/run_engine.py", str(folder(rule_run, "smollm2_135m_instruct")),
-           str(rule_run["res"] / "prompts" / "code" / "smollm2_135m_instruct.parquet"), str(out), "--multiprocessing"]  # fmt: skip
+    cmd = [
+        str(VENV / "bin" / "python"),
+        "tests/vllm/run_engine.py",
+        str(folder(rule_run, "smollm2_135m_instruct")),
+        str(rule_run["res"] / "prompts" / "code" / "smollm2_135m_instruct.parquet"),
+        str(out),
+        "--multiprocessing",
+    ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     return json.loads(out.read_text())
@@ -146,8 +167,15 @@ def test_every_vllm_sampler_matches_the_hf_warpers_in_float64(engine_run, rule_r
     model64 = load_model(folder(rule_run, "smollm2_135m_instruct"), "smol", dtype="float64", device="cpu")[0]
     assert {r["sampler"] for r in engine_run["runs"]} == {"ancestral", "top_p", "top_k", "min_p"}
     for run in engine_run["runs"]:
-        check_rows(model64, engine_run["prompts"], run["rows"], run["sampler"], run["temperature"], run["param"],
-                   f"smollm2 {run['sampler']} T={run['temperature']} {run['param']}")  # fmt: skip
+        check_rows(
+            model64,
+            engine_run["prompts"],
+            run["rows"],
+            run["sampler"],
+            run["temperature"],
+            run["param"],
+            f"smollm2 {run['sampler']} T={run['temperature']} {run['param']}",
+        )
         assert all(r["n_tokens"] == 32 for r in run["rows"])
 
 

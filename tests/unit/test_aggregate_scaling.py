@@ -19,8 +19,7 @@ def _frames(rng, n=50, T=40):
     H = [rng.normal(3.0 + 0.01 * np.arange(k), 0.3) for k in gen_len]
     L = [rng.normal(2.5, 0.4, T) for _ in range(n)]
     F = [rng.normal(2.8, 0.2, T) for _ in range(n)]
-    gen = pd.DataFrame({"example_id": range(n), "n_tokens": gen_len, "entropy": H,
-                        "stopped_at_eos": gen_len < T})  # fmt: skip
+    gen = pd.DataFrame({"example_id": range(n), "n_tokens": gen_len, "entropy": H, "stopped_at_eos": gen_len < T})
     ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": L, "tf_entropy": F, "n_outside": 0})
     return gen, ref, H, L, F
 
@@ -72,9 +71,18 @@ def test_the_split_and_the_standard_error_follow_the_headline_estimator():
     rng = np.random.default_rng(1)
     n, T = 400, 12
     a = rng.normal(1.0, 0.5, n)
-    gen = pd.DataFrame({"example_id": range(n), "n_tokens": T, "entropy": [np.full(T, x) for x in a], "stopped_at_eos": False})
-    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "logloss": [np.zeros(T)] * n,
-                        "tf_entropy": [np.full(T, 0.3)] * n, "n_outside": 0})  # fmt: skip
+    gen = pd.DataFrame(
+        {"example_id": range(n), "n_tokens": T, "entropy": [np.full(T, x) for x in a], "stopped_at_eos": False}
+    )
+    ref = pd.DataFrame(
+        {
+            "example_id": range(n),
+            "n_tokens": T,
+            "logloss": [np.zeros(T)] * n,
+            "tf_entropy": [np.full(T, 0.3)] * n,
+            "n_outside": 0,
+        }
+    )
     _, s, _, boot = curves(gen, ref, max_len=T, n_boot=2000, seed=3)
     closed = np.std(a, ddof=1) / np.sqrt(n)
     assert s["entce"] == pytest.approx(a.mean()) and s["entce_pooled"] == pytest.approx(a.mean())
@@ -124,10 +132,23 @@ def test_the_estimators_part_on_generations_of_4_2_and_1_tokens():
     """Three prompts whose generations stop after 4, 2 and 1 tokens (entropies 1,2,3,4 / 1,2 / 1) against a
     reference: the per-step means are 1, 2, 3, 4 (mean 2.5), the pooled entropy (1+2+3+4 + 1+2 + 1) / 7 = 2;
     with reference log loss 1 everywhere, EntCE 1.5 and 1."""
-    gen = pd.DataFrame({"example_id": [0, 1, 2], "n_tokens": [4, 2, 1], "stopped_at_eos": True,
-                        "entropy": [np.array([1.0, 2, 3, 4]), np.array([1.0, 2]), np.array([1.0])]})  # fmt: skip
-    ref = pd.DataFrame({"example_id": [0, 1, 2], "n_tokens": 4, "n_outside": 0,
-                        "logloss": [np.ones(4)] * 3, "tf_entropy": [np.ones(4)] * 3})  # fmt: skip
+    gen = pd.DataFrame(
+        {
+            "example_id": [0, 1, 2],
+            "n_tokens": [4, 2, 1],
+            "stopped_at_eos": True,
+            "entropy": [np.array([1.0, 2, 3, 4]), np.array([1.0, 2]), np.array([1.0])],
+        }
+    )
+    ref = pd.DataFrame(
+        {
+            "example_id": [0, 1, 2],
+            "n_tokens": 4,
+            "n_outside": 0,
+            "logloss": [np.ones(4)] * 3,
+            "tf_entropy": [np.ones(4)] * 3,
+        }
+    )
     _, s, _, _ = curves(gen, ref, max_len=4)
     assert s["entce"] == pytest.approx(1.5) and s["entce_pooled"] == pytest.approx(1.0)
 
@@ -135,8 +156,9 @@ def test_the_estimators_part_on_generations_of_4_2_and_1_tokens():
 def test_reference_start_2_pairs_step_t_with_reference_token_t_plus_1():
     """The authors' compute_ents.py scores reference tokens 2..max_len+1: step t's log loss is token t + 1's."""
     ll = [np.arange(1.0, 7.0), np.arange(11.0, 17.0)]  # reference tokens 1..6
-    gen = pd.DataFrame({"example_id": [1, 0], "n_tokens": 5, "stopped_at_eos": False,
-                        "entropy": [np.full(5, 2.0), np.full(5, 2.0)]})  # fmt: skip  (another order than ref)
+    gen = pd.DataFrame(
+        {"example_id": [1, 0], "n_tokens": 5, "stopped_at_eos": False, "entropy": [np.full(5, 2.0), np.full(5, 2.0)]}
+    )  # another order than ref
     ref = pd.DataFrame({"example_id": [0, 1], "n_tokens": 6, "n_outside": 0, "logloss": ll, "tf_entropy": ll})
     ours, s1, _, _ = curves(gen, ref, max_len=5)
     theirs, s2, _, _ = curves(gen, ref, max_len=5, reference_start=2)
@@ -164,11 +186,18 @@ def test_fit_ci_covers_planted_exponent_at_nominal_rate():
 
 
 def test_nonpositive_entce_is_excluded_and_reported():
-    summary = pd.DataFrame({
-        "model": ["a", "b", "c", "d"], "family": "f", "dataset": "x", "sampler": "ancestral",
-        "temperature": 1.0, "instruct": False, "n_params": [1e6, 1e7, 1e8, 1e9],
-        "entce": [0.5, -0.1, 0.3, 0.2],
-    })  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "model": ["a", "b", "c", "d"],
+            "family": "f",
+            "dataset": "x",
+            "sampler": "ancestral",
+            "temperature": 1.0,
+            "instruct": False,
+            "n_params": [1e6, 1e7, 1e8, 1e9],
+            "entce": [0.5, -0.1, 0.3, 0.2],
+        }
+    )
     fits = scaling_fits(summary)
     row = fits.iloc[0]
     assert row["n"] == 3 and row["n_excluded"] == 1 and row["excluded"] == "b"
@@ -199,7 +228,9 @@ def test_bootstrap_replicates_equal_a_direct_resample_in_float64():
         h, l = H[rows], L[rows]
         mean = np.nanmean(np.nanmean(h, axis=0)) - np.nanmean(np.nanmean(l, axis=0))
         pooled = np.nanmean(h) - np.nanmean(l)
-        assert boot["mean"][b] == pytest.approx(mean, rel=1e-12) and boot["pooled"][b] == pytest.approx(pooled, rel=1e-12)
+        assert boot["mean"][b] == pytest.approx(mean, rel=1e-12) and boot["pooled"][b] == pytest.approx(
+            pooled, rel=1e-12
+        )
 
 
 @pytest.mark.parametrize("estimator", ["mean", "pooled"])
@@ -215,16 +246,37 @@ def test_bootstrap_ci_over_prompts_covers_the_planted_slope(estimator):
         for k, n in enumerate(n_params):
             H, L = _matrices(rng, 2.0 * n**-0.1)
             live = np.arange(H.shape[1])
-            rows.append({"model": f"m{k}", "entce": np.nanmean(np.nanmean(H, 0)) - np.nanmean(np.nanmean(L, 0)),
-                         "entce_pooled": np.nanmean(H) - np.nanmean(L)})  # fmt: skip
+            rows.append(
+                {
+                    "model": f"m{k}",
+                    "entce": np.nanmean(np.nanmean(H, 0)) - np.nanmean(np.nanmean(L, 0)),
+                    "entce_pooled": np.nanmean(H) - np.nanmean(L),
+                }
+            )
             b = bootstrap_entce(H, L, live, 200, seed=r * 10 + k)
-            boots.append(pd.DataFrame({"model": f"m{k}", "dataset": "x", "sampler": "ancestral", "temperature": 1.0,
-                                       "replicate": np.arange(200), "entce_mean": b["mean"], "entce_pooled": b["pooled"]}))  # fmt: skip
-        summary = pd.DataFrame(rows).assign(family="f", dataset="x", sampler="ancestral", temperature=1.0,
-                                            instruct=False, n_params=n_params)  # fmt: skip
+            boots.append(
+                pd.DataFrame(
+                    {
+                        "model": f"m{k}",
+                        "dataset": "x",
+                        "sampler": "ancestral",
+                        "temperature": 1.0,
+                        "replicate": np.arange(200),
+                        "entce_mean": b["mean"],
+                        "entce_pooled": b["pooled"],
+                    }
+                )
+            )
+        summary = pd.DataFrame(rows).assign(
+            family="f", dataset="x", sampler="ancestral", temperature=1.0, instruct=False, n_params=n_params
+        )
         fit = scaling_fits(summary, pd.concat(boots), estimator=estimator).iloc[0]
         assert fit["boot_valid"] == 200 and fit["estimator"] == estimator
-        assert fit["slope"] == fit[f"slope_{estimator}"] and np.isfinite(fit["slope_mean"]) and np.isfinite(fit["slope_pooled"])
+        assert (
+            fit["slope"] == fit[f"slope_{estimator}"]
+            and np.isfinite(fit["slope_mean"])
+            and np.isfinite(fit["slope_pooled"])
+        )
         hits += fit["slope_boot_ci_low"] <= -0.1 <= fit["slope_boot_ci_high"]
     assert 0.85 <= hits / runs <= 1.0
 
@@ -236,9 +288,18 @@ def test_context_fit_recovers_a_planted_power_law():
     step = np.arange(1, 400)
     l = 64 + step
     se = np.full(step.shape, 0.01)
-    ps = pd.DataFrame({"model": "m", "dataset": "x", "sampler": "ancestral", "temperature": 1.0, "step": step,
-                       "logloss_mean": 2.0 + 30.0 * l**-0.7 + rng.normal(0, 0.01, step.size),
-                       "logloss_se": se, "logloss_n": 100})  # fmt: skip
+    ps = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "x",
+            "sampler": "ancestral",
+            "temperature": 1.0,
+            "step": step,
+            "logloss_mean": 2.0 + 30.0 * l**-0.7 + rng.normal(0, 0.01, step.size),
+            "logloss_se": se,
+            "logloss_n": 100,
+        }
+    )
     f = context_fits(ps, prompt_tokens=64).iloc[0]
     assert f["converged"] and not f["beta_at_bound"]
     assert f["L_inf_ci_low"] <= 2.0 <= f["L_inf_ci_high"] and f["beta_ci_low"] <= 0.7 <= f["beta_ci_high"]
@@ -249,12 +310,20 @@ def test_data_scaling_fit_uses_checkpoints_and_excludes_them_from_size_fits():
     from entcal.scaling import data_scaling_fits
 
     tokens = np.array([1e5, 2e5, 8e5])
-    summary = pd.DataFrame({
-        "model": ["s3_tok100000", "s3_tok200000", "s3", "s2"], "family": "f", "dataset": "x",
-        "sampler": "ancestral", "temperature": 1.0, "instruct": False, "n_params": [800, 800, 800, 300],
-        "entce": list(0.5 * tokens**-0.2) + [0.4], "checkpoint_of": ["s3", "s3", None, None],
-        "train_tokens": list(tokens) + [8e5],
-    })  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "model": ["s3_tok100000", "s3_tok200000", "s3", "s2"],
+            "family": "f",
+            "dataset": "x",
+            "sampler": "ancestral",
+            "temperature": 1.0,
+            "instruct": False,
+            "n_params": [800, 800, 800, 300],
+            "entce": list(0.5 * tokens**-0.2) + [0.4],
+            "checkpoint_of": ["s3", "s3", None, None],
+            "train_tokens": list(tokens) + [8e5],
+        }
+    )
     d = data_scaling_fits(summary)
     assert d.set_index("model").loc["s3", "slope"] == pytest.approx(-0.2, abs=1e-10)
     assert d.set_index("model").loc["s3", "n"] == 3 and "s2" not in set(d["model"])
@@ -270,10 +339,20 @@ def test_split_finished_names_the_first_missing_file_its_rule_and_a_log_only_whe
         for p, there in ((g, gen), (s, sc)):
             if there:
                 p.write_text("x")
-        return {"model": model, "dataset": "code", "setting": setting, "sampler": "ancestral", "temperature": 1.0,
-                "generations": str(g), "scores": str(s)}  # fmt: skip
+        return {
+            "model": model,
+            "dataset": "code",
+            "setting": setting,
+            "sampler": "ancestral",
+            "temperature": 1.0,
+            "generations": str(g),
+            "scores": str(s),
+        }
 
-    logs = {"generate": str(tmp_path / "gen-{dataset}-{model}-{setting}.log"), "score": str(tmp_path / "sc-{dataset}-{model}.log")}
+    logs = {
+        "generate": str(tmp_path / "gen-{dataset}-{model}-{setting}.log"),
+        "score": str(tmp_path / "sc-{dataset}-{model}.log"),
+    }
     jobs = [job("a", "t1"), job("b", "t1", gen=False), job("c", "t1", sc=False)]
     (tmp_path / "gen-code-b-t1.log").write_text("Traceback ...")
     done, missing = split_finished(jobs, logs)
@@ -296,11 +375,11 @@ def test_fidelity_figures_match_the_closed_form_of_a_linear_log_loss():
     from entcal.fidelity import setting_rows
 
     n, T, a, b, c = 5, 40, 2.0, 0.01, 3.0
-    gen = pd.DataFrame({"example_id": range(n), "n_tokens": T, "stopped_at_eos": False,
-                        "entropy": [np.full(T, c)] * n})  # fmt: skip
+    gen = pd.DataFrame({"example_id": range(n), "n_tokens": T, "stopped_at_eos": False, "entropy": [np.full(T, c)] * n})
     ll = a + b * np.arange(1, T + 1, dtype=np.float64)
-    ref = pd.DataFrame({"example_id": range(n), "n_tokens": T, "n_outside": 0, "logloss": [ll] * n,
-                        "tf_entropy": [ll] * n})  # fmt: skip
+    ref = pd.DataFrame(
+        {"example_id": range(n), "n_tokens": T, "n_outside": 0, "logloss": [ll] * n, "tf_entropy": [ll] * n}
+    )
     r = setting_rows(gen, ref, max_len=T, smoothing=0.2)
     assert r["entce_mean"] == pytest.approx(c - (a + b * (T + 1) / 2), abs=1e-12)
     assert r["entce_mean_start2"] == pytest.approx(c - (a + b * (T + 2) / 2), abs=1e-12)
@@ -315,16 +394,37 @@ def test_predictor_variants_give_each_model_its_own_noise_ceiling_and_baselines(
     from entcal.aggregate import predictor_variants
 
     def metrics(r2, ceiling):
-        return {"n_train": 40, "n_test": 10, "r2_test": r2, "rmse_test": 1.0, "r2_constant": -0.01, "rmse_constant": 1.2,
-                "r2_onestep_linear": 0.1, "rmse_onestep_linear": 1.1, "noise_ceiling_r2": ceiling}  # fmt: skip
+        return {
+            "n_train": 40,
+            "n_test": 10,
+            "r2_test": r2,
+            "rmse_test": 1.0,
+            "r2_constant": -0.01,
+            "rmse_constant": 1.2,
+            "r2_onestep_linear": 0.1,
+            "rmse_onestep_linear": 1.1,
+            "noise_ceiling_r2": ceiling,
+        }
 
-    with_variants = {"model": "a", "dataset": "code", "metrics": metrics(0.3, 0.6),
-                     "variants": [{"variant": "head", "r2_test": 0.3, "rmse_test": 1.0, "n_train": 40, "n_test": 10},
-                                  {"variant": "small_head", "r2_test": 0.2, "rmse_test": 1.05, "n_train": 40, "n_test": 10}]}  # fmt: skip
+    with_variants = {
+        "model": "a",
+        "dataset": "code",
+        "metrics": metrics(0.3, 0.6),
+        "variants": [
+            {"variant": "head", "r2_test": 0.3, "rmse_test": 1.0, "n_train": 40, "n_test": 10},
+            {"variant": "small_head", "r2_test": 0.2, "rmse_test": 1.05, "n_train": 40, "n_test": 10},
+        ],
+    }
     plain = {"model": "b", "dataset": "prose", "metrics": metrics(0.1, 0.4)}
     t = predictor_variants([with_variants, plain])
-    assert list(zip(t["model"], t["predictor"])) == [("a", "head"), ("a", "small_head"), ("a", "constant"),
-                                                     ("a", "onestep_linear"), ("b", "head"), ("b", "constant"),
-                                                     ("b", "onestep_linear")]  # fmt: skip
+    assert list(zip(t["model"], t["predictor"])) == [
+        ("a", "head"),
+        ("a", "small_head"),
+        ("a", "constant"),
+        ("a", "onestep_linear"),
+        ("b", "head"),
+        ("b", "constant"),
+        ("b", "onestep_linear"),
+    ]
     assert t.groupby("model")["noise_ceiling_r2"].agg(set).to_dict() == {"a": {0.6}, "b": {0.4}}
     assert t.loc[(t["model"] == "b") & (t["predictor"] == "head"), "r2_test"].item() == 0.1

@@ -22,9 +22,11 @@ import pytest
 
 P, MAX_LEN, MIN_LEN = 8, 12, 12
 WP_PROMPT = "Write a story based on the following prompt: {}"
-CODELLAMA_PROMPT = ("Write code to solve the following coding problem that obeys the constraints and passes the example "
-                    "test cases. The output code needs to read from and write to standard IO. Please wrap your code "
-                    "answer using ```:")  # fmt: skip
+CODELLAMA_PROMPT = (
+    "Write code to solve the following coding problem that obeys the constraints and passes the example "
+    "test cases. The output code needs to read from and write to standard IO. Please wrap your code "
+    "answer using ```:"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,9 @@ def bos_tokenizer(tiny_tokenizer):
 
     tok = copy.deepcopy(tiny_tokenizer)
     bos = tok.convert_tokens_to_ids(tok.bos_token)
-    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single=f"{tok.bos_token} $A",
-                                                                         special_tokens=[(tok.bos_token, bos)])  # fmt: skip
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, bos)]
+    )
     assert tok("a b")["input_ids"][0] == bos
     return tok
 
@@ -59,10 +62,17 @@ def prepared(tmp_path, builder: str, text_rules: str, n: int, tok) -> tuple[pd.D
     from entcal.data import prepare_dataset
     from entcal.prompts import select_examples
 
-    spec = {"source": "hf", "builder": builder, "selection": "first", "text_rules": text_rules,
-            "min_chars": 200 if builder == "wikitext103" else 0}  # fmt: skip
+    spec = {
+        "source": "hf",
+        "builder": builder,
+        "selection": "first",
+        "text_rules": text_rules,
+        "min_chars": 200 if builder == "wikitext103" else 0,
+    }
     out = {k: str(tmp_path / f"{k}-{text_rules}.parquet") for k in ("docs", "examples", "calibration")}
-    prepare_dataset(spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"])
+    prepare_dataset(
+        spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"]
+    )
     chosen = select_examples(tok, out["examples"], P, MAX_LEN, MIN_LEN, n, text_rules=text_rules, max_context=4096)
     return pd.read_parquet(out["docs"]), chosen
 
@@ -104,28 +114,41 @@ def test_writingprompts_keeps_the_markers_and_the_tag_as_the_authors_detokenise(
 
     tok = bos_tokenizer
     # euclaise/writingprompts: the original tokenised text, " <newline> " markers, "[ WP ]"-style tags
-    records = pd.DataFrame({
-        "prompt": ["[ WP ] You wake up with a number on your wrist . It 's counting down .",
-                   "[ WP ] [ TT ] Aliens arrive , but they only speak in questions .",
-                   "[ W P ] Your cat can talk ."],
-        "story": ["The first thing I noticed was the number . <newline> <newline> `` What is that ? '' she asked , "
-                  "pointing . <newline> I did n't answer . " * 3,
-                  "`` Why are you here ? '' <newline> <newline> We did n't know . They asked again , and again . " * 3,
-                  "Mittens cleared her throat . <newline> `` We need to talk about the food . '' " * 3],
-    })  # fmt: skip
+    records = pd.DataFrame(
+        {
+            "prompt": [
+                "[ WP ] You wake up with a number on your wrist . It 's counting down .",
+                "[ WP ] [ TT ] Aliens arrive , but they only speak in questions .",
+                "[ W P ] Your cat can talk .",
+            ],
+            "story": [
+                "The first thing I noticed was the number . <newline> <newline> `` What is that ? '' she asked , "
+                "pointing . <newline> I did n't answer . " * 3,
+                "`` Why are you here ? '' <newline> <newline> We did n't know . They asked again , and again . " * 3,
+                "Mittens cleared her throat . <newline> `` We need to talk about the food . '' " * 3,
+            ],
+        }
+    )
     (tmp_path / "data").mkdir()
     records.to_parquet(tmp_path / "data" / "train-00000-of-00001.parquet")
     # (1) the strings their item_to_messages_writingprompts builds: the detokeniser turns "[ WP ]" into "[WP]"
     # before the tag check, so no tag is stripped; the markers stay in the story
-    want_instr = [WP_PROMPT.format("[WP] You wake up with a number on your wrist. It's counting down."),
-                  WP_PROMPT.format("[WP] [TT] Aliens arrive, but they only speak in questions."),
-                  WP_PROMPT.format("[W P] Your cat can talk.")]  # fmt: skip
-    one = 'The first thing I noticed was the number. <newline> <newline> "What is that?" she asked, pointing. <newline> I didn\'t answer.'
+    want_instr = [
+        WP_PROMPT.format("[WP] You wake up with a number on your wrist. It's counting down."),
+        WP_PROMPT.format("[WP] [TT] Aliens arrive, but they only speak in questions."),
+        WP_PROMPT.format("[W P] Your cat can talk."),
+    ]
+    one = (
+        "The first thing I noticed was the number. <newline> <newline> "
+        '"What is that?" she asked, pointing. <newline> I didn\'t answer.'
+    )
     want_story = " ".join([one] * 3)
     docs = read_corpus({"source": "hf", "builder": "writingprompts", "text_rules": "authors"}, tmp_path)
     assert [d[2] for d in docs] == want_instr
     assert docs[0][1] == want_story
-    assert docs[1][1].startswith('"Why are you here?" <newline> <newline> We didn\'t know. They asked again, and again.')
+    assert docs[1][1].startswith(
+        '"Why are you here?" <newline> <newline> We didn\'t know. They asked again, and again.'
+    )
     assert docs[2][1].endswith('Mittens cleared her throat. <newline> "We need to talk about the food."')
     # (2) base model's prompt: "Q: <instruction>\nA: " with specials, then the story's first P tokens
     _, ours = prepared(tmp_path, "writingprompts", "authors", 3, tok)
@@ -144,9 +167,13 @@ def test_codecontests_longest_ascii_solution_fenced_as_the_authors_do(tmp_path, 
     from entcal.data import read_corpus
 
     tok = bos_tokenizer
-    desc_a = ("Petya has n coins. Find the least number of them that sum to more than half.\n\nInput\n\nThe first line "
-              "contains n (1 ≤ n ≤ 100).\n\nOutput\n\nPrint one integer.\n\nExample\n\nInput\n\n2\n3 3\n\nOutput\n\n2\n")  # fmt: skip
-    cpp = "#include <bits/stdc++.h>\nusing namespace std;\nint main() {\n  int n;\n  cin >> n;\n  cout << n << endl;\n}\n"
+    desc_a = (
+        "Petya has n coins. Find the least number of them that sum to more than half.\n\nInput\n\nThe first line "
+        "contains n (1 ≤ n ≤ 100).\n\nOutput\n\nPrint one integer.\n\nExample\n\nInput\n\n2\n3 3\n\nOutput\n\n2\n"
+    )
+    cpp = (
+        "#include <bits/stdc++.h>\nusing namespace std;\nint main() {\n  int n;\n  cin >> n;\n  cout << n << endl;\n}\n"
+    )
     py = "n = int(input())\nprint(n)\n"
     unicode_long = "# résumé\n" + "print('é')\n" * 20  # longest, but not ASCII: skipped
     rows = {
@@ -155,13 +182,16 @@ def test_codecontests_longest_ascii_solution_fenced_as_the_authors_do(tmp_path, 
             ("2_B. Picture", "Look at the picture.\n<image>\n\nInput\n\nn\n", {"language": [3], "solution": [py * 9]}),
             ("3_C. Empty", "No ASCII solution.\n", {"language": [3], "solution": [unicode_long]}),
         ],
-        "valid": [("4_D. Tie", "Two equally long solutions.\n", {"language": [3, 2], "solution": [py * 4, py[::-1] * 4]})],
+        "valid": [
+            ("4_D. Tie", "Two equally long solutions.\n", {"language": [3, 2], "solution": [py * 4, py[::-1] * 4]})
+        ],
         "test": [("5_E. Fig", "As shown in [Image] the grid.\n", {"language": [3], "solution": [py * 9]})],
-    }  # fmt: skip
+    }
     (tmp_path / "data").mkdir()
     for split, rs in rows.items():
         pd.DataFrame(rs, columns=["name", "description", "solutions"]).to_parquet(
-            tmp_path / "data" / f"{split}-00000-of-00001.parquet")  # fmt: skip
+            tmp_path / "data" / f"{split}-00000-of-00001.parquet"
+        )
     # (1) their item_to_messages_codecontests: train + valid + test; problems with an image tag or no ASCII
     # solution dropped; the first longest ASCII solution, stripped, between fences with no newline
     docs = read_corpus({"source": "hf", "builder": "codecontests", "text_rules": "authors"}, tmp_path)

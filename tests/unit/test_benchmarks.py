@@ -74,14 +74,26 @@ def test_gpu_rehearsal_runs_on_cpu_at_toy_sizes_and_its_routes_agree(tmp_path):
 
     wide = pd.read_csv(tmp_path / "gpu_throughput.csv")
     assert list(wide.columns) == ["model", "generation_tokens_per_s", "scoring_tokens_per_s"]
-    cfg = {"generation": {"max_new_tokens": 16, "n_prompts": 10**7, "prompt_tokens": 8, "batch_size": 4},
-           "models": {"llama3_1b": {"source": "hub", "gpus": 1, "instruct": False}},
-           "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}]}, "datasets": {"d": {}}, "analysis": {"max_len": 16}}
-    shapes = {"llama3_1b": ModelShape.from_config(gpu.tiny_facts(
-        __import__("yaml").safe_load((ROOT / "config" / "model_shapes.yaml").read_text())["llama3_1b"]))}
+    cfg = {
+        "generation": {"max_new_tokens": 16, "n_prompts": 10**7, "prompt_tokens": 8, "batch_size": 4},
+        "models": {"llama3_1b": {"source": "hub", "gpus": 1, "instruct": False}},
+        "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}]},
+        "datasets": {"d": {}},
+        "analysis": {"max_len": 16},
+    }
+    shapes = {
+        "llama3_1b": ModelShape.from_config(
+            gpu.tiny_facts(
+                __import__("yaml").safe_load((ROOT / "config" / "model_shapes.yaml").read_text())["llama3_1b"]
+            )
+        )
+    }
     m = {r["model"]: r for r in wide.to_dict("records")}
     (row,) = job_rows(cfg, shapes, GPUSpec(), measured=m)
     # vLLM's generation with the entropy in its sampler (and its engine's start), and scoring at the scoring rate
-    expected = (1e7 * 16 / m["llama3_1b"]["generation_tokens_per_s"] + VLLM_START_SECONDS
-                + 1e7 * (9 + 16) / m["llama3_1b"]["scoring_tokens_per_s"]) / 3600  # fmt: skip
+    expected = (
+        1e7 * 16 / m["llama3_1b"]["generation_tokens_per_s"]
+        + VLLM_START_SECONDS
+        + 1e7 * (9 + 16) / m["llama3_1b"]["scoring_tokens_per_s"]
+    ) / 3600
     assert expected > 1 and row["gpu_hours"] == round(expected, 2)

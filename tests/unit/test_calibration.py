@@ -89,14 +89,26 @@ def _assert_full_forward_entropies(model, ids, mask, ends, cands, got):
 
 
 def _labels(model, tok, n_prefix=24, k=4, rollouts=2, horizon=6):
-    windows = pd.DataFrame({"example_id": range(6), "prefix": "", "text": [
-        "The quick brown fox jumps over the lazy dog. " * 6, "def add(a, b):\n    return a + b\n" * 6,
-        "To be, or not to be, that is the question:\n" * 6, "The lazy dog sleeps. " * 10,
-        "print(add(2, 3))\n" * 10, "Whether 'tis nobler in the mind to suffer\n" * 6]})  # fmt: skip
-    prefixes = labels.make_prefixes(tok, windows, prompt_tokens=8, max_len=40, per_window=n_prefix // 6, n_windows=6,
-                                 heldout_fraction=0.34, seed=0)  # fmt: skip
-    df, spent = labels.label_prefixes(model, tok, prefixes, candidates=k, rollouts=rollouts, horizon=horizon,
-                                   batch_size=16, seed=0, stop_at_eos=False)  # fmt: skip
+    windows = pd.DataFrame(
+        {
+            "example_id": range(6),
+            "prefix": "",
+            "text": [
+                "The quick brown fox jumps over the lazy dog. " * 6,
+                "def add(a, b):\n    return a + b\n" * 6,
+                "To be, or not to be, that is the question:\n" * 6,
+                "The lazy dog sleeps. " * 10,
+                "print(add(2, 3))\n" * 10,
+                "Whether 'tis nobler in the mind to suffer\n" * 6,
+            ],
+        }
+    )
+    prefixes = labels.make_prefixes(
+        tok, windows, prompt_tokens=8, max_len=40, per_window=n_prefix // 6, n_windows=6, heldout_fraction=0.34, seed=0
+    )
+    df, spent = labels.label_prefixes(
+        model, tok, prefixes, candidates=k, rollouts=rollouts, horizon=horizon, batch_size=16, seed=0, stop_at_eos=False
+    )
     return prefixes, df, spent
 
 
@@ -128,15 +140,33 @@ def test_head_learns_and_beats_a_constant_on_held_out_labels():
         for c in torch.randperm(v)[:k].tolist():
             lp = -float(torch.rand(())) * 5
             y = 5 + 2 * float(torch.tanh(h[i] @ w @ emb[c])) - 0.5 * lp + 0.1 * float(torch.randn(()))
-            rows.append({"prefix_id": i, "window_id": i // 4, "candidate": c, "logprob": lp, "label": y,
-                         "onestep_entropy": float(torch.rand(())), "label_rollouts": np.array([y, y], np.float32),
-                         "split": "test" if i < 80 else "val" if i < 140 else "train"})  # fmt: skip
+            rows.append(
+                {
+                    "prefix_id": i,
+                    "window_id": i // 4,
+                    "candidate": c,
+                    "logprob": lp,
+                    "label": y,
+                    "onestep_entropy": float(torch.rand(())),
+                    "label_rollouts": np.array([y, y], np.float32),
+                    "split": "test" if i < 80 else "val" if i < 140 else "train",
+                }
+            )
     df = pd.DataFrame(rows)
     train, val, test = (df[df.split == s] for s in ("train", "val", "test"))
     head = predictor.FutureEntropyHead(emb, rank=8, hidden=32, mu=train.label.mean(), sigma=train.label.std())
     steps = []
-    run = predictor.train_head(head, h, train, steps=600, lr=1e-2, batch_size=128, seed=0, val=val,
-                               on_step=lambda step, seen: steps.append((step, seen)))  # fmt: skip
+    run = predictor.train_head(
+        head,
+        h,
+        train,
+        steps=600,
+        lr=1e-2,
+        batch_size=128,
+        seed=0,
+        val=val,
+        on_step=lambda step, seen: steps.append((step, seen)),
+    )
     assert steps == [(i, 128 * i) for i in range(1, len(run["loss"]) + 1)]  # progress after every step
     assert np.mean(run["loss"][-30:]) < 0.5 * np.mean(run["loss"][:30])
     assert run["val_loss"][-1][0] >= run["best_step"] and min(v for _, v in run["val_loss"]) < run["val_loss"][0][1]
@@ -173,15 +203,30 @@ def test_early_stopping_keeps_the_best_weights_when_training_overfits():
     # pure-noise labels: anything learnt is overfitting, so the validation loss is best early on
     torch.manual_seed(1)
     emb, h = torch.randn(20, 8), torch.randn(60, 8)
-    df = pd.DataFrame({"prefix_id": np.repeat(np.arange(60), 4), "candidate": np.tile([1, 2, 3, 4], 60),
-                       "logprob": -1.0, "label": np.random.default_rng(0).normal(10, 2, 240)})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "prefix_id": np.repeat(np.arange(60), 4),
+            "candidate": np.tile([1, 2, 3, 4], 60),
+            "logprob": -1.0,
+            "label": np.random.default_rng(0).normal(10, 2, 240),
+        }
+    )
     train, val = df[df.prefix_id >= 20], df[df.prefix_id < 20]
     head = predictor.FutureEntropyHead(emb, rank=8, hidden=64, mu=train.label.mean(), sigma=train.label.std())
-    run = predictor.train_head(head, h, train, steps=2000, lr=3e-2, batch_size=64, seed=0, val=val, eval_every=10, patience=5)
+    run = predictor.train_head(
+        head, h, train, steps=2000, lr=3e-2, batch_size=64, seed=0, val=val, eval_every=10, patience=5
+    )
     assert len(run["loss"]) < 2000  # stopped early
     with torch.no_grad():
-        v = float(torch.mean(((predictor._predict(head, h, val) - torch.tensor(val.label.to_numpy(), dtype=torch.float32))
-                               / head.sigma) ** 2))  # fmt: skip
+        v = float(
+            torch.mean(
+                (
+                    (predictor._predict(head, h, val) - torch.tensor(val.label.to_numpy(), dtype=torch.float32))
+                    / head.sigma
+                )
+                ** 2
+            )
+        )
     assert v == pytest.approx(min(x for _, x in run["val_loss"]), rel=1e-5)  # the best weights were restored
 
 
@@ -199,9 +244,16 @@ def test_head_round_trips_through_safetensors(tmp_path, model64):
 
 
 def _calib(alpha_head, alpha_look, k):
-    return {"candidates": k, "step_buckets": [0, 3], "mirostat_target": 2.0, "mirostat_eta": 0.1,
-            "alpha": {"future_entropy": [{"alpha": alpha_head[0]}, {"alpha": alpha_head[1]}],
-                      "one_step_lookahead": [{"alpha": alpha_look[0]}, {"alpha": alpha_look[1]}]}}  # fmt: skip
+    return {
+        "candidates": k,
+        "step_buckets": [0, 3],
+        "mirostat_target": 2.0,
+        "mirostat_eta": 0.1,
+        "alpha": {
+            "future_entropy": [{"alpha": alpha_head[0]}, {"alpha": alpha_head[1]}],
+            "one_step_lookahead": [{"alpha": alpha_look[0]}, {"alpha": alpha_look[1]}],
+        },
+    }
 
 
 PROMPTS = [[5, 17, 33, 4, 99, 120], [7, 8], [250, 3, 3, 41]]
@@ -214,17 +266,34 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
     the recorded entropies (the same distribution, teacher-forced)."""
     model, tok = model64
     k = 5
-    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
+    head = predictor.FutureEntropyHead(
+        model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0
+    ).double()
     torch.nn.init.normal_(head.mlp[2].weight, std=1.0)  # a non-trivial f
     head.requires_grad_(False)
     calib = _calib([0.4, -0.2], [0.8, 0.3], k)
-    factory = {"future_entropy": lambda ids, mask: [sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])],
-               "one_step_lookahead": lambda ids, mask: [sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, mask), [0.8, 0.3], [0, 3], k, ids.shape[1])],
-               "mirostat": lambda ids, mask: [sampling.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
+    factory = {
+        "future_entropy": lambda ids, mask: [
+            sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, ids.shape[1])
+        ],
+        "one_step_lookahead": lambda ids, mask: [
+            sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, mask), [0.8, 0.3], [0, 3], k, ids.shape[1])
+        ],
+        "mirostat": lambda ids, mask: [sampling.Mirostat(2.0, 0.1)],
+    }[sampler]
     tap = sampling.HiddenTap(model)
     try:
-        out = sample_with_entropy(model, tok, PROMPTS, temperature=1.0, max_new_tokens=7, batch_size=3, seed=0,
-                                  stop_at_eos=False, extra_processors=factory)  # fmt: skip
+        out = sample_with_entropy(
+            model,
+            tok,
+            PROMPTS,
+            temperature=1.0,
+            max_new_tokens=7,
+            batch_size=3,
+            seed=0,
+            stop_at_eos=False,
+            extra_processors=factory,
+        )
     finally:
         tap.remove()
     for p, row in zip(PROMPTS, out):
@@ -255,8 +324,9 @@ def test_generation_records_the_calibrated_distribution_and_scoring_agrees(model
     # scoring the generations as references reproduces the recorded per-step entropies
     pairs = [(p, row["token_ids"]) for p, row in zip(PROMPTS, out)]
     st = {"sampler": sampler, "temperature": 1.0, "slug": f"{sampler}-t1"}
-    scored = score_settings(model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4,
-                            calib=calib, head=head)  # fmt: skip
+    scored = score_settings(
+        model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4, calib=calib, head=head
+    )
     for row, s in zip(out, scored):
         np.testing.assert_allclose(s["tf_entropy"][0], row["entropy"], atol=1e-4)
         np.testing.assert_allclose(-s["logloss"][0], row["logprob"], atol=1e-4)
@@ -270,7 +340,9 @@ def test_a_settings_param_fixes_the_alpha_or_target_in_generation_and_scoring(mo
     generated text with the same setting reproduces the recorded entropies."""
     model, tok = model64
     k = 5
-    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=0.0, sigma=1.0).double()
+    head = predictor.FutureEntropyHead(
+        model.get_output_embeddings().weight, rank=4, hidden=8, mu=0.0, sigma=1.0
+    ).double()
     for w in head.parameters():
         torch.nn.init.zeros_(w)  # f = mu = 0 for every token
     head.requires_grad_(False)
@@ -281,8 +353,17 @@ def test_a_settings_param_fixes_the_alpha_or_target_in_generation_and_scoring(mo
     assert sampling.mirostat_target(calib, 3.5) == 3.5 and sampling.mirostat_target(calib) == 2.0
     factory = sampling.calibrated_processors(sampler, model, calib, head, param)
     try:
-        out = sample_with_entropy(model, tok, PROMPTS, temperature=1.0, max_new_tokens=7, batch_size=3, seed=0,
-                                  stop_at_eos=False, extra_processors=factory)  # fmt: skip
+        out = sample_with_entropy(
+            model,
+            tok,
+            PROMPTS,
+            temperature=1.0,
+            max_new_tokens=7,
+            batch_size=3,
+            seed=0,
+            stop_at_eos=False,
+            extra_processors=factory,
+        )
     finally:
         for m in model.modules():
             m._forward_hooks.clear()  # the head's hidden-state tap
@@ -301,8 +382,9 @@ def test_a_settings_param_fixes_the_alpha_or_target_in_generation_and_scoring(mo
             assert abs(row["entropy"][t] - ent) < 1e-4, (sampler, t)
     pairs = [(p, row["token_ids"]) for p, row in zip(PROMPTS, out)]
     st = {"sampler": sampler, "temperature": 1.0, "param": param, "slug": f"{sampler}{param:g}-t1"}
-    scored = score_settings(model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4,
-                            calib=calib, head=head)  # fmt: skip
+    scored = score_settings(
+        model, pairs, [st], batch_size=3, pad_id=tok.pad_token_id, epsilon=0.0, chunk=4, calib=calib, head=head
+    )
     for row, s in zip(out, scored):
         np.testing.assert_allclose(s["tf_entropy"][0], row["entropy"], atol=1e-4)
 
@@ -314,12 +396,22 @@ def test_mirostat_holds_surprise_near_its_target(model64):
     model = copy.deepcopy(model)
     with torch.no_grad():
         model.lm_head.weight.mul_(12.0)  # a peaked model, so truncation has room to work
-    free = sample_with_entropy(model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0,
-                               stop_at_eos=False)  # fmt: skip
+    free = sample_with_entropy(
+        model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0, stop_at_eos=False
+    )
     free_s = np.mean([-r["logprob"][20:] for r in free])
     target = free_s - 1.0
-    out = sample_with_entropy(model, tok, PROMPTS * 4, temperature=1.0, max_new_tokens=60, batch_size=12, seed=0,
-                              stop_at_eos=False, extra_processors=lambda i, m: [sampling.Mirostat(target, 0.2)])  # fmt: skip
+    out = sample_with_entropy(
+        model,
+        tok,
+        PROMPTS * 4,
+        temperature=1.0,
+        max_new_tokens=60,
+        batch_size=12,
+        seed=0,
+        stop_at_eos=False,
+        extra_processors=lambda i, m: [sampling.Mirostat(target, 0.2)],
+    )
     with torch.no_grad():
         surprise = []
         for p, row in zip(PROMPTS * 4, out):
@@ -336,8 +428,13 @@ def test_equal_entropy_comparison_finds_the_matching_temperature():
     logp = torch.log_softmax(torch.randn(n, v, generator=g, dtype=torch.float64) * 2, -1)
     top = logp.topk(k, -1).indices
     target = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
-    data = {"logp": logp, "top": top, "f_head": torch.zeros(n, k, dtype=torch.float64), "target": target,
-            "step": torch.arange(n) % 50}  # fmt: skip
+    data = {
+        "logp": logp,
+        "top": top,
+        "f_head": torch.zeros(n, k, dtype=torch.float64),
+        "target": target,
+        "step": torch.arange(n) % 50,
+    }
     out = tilt.equal_entropy_comparison(data, {"future_entropy": [{"alpha": 0.3}, {"alpha": 0.3}]}, [0, 25])
     e = out["future_entropy"]
     assert e["temperature"] == pytest.approx(1 / 1.3, abs=1e-5)
@@ -347,12 +444,16 @@ def test_equal_entropy_comparison_finds_the_matching_temperature():
 
 
 def _head(model):
-    head = predictor.FutureEntropyHead(model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0).double()
+    head = predictor.FutureEntropyHead(
+        model.get_output_embeddings().weight, rank=4, hidden=8, mu=6.0, sigma=3.0
+    ).double()
     torch.nn.init.normal_(head.mlp[2].weight, std=1.0)
     return head.requires_grad_(False)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "top_p", "typical", "future_entropy", "one_step_lookahead", "mirostat"])
+@pytest.mark.parametrize(
+    "sampler", ["ancestral", "top_p", "typical", "future_entropy", "one_step_lookahead", "mirostat"]
+)
 def test_the_processor_factory_builds_each_samplers_processors(model64, sampler):
     """calibrated_processors: None for samplers without a predictor; for the calibrated ones, processors
     that generate exactly what the hand-assembled processors of the sampler generate."""
@@ -366,17 +467,25 @@ def test_the_processor_factory_builds_each_samplers_processors(model64, sampler)
         return
     ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
     procs = factory(ids, mask)
-    expected = {"future_entropy": (sampling.FutureEntropyTilt, sampling.HeadPredictor),
-                "one_step_lookahead": (sampling.FutureEntropyTilt, sampling.LookaheadPredictor),
-                "mirostat": (sampling.Mirostat, type(None))}[sampler]  # fmt: skip
+    expected = {
+        "future_entropy": (sampling.FutureEntropyTilt, sampling.HeadPredictor),
+        "one_step_lookahead": (sampling.FutureEntropyTilt, sampling.LookaheadPredictor),
+        "mirostat": (sampling.Mirostat, type(None)),
+    }[sampler]
     assert len(procs) == 1 and isinstance(procs[0], expected[0])
     assert isinstance(getattr(procs[0], "predictor", None), expected[1])
     if sampler != "mirostat":
         assert procs[0].alphas.tolist() == [x["alpha"] for x in calib["alpha"][sampler]] and procs[0].k == k
     tap = sampling.HiddenTap(model)
-    hand = {"future_entropy": lambda i, m: [sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, i.shape[1])],
-            "one_step_lookahead": lambda i, m: [sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, m), [0.8, 0.3], [0, 3], k, i.shape[1])],
-            "mirostat": lambda i, m: [sampling.Mirostat(2.0, 0.1)]}[sampler]  # fmt: skip
+    hand = {
+        "future_entropy": lambda i, m: [
+            sampling.FutureEntropyTilt(sampling.HeadPredictor(head, tap), [0.4, -0.2], [0, 3], k, i.shape[1])
+        ],
+        "one_step_lookahead": lambda i, m: [
+            sampling.FutureEntropyTilt(sampling.LookaheadPredictor(model, m), [0.8, 0.3], [0, 3], k, i.shape[1])
+        ],
+        "mirostat": lambda i, m: [sampling.Mirostat(2.0, 0.1)],
+    }[sampler]
     try:
         kw = dict(temperature=1.0, max_new_tokens=6, batch_size=3, seed=1, stop_at_eos=False)
         a = sample_with_entropy(model, tok, PROMPTS, extra_processors=factory, **kw)
@@ -411,14 +520,26 @@ def test_forward_tokens_per_step_equal_a_count_of_the_models_inputs(model64, sam
         counts = []
         for n in (2, 7):
             fed["n"] = 0
-            sample_with_entropy(model, tok, [PROMPTS[0]], temperature=1.0, max_new_tokens=n, batch_size=1, seed=0,
-                                stop_at_eos=False, sampler=sampler, sampler_param=5 if sampler == "top_k" else None,
-                                extra_processors=tap_factory)  # fmt: skip
+            sample_with_entropy(
+                model,
+                tok,
+                [PROMPTS[0]],
+                temperature=1.0,
+                max_new_tokens=n,
+                batch_size=1,
+                seed=0,
+                stop_at_eos=False,
+                sampler=sampler,
+                sampler_param=5 if sampler == "top_k" else None,
+                extra_processors=tap_factory,
+            )
             counts.append(fed["n"])
     finally:
         hook.remove()
     per_step = (counts[1] - counts[0]) / 5
-    expected = {"one_step_lookahead": 2 + k}.get(sampler, 1)  # hand count: the step's token (+ the cache's, + K candidates)
+    expected = {"one_step_lookahead": 2 + k}.get(
+        sampler, 1
+    )  # hand count: the step's token (+ the cache's, + K candidates)
     assert per_step == expected == SAMPLERS[sampler].forward_tokens_per_step(k)
 
 
@@ -427,16 +548,28 @@ def _tiny_gemma3(window: int):
     them) with a small window, float64, random weights."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, sliding_window=window,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
-                           pad_token_id=0, bos_token_id=2, eos_token_id=1)  # fmt: skip
+    cfg = Gemma3TextConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     return Gemma3ForCausalLM(cfg).double().eval()
 
 
 def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_outgrowing_the_window_is_an_error(
-        monkeypatch):  # fmt: skip
+    monkeypatch,
+):
     monkeypatch.setattr(lookahead, "LOOKAHEAD_LOGITS_BYTES", 4 * 64 * 5)  # 5 candidate rows of logits per block
     model = _tiny_gemma3(window=16)
     ids = torch.tensor([[0, 0, 5, 17, 33, 4, 9, 11, 12], [7, 8, 9, 10, 11, 12, 13, 14, 15]])
@@ -453,8 +586,9 @@ def test_candidate_entropies_on_sliding_window_layers_equal_a_full_forward_and_o
     long_ids = torch.arange(3, 23)[None]  # 20 tokens: the sliding layer keeps only 15
     past = model(input_ids=long_ids, use_cache=True).past_key_values
     with pytest.raises(ValueError, match="sliding window of 16 tokens and keeps only the last 15"):
-        lookahead.candidate_entropies(model, past, torch.ones(1, 20, dtype=torch.bool), torch.full((1, 2), 20),
-                                      torch.tensor([[3, 4]]))  # fmt: skip
+        lookahead.candidate_entropies(
+            model, past, torch.ones(1, 20, dtype=torch.bool), torch.full((1, 2), 20), torch.tensor([[3, 4]])
+        )
 
 
 def test_the_fits_work_a_block_of_positions_at_a_time_and_agree_with_whole_tensors(monkeypatch):

@@ -23,7 +23,9 @@ def test_shipped_configs_validate(name):
     cfg = load(name)
     validate(cfg, SCHEMA, set_default=True)
     check_config(cfg)
-    assert cfg["precision"] is None and cfg["generation"]["shard_size"] >= 1  # defaults filled in (precision: the preset's)
+    assert (
+        cfg["precision"] is None and cfg["generation"]["shard_size"] >= 1
+    )  # defaults filled in (precision: the preset's)
     assert cfg["generation"]["backend"] in ("hf", "auto")
 
 
@@ -39,7 +41,12 @@ def test_paper_grid_is_the_papers():
     assert {"future_entropy", "one_step_lookahead", "mirostat"} <= {s["sampler"] for s in base}
     assert [s["temperature"] for s in cfg["samplers"]["instruct"]] == [1.0]
     g = cfg["generation"]
-    assert (g["n_prompts"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"]) == (5000, 128, 2048, 1024)
+    assert (g["n_prompts"], g["prompt_tokens"], g["max_new_tokens"], g["min_reference_tokens"]) == (
+        5000,
+        128,
+        2048,
+        1024,
+    )
     assert g["max_context"] == 4096
     gpus = {m["n_params"]: m["gpus"] for m in cfg["models"].values()}
     assert all(n <= 8.1e9 for n, k in gpus.items() if k == 1) and all(n >= 3e10 for n, k in gpus.items() if k == 4)
@@ -71,8 +78,13 @@ def test_semantic_errors_name_the_key(tmp_path):
     validate(cfg, SCHEMA, set_default=True)
     bad = copy.deepcopy(cfg)
     bad["models"]["s1"]["arch"]["heads"] = 5
-    bad["models"]["mine"] = {"family": "x", "source": "local", "path": str(tmp_path / "none"), "n_params": 10,
-                             "instruct": False}  # fmt: skip
+    bad["models"]["mine"] = {
+        "family": "x",
+        "source": "local",
+        "path": str(tmp_path / "none"),
+        "n_params": 10,
+        "instruct": False,
+    }
     with pytest.raises(ConfigError) as err:
         check_config(bad)
     assert "models.s1.arch" in str(err.value) and "models.mine.path" in str(err.value)
@@ -103,7 +115,10 @@ def test_duplicate_keys_are_found_at_any_depth_with_both_lines(tmp_path):
     from entcal.config import duplicate_keys
 
     p = tmp_path / "c.yaml"
-    p.write_text("a: 1\nmodels:\n  x: {n: 1}\n  y: {n: 2}\n  x: {n: 3}\nsamplers:\n  base:\n    - {sampler: a, sampler: b}\na: 2\n")
+    p.write_text(
+        "a: 1\nmodels:\n  x: {n: 1}\n  y: {n: 2}\n  x: {n: 3}\n"
+        "samplers:\n  base:\n    - {sampler: a, sampler: b}\na: 2\n"
+    )
     found = duplicate_keys(p)
     assert f"{p}: key 'models.x' appears twice (lines 3 and 5)" in found
     assert f"{p}: key 'a' appears twice (lines 1 and 9)" in found
@@ -162,11 +177,23 @@ def test_an_unknown_sampler_is_named_with_the_known_ones():
 def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
     from entcal.gguf import gguf_problems
 
-    cfg = {"downloads_dir": str(tmp_path), "models": {
-        "m": {"source": "gguf", "gguf": {"requirement": "some-model==1.0", "parts": ["no_such_pkg_xyz/m.gguf"], "sha256": "0" * 64}},
-        "t": {"source": "train"}}}  # fmt: skip
+    cfg = {
+        "downloads_dir": str(tmp_path),
+        "models": {
+            "m": {
+                "source": "gguf",
+                "gguf": {"requirement": "some-model==1.0", "parts": ["no_such_pkg_xyz/m.gguf"], "sha256": "0" * 64},
+            },
+            "t": {"source": "train"},
+        },
+    }
     (msg,) = gguf_problems(cfg)
-    assert "model 'm'" in msg and "'some-model==1.0'" in msg and "bash envs/install.sh" in msg and "exclude_models=[m]" in msg
+    assert (
+        "model 'm'" in msg
+        and "'some-model==1.0'" in msg
+        and "bash envs/install.sh" in msg
+        and "exclude_models=[m]" in msg
+    )
     from entcal.records import source_key
 
     folder = tmp_path / "models" / f"m--{source_key(cfg['models']['m'])}"  # the folder of this very GGUF file
@@ -186,8 +213,11 @@ def test_a_real_model_whose_package_is_missing_is_named_at_load(tmp_path):
         ({"sampler": "mirostat", "param": 0}, "samplers.base[0].param: mirostat takes a param > 0, got 0"),
         ({"sampler": "ancestral", "param": 0.5}, "samplers.base[0]: 'ancestral' takes no 'param'"),
         ({"sampler": "min_p"}, "samplers.base[0]: 'param' is required for 'min_p'"),
-        ({"sampler": "ancestral", "temperature": 1e-5}, "samplers.base[0]: temperature 1e-05 / param None give the file "
-         "name 'ancestral-t1e-05', which is not of the form"),
+        (
+            {"sampler": "ancestral", "temperature": 1e-5},
+            "samplers.base[0]: temperature 1e-05 / param None give the file "
+            "name 'ancestral-t1e-05', which is not of the form",
+        ),
     ],
 )
 def test_sampler_settings_are_checked_at_load_naming_the_key(setting, message):
@@ -199,9 +229,21 @@ def test_sampler_settings_are_checked_at_load_naming_the_key(setting, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("sampler, param", [("top_k", 50), ("top_k", 50.0), ("top_p", 1.0), ("min_p", 0.05),
-                                            ("eta", 0.003), ("typical", 0.9), ("future_entropy", 0.0),
-                                            ("one_step_lookahead", -0.25), ("mirostat", 3.0), ("mirostat", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "sampler, param",
+    [
+        ("top_k", 50),
+        ("top_k", 50.0),
+        ("top_p", 1.0),
+        ("min_p", 0.05),
+        ("eta", 0.003),
+        ("typical", 0.9),
+        ("future_entropy", 0.0),
+        ("one_step_lookahead", -0.25),
+        ("mirostat", 3.0),
+        ("mirostat", None),
+    ],
+)
 def test_valid_sampler_params_pass(sampler, param):
     cfg = load("demo.yaml")
     cfg["samplers"]["base"] = [{"sampler": sampler, "temperature": 0.7, **({} if param is None else {"param": param})}]
@@ -260,8 +302,9 @@ def test_a_local_model_needs_its_tokenizer_and_a_table_row_for_every_token(tmp_p
     check_config(cfg)  # ids 0..3, four rows
     tok.add_special_tokens(["<eos>"])  # id 4: no row for it
     tok.save(str(folder / "tokenizer.json"))
-    with pytest.raises(ConfigError, match="models.mine.path: its tokenizer has token ids up to 4, but config.json's "
-                                          "vocab_size is 4"):  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="models.mine.path: its tokenizer has token ids up to 4, but config.json's vocab_size is 4"
+    ):
         check_config(cfg)
 
 
@@ -327,7 +370,9 @@ def test_a_results_dir_under_a_file_and_a_relative_corpus_path_are_named(tmp_pat
     cfg = load("demo.yaml")
     validate(cfg, SCHEMA, set_default=True)
     monkeypatch.chdir(tmp_path)  # as with snakemake -d elsewhere: the demo's relative corpus path is not there
-    with pytest.raises(ConfigError, match=rf"read from the working directory {tmp_path}: run snakemake from the repository root"):
+    with pytest.raises(
+        ConfigError, match=rf"read from the working directory {tmp_path}: run snakemake from the repository root"
+    ):
         check_config(cfg)
 
 

@@ -95,14 +95,24 @@ def test_wikitext103_builder_splits_articles_at_top_level_headings(tmp_path):
 
     d = tmp_path / "wikitext-103-raw-v1"
     d.mkdir()
-    lines = ["", " = Alpha = \n", "", " Alpha is a letter . \n", " = = History = = \n", " Old . \n",
-             " = Beta = \n", " Beta follows . \n"]  # fmt: skip
+    lines = [
+        "",
+        " = Alpha = \n",
+        "",
+        " Alpha is a letter . \n",
+        " = = History = = \n",
+        " Old . \n",
+        " = Beta = \n",
+        " Beta follows . \n",
+    ]
     pd.DataFrame({"text": lines}).to_parquet(d / "train-00000-of-00001.parquet")
     spec = {"source": "hf", "builder": "wikitext103"}
     docs = read_corpus(spec, tmp_path)
     assert [t for t, _ in docs] == ["Alpha", "Beta"]
     assert docs[0][1] == " = Alpha = \n Alpha is a letter . \n = = History = = \n Old . \n"
-    with pytest.raises(DatasetError, match=r"codecontests: .* has no column\(s\) \['name', 'description', 'solutions'\]"):
+    with pytest.raises(
+        DatasetError, match=r"codecontests: .* has no column\(s\) \['name', 'description', 'solutions'\]"
+    ):
         read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
 
 
@@ -128,10 +138,12 @@ def test_writingprompts_builder_strips_the_tag_and_detokenises(tmp_path):
 
     d = tmp_path / "data"
     d.mkdir()
-    pd.DataFrame({
-        "prompt": ["[ WP ] A dragon who is afraid of heights . ", "[ WP ] You ca n't stop `` laughing '' ."],
-        "story": ["He did n't fly , ever . <newline> <newline> Not once .", "It was funny ( really ) !"],
-    }).to_parquet(d / "train-00000-of-00001.parquet")  # fmt: skip
+    pd.DataFrame(
+        {
+            "prompt": ["[ WP ] A dragon who is afraid of heights . ", "[ WP ] You ca n't stop `` laughing '' ."],
+            "story": ["He did n't fly , ever . <newline> <newline> Not once .", "It was funny ( really ) !"],
+        }
+    ).to_parquet(d / "train-00000-of-00001.parquet")
     pd.DataFrame({"prompt": ["[ WP ] other"], "story": ["x"]}).to_parquet(d / "test-00000-of-00001.parquet")
     docs = read_corpus({"source": "hf", "builder": "writingprompts"}, tmp_path)
     assert len(docs) == 2  # the train split only
@@ -154,13 +166,17 @@ def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tm
     d.mkdir()
     sols = lambda *xs: {"language": [3] * len(xs), "solution": list(xs)}  # noqa: E731
     for split, rows in {
-        "train": [("a", "Sum two numbers.\n", sols("print(1)", "a, b = map(int, input().split())\nprint(a + b)")),
-                  ("img", "See the figure <image> below.", sols("print(2)")),
-                  ("img2", "As shown: [Image]", sols("print(4)"))],
+        "train": [
+            ("a", "Sum two numbers.\n", sols("print(1)", "a, b = map(int, input().split())\nprint(a + b)")),
+            ("img", "See the figure <image> below.", sols("print(2)")),
+            ("img2", "As shown: [Image]", sols("print(4)")),
+        ],
         "valid": [("u", "Unicode only.", sols("print('é')"))],
         "test": [("c", "Longest wins even if another is ASCII.", sols("x = 'ü' * 100\nprint(x)", "print(3)"))],
-    }.items():  # fmt: skip
-        pd.DataFrame(rows, columns=["name", "description", "solutions"]).to_parquet(d / f"{split}-00000-of-00001.parquet")
+    }.items():
+        pd.DataFrame(rows, columns=["name", "description", "solutions"]).to_parquet(
+            d / f"{split}-00000-of-00001.parquet"
+        )
     docs = read_corpus({"source": "hf", "builder": "codecontests"}, tmp_path)
     assert [s for s, _, _ in docs] == ["train/a", "test/c"]  # both image tags and the no-ASCII problem dropped
     assert docs[0][1] == "```\na, b = map(int, input().split())\nprint(a + b)\n```"
@@ -171,7 +187,9 @@ def test_codecontests_builder_keeps_the_longest_ascii_solution_of_every_split(tm
     assert authors[0][2] == CODE_INSTRUCTION + "\nSum two numbers.\n"  # the statement as it is
 
 
-def test_first_selection_keeps_file_order_whole_documents_and_calibrates_after_each_models_prompts(tmp_path, tiny_tokenizer):
+def test_first_selection_keeps_file_order_whole_documents_and_calibrates_after_each_models_prompts(
+    tmp_path, tiny_tokenizer
+):
     from entcal.data import prepare_dataset
     from entcal.files import write_parquet
     from entcal.prompts import calibration_windows, select_examples
@@ -182,7 +200,9 @@ def test_first_selection_keeps_file_order_whole_documents_and_calibrates_after_e
     pd.DataFrame({"text": texts}).to_parquet(d / "train-00000-of-00001.parquet")
     spec = {"source": "hf", "builder": "wikitext103", "min_chars": 100, "calibration_fraction": 0.2}
     out = {k: str(tmp_path / f"{k}.parquet") for k in ("docs", "examples", "calibration")}
-    prepare_dataset(spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"])
+    prepare_dataset(
+        spec, out["docs"], out["examples"], seed=0, raw_dir=str(tmp_path), calibration_out=out["calibration"]
+    )
     docs, ex, cal = (pd.read_parquet(out[k]) for k in ("docs", "examples", "calibration"))
     assert docs["text"].tolist() == texts[:10]  # file order; the short article dropped (min_chars)
     assert (docs["split"] == "heldout").all()  # no training split, and no document taken for calibration
@@ -212,13 +232,21 @@ def test_random_selection_sets_no_calibration_documents_aside_unless_a_calibrate
     d.mkdir()
     for i in range(20):
         (d / f"f{i:02d}.txt").write_text(f"document {i}\n" + "some words here\n" * 30)
-    spec = {"source": "text_dir", "path": str(d), "glob": "*.txt", "heldout_fraction": 0.2, "calibration_fraction": 0.2,
-            "window_chars": 100, "n_examples": 8}  # fmt: skip
+    spec = {
+        "source": "text_dir",
+        "path": str(d),
+        "glob": "*.txt",
+        "heldout_fraction": 0.2,
+        "calibration_fraction": 0.2,
+        "window_chars": 100,
+        "n_examples": 8,
+    }
     splits = {}
     for needed in (True, False):
         out = {k: str(tmp_path / f"{k}{needed}.parquet") for k in ("docs", "examples", "calibration")}
-        prepare_dataset(spec, out["docs"], out["examples"], seed=0, calibration_out=out["calibration"],
-                        calibration_needed=needed)  # fmt: skip
+        prepare_dataset(
+            spec, out["docs"], out["examples"], seed=0, calibration_out=out["calibration"], calibration_needed=needed
+        )
         splits[needed] = pd.read_parquet(out["docs"])["split"].value_counts().to_dict()
         cal = pd.read_parquet(out["calibration"])
         assert len(cal) == (4 if needed else 0)  # one window at the start of each of the 4 calibration documents
@@ -236,9 +264,16 @@ def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_token
 
     tok = tiny_tokenizer
     story = "The quick brown fox jumps over the lazy dog. " * 8
-    ex = pd.DataFrame({"example_id": [0, 1], "doc_id": ["d0", "d1"], "char_start": [0, 0], "prefix": ["", ""],
-                       "instruction": ["Write a story based on the following prompt: foxes", ""],
-                       "text": [story, story]})  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": [0, 1],
+            "doc_id": ["d0", "d1"],
+            "char_start": [0, 0],
+            "prefix": ["", ""],
+            "instruction": ["Write a story based on the following prompt: foxes", ""],
+            "text": [story, story],
+        }
+    )
     base = select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2)
     body = tok(story, add_special_tokens=False)["input_ids"]
     q = tok("Q: Write a story based on the following prompt: foxes\nA: ", add_special_tokens=True)["input_ids"]
@@ -246,8 +281,10 @@ def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_token
     assert tok.decode(base[0][1][: len(q)]).endswith("foxes\nA: ")
     assert base[1][1] == prefix_ids(tok) + body[:10]  # no instruction: just the special tokens
     chat_tok = copy.deepcopy(tok)
-    chat_tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
-                              "{% if add_generation_prompt %}<assistant>{% endif %}")  # fmt: skip
+    chat_tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     inst = select_examples(chat_tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, chat=True)
     head = chat_tok.decode(inst[0][1][:-10])
     assert head == "<user>Write a story based on the following prompt: foxes</user><assistant>"
@@ -256,8 +293,9 @@ def test_prompts_follow_the_paper_format_for_base_and_instruct_models(tiny_token
         select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, chat=True)
     # prompt + continuation must stay below the context (the authors' strict <): the instruction makes the first
     # example too long, and the second one fits only with one token to spare
-    fit = select_examples(tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2,
-                          max_context=len(prefix_ids(tok)) + 31)  # fmt: skip
+    fit = select_examples(
+        tok, ex, prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=2, max_context=len(prefix_ids(tok)) + 31
+    )
     assert [e for e, _, _ in fit] == [1]
     # references shorter than the minimum are skipped (here: all of them)
     with pytest.raises(ValueError, match="no example holds"):
@@ -269,8 +307,16 @@ def test_too_few_qualifying_examples_is_an_error_only_under_the_papers_selection
     from entcal.prompts import select_examples
 
     text = "To be, or not to be, that is the question. " * 10
-    ex = pd.DataFrame({"example_id": [0, 1], "doc_id": ["a", "b"], "char_start": 0, "prefix": "", "instruction": "",
-                       "text": ["too short", text]})  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": [0, 1],
+            "doc_id": ["a", "b"],
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": ["too short", text],
+        }
+    )
     write_examples(ex, tmp_path / "first.parquet", "first")
     write_examples(ex, tmp_path / "random.parquet", "random")
     assert len(select_examples(tiny_tokenizer, tmp_path / "random.parquet", 5, 7, 7, n=2)) == 1  # a warning
@@ -289,7 +335,13 @@ def test_empty_documents_are_skipped_with_a_count_and_a_corpus_too_small_names_i
     texts.update({"empty.txt": "", "blank.txt": " \n\n\t\n"})
     for name, text in texts.items():
         (d / name).write_text(text)
-    spec = {"source": "text_dir", "path": str(d), "heldout_fraction": 0.34, "window_start": "doc_start", "window_chars": 200}
+    spec = {
+        "source": "text_dir",
+        "path": str(d),
+        "heldout_fraction": 0.34,
+        "window_start": "doc_start",
+        "window_chars": 200,
+    }
     out = {k: str(tmp_path / f"{k}.parquet") for k in ("docs", "examples")}
     with caplog.at_level(logging.INFO, logger="entcal.data"):
         prepare_dataset(spec, out["docs"], out["examples"], seed=0, name="mine")
@@ -301,8 +353,11 @@ def test_empty_documents_are_skipped_with_a_count_and_a_corpus_too_small_names_i
 
     for f in d.glob("f*.txt"):  # nothing but empty files left
         f.write_text("\n" if f.name != "f0.txt" else "one line\n")
-    with pytest.raises(DatasetError, match=r"dataset 'mine' \(datasets\.mine in the configuration, source text_dir\): "
-                                           r"need at least 2 documents .* found 1\. Give it more text"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"dataset 'mine' \(datasets\.mine in the configuration, source text_dir\): "
+        r"need at least 2 documents .* found 1\. Give it more text",
+    ):
         prepare_dataset(spec, out["docs"], out["examples"], seed=0, name="mine")
     (d / "f0.txt").write_text("")
     with pytest.raises(DatasetError, match=r"dataset 'mine' .*: all 8 documents are empty or whitespace only"):

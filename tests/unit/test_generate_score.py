@@ -31,8 +31,9 @@ PROMPTS = [[5, 17, 33, 4, 99, 120], [7, 8], [250, 3, 3, 41]]  # different length
 @pytest.mark.parametrize("tau", [1.0, 0.7])
 def test_recorded_entropy_and_logprob_equal_a_teacher_forced_float64_pass(model64, tau):
     model, tok = model64
-    out = sample_with_entropy(model, tok, PROMPTS, temperature=tau, max_new_tokens=12, batch_size=3, seed=0,
-                              stop_at_eos=False)  # fmt: skip
+    out = sample_with_entropy(
+        model, tok, PROMPTS, temperature=tau, max_new_tokens=12, batch_size=3, seed=0, stop_at_eos=False
+    )
     for p, row in zip(PROMPTS, out):
         seq = p + row["token_ids"]
         logp, ent = ref_full_stats(model, seq, tau)
@@ -54,8 +55,9 @@ def test_sampling_is_seeded(model64):
 
 def test_near_zero_temperature_is_greedy(model64):
     model, tok = model64
-    out = sample_with_entropy(model, tok, PROMPTS[:1], temperature=1e-4, max_new_tokens=8, batch_size=1, seed=0,
-                              stop_at_eos=False)[0]  # fmt: skip
+    out = sample_with_entropy(
+        model, tok, PROMPTS[:1], temperature=1e-4, max_new_tokens=8, batch_size=1, seed=0, stop_at_eos=False
+    )[0]
     seq = list(PROMPTS[0])
     for _ in range(8):
         with torch.no_grad():
@@ -105,8 +107,15 @@ def test_select_examples_splits_prompt_and_reference(tiny_tokenizer):
     import pandas as pd
 
     text = "To be, or not to be, that is the question. " * 10
-    ex = pd.DataFrame({"example_id": [0, 1], "doc_id": ["a", "b"], "char_start": [0, 0], "prefix": ["", ""],
-                       "text": ["too short", text]})  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": [0, 1],
+            "doc_id": ["a", "b"],
+            "char_start": [0, 0],
+            "prefix": ["", ""],
+            "text": ["too short", text],
+        }
+    )
     chosen = select_examples(tiny_tokenizer, ex, prompt_tokens=5, ref_tokens=7, min_ref_tokens=7, n=5)
     assert [c[0] for c in chosen] == [1]
     body = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -132,13 +141,25 @@ def test_truncated_scoring_on_a_hand_built_distribution():
     assert torch.isinf(nll[3:]).all() and outside.sum() == 2
 
 
-@pytest.mark.parametrize("sampler,param", [("top_p", 0.8), ("top_k", 20), ("min_p", 0.05), ("typical", 0.9), ("eta", 0.01)])
+@pytest.mark.parametrize(
+    "sampler,param", [("top_p", 0.8), ("top_k", 20), ("min_p", 0.05), ("typical", 0.9), ("eta", 0.01)]
+)
 def test_truncated_sampling_records_the_truncated_entropy(model64, sampler, param):
     from entcal.sampling import sampling_processors
 
     model, tok = model64
-    out = sample_with_entropy(model, tok, PROMPTS, temperature=0.9, max_new_tokens=6, batch_size=3, seed=0,
-                              stop_at_eos=False, sampler=sampler, sampler_param=param)  # fmt: skip
+    out = sample_with_entropy(
+        model,
+        tok,
+        PROMPTS,
+        temperature=0.9,
+        max_new_tokens=6,
+        batch_size=3,
+        seed=0,
+        stop_at_eos=False,
+        sampler=sampler,
+        sampler_param=param,
+    )
     procs = sampling_processors(sampler, 0.9, param)
     for p, row in zip(PROMPTS, out):
         seq = torch.tensor([p + row["token_ids"]])

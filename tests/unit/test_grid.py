@@ -30,17 +30,39 @@ def test_demo_grid_by_hand():
     jobs = g.generation_jobs()
     assert len(jobs) == 2 * (2 * 2 + 3 + 8 + 5 + 1 + 2) == 46
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s0")] == ["ancestral-t1", "ancestral-t0.8"]
-    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s1")] == ["ancestral-t1", "ancestral-t0.8", "future_entropy-t1"]
+    assert [s["slug"] for d, m, s in jobs if (d, m) == ("prose", "s1")] == [
+        "ancestral-t1",
+        "ancestral-t0.8",
+        "future_entropy-t1",
+    ]
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "gemma3_270m")] == [
-        "ancestral-t1", "ancestral-t0.9", "ancestral-t0.8", "top_p0.9-t1", "min_p0.05-t1"]
+        "ancestral-t1",
+        "ancestral-t0.9",
+        "ancestral-t0.8",
+        "top_p0.9-t1",
+        "min_p0.05-t1",
+    ]
     assert [s["slug"] for d, m, s in jobs if (d, m) == ("code", "smollm2_135m_instruct")] == ["ancestral-t1"]
-    assert g.calibrated == ["s1", "s3"] and g.calibrated_samplers("s3") == ["future_entropy", "mirostat", "one_step_lookahead"]
+    assert g.calibrated == ["s1", "s3"] and g.calibrated_samplers("s3") == [
+        "future_entropy",
+        "mirostat",
+        "one_step_lookahead",
+    ]
     # real models are converted once into downloads_dir, like hub snapshots
     key = source_key(g.config["models"]["gemma3_270m"])
-    assert g.model_folder("gemma3_270m", "prose") == g.model_path("gemma3_270m", "code") == f"results/downloads/models/gemma3_270m--{key}"
+    assert (
+        g.model_folder("gemma3_270m", "prose")
+        == g.model_path("gemma3_270m", "code")
+        == f"results/downloads/models/gemma3_270m--{key}"
+    )
     agg = {(j["dataset"], j["model"], j["setting"]): j for j in g.aggregate_jobs()}
     real = agg[("prose", "smollm2_135m_instruct", "ancestral-t1")]
-    assert (real["family"], real["instruct"], real["n_params"], real["train_tokens"]) == ("smollm2", True, 134515008, None)
+    assert (real["family"], real["instruct"], real["n_params"], real["train_tokens"]) == (
+        "smollm2",
+        True,
+        134515008,
+        None,
+    )
     ck = agg[("code", "s3_tok624640", "ancestral-t1")]
     assert (ck["checkpoint_of"], ck["train_tokens"], ck["family"]) == ("s3", 624640, "demo_llama")
     assert agg[("code", "s3", "top_k50-t1")]["train_tokens"] == 976 * 2560
@@ -111,7 +133,9 @@ def test_a_run_is_read_from_where_it_is_now(tmp_path):
     g = run_grid(moved)
     assert g.rd == str(moved) and g.model_folder("s1", "code") == str(moved / "models" / "code" / "s1")
     key = source_key(cfg["models"]["gemma3_270m"])
-    assert g.model_folder("gemma3_270m", "code") == str(tmp_path / "project" / "results" / "downloads" / "models" / f"gemma3_270m--{key}")
+    assert g.model_folder("gemma3_270m", "code") == str(
+        tmp_path / "project" / "results" / "downloads" / "models" / f"gemma3_270m--{key}"
+    )
     renamed = tmp_path / "copy_of_demo"  # a copied folder under another name: its own files all the same
     renamed.mkdir()
     (renamed / "config.effective.yaml").write_text(yaml.safe_dump(cfg))

@@ -27,21 +27,46 @@ COMMIT = "3f6bdfd7fd9f0c1e3a4b5c6d7e8f90112233aabb"
 # 4096 -> 128, num_attention_heads 16 -> 4, num_hidden_layers 24 -> 2, vocab_size 50304 -> 320 (the real one
 # is also padded past its tokenizer's 50277 tokens)
 PYTHIA_410M_CONFIG = {
-    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
-    "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 4, "num_hidden_layers": 2,
-    "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
-    "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 320,
-}  # fmt: skip
+    "architectures": ["GPTNeoXForCausalLM"],
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "hidden_act": "gelu",
+    "hidden_size": 32,
+    "initializer_range": 0.02,
+    "intermediate_size": 128,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048,
+    "model_type": "gpt_neox",
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "rotary_emb_base": 10000,
+    "rotary_pct": 0.25,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+    "transformers_version": "4.24.0",
+    "use_cache": True,
+    "use_parallel_residual": True,
+    "vocab_size": 320,
+}
 # EleutherAI/pythia-*: tokenizer_config.json (at the step branches) and special_tokens_map.json, as published
 PYTHIA_TOKENIZER_CONFIG = {
-    "add_prefix_space": False, "bos_token": "<|endoftext|>", "clean_up_tokenization_spaces": True,
-    "eos_token": "<|endoftext|>", "model_max_length": 1000000000000000019884624838656,
-    "tokenizer_class": "GPTNeoXTokenizer", "unk_token": "<|endoftext|>",
-}  # fmt: skip
+    "add_prefix_space": False,
+    "bos_token": "<|endoftext|>",
+    "clean_up_tokenization_spaces": True,
+    "eos_token": "<|endoftext|>",
+    "model_max_length": 1000000000000000019884624838656,
+    "tokenizer_class": "GPTNeoXTokenizer",
+    "unk_token": "<|endoftext|>",
+}
 PYTHIA_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
-PYTHIA_STEP_FILES = [".gitattributes", "config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.json",
-                     "tokenizer_config.json"]  # fmt: skip
+PYTHIA_STEP_FILES = [
+    ".gitattributes",
+    "config.json",
+    "pytorch_model.bin",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
 
 
 def warm_cache(cache, files: dict, repo: str, ref: str):
@@ -79,8 +104,11 @@ def pythia_step_branch(tmp_path_factory):
     (d / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
     # what snapshot_download leaves in the cache: the files its patterns take (safetensors first; a revision
     # without them is fetched again with the .bin patterns), never .gitattributes
-    files = {name: d / name for name in PYTHIA_STEP_FILES
-             if any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_PATTERNS + BIN_PATTERNS)}  # fmt: skip
+    files = {
+        name: d / name
+        for name in PYTHIA_STEP_FILES
+        if any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_PATTERNS + BIN_PATTERNS)
+    }
     cache = tmp_path_factory.mktemp("hf_cache")
     warm_cache(cache, files, "EleutherAI/pythia-410m", "step143000")
     return cache
@@ -88,21 +116,44 @@ def pythia_step_branch(tmp_path_factory):
 
 def test_a_pythia_step_branch_runs_from_download_to_scores(pythia_step_branch, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = download_model("pythia_410m", "EleutherAI/pythia-410m", "step143000", str(tmp_path / "models" / "pythia_410m"),
-                         cache_dir=str(pythia_step_branch))  # fmt: skip
+    out = download_model(
+        "pythia_410m",
+        "EleutherAI/pythia-410m",
+        "step143000",
+        str(tmp_path / "models" / "pythia_410m"),
+        cache_dir=str(pythia_step_branch),
+    )
     src = json.loads((out / "entcal_source.json").read_text())
     assert (src["revision"], src["commit"]) == ("step143000", COMMIT)  # the branch and the commit it resolved to
     assert sorted(p.name for p in out.iterdir() if p.name != "entcal_source.json") == sorted(
-        f for f in PYTHIA_STEP_FILES if f != ".gitattributes")  # fmt: skip
+        f for f in PYTHIA_STEP_FILES if f != ".gitattributes"
+    )
     assert not list(out.glob("*.safetensors"))
 
     texts = [("The quick brown fox jumps over the lazy dog. " * (4 + i)) for i in range(6)]
-    ex = pd.DataFrame({"example_id": range(6), "doc_id": [f"d{i}" for i in range(6)], "char_start": 0, "prefix": "",
-                       "instruction": "", "text": texts})  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(6),
+            "doc_id": [f"d{i}" for i in range(6)],
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": texts,
+        }
+    )
     write_parquet(ex, tmp_path / "examples.parquet")
     prompts = tmp_path / "prompts.parquet"
-    select_prompts_file(str(out), "pythia_410m", str(tmp_path / "examples.parquet"), str(prompts), prompt_tokens=12,
-                        max_new_tokens=16, min_reference_tokens=16, n_prompts=4, max_context=4096)  # fmt: skip
+    select_prompts_file(
+        str(out),
+        "pythia_410m",
+        str(tmp_path / "examples.parquet"),
+        str(prompts),
+        prompt_tokens=12,
+        max_new_tokens=16,
+        min_reference_tokens=16,
+        n_prompts=4,
+        max_context=4096,
+    )
     side = json.loads(prompts.with_suffix(".json").read_text())
     # Pythia's own 2048-token context, not the configured 4096
     assert (side["model_context"], side["max_context"], side["max_context_configured"]) == (2048, 2048, 4096)
@@ -110,8 +161,20 @@ def test_a_pythia_step_branch_runs_from_download_to_scores(pythia_step_branch, t
     assert len(p) == 4 and (p["prompt_len"] == 12).all()  # GPT-NeoX's tokenizer adds no BOS
 
     gen = tmp_path / "gen.parquet"
-    generate_file(str(out), "pythia_410m", str(prompts), str(gen), sampler="ancestral", temperature=1.0,
-                  max_new_tokens=16, batch_size=2, seed=0, stop_at_eos=True, dtype="float32", device="cpu")  # fmt: skip
+    generate_file(
+        str(out),
+        "pythia_410m",
+        str(prompts),
+        str(gen),
+        sampler="ancestral",
+        temperature=1.0,
+        max_new_tokens=16,
+        batch_size=2,
+        seed=0,
+        stop_at_eos=True,
+        dtype="float32",
+        device="cpu",
+    )
     g = pd.read_parquet(gen)
     meta = json.loads(gen.with_suffix(".json").read_text())
     assert meta["end_ids"] == [0]  # no generation_config.json: the tokenizer's eos, <|endoftext|>
@@ -123,8 +186,16 @@ def test_a_pythia_step_branch_runs_from_download_to_scores(pythia_step_branch, t
 
     scores = tmp_path / "scores.parquet"
     settings = [{"slug": "ancestral-t1", "sampler": "ancestral", "temperature": 1.0}]
-    score_file(str(out), "pythia_410m", str(prompts), str(scores), settings=settings, batch_size=2, dtype="float32",
-               device="cpu")  # fmt: skip
+    score_file(
+        str(out),
+        "pythia_410m",
+        str(prompts),
+        str(scores),
+        settings=settings,
+        batch_size=2,
+        dtype="float32",
+        device="cpu",
+    )
     s = pd.read_parquet(scores)
     assert s["token_ids"].map(list).tolist() == p["reference_ids"].map(list).tolist()
     for ll, ref in zip(s["logloss"], p["reference_ids"]):
@@ -135,10 +206,23 @@ def test_download_patterns_take_what_the_grid_repositories_publish_and_skip_thei
     """Files of meta-llama/Llama-3.1-8B-Instruct (sharded safetensors with their index, the original/ Meta
     checkpoint) and of a Pythia step branch: the patterns take the weights transformers loads, the configs and
     the tokenizer, never the 16 GB original/consolidated.00.pth; the .bin fallback takes Pythia's weights."""
-    llama = ["config.json", "generation_config.json", "model-00001-of-00004.safetensors",
-             "model-00004-of-00004.safetensors", "model.safetensors.index.json", "original/consolidated.00.pth",
-             "original/params.json", "original/tokenizer.model", "special_tokens_map.json", "tokenizer.json",
-             "tokenizer_config.json", "LICENSE", "README.md", "USE_POLICY.md", ".gitattributes"]  # fmt: skip
+    llama = [
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00004.safetensors",
+        "model-00004-of-00004.safetensors",
+        "model.safetensors.index.json",
+        "original/consolidated.00.pth",
+        "original/params.json",
+        "original/tokenizer.model",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "LICENSE",
+        "README.md",
+        "USE_POLICY.md",
+        ".gitattributes",
+    ]
 
     def taken(files, patterns):
         return sorted(f for f in files if any(fnmatch.fnmatch(f, pat) for pat in patterns))
@@ -154,18 +238,46 @@ def test_download_patterns_take_what_the_grid_repositories_publish_and_skip_thei
 # (hidden_size 4096 -> 16, intermediate_size 14336 -> 32, heads 32/8 -> 2/1, layers 32 -> 1, head_dim 128 -> 8);
 # the vocabulary stays 128,256, so the three end ids are the real ones
 LLAMA31_INSTRUCT_CONFIG = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu", "hidden_size": 16, "head_dim": 8,
-    "initializer_range": 0.02, "intermediate_size": 32, "max_position_embeddings": 131072, "mlp_bias": False,
-    "model_type": "llama", "num_attention_heads": 2, "num_hidden_layers": 1, "num_key_value_heads": 1,
-    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.42.3",
-    "use_cache": True, "vocab_size": 128256,
-}  # fmt: skip
-LLAMA31_INSTRUCT_GENERATION = {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009],
-                               "temperature": 0.6, "top_p": 0.9, "transformers_version": "4.42.3"}  # fmt: skip
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+    "hidden_act": "silu",
+    "hidden_size": 16,
+    "head_dim": 8,
+    "initializer_range": 0.02,
+    "intermediate_size": 32,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 1,
+    "num_key_value_heads": 1,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.42.3",
+    "use_cache": True,
+    "vocab_size": 128256,
+}
+LLAMA31_INSTRUCT_GENERATION = {
+    "bos_token_id": 128000,
+    "do_sample": True,
+    "eos_token_id": [128001, 128008, 128009],
+    "temperature": 0.6,
+    "top_p": 0.9,
+    "transformers_version": "4.42.3",
+}
 
 
 def llama3_tokenizer():
@@ -184,8 +296,9 @@ def llama3_tokenizer():
     reserved = iter(range(256))
     special = [names.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(256)]
     tok.add_special_tokens([AddedToken(t, special=True) for t in special])
-    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                       special_tokens=[("<|begin_of_text|>", 128000)])  # fmt: skip
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 128000)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
 
 
@@ -211,22 +324,56 @@ def test_a_sharded_llama31_instruct_snapshot_runs_from_download_to_scores(tmp_pa
     assert len(shards) >= 2 and (src / "model.safetensors.index.json").is_file()
     files = {p.name: p for p in src.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in DEFAULT_PATTERNS)}
     warm_cache(tmp_path / "cache", files, "meta-llama/Llama-3.1-8B-Instruct", "main")
-    out = download_model("llama3_8b_instruct", "meta-llama/Llama-3.1-8B-Instruct", "main", str(tmp_path / "m"),
-                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    out = download_model(
+        "llama3_8b_instruct",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "main",
+        str(tmp_path / "m"),
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert sorted(p.name for p in out.glob("model-*.safetensors")) == shards
 
     texts = [("The quick brown fox jumps over the lazy dog. " * (2 + i)) for i in range(4)]
-    ex = pd.DataFrame({"example_id": range(4), "doc_id": [f"d{i}" for i in range(4)], "char_start": 0, "prefix": "",
-                       "instruction": "", "text": texts})  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(4),
+            "doc_id": [f"d{i}" for i in range(4)],
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": texts,
+        }
+    )
     write_parquet(ex, tmp_path / "examples.parquet")
     prompts = tmp_path / "prompts.parquet"
-    select_prompts_file(str(out), "llama3_8b_instruct", str(tmp_path / "examples.parquet"), str(prompts),
-                        prompt_tokens=12, max_new_tokens=12, min_reference_tokens=12, n_prompts=3, max_context=4096)  # fmt: skip
+    select_prompts_file(
+        str(out),
+        "llama3_8b_instruct",
+        str(tmp_path / "examples.parquet"),
+        str(prompts),
+        prompt_tokens=12,
+        max_new_tokens=12,
+        min_reference_tokens=12,
+        n_prompts=3,
+        max_context=4096,
+    )
     p = pd.read_parquet(prompts)
     assert len(p) == 3 and all(list(x)[0] == 128000 for x in p["prompt_ids"])  # the BOS, then 12 text tokens
     gen = tmp_path / "gen.parquet"
-    generate_file(str(out), "llama3_8b_instruct", str(prompts), str(gen), sampler="ancestral", temperature=1.0,
-                  max_new_tokens=12, batch_size=3, seed=0, stop_at_eos=True, dtype="float32", device="cpu")  # fmt: skip
+    generate_file(
+        str(out),
+        "llama3_8b_instruct",
+        str(prompts),
+        str(gen),
+        sampler="ancestral",
+        temperature=1.0,
+        max_new_tokens=12,
+        batch_size=3,
+        seed=0,
+        stop_at_eos=True,
+        dtype="float32",
+        device="cpu",
+    )
     meta = json.loads(gen.with_suffix(".json").read_text())
     assert meta["end_ids"] == [128001, 128008, 128009]
     g = pd.read_parquet(gen)
@@ -235,8 +382,16 @@ def test_a_sharded_llama31_instruct_snapshot_runs_from_download_to_scores(tmp_pa
         assert bool(row.stopped_at_eos) == bool(ends) and (not ends or list(row.token_ids)[-1] == ends[0])
         assert len(row.entropy) == row.n_tokens and max(row.entropy) <= np.log(128256) + 1e-4
     scores = tmp_path / "scores.parquet"
-    score_file(str(out), "llama3_8b_instruct", str(prompts), str(scores), batch_size=3, dtype="float32", device="cpu",
-               settings=[{"slug": "ancestral-t1", "sampler": "ancestral", "temperature": 1.0}])  # fmt: skip
+    score_file(
+        str(out),
+        "llama3_8b_instruct",
+        str(prompts),
+        str(scores),
+        batch_size=3,
+        dtype="float32",
+        device="cpu",
+        settings=[{"slug": "ancestral-t1", "sampler": "ancestral", "temperature": 1.0}],
+    )
     s = pd.read_parquet(scores)
     assert s["token_ids"].map(list).tolist() == p["reference_ids"].map(list).tolist()
     # a random model over 128,256 tokens: the reference log loss sits near log V

@@ -11,8 +11,22 @@ PKG = Path(__file__).resolve().parents[2] / "workflow_scripts" / "entcal"
 # layer of every module; a module may import only modules of lower layers
 LAYERS = [
     ["__init__", "records"],  # what each result was made from (every job's start and end, through logs)
-    ["logs", "metrics", "files", "samplers", "memory", "exact", "scaling", "report", "profile", "corpora",
-     "runtime", "gguf", "fingerprint", "provenance"],
+    [
+        "logs",
+        "metrics",
+        "files",
+        "samplers",
+        "memory",
+        "exact",
+        "scaling",
+        "report",
+        "profile",
+        "corpora",
+        "runtime",
+        "gguf",
+        "fingerprint",
+        "provenance",
+    ],
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
     ["grid", "hub", "train", "quality", "prompts"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
@@ -52,7 +66,13 @@ def imports(path: Path) -> list[tuple[str, bool]]:
 def top_level_heavy(path: Path) -> bool:
     tree = ast.parse(path.read_text())
     for node in tree.body:
-        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        mods = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         if any(m.split(".")[0] in HEAVY for m in mods):
             return True
     return False
@@ -70,9 +90,13 @@ def test_imports_point_down_the_layers(module):
     path = PKG / f"{module}.py"
     for target, in_function in imports(path):
         assert target in RANK, f"{module} imports unknown entcal.{target}"
-        assert RANK[target] < RANK[module], f"entcal.{module} (layer {RANK[module]}) imports entcal.{target} (layer {RANK[target]})"
+        assert RANK[target] < RANK[module], (
+            f"entcal.{module} (layer {RANK[module]}) imports entcal.{target} (layer {RANK[target]})"
+        )
         if in_function:  # only to keep a torch-free module torch-free until a function needs a model
-            assert target == "models" and not top_level_heavy(path), f"entcal.{module} imports entcal.{target} inside a function"
+            assert target == "models" and not top_level_heavy(path), (
+                f"entcal.{module} imports entcal.{target} inside a function"
+            )
 
 
 def test_the_checker_sees_a_violation(tmp_path):

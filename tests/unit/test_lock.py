@@ -31,8 +31,11 @@ def test_a_second_process_is_refused_naming_the_holder_until_the_holder_exits(tm
     rd = tmp_path / "results"
     holder = child(rd, then="sys.stdin.readline()")  # holds the lock until told to exit
     assert holder.stdout.readline().strip() == "HELD"
-    with pytest.raises(ResultsLockedError, match=rf"{rd.resolve()} is in use by another run \(pid {holder.pid} on .*"
-                                                 r"checkout other-checkout") as err:  # fmt: skip
+    with pytest.raises(
+        ResultsLockedError,
+        match=rf"{rd.resolve()} is in use by another run \(pid {holder.pid} on .*"
+        r"checkout other-checkout",
+    ) as err:
         lock_results_dir(rd)
     assert "another results_dir" in str(err.value)
     holder.stdin.write("\n")

@@ -11,9 +11,11 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "workflow_scripts"
 
 def job(tmp_path, body: str):
     log, out = tmp_path / "job.log", tmp_path / "out.csv"
-    code = (f"import sys; sys.path.insert(0, {str(SCRIPTS)!r})\n"
-            f"from entcal.logs import setup_logging\n"
-            f"setup_logging({str(log)!r}, outputs=[{str(out)!r}])\n{body}\n")  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(SCRIPTS)!r})\n"
+        f"from entcal.logs import setup_logging\n"
+        f"setup_logging({str(log)!r}, outputs=[{str(out)!r}])\n{body}\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     return r.returncode, log.read_text(), out
 

@@ -88,8 +88,12 @@ def test_pinned_download_from_offline_cache_loads_like_the_original(tmp_path, ti
     out = download_model("tiny_hf", repo, SHA, str(tmp_path / "models" / "tiny_hf"), cache_dir=str(tmp_path / "cache"))
     src = json.loads((out / "entcal_source.json").read_text())
     assert src["revision"] == SHA and src["files"] == {"hardlinked": len(list(tiny_model_dir.iterdir()))}
-    blob = (tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA / "model.safetensors").resolve()
-    assert not (out / "model.safetensors").is_symlink() and (out / "model.safetensors").stat().st_ino == blob.stat().st_ino
+    blob = (
+        tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA / "model.safetensors"
+    ).resolve()
+    assert (
+        not (out / "model.safetensors").is_symlink() and (out / "model.safetensors").stat().st_ino == blob.stat().st_ino
+    )
     assert_loads_like(out, tiny_model_dir)
 
 
@@ -108,7 +112,9 @@ def test_across_file_systems_the_download_links_to_the_cache_and_never_copies(tm
     weights = out / "model.safetensors"
     blobs = tmp_path / "cache" / f"models--{repo.replace('/', '--')}" / "blobs"
     assert weights.is_symlink() and Path(os.readlink(weights)).parent == blobs.resolve()
-    assert json.loads((out / "entcal_source.json").read_text())["files"] == {"symlinked": len(list(tiny_model_dir.iterdir()))}
+    assert json.loads((out / "entcal_source.json").read_text())["files"] == {
+        "symlinked": len(list(tiny_model_dir.iterdir()))
+    }
     assert_loads_like(out, tiny_model_dir)
 
 
@@ -156,13 +162,21 @@ def test_pin_writes_a_lock_the_workflow_applies_and_names_gated_models(tmp_path)
     from entcal.config import apply_revision_lock
     from entcal.hub import pin_revisions
 
-    cfg = {"models": {"a": {"source": "hf", "repo_id": "org/a", "revision": "main"},
-                      "b": {"source": "hf", "repo_id": "org/b", "revision": "c" * 40},
-                      "t": {"source": "train"}},
-           "datasets": {"wt": {"source": "hf", "repo_id": "org/wt", "revision": "main"}},
-           "mauve": {"featurizers": {}}}  # fmt: skip
+    cfg = {
+        "models": {
+            "a": {"source": "hf", "repo_id": "org/a", "revision": "main"},
+            "b": {"source": "hf", "repo_id": "org/b", "revision": "c" * 40},
+            "t": {"source": "train"},
+        },
+        "datasets": {"wt": {"source": "hf", "repo_id": "org/wt", "revision": "main"}},
+        "mauve": {"featurizers": {}},
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    shas = {("model", "org/a", "main"): "1" * 40, ("model", "org/b", "c" * 40): "c" * 40, ("dataset", "org/wt", "main"): "2" * 40}
+    shas = {
+        ("model", "org/a", "main"): "1" * 40,
+        ("model", "org/b", "c" * 40): "c" * 40,
+        ("dataset", "org/wt", "main"): "2" * 40,
+    }
 
     class Api:
         def model_info(self, repo, revision):
@@ -183,7 +197,9 @@ def test_pin_writes_a_lock_the_workflow_applies_and_names_gated_models(tmp_path)
 
     class Gated(Api):
         def model_info(self, repo, revision):
-            raise hf_errors.GatedRepoError("401", response=types.SimpleNamespace(headers={}, status_code=401, request=None))
+            raise hf_errors.GatedRepoError(
+                "401", response=types.SimpleNamespace(headers={}, status_code=401, request=None)
+            )
 
     with pytest.raises(RuntimeError, match="models.a: org/a is gated"):
         pin_revisions(tmp_path / "c.yaml", tmp_path / "lock2.yaml", api=Gated())
@@ -198,7 +214,9 @@ def test_a_job_put_on_a_gpu_without_one_fails_at_once_naming_what_torch_reports(
     msg = str(err.value)
     assert "expects a CUDA GPU (2 GPU(s) in its resources) but finds none" in msg
     assert f"torch {torch.__version__}" in msg and "cuda.is_available() = False" in msg
-    assert ("a CPU-only build" in msg) == (torch.version.cuda is None) and ("CPU-only build: install a CUDA build" in msg or "nvidia-smi" in msg)
+    assert ("a CPU-only build" in msg) == (torch.version.cuda is None) and (
+        "CPU-only build: install a CUDA build" in msg or "nvidia-smi" in msg
+    )
     with pytest.raises(DeviceError, match=r"\(device: cuda in the configuration\)"):
         resolve_device("cuda")
     # the CPU on purpose, and auto without GPUs, run on the CPU
@@ -233,10 +251,26 @@ def test_prompt_selection_keeps_within_the_models_context(tmp_path, tiny_model_d
     shutil.copytree(tiny_model_dir, short)
     cfg = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 40}))
-    ex = pd.DataFrame({"example_id": range(3), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
-                       "text": ["x " * 5 + t for t in TEXTS]})  # fmt: skip
-    out = make_prompts(short, ex, tmp_path / "p.parquet", prompt_tokens=20, max_new_tokens=12, min_reference_tokens=4,
-                       n_prompts=3, max_context=4096)  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(3),
+            "doc_id": "d",
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": ["x " * 5 + t for t in TEXTS],
+        }
+    )
+    out = make_prompts(
+        short,
+        ex,
+        tmp_path / "p.parquet",
+        prompt_tokens=20,
+        max_new_tokens=12,
+        min_reference_tokens=4,
+        n_prompts=3,
+        max_context=4096,
+    )
     side = json.loads(out.with_suffix(".json").read_text())
     assert (side["max_context"], side["max_context_configured"], side["model_context"]) == (40, 4096, 40)
     df = pd.read_parquet(out)
@@ -253,11 +287,19 @@ def test_a_repository_that_needs_its_own_code_is_refused_naming_the_model(tmp_pa
     d = tmp_path / "custom"
     shutil.copytree(tiny_model_dir, d)
     cfg = json.loads((d / "config.json").read_text())
-    cfg.update(model_type="mystery_lm", auto_map={"AutoConfig": "configuration_mystery.MysteryConfig",
-                                                  "AutoModelForCausalLM": "modeling_mystery.MysteryForCausalLM"})  # fmt: skip
+    cfg.update(
+        model_type="mystery_lm",
+        auto_map={
+            "AutoConfig": "configuration_mystery.MysteryConfig",
+            "AutoModelForCausalLM": "modeling_mystery.MysteryForCausalLM",
+        },
+    )
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=r"model 'mystery': .*model_type 'mystery_lm' is not an architecture "
-                                             r"transformers ships; the repository's own code \(configuration_mystery"
-                                             r".MysteryConfig, modeling_mystery.MysteryForCausalLM\)"):  # fmt: skip
+    with pytest.raises(
+        ModelLoadError,
+        match=r"model 'mystery': .*model_type 'mystery_lm' is not an architecture "
+        r"transformers ships; the repository's own code \(configuration_mystery"
+        r".MysteryConfig, modeling_mystery.MysteryForCausalLM\)",
+    ):
         check_model_dir(d, "mystery")
     assert check_model_dir(tiny_model_dir, "tiny") == tiny_model_dir  # a native architecture passes

@@ -9,7 +9,16 @@ import pytest
 import torch
 import yaml
 
-from entcal.plan import GB, Budget, ModelShape, generation_batches, generation_peak, job_rows, plan_generation, plan_scoring
+from entcal.plan import (
+    GB,
+    Budget,
+    ModelShape,
+    generation_batches,
+    generation_peak,
+    job_rows,
+    plan_generation,
+    plan_scoring,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = yaml.safe_load((ROOT / "config" / "model_shapes.yaml").read_text())
@@ -41,8 +50,9 @@ def test_every_grid_model_has_a_shape_and_its_size_matches_the_model_card():
         assert abs(n - spec["n_params"]) / spec["n_params"] < 0.05, (name, n, spec["n_params"])
 
 
-@pytest.mark.parametrize("name", ["llama2_70b", "llama3_1b", "llama3_8b", "qwen25_0_5b", "qwen25_72b", "pythia_410m",
-                                  "pythia_12b"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["llama2_70b", "llama3_1b", "llama3_8b", "qwen25_0_5b", "qwen25_72b", "pythia_410m", "pythia_12b"]
+)
 def test_parameter_count_equals_the_model_transformers_builds(shape_dirs, name):
     from transformers import AutoModelForCausalLM
 
@@ -63,8 +73,15 @@ def test_parameter_count_equals_the_model_transformers_builds(shape_dirs, name):
 def test_kv_bytes_per_token_equal_a_real_cache():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
-                      num_key_value_heads=2, head_dim=16)  # GQA and an explicit head_dim, as Llama 3.2
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=16,
+    )  # GQA and an explicit head_dim, as Llama 3.2
     model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
     with torch.no_grad():
         past = model(torch.randint(0, 64, (3, 11)), use_cache=True).past_key_values
@@ -152,7 +169,15 @@ def test_the_cost_plan_counts_every_pass():
     """The NF4 entropy pass after every generation under precision: paper (none under exact, where vLLM records
     the entropy in its sampler), a vLLM job's engine start, the paper's scoring and the extras' (with the
     lookahead's K candidates per reference token), and the calibration jobs, each by hand."""
-    from entcal.plan import VLLM_START_SECONDS, GPUSpec, forward_seconds, load_seconds, model_costs, two_phase, uses_vllm
+    from entcal.plan import (
+        VLLM_START_SECONDS,
+        GPUSpec,
+        forward_seconds,
+        load_seconds,
+        model_costs,
+        two_phase,
+        uses_vllm,
+    )
 
     gpu, shape = GPUSpec(), ModelShape.from_config(SHAPES["llama3_8b"])
     n, new, plen = 5000, 2048, 129
@@ -162,13 +187,17 @@ def test_the_cost_plan_counts_every_pass():
     paper = paper_config(precision="paper")
     cp = model_costs(paper, "llama3_8b", shape, "wikitext", gpu)["seconds"]
     assert two_phase(paper, "ancestral") and two_phase(paper, "future_entropy")  # the authors' NF4 pass, every sampler
-    assert cp["entropy_pass"]["ancestral-t1"] == pytest.approx(tf) and cp["entropy_pass"]["future_entropy-t1"] == pytest.approx(tf)
+    assert cp["entropy_pass"]["ancestral-t1"] == pytest.approx(tf) and cp["entropy_pass"][
+        "future_entropy-t1"
+    ] == pytest.approx(tf)
     cfg = paper_config(precision="exact")  # vLLM samples the samplers it runs and records the entropy itself
     c = model_costs(cfg, "llama3_8b", shape, "wikitext", gpu)
     sec = c["seconds"]
     assert not two_phase(cfg, "ancestral") and sum(sec["entropy_pass"].values()) == 0
     assert uses_vllm(cfg, "top_p") and not uses_vllm(cfg, "future_entropy")  # the calibrated ones: transformers
-    assert sec["generate"]["ancestral-t1"] == pytest.approx(cp["generate"]["ancestral-t1"] - tf)  # the same, less the pass
+    assert sec["generate"]["ancestral-t1"] == pytest.approx(
+        cp["generate"]["ancestral-t1"] - tf
+    )  # the same, less the pass
     assert sec["generate"]["ancestral-t1"] > VLLM_START_SECONDS
     assert sec["score"] == pytest.approx(tf)
     look = cfg["calibration"]["candidates"]
@@ -193,14 +222,21 @@ def test_a_model_whose_context_cannot_hold_its_generation_is_named_with_the_fix(
     cfg = paper_config()
     assert context_problems(cfg, shapes) == []
     assert {m: s.get("max_new_tokens") for m, s in cfg["models"].items() if s["family"] == "pythia"} == {
-        "pythia_410m": 1024, "pythia_1_4b": 1024, "pythia_2_8b": 1024, "pythia_6_9b": 1024, "pythia_12b": 1024}
+        "pythia_410m": 1024,
+        "pythia_1_4b": 1024,
+        "pythia_2_8b": 1024,
+        "pythia_6_9b": 1024,
+        "pythia_12b": 1024,
+    }
     for spec in cfg["models"].values():
         spec.pop("max_new_tokens", None)
     problems = context_problems(cfg, shapes)
     assert len(problems) == 5 and all(p.startswith("models.pythia_") for p in problems), problems
-    assert ("models.pythia_410m: its context is 2048 tokens (config.json max_position_embeddings), which cannot hold a "
-            "128-token prompt plus 2048 new tokens: set models.pythia_410m.max_new_tokens to at most 1919 (and at "
-            "least analysis.max_len = 1000), or remove the model") in problems
+    assert (
+        "models.pythia_410m: its context is 2048 tokens (config.json max_position_embeddings), which cannot hold a "
+        "128-token prompt plus 2048 new tokens: set models.pythia_410m.max_new_tokens to at most 1919 (and at "
+        "least analysis.max_len = 1000), or remove the model"
+    ) in problems
     cfg["models"]["pythia_410m"]["max_new_tokens"] = 900  # fits, but short of the analysed steps
     assert any("max_new_tokens 900 is below analysis.max_len 1000" in p for p in context_problems(cfg, shapes))
 
@@ -239,9 +275,13 @@ def test_scoring_plan_chunks_the_vocabulary():
 
 def test_plan_command_prints_the_grid(tmp_path):
     out = tmp_path / "plan.csv"
-    r = subprocess.run([sys.executable, "-m", "entcal.plan", "config/config.yaml", "--csv", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "workflow_scripts"),
-                                                            "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "entcal.plan", "config/config.yaml", "--csv", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT / "workflow_scripts"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "every job fits its GPUs: True" in r.stdout and "GPU-hours" in r.stdout
     import pandas as pd
@@ -255,17 +295,29 @@ def test_plan_command_fails_for_a_model_it_cannot_plan(tmp_path):
     cfg["models"]["mystery_7b"] = dict(cfg["models"]["llama2_7b"], repo_id="someone/mystery-7b")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "model_shapes.yaml").write_text((ROOT / "config" / "model_shapes.yaml").read_text())
-    r = subprocess.run([sys.executable, "-m", "entcal.plan", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT / "workflow_scripts"), "PATH": "/usr/bin:/bin",
-                                       "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "entcal.plan", str(tmp_path / "c.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT / "workflow_scripts"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 1 and "cannot plan ['mystery_7b'] (no shape)" in r.stderr
     assert "GPU-hours" in r.stdout  # the rest is still shown
 
 
 # google/gemma-3-270m as the demo converts it (config.json of the converted folder; shared/real-models.md)
-GEMMA3_270M = {"model_type": "gemma3_text", "num_hidden_layers": 18, "hidden_size": 640, "num_attention_heads": 4,
-               "num_key_value_heads": 1, "head_dim": 256, "intermediate_size": 2048, "vocab_size": 262144,
-               "tie_word_embeddings": True}  # fmt: skip
+GEMMA3_270M = {
+    "model_type": "gemma3_text",
+    "num_hidden_layers": 18,
+    "hidden_size": 640,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "intermediate_size": 2048,
+    "vocab_size": 262144,
+    "tie_word_embeddings": True,
+}
 
 
 def test_cpu_job_memory_of_a_real_model_from_its_config():
@@ -316,8 +368,10 @@ def test_every_gpu_job_of_the_grid_asks_for_its_plan_with_the_margin_within_the_
     for name, shape in shapes.items():
         for ds in cfg["datasets"]:
             sec = model_costs(cfg, name, shape, ds, GPUSpec())["seconds"]
-            jobs = {**{f"generate {k}": v for k, v in sec["generate"].items()},
-                    **{k: sec[k] for k in ("score", "score_extra", "calibration_labels", "train_predictor")}}  # fmt: skip
+            jobs = {
+                **{f"generate {k}": v for k, v in sec["generate"].items()},
+                **{k: sec[k] for k in ("score", "score_extra", "calibration_labels", "train_predictor")},
+            }
             for job, s in jobs.items():
                 if s == 0:
                     continue

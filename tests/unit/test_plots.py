@@ -25,19 +25,55 @@ def _summary():
             for ds in ("code", "prose"):
                 for t in (0.8, 1.0):
                     entce = 0.5 * (n / 1e6) ** -0.3 * t if m != "b2" else -0.1
-                    rows.append({"model": m, "family": fam, "n_params": n, "dataset": ds, "instruct": False,
-                                 "sampler": "ancestral", "temperature": t, "entce": entce, "logloss_mean": 3 - t})
-    rows.append({"model": "a1_chat", "family": "fa", "n_params": 1e6, "dataset": "prose", "instruct": True,
-                 "sampler": "ancestral", "temperature": 1.0, "entce": -0.4, "logloss_mean": 3.5})
+                    rows.append(
+                        {
+                            "model": m,
+                            "family": fam,
+                            "n_params": n,
+                            "dataset": ds,
+                            "instruct": False,
+                            "sampler": "ancestral",
+                            "temperature": t,
+                            "entce": entce,
+                            "logloss_mean": 3 - t,
+                        }
+                    )
+    rows.append(
+        {
+            "model": "a1_chat",
+            "family": "fa",
+            "n_params": 1e6,
+            "dataset": "prose",
+            "instruct": True,
+            "sampler": "ancestral",
+            "temperature": 1.0,
+            "entce": -0.4,
+            "logloss_mean": 3.5,
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def test_per_step_figure_draws_entropy_and_log_loss_of_every_model(figures):
     summary = _summary()
     steps = np.arange(5)
-    per_step = pd.concat([pd.DataFrame({"model": m, "dataset": ds, "sampler": "ancestral", "temperature": 1.0,
-                                        "step": steps, "entropy_mean": 2 + 0.1 * steps + k, "logloss_mean": 2.5 - 0 * steps + k})
-                          for k, m in enumerate(["a1", "a2", "b1", "b2"]) for ds in ("code", "prose")])  # fmt: skip
+    per_step = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "model": m,
+                    "dataset": ds,
+                    "sampler": "ancestral",
+                    "temperature": 1.0,
+                    "step": steps,
+                    "entropy_mean": 2 + 0.1 * steps + k,
+                    "logloss_mean": 2.5 - 0 * steps + k,
+                }
+            )
+            for k, m in enumerate(["a1", "a2", "b1", "b2"])
+            for ds in ("code", "prose")
+        ]
+    )
     plots.plot_per_step(per_step, summary, ["unused.png"], smoothing=1.0)
     (fig,) = figures
     axes = np.array(fig.axes).reshape(2, 2)  # families x datasets
@@ -55,8 +91,12 @@ def test_per_step_figure_draws_entropy_and_log_loss_of_every_model(figures):
 
 def test_scaling_figure_plots_log_entce_the_fit_and_marks_unfittable_models(figures):
     summary = _summary()
-    fits = pd.DataFrame([{"family": "fa", "dataset": "code", "slope": -0.3, "intercept": np.log(0.5) + 0.3 * np.log(1e6)},
-                         {"family": "fa", "dataset": "prose", "slope": np.nan, "intercept": np.nan}])  # fmt: skip
+    fits = pd.DataFrame(
+        [
+            {"family": "fa", "dataset": "code", "slope": -0.3, "intercept": np.log(0.5) + 0.3 * np.log(1e6)},
+            {"family": "fa", "dataset": "prose", "slope": np.nan, "intercept": np.nan},
+        ]
+    )
     plots.plot_scaling(summary, fits, ["unused.png"])
     (fig,) = figures
     fa, fb = fig.axes

@@ -18,8 +18,12 @@ def sharp_model_dir(tmp_path_factory, tiny_tokenizer):
     from entcal.models import build_model
 
     d = tmp_path_factory.mktemp("sharp")
-    model = build_model({"type": "llama", "hidden_size": 64, "layers": 2, "heads": 2, "ffn": 128},
-                        vocab_size=len(tiny_tokenizer), max_positions=256, seed=4)  # fmt: skip
+    model = build_model(
+        {"type": "llama", "hidden_size": 64, "layers": 2, "heads": 2, "ffn": 128},
+        vocab_size=len(tiny_tokenizer),
+        max_positions=256,
+        seed=4,
+    )
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Linear) or isinstance(m, torch.nn.Embedding):
@@ -36,24 +40,56 @@ def examples(tmp_path_factory, sharp_model_dir):
 
     d = tmp_path_factory.mktemp("ex")
     texts = [t[i : i + 200] for t in TEXTS for i in (0, 40)]
-    ex = pd.DataFrame({"example_id": range(len(texts)), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
-                       "text": texts})  # fmt: skip
-    return make_prompts(sharp_model_dir, ex, d / "prompts.parquet", prompt_tokens=6, max_new_tokens=8,
-                        min_reference_tokens=4, n_prompts=5)  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(len(texts)),
+            "doc_id": "d",
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": texts,
+        }
+    )
+    return make_prompts(
+        sharp_model_dir,
+        ex,
+        d / "prompts.parquet",
+        prompt_tokens=6,
+        max_new_tokens=8,
+        min_reference_tokens=4,
+        n_prompts=5,
+    )
 
 
 def _kw(model_dir, examples, out, precision):
-    return dict(model_dir=str(model_dir), model_name="tiny", prompts_path=str(examples), out_path=str(out),
-                sampler="ancestral", temperature=0.9, max_new_tokens=8, batch_size=2, seed=2, stop_at_eos=False,
-                dtype="float32", device="cpu", shard_size=2, precision=precision)  # fmt: skip
+    return dict(
+        model_dir=str(model_dir),
+        model_name="tiny",
+        prompts_path=str(examples),
+        out_path=str(out),
+        sampler="ancestral",
+        temperature=0.9,
+        max_new_tokens=8,
+        batch_size=2,
+        seed=2,
+        stop_at_eos=False,
+        dtype="float32",
+        device="cpu",
+        shard_size=2,
+        precision=precision,
+    )
 
 
 def _nf4_logp(model_dir, seq, tau):
     """An independent pass: the NF4 model as transformers loads it, one unpadded sequence, float64 softmax."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
     m = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, device_map={"": "cpu"})
     with torch.no_grad():
         return torch.log_softmax(m(torch.tensor([seq])).logits[0].double() / tau, -1)
@@ -93,8 +129,15 @@ def test_paper_precision_scores_references_with_the_nf4_model(sharp_model_dir, e
     from entcal.jobs import score_file
 
     settings = [{"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"}]
-    kw = dict(model_dir=str(sharp_model_dir), model_name="tiny", prompts_path=str(examples), settings=settings,
-              batch_size=3, dtype="float32", device="cpu")  # fmt: skip
+    kw = dict(
+        model_dir=str(sharp_model_dir),
+        model_name="tiny",
+        prompts_path=str(examples),
+        settings=settings,
+        batch_size=3,
+        dtype="float32",
+        device="cpu",
+    )
     score_file(out_path=str(tmp_path / "p.parquet"), precision="paper", **kw)
     score_file(out_path=str(tmp_path / "e.parquet"), precision="exact", **kw)
     p, e = pd.read_parquet(tmp_path / "p.parquet"), pd.read_parquet(tmp_path / "e.parquet")

@@ -7,16 +7,34 @@ from entcal.profile import GPU_RULES, render_slurm, site_facts
 
 
 def test_site_facts_travel_as_default_resources_and_gpu_settings_as_set_resources():
-    text = render_slurm("cpu", "proj", "gpu", "h100", gpu_memory_gb=141, max_runtime_min=1440, gpu_qos="gpu_high",
-                        gpu_constraint="h100&ib", gpu_sbatch="--exclusive")  # fmt: skip
+    text = render_slurm(
+        "cpu",
+        "proj",
+        "gpu",
+        "h100",
+        gpu_memory_gb=141,
+        max_runtime_min=1440,
+        gpu_qos="gpu_high",
+        gpu_constraint="h100&ib",
+        gpu_sbatch="--exclusive",
+    )
     p = yaml.safe_load(text)
     assert "config" not in p  # any --config on the command line would replace a profile's config list
     # every string as a quoted Python string: Snakemake evaluates resource values
-    assert p["default-resources"] == {"slurm_partition": "'cpu'", "slurm_account": "'proj'", "entcal_gpu_memory_gb": 141,
-                                      "entcal_max_runtime_min": 1440}  # fmt: skip
+    assert p["default-resources"] == {
+        "slurm_partition": "'cpu'",
+        "slurm_account": "'proj'",
+        "entcal_gpu_memory_gb": 141,
+        "entcal_max_runtime_min": 1440,
+    }
     assert set(p["set-resources"]) == set(GPU_RULES)
-    assert p["set-resources"]["generate"] == {"slurm_partition": "'gpu'", "gpu_model": "'h100'", "qos": "'gpu_high'",
-                                              "constraint": "'h100&ib'", "slurm_extra": "'--exclusive'"}  # fmt: skip
+    assert p["set-resources"]["generate"] == {
+        "slurm_partition": "'gpu'",
+        "gpu_model": "'h100'",
+        "qos": "'gpu_high'",
+        "constraint": "'h100&ib'",
+        "slurm_extra": "'--exclusive'",
+    }
     bare = yaml.safe_load(render_slurm("cpu"))
     assert "set-resources" not in bare  # Snakemake refuses an empty block: it stays commented out
     assert "#     qos: <a GPU QOS>" in render_slurm("cpu", gpu_model="a100")

@@ -38,8 +38,17 @@ def test_generation_reports_every_step_with_fractional_prompts(tiny_model_dir, c
     model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
     seen = []
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    sample_with_entropy(model, tok, prompts, temperature=1.0, max_new_tokens=4, batch_size=2, seed=0, stop_at_eos=False,
-                        on_step=lambda done, tokens: seen.append((done, tokens)))  # fmt: skip
+    sample_with_entropy(
+        model,
+        tok,
+        prompts,
+        temperature=1.0,
+        max_new_tokens=4,
+        batch_size=2,
+        seed=0,
+        stop_at_eos=False,
+        on_step=lambda done, tokens: seen.append((done, tokens)),
+    )
     # two batches (2 and 1 prompts) of 4 steps: prompts done grow by the batch's share of the steps
     assert seen == [(0.5, 2), (1.0, 4), (1.5, 6), (2.0, 8), (2.25, 9), (2.5, 10), (2.75, 11), (3.0, 12)]
     with caplog.at_level(logging.INFO, logger="entcal.progress"):
@@ -103,7 +112,9 @@ def test_hidden_states_and_fit_windows_report_each_batch(tiny_model_dir):
     assert seen == [(3, 9), (4, 10)]
     with torch.no_grad():  # the batched, padded states equal one sequence at a time
         for i, s in enumerate(seqs):
-            torch.testing.assert_close(h[i], model.model(torch.tensor([s])).last_hidden_state[0, -1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                h[i], model.model(torch.tensor([s])).last_hidden_state[0, -1], atol=1e-5, rtol=1e-5
+            )
     head = FutureEntropyHead(model.get_output_embeddings().weight.detach(), rank=2, hidden=4, mu=0.0, sigma=1.0)
     pairs = [([5, 6], [7, 8, 9]), ([10], [11, 12]), ([13, 14, 15], [16])]
     seen = []
@@ -116,8 +127,10 @@ def test_a_job_that_stops_early_ends_at_100_percent_and_says_where_it_stopped():
     p = Progress("head training", 1500, unit="steps", rate_unit="labels", clock=clock, bar=False)
     clock.t = 3
     p.update(300, 300 * 256)
-    assert p.finish(300) == ("head training (stopped at 300 of 1500 steps): 300/300 steps (100 %), 25600.0 labels/s, "
-                             "elapsed 0:03, about 0:00 left")  # fmt: skip
+    assert p.finish(300) == (
+        "head training (stopped at 300 of 1500 steps): 300/300 steps (100 %), 25600.0 labels/s, "
+        "elapsed 0:03, about 0:00 left"
+    )
 
 
 def test_without_tqdm_a_wanted_bar_becomes_plain_lines_and_says_so(monkeypatch, caplog):

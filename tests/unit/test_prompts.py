@@ -12,8 +12,16 @@ from entcal.prompts import end_token_ids, length_order, pad, prefix_ids, select_
 
 def _examples(texts, instructions=None):
     n = len(texts)
-    return pd.DataFrame({"example_id": range(n), "doc_id": [f"d{i}" for i in range(n)], "char_start": 0, "prefix": "",
-                         "instruction": instructions or [""] * n, "text": texts})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "example_id": range(n),
+            "doc_id": [f"d{i}" for i in range(n)],
+            "char_start": 0,
+            "prefix": "",
+            "instruction": instructions or [""] * n,
+            "text": texts,
+        }
+    )
 
 
 def test_streamed_selection_equals_the_in_memory_one_and_stops_at_n(tiny_tokenizer, tmp_path):
@@ -34,18 +42,24 @@ def test_authors_rule_counts_the_bos_in_the_prompt(tiny_tokenizer):
     from tokenizers import processors
 
     bos = tok.convert_tokens_to_ids("<|endoftext|>")
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
     text = "To be, or not to be, that is the question. " * 6
     body = tok(text, add_special_tokens=False)["input_ids"]
     assert special_prefix(tok) == [bos]
     paper = select_examples(tok, _examples([text]), prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1)[0]
-    authors = select_examples(tok, _examples([text]), prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1,
-                              text_rules="authors")[0]  # fmt: skip
+    authors = select_examples(
+        tok, _examples([text]), prompt_tokens=10, ref_tokens=20, min_ref_tokens=20, n=1, text_rules="authors"
+    )[0]
     assert paper[1] == [bos] + body[:10] and paper[2] == body[10:30]  # 10 human tokens after the BOS
     assert authors[1] == [bos] + body[:9] and authors[2] == body[9:29]  # encode(doc)[:10], BOS included
     # with an instruction both rules give the template + 10 story tokens
     inst = _examples([text], ["Write a story based on the following prompt: x"])
-    assert select_examples(tok, inst, 10, 20, 20, 1)[0] == select_examples(tok, inst, 10, 20, 20, 1, text_rules="authors")[0]
+    assert (
+        select_examples(tok, inst, 10, 20, 20, 1)[0]
+        == select_examples(tok, inst, 10, 20, 20, 1, text_rules="authors")[0]
+    )
 
 
 def test_a_prompt_never_ends_in_eos(tiny_tokenizer):
@@ -55,7 +69,9 @@ def test_a_prompt_never_ends_in_eos(tiny_tokenizer):
 
     tok = copy.deepcopy(tiny_tokenizer)
     eos = tok.eos_token_id
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)])
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)]
+    )
     assert tok("Q: hi", add_special_tokens=True)["input_ids"][-1] == eos
     ids = prefix_ids(tok, instruction="hi")
     assert ids == tok("Q: hi\nA: ", add_special_tokens=False)["input_ids"]  # the appended eos is dropped
@@ -149,12 +165,20 @@ def _tokenizers_of_the_grid_kinds(texts):
 
     out = {"byte_level": train_bpe(texts, vocab_size=800)}
     qwen = Tokenizer(models.BPE())
-    pat = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-           r"|\s+(?!\S)|\s+")
-    qwen.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pat), "isolated"),
-                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    pat = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+        r"|\s+(?!\S)|\s+"
+    )
+    qwen.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pat), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     qwen.decoder = decoders.ByteLevel()
-    qwen.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    qwen.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
     out["split_regex"] = PreTrainedTokenizerFast(tokenizer_object=qwen)
     sp = Tokenizer(models.BPE(byte_fallback=True))
     sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])

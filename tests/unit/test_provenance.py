@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from entcal.fingerprint import EXECUTION_MODULES, source_hash, stage_fingerprints, stage_modules
-from entcal.provenance import (SECTION_READERS, differences, ensure_flags, provenance, raise_flags, rerun_flag,
-                               stale_stages, write_marker)  # fmt: skip
+from entcal.provenance import (
+    SECTION_READERS,
+    differences,
+    ensure_flags,
+    provenance,
+    raise_flags,
+    rerun_flag,
+    stale_stages,
+    write_marker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "workflow_scripts"
@@ -63,7 +71,10 @@ def test_fingerprint_follows_imports_transitively_and_only_the_package(tmp_path)
     write(tmp_path / "agg.py", "import numpy\nfrom entcal.aggregate import *\nfrom entcal.logs import setup\n")
     write(tmp_path / "plot.py", "from entcal import plots\n")
     write(tmp_path / "other.py", "import entcal.logs\n")
-    assert [p.name for p in stage_modules(tmp_path / "agg.py", pkg)] == ["aggregate.py", "metrics.py"]  # logs: execution
+    assert [p.name for p in stage_modules(tmp_path / "agg.py", pkg)] == [
+        "aggregate.py",
+        "metrics.py",
+    ]  # logs: execution
     assert [p.name for p in stage_modules(tmp_path / "plot.py", pkg)] == ["metrics.py", "plots.py"]
     before = stage_fingerprints(tmp_path)
     (pkg / "metrics.py").write_text("def entropy(p):\n    return -sum(x * x for x in p) / 2\n")
@@ -90,10 +101,17 @@ def test_the_workflow_fingerprints_every_rule_adapter_and_metrics_reaches_the_st
             assert f'rerun=RERUN("{name}")' in b, name
             with_code[name] = fps[name]
         elif script:
-            assert script.group(1) in ("download_dataset", "download_model", "download_featurizer", "dump_config",
-                                       "benchmark_table"), f"rule {name} has no code fingerprint"  # fmt: skip
+            assert script.group(1) in (
+                "download_dataset",
+                "download_model",
+                "download_featurizer",
+                "dump_config",
+                "benchmark_table",
+            ), f"rule {name} has no code fingerprint"
     assert len(with_code) == 28
-    users = {s for s in with_code if "metrics.py" in [p.name for p in stage_modules(SCRIPTS / f"{s}.py", SCRIPTS / "entcal")]}
+    users = {
+        s for s in with_code if "metrics.py" in [p.name for p in stage_modules(SCRIPTS / f"{s}.py", SCRIPTS / "entcal")]
+    }
     assert {"generate", "score", "select_prompts", "calibration_labels", "train_predictor"} <= users
     assert not users & {"aggregate", "plot_per_step", "prepare_dataset", "train_model", "mauve_buckets"}
     for s in with_code:
@@ -116,8 +134,12 @@ def test_every_section_of_the_results_configuration_has_its_readers():
 
 
 def rec(**over):
-    cfg = {"seed": 0, "results_dir": "results/a", "analysis": {"n_boot": 50, "max_len": 24},
-           "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}]}}  # fmt: skip
+    cfg = {
+        "seed": 0,
+        "results_dir": "results/a",
+        "analysis": {"n_boot": 50, "max_len": 24},
+        "samplers": {"base": [{"sampler": "ancestral", "temperature": 1.0}]},
+    }
     code = {"aggregate": "a1", "generate": "g1", "score": "s1"}
     for k, v in over.items():
         if k == "code":
@@ -127,8 +149,19 @@ def rec(**over):
     return provenance(cfg, code)
 
 
-RULES = {r: r for r in ("prepare_dataset", "generate", "score", "aggregate", "scaling_fits", "plot_per_step",
-                        "calibration_labels", "train_predictor")}  # fmt: skip
+RULES = {
+    r: r
+    for r in (
+        "prepare_dataset",
+        "generate",
+        "score",
+        "aggregate",
+        "scaling_fits",
+        "plot_per_step",
+        "calibration_labels",
+        "train_predictor",
+    )
+}
 
 
 def test_differences_name_the_stages_they_make_stale():
@@ -139,12 +172,16 @@ def test_differences_name_the_stages_they_make_stale():
     assert d == [("config", "analysis.n_boot", 50, 60)]
     assert stages_for(d, RULES) == {"aggregate": ["analysis.n_boot: 50 -> 60"]}  # the narrowest listed key
     d = differences(rec(), rec(analysis={"n_boot": 50, "max_len": 32, "new": 1}))
-    assert stages_for(d, RULES) == {"aggregate": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
-                                    "calibration_labels": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
-                                    "train_predictor": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
-                                    "scaling_fits": ["analysis.new: <absent> -> 1"],
-                                    "plot_per_step": ["analysis.new: <absent> -> 1"]}  # fmt: skip
-    assert stages_for(differences(rec(), rec(code={"score": "s2"})), RULES) == {"score": ["code of score changed (fingerprint s1 -> s2)"]}
+    assert stages_for(d, RULES) == {
+        "aggregate": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
+        "calibration_labels": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
+        "train_predictor": ["analysis.max_len: 24 -> 32", "analysis.new: <absent> -> 1"],
+        "scaling_fits": ["analysis.new: <absent> -> 1"],
+        "plot_per_step": ["analysis.new: <absent> -> 1"],
+    }
+    assert stages_for(differences(rec(), rec(code={"score": "s2"})), RULES) == {
+        "score": ["code of score changed (fingerprint s1 -> s2)"]
+    }
     assert stages_for(differences(rec(), rec(results_dir="elsewhere")), RULES) == {}  # a moved folder
     assert set(stages_for(differences(rec(), rec(seed=1)), RULES)) == set(RULES)  # seed: every stage
 
@@ -181,5 +218,8 @@ def test_flags_sit_at_time_zero_until_raised_with_their_reasons(tmp_path):
 def test_a_string_split_over_lines_is_the_same_code(tmp_path):
     """Splitting a long string into adjacent literals (to keep a line within its length) is no change."""
     a = write(tmp_path / "a.py", 'def f():\n    raise ValueError("a long message about what went wrong")\n')
-    b = write(tmp_path / "b.py", 'def f():\n    raise ValueError(\n        "a long message "\n        "about what went wrong"\n    )\n')
+    b = write(
+        tmp_path / "b.py",
+        'def f():\n    raise ValueError(\n        "a long message "\n        "about what went wrong"\n    )\n',
+    )
     assert source_hash(a) == source_hash(b)

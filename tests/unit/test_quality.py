@@ -45,11 +45,14 @@ def test_bucket_table_skips_sparse_models_and_reports_the_rest(caplog):
         t = f"h{i}"
         rows.append({"kind": "human", "model": "big", "setting": "s", "mean_entropy": 3.0, "text": t})
         feats[t] = rng.normal(size=8).astype(np.float32)
-    rows += [{"kind": "gen", "model": "tiny", "setting": "s", "mean_entropy": 1.0, "text": "g0"},
-             {"kind": "human", "model": "tiny", "setting": "s", "mean_entropy": 1.0, "text": "h0"}]  # fmt: skip
+    rows += [
+        {"kind": "gen", "model": "tiny", "setting": "s", "mean_entropy": 1.0, "text": "g0"},
+        {"kind": "human", "model": "tiny", "setting": "s", "mean_entropy": 1.0, "text": "h0"},
+    ]
     with caplog.at_level("INFO"):
-        table = mauve_table(pd.DataFrame(rows), feats, "f", n_buckets=3, min_excerpts=20, max_per_bucket=40, seeds=2,
-                            seed=0)  # fmt: skip
+        table = mauve_table(
+            pd.DataFrame(rows), feats, "f", n_buckets=3, min_excerpts=20, max_per_bucket=40, seeds=2, seed=0
+        )
     assert set(table["model"]) == {"big"} and "only 1 excerpts" in caplog.text
     assert "MAUVE f: 2/2 settings (100 %), " in caplog.text  # the progress line at the end
     t = table.sort_values("bucket")
@@ -60,8 +63,13 @@ def test_bucket_table_skips_sparse_models_and_reports_the_rest(caplog):
 def test_featurizers_run_on_local_models(tiny_model_dir):
     texts = ["to be or not to be", "def f(x): return x", "the quick brown fox"]
     seen = []
-    f = featurize(texts, {"source": "model", "model": "tiny"}, model_path=str(tiny_model_dir), batch_size=2,
-                  on_batch=lambda done, tokens: seen.append((done, tokens)))  # fmt: skip
+    f = featurize(
+        texts,
+        {"source": "model", "model": "tiny"},
+        model_path=str(tiny_model_dir),
+        batch_size=2,
+        on_batch=lambda done, tokens: seen.append((done, tokens)),
+    )
     assert f.shape == (3, 16) and np.isfinite(f).all()
     # progress after each batch: texts done and the tokens encoded so far (the tokenizer's own count)
     from transformers import AutoTokenizer

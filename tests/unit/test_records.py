@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from entcal import records
-from entcal.records import RecordError, check_current, check_inputs, digest, mark_stale, record_path, survey, write_record
+from entcal.records import (
+    RecordError,
+    check_current,
+    check_inputs,
+    digest,
+    mark_stale,
+    record_path,
+    survey,
+    write_record,
+)
 
 
 def sha(b: bytes) -> str:
@@ -99,7 +108,9 @@ def test_inputs_made_from_different_versions_of_one_file_do_not_meet(tmp_path):
     gen = _made(tmp_path, "gen", "generate", [weights, prompts])
     weights.write_bytes(b"new")
     scores = _made(tmp_path, "scores", "score", [weights, prompts])
-    with pytest.raises(RecordError, match=r"(gen and .*scores|scores and .*gen) were made from different versions of .*weights"):
+    with pytest.raises(
+        RecordError, match=r"(gen and .*scores|scores and .*gen) were made from different versions of .*weights"
+    ):
         check_inputs([gen, scores])
     with pytest.raises(RecordError, match="was made from another version of .*weights than the one there now"):
         check_inputs([weights, prompts])  # a job reading the weights and the prompts made from the old ones
@@ -217,7 +228,9 @@ def test_the_version_is_one_and_a_folder_of_another_version_is_named(tmp_path):
         raise KeyError("entce_pooled")
 
     (tmp_path / "provenance.json").write_text(json.dumps({"entcal_version": "0.2.0"}))
-    with pytest.raises(KeyError, match=rf"entce_pooled is not in {tmp_path}: that run was written by entcal 0.2.0, this is"):
+    with pytest.raises(
+        KeyError, match=rf"entce_pooled is not in {tmp_path}: that run was written by entcal 0.2.0, this is"
+    ):
         load(tmp_path)
     (tmp_path / "provenance.json").write_text(json.dumps({"entcal_version": entcal.__version__}))
     with pytest.raises(KeyError, match="^'entce_pooled'$"):

@@ -57,8 +57,9 @@ def test_execution_settings_come_from_config_resources_and_threads(monkeypatch):
     from types import SimpleNamespace
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # as SLURM gives a job its GPUs: left as they are
-    job = SimpleNamespace(config={"device": "cuda", "gpu_memory_gb": 141.0, "seed": 0}, resources=SimpleNamespace(gpu=2),
-                          threads=8)  # fmt: skip
+    job = SimpleNamespace(
+        config={"device": "cuda", "gpu_memory_gb": 141.0, "seed": 0}, resources=SimpleNamespace(gpu=2), threads=8
+    )
     assert execution(job) == {"device": "cuda", "gpu_memory_gb": 141.0, "gpus": 2, "threads": 8}
 
 
@@ -71,13 +72,19 @@ def test_concurrent_gpu_jobs_get_their_own_devices_and_slurms_choice_stands(tmp_
     from pathlib import Path
 
     scripts = Path(__file__).resolve().parents[2] / "workflow_scripts"
-    code = ("import os, sys, time; sys.path.insert(0, {s!r}); os.environ.pop('CUDA_VISIBLE_DEVICES', None)\n"
-            "from entcal.runtime import pin_gpus\n"
-            "print(pin_gpus({n}, total=2, lock_dir={d!r}, wait_s={w}), flush=True); time.sleep({hold})")  # fmt: skip
+    code = (
+        "import os, sys, time; sys.path.insert(0, {s!r}); os.environ.pop('CUDA_VISIBLE_DEVICES', None)\n"
+        "from entcal.runtime import pin_gpus\n"
+        "print(pin_gpus({n}, total=2, lock_dir={d!r}, wait_s={w}), flush=True); time.sleep({hold})"
+    )
 
     def start(n, hold, w=30):
-        return subprocess.Popen([sys.executable, "-c", code.format(s=str(scripts), n=n, d=str(tmp_path), w=w, hold=hold)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-c", code.format(s=str(scripts), n=n, d=str(tmp_path), w=w, hold=hold)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     a = start(1, 3)
     first = a.stdout.readline().strip()

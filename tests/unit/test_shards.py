@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shards_are_whole_batches():
     def shards(n, size, batch):
-        return [((s.start, s.stop), [(b.start, b.stop) for b in bs]) for s, bs in group_shards(fixed_batches(n, batch), size)]
+        return [
+            ((s.start, s.stop), [(b.start, b.stop) for b in bs])
+            for s, bs in group_shards(fixed_batches(n, batch), size)
+        ]
 
     assert [s for s, _ in shards(10, 3, 2)] == [(0, 4), (4, 8), (8, 10)]
     assert shards(5, 1, 4) == [((0, 4), [(0, 4)]), ((4, 5), [(4, 5)])]
@@ -62,9 +65,12 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 def _run_killed(module, func, inner, kw, die_at):
-    code = KILL_SCRIPT.format(scripts=str(ROOT / "workflow_scripts"), module=module, func=func, inner=inner,
-                              kw=json.dumps(kw), die_at=die_at)  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    code = KILL_SCRIPT.format(
+        scripts=str(ROOT / "workflow_scripts"), module=module, func=func, inner=inner, kw=json.dumps(kw), die_at=die_at
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     assert r.returncode == -9, r.stderr[-2000:]  # killed by SIGKILL
 
 
@@ -75,19 +81,48 @@ def examples(tmp_path_factory, tiny_model_dir):
 
     d = tmp_path_factory.mktemp("ex")
     texts = [t[i : i + 200] for t in TEXTS for i in (0, 40, 80)]
-    ex = pd.DataFrame({"example_id": range(len(texts)), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
-                       "text": texts})  # fmt: skip
-    return make_prompts(tiny_model_dir, ex, d / "prompts.parquet", prompt_tokens=6, max_new_tokens=10,
-                        min_reference_tokens=4, n_prompts=8)  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(len(texts)),
+            "doc_id": "d",
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": texts,
+        }
+    )
+    return make_prompts(
+        tiny_model_dir,
+        ex,
+        d / "prompts.parquet",
+        prompt_tokens=6,
+        max_new_tokens=10,
+        min_reference_tokens=4,
+        n_prompts=8,
+    )
 
 
 def _gen_kw(model_dir, prompts, out):
-    return dict(model_dir=str(model_dir), model_name="tiny", prompts_path=str(prompts), out_path=str(out),
-                sampler="ancestral", temperature=1.0, max_new_tokens=10, batch_size=2, seed=5, stop_at_eos=False,
-                dtype="float32", device="cpu", shard_size=2)  # fmt: skip
+    return dict(
+        model_dir=str(model_dir),
+        model_name="tiny",
+        prompts_path=str(prompts),
+        out_path=str(out),
+        sampler="ancestral",
+        temperature=1.0,
+        max_new_tokens=10,
+        batch_size=2,
+        seed=5,
+        stop_at_eos=False,
+        dtype="float32",
+        device="cpu",
+        shard_size=2,
+    )
 
 
-def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrupted_run(tiny_model_dir, examples, tmp_path):
+def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrupted_run(
+    tiny_model_dir, examples, tmp_path
+):
     from entcal.jobs import generate_file
 
     ref = tmp_path / "ref" / "g.parquet"
@@ -119,11 +154,21 @@ def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrup
 def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
     from entcal.jobs import score_file
 
-    settings = [{"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"},
-                {"sampler": "top_k", "param": 5, "temperature": 0.8, "slug": "top_k5-t0.8"}]  # fmt: skip
-    kw = lambda out: dict(model_dir=str(tiny_model_dir), model_name="tiny", prompts_path=str(examples),  # noqa: E731
-                          out_path=str(out), settings=settings, batch_size=2, dtype="float32", device="cpu",
-                          shard_size=4)  # fmt: skip
+    settings = [
+        {"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"},
+        {"sampler": "top_k", "param": 5, "temperature": 0.8, "slug": "top_k5-t0.8"},
+    ]
+    kw = lambda out: dict(
+        model_dir=str(tiny_model_dir),
+        model_name="tiny",
+        prompts_path=str(examples),  # noqa: E731
+        out_path=str(out),
+        settings=settings,
+        batch_size=2,
+        dtype="float32",
+        device="cpu",
+        shard_size=4,
+    )
     ref = tmp_path / "ref" / "s.parquet"
     score_file(**kw(ref))
     out = tmp_path / "run" / "s.parquet"

@@ -26,8 +26,17 @@ def _per_prompt(points: dict, n: int, noise: float, seed: int = 0) -> pd.DataFra
             jit = rng.normal(0, noise / 4, (2, n))
             jit -= jit.mean(1, keepdims=True)  # the sample means are exactly (H, L)
             for e in range(n):
-                rows.append({"model": "m", "dataset": "d", "sampler": method, "setting": setting, "example_id": e,
-                             "entropy_mean": h + jit[0, e], "logloss_mean": ll + shared[e] - shared.mean() + jit[1, e]})  # fmt: skip
+                rows.append(
+                    {
+                        "model": "m",
+                        "dataset": "d",
+                        "sampler": method,
+                        "setting": setting,
+                        "example_id": e,
+                        "entropy_mean": h + jit[0, e],
+                        "logloss_mean": ll + shared[e] - shared.mean() + jit[1, e],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -36,9 +45,16 @@ def test_the_method_with_lower_log_loss_at_calibration_wins_by_the_closed_form_m
     # the tilt reaches the same entropies 0.03 nats cheaper in log loss
     tilt = [("future_entropy0.2-t1", 3.2, 2.97), ("future_entropy-t1", 2.6, 3.02)]
     pp = _per_prompt({"ancestral": temps, "future_entropy": tilt}, n=64, noise=0.3)
-    summary = pd.DataFrame({"model": "m", "dataset": "d", "sampler": ["ancestral"] * 3 + ["future_entropy"] * 2,
-                            "gen_forward_tokens": [100.0] * 3 + [250.0] * 2, "mean_gen_tokens": 10.0,
-                            "n_prompts": 10})  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "sampler": ["ancestral"] * 3 + ["future_entropy"] * 2,
+            "gen_forward_tokens": [100.0] * 3 + [250.0] * 2,
+            "mean_gen_tokens": 10.0,
+            "n_prompts": 10,
+        }
+    )
     t = calibration_study(pp, summary, n_boot=400, seed=0).set_index("method")
     # temperature: between t1.1 (EntCE +0.2) and t1 (-0.25): t = 0.2/0.45
     w = 0.2 / 0.45
@@ -49,7 +65,10 @@ def test_the_method_with_lower_log_loss_at_calibration_wins_by_the_closed_form_m
     l_f = 2.97 + w2 * (3.02 - 2.97)
     assert t.loc["future_entropy", "logloss_at_calibration"] == pytest.approx(l_f, abs=1e-9)
     assert t.loc["future_entropy", "delta_vs_temperature"] == pytest.approx(l_f - l_t, abs=1e-9)
-    assert t.loc["ancestral", "setting_below"] == "ancestral-t1" and t.loc["ancestral", "setting_above"] == "ancestral-t1.1"
+    assert (
+        t.loc["ancestral", "setting_below"] == "ancestral-t1"
+        and t.loc["ancestral", "setting_above"] == "ancestral-t1.1"
+    )
     assert t.loc["future_entropy", "forward_tokens_per_generated_token"] == pytest.approx(2.5)
     # the shared per-prompt difficulty cancels in the paired difference: its interval is far narrower
     lo, hi = t.loc["future_entropy", ["delta_ci_low", "delta_ci_high"]]
@@ -72,8 +91,17 @@ def test_intervals_cover_the_truth_at_about_their_level():
         rows = []
         for setting, h, ll in temps_true:
             for e in range(n):
-                rows.append({"model": "m", "dataset": "d", "sampler": "ancestral", "setting": setting, "example_id": e,
-                             "entropy_mean": h + 0.2 * shared[e], "logloss_mean": ll + shared[e]})  # fmt: skip
+                rows.append(
+                    {
+                        "model": "m",
+                        "dataset": "d",
+                        "sampler": "ancestral",
+                        "setting": setting,
+                        "example_id": e,
+                        "entropy_mean": h + 0.2 * shared[e],
+                        "logloss_mean": ll + shared[e],
+                    }
+                )
         t = calibration_study(pd.DataFrame(rows), pd.DataFrame(), n_boot=200, seed=rep, level=0.9)
         covered += bool(t["logloss_ci_low"][0] <= truth <= t["logloss_ci_high"][0])
     assert 0.75 <= covered / 60 <= 0.99
@@ -84,21 +112,36 @@ def test_each_setting_against_temperature_at_its_own_entropy():
     entropy: closed-form interpolation, a paired interval that excludes 0 when the margin is real and far
     narrower than the log loss's own, no comparison outside temperature's range, and the setting's own cost."""
     temps = [("ancestral-t1.1", 3.2, 3.0), ("ancestral-t1", 2.8, 3.05), ("ancestral-t0.9", 2.2, 3.2)]
-    pts = {"ancestral": temps, "one_step_lookahead": [("one_step_lookahead-t1", 3.0, 2.995)],
-           "mirostat": [("mirostat-t1", 4.0, 3.1)], "top_p": [("top_p-t1", 3.203, 3.0)]}  # fmt: skip
+    pts = {
+        "ancestral": temps,
+        "one_step_lookahead": [("one_step_lookahead-t1", 3.0, 2.995)],
+        "mirostat": [("mirostat-t1", 4.0, 3.1)],
+        "top_p": [("top_p-t1", 3.203, 3.0)],
+    }
     pp = _per_prompt(pts, n=64, noise=0.3)
     pp["temperature"] = 1.0
     pp["sampler_param"] = np.nan
-    summary = pd.DataFrame({"model": "m", "dataset": "d", "sampler": ["ancestral", "one_step_lookahead", "mirostat", "top_p"],
-                            "temperature": 1.0, "sampler_param": np.nan, "gen_forward_tokens": [100.0, 600.0, 100.0, 100.0],
-                            "mean_gen_tokens": 10.0, "n_prompts": 10})  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "sampler": ["ancestral", "one_step_lookahead", "mirostat", "top_p"],
+            "temperature": 1.0,
+            "sampler_param": np.nan,
+            "gen_forward_tokens": [100.0, 600.0, 100.0, 100.0],
+            "mean_gen_tokens": 10.0,
+            "n_prompts": 10,
+        }
+    )
     t = setting_comparison(pp, summary, n_boot=400, seed=0).set_index("setting")
     assert list(t.reset_index().columns) == ["setting", *[c for c in SETTING_COLUMNS if c != "setting"]]
     la = t.loc["one_step_lookahead-t1"]
     t_at = 3.05 + (3.0 - 2.8) / (3.2 - 2.8) * (3.0 - 3.05)  # H = 3.0: halfway from t1 (2.8) to t1.1 (3.2)
     assert la["temperature_logloss_at_entropy"] == pytest.approx(t_at, abs=1e-9)
     assert la["delta_vs_temperature_at_entropy"] == pytest.approx(2.995 - 3.025, abs=1e-9)
-    assert la["entce"] == pytest.approx(0.005, abs=1e-9) and la["forward_tokens_per_generated_token"] == pytest.approx(6.0)
+    assert la["entce"] == pytest.approx(0.005, abs=1e-9) and la["forward_tokens_per_generated_token"] == pytest.approx(
+        6.0
+    )
     assert la["delta_ci_low"] < -0.03 < la["delta_ci_high"] < 0
     assert la["delta_ci_high"] - la["delta_ci_low"] < (la["logloss_ci_high"] - la["logloss_ci_low"]) / 2
     assert la["entce_ci_low"] < 0.005 < la["entce_ci_high"]

@@ -20,9 +20,18 @@ def test_training_lowers_loss_and_saves_loadable_checkpoints(tmp_path, caplog, m
     build_tokenizer(str(tmp_path / "docs.parquet"), str(tmp_path / "tok"), str(tmp_path / "ids.npy"), vocab_size=300)
     ids = np.load(tmp_path / "ids.npy")
     assert ids.max() < 300 and ids.dtype == np.uint16
-    cfg = {"tokens": 64 * 8 * 40, "lr": 1e-2, "seq_len": 64, "batch_size": 8, "warmup_steps": 5,
-           "weight_decay": 0.1, "min_lr_ratio": 0.1, "bf16": False, "checkpoint_fractions": [0.5],
-           "max_positions": 128}  # fmt: skip
+    cfg = {
+        "tokens": 64 * 8 * 40,
+        "lr": 1e-2,
+        "seq_len": 64,
+        "batch_size": 8,
+        "warmup_steps": 5,
+        "weight_decay": 0.1,
+        "min_lr_ratio": 0.1,
+        "bf16": False,
+        "checkpoint_fractions": [0.5],
+        "max_positions": 128,
+    }
     arch = {"type": "llama", "hidden_size": 32, "layers": 1, "heads": 2, "ffn": 64}
     monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "0")  # a progress line every step
     with caplog.at_level("INFO", logger="entcal.progress"):
@@ -51,8 +60,17 @@ def test_bf16_autocast_only_where_the_cpu_has_it_natively(tmp_path, monkeypatch)
     docs = pd.DataFrame({"doc_id": ["a", "b", "c"], "split": "train", "source": "x", "n_chars": 0, "text": TEXTS})
     write_parquet(docs, tmp_path / "docs.parquet")
     build_tokenizer(str(tmp_path / "docs.parquet"), str(tmp_path / "tok"), str(tmp_path / "ids.npy"), vocab_size=300)
-    cfg = {"tokens": 64 * 2 * 3, "lr": 1e-2, "seq_len": 64, "batch_size": 2, "warmup_steps": 1, "weight_decay": 0.1,
-           "min_lr_ratio": 0.1, "bf16": True, "max_positions": 128}  # fmt: skip
+    cfg = {
+        "tokens": 64 * 2 * 3,
+        "lr": 1e-2,
+        "seq_len": 64,
+        "batch_size": 2,
+        "warmup_steps": 1,
+        "weight_decay": 0.1,
+        "min_lr_ratio": 0.1,
+        "bf16": True,
+        "max_positions": 128,
+    }
     arch = {"type": "llama", "hidden_size": 16, "layers": 1, "heads": 2, "ffn": 32}
     used = []
     real = torch.autocast
@@ -68,5 +86,7 @@ def test_bf16_autocast_only_where_the_cpu_has_it_natively(tmp_path, monkeypatch)
         meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / f"m{native}"), arch, cfg)
         assert meta["autocast"] == want and set(used) == {native}
         assert json.loads((tmp_path / f"m{native}" / "entcal.json").read_text())["cpu_capability"]
-    meta = train_model(str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "off"), arch, dict(cfg, bf16=False))
+    meta = train_model(
+        str(tmp_path / "ids.npy"), str(tmp_path / "tok"), str(tmp_path / "off"), arch, dict(cfg, bf16=False)
+    )
     assert meta["autocast"] == "float32"

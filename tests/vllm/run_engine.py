@@ -41,24 +41,62 @@ def main():
     prompts = [p for _, p, _ in load_prompts(a.prompts)][: a.n]
     t0 = time.time()
     llm = make_llm(a.model_dir, gpus=0, dtype="float32", seed=0, max_model_len=1024, max_num_seqs=len(prompts))
-    out = {"start_seconds": llm.entcal_start_seconds, "engine_processes": [p.name() for p in engine_processes()],
-           "prompts": prompts, "runs": []}  # fmt: skip
+    out = {
+        "start_seconds": llm.entcal_start_seconds,
+        "engine_processes": [p.name() for p in engine_processes()],
+        "prompts": prompts,
+        "runs": [],
+    }
     settings = SETTINGS if a.settings == "all" else SETTINGS[: int(a.settings)]
     for sampler, temperature, param in settings:
         t = time.time()
-        rows = generate_vllm(llm, prompts, sampler=sampler, temperature=temperature, param=param, max_new_tokens=a.tokens,
-                             seed=11, stop_at_eos=False, end_ids=[])  # fmt: skip
-        out["runs"].append({"sampler": sampler, "temperature": temperature, "param": param, "seconds": time.time() - t,
-                            "rows": [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()} for r in rows]})  # fmt: skip
+        rows = generate_vllm(
+            llm,
+            prompts,
+            sampler=sampler,
+            temperature=temperature,
+            param=param,
+            max_new_tokens=a.tokens,
+            seed=11,
+            stop_at_eos=False,
+            end_ids=[],
+        )
+        out["runs"].append(
+            {
+                "sampler": sampler,
+                "temperature": temperature,
+                "param": param,
+                "seconds": time.time() - t,
+                "rows": [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()} for r in rows],
+            }
+        )
     # the same seeds again: the same tokens
-    again = generate_vllm(llm, prompts, sampler="ancestral", temperature=1.0, param=None, max_new_tokens=a.tokens, seed=11,
-                          stop_at_eos=False, end_ids=[])  # fmt: skip
+    again = generate_vllm(
+        llm,
+        prompts,
+        sampler="ancestral",
+        temperature=1.0,
+        param=None,
+        max_new_tokens=a.tokens,
+        seed=11,
+        stop_at_eos=False,
+        end_ids=[],
+    )
     out["again"] = [r["token_ids"] for r in again]
     # an end id that the model samples often: every generation stops at its first occurrence, inclusive
     first = out["runs"][0]["rows"]
     common = max({t for r in first for t in r["token_ids"]}, key=lambda t: sum(r["token_ids"].count(t) for r in first))
-    ended = generate_vllm(llm, prompts, sampler="ancestral", temperature=1.0, param=None, max_new_tokens=a.tokens, seed=11,
-                          stop_at_eos=True, end_ids=[common])  # fmt: skip
+    ended = generate_vllm(
+        llm,
+        prompts,
+        sampler="ancestral",
+        temperature=1.0,
+        param=None,
+        max_new_tokens=a.tokens,
+        seed=11,
+        stop_at_eos=True,
+        end_ids=[common],
+    )
     out["end_id"], out["ended"] = (
         int(common),
         [{"token_ids": r["token_ids"], "stopped": r["stopped_at_eos"]} for r in ended],

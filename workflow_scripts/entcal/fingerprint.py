@@ -4,7 +4,8 @@ A stage's fingerprint covers its adapter (``workflow_scripts/<stage>.py``) and e
 package the adapter imports, followed transitively (imports inside functions included), each read as
 its syntax tree without docstrings (``ast.dump``: no comments, layout, parentheses, trailing commas or string
 splits). So a change to what a stage computes changes its fingerprint, while ``touch``, a checkout that restores
-a file unchanged, a reformatting (``ruff format``) or an edited comment or docstring does not. Rules pass the fingerprint as a param
+a file unchanged, a reformatting (``ruff format``) or an edited comment or docstring does not. Rules pass the
+fingerprint as a param
 (``code=CODE[...]``): Snakemake reruns a job whose params changed, so an edit to ``entcal/metrics.py``
 reruns the stages that import it (and what is computed from them) and nothing else. Third-party
 libraries are outside the fingerprint (the rule environments pin them; Snakemake's ``software-env``
@@ -30,7 +31,11 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 node.body = node.body[1:] or [ast.Pass()]
     return tree
 

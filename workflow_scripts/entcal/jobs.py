@@ -28,7 +28,16 @@ from entcal.files import check_file, read_sidecar, write_parquet, write_sidecar
 from entcal.logs import Progress
 from entcal.generate import fixed_batches, sample_with_entropy
 from entcal.memory import GB, Budget, ModelShape, auto_batch_fn, generation_batches, plan_generation, plan_scoring
-from entcal.models import count_params, count_params_from_config, effective_context, input_device, load_model, load_tokenizer, model_context, resolve_device
+from entcal.models import (
+    count_params,
+    count_params_from_config,
+    effective_context,
+    input_device,
+    load_model,
+    load_tokenizer,
+    model_context,
+    resolve_device,
+)
 from entcal.predictor import load_head
 from entcal.prompts import end_token_ids, length_order, load_prompts, select_examples
 from entcal.runtime import allocator_settings
@@ -40,7 +49,16 @@ from entcal.vllm_backend import choose_backend, close_llm, entropy_pass, generat
 
 log = logging.getLogger(__name__)
 
-GENERATION_COLUMNS = ["example_id", "prompt_len", "n_tokens", "stopped_at_eos", "token_ids", "entropy", "logprob", "text"]
+GENERATION_COLUMNS = [
+    "example_id",
+    "prompt_len",
+    "n_tokens",
+    "stopped_at_eos",
+    "token_ids",
+    "entropy",
+    "logprob",
+    "text",
+]
 
 
 def job_budget(device: str, gpus: int, gpu_memory_gb: float):
@@ -51,47 +69,102 @@ def job_budget(device: str, gpus: int, gpu_memory_gb: float):
     return Budget(gpus=1, gpu_memory_gb=ram / 2, utilization=1.0, overhead_gb=0.5)
 
 
-def plan_batches(model_dir: str, prompt_lens: list[int], max_new_tokens: int, batch_size, *, device: str, gpus: int,
-                 gpu_memory_gb: float, dtype: str, precision: str = "exact", cap: int = 128) -> list[slice]:  # fmt: skip
+def plan_batches(
+    model_dir: str,
+    prompt_lens: list[int],
+    max_new_tokens: int,
+    batch_size,
+    *,
+    device: str,
+    gpus: int,
+    gpu_memory_gb: float,
+    dtype: str,
+    precision: str = "exact",
+    cap: int = 128,
+) -> list[slice]:
     """Batches over prompts sorted by length: ``batch_size`` at a time, or with ``"auto"`` as many as
     the memory plan (:mod:`entcal.plan`) fits for each batch's longest prompt."""
     if batch_size != "auto":
         return fixed_batches(len(prompt_lens), int(batch_size))
     shape = ModelShape.from_dir(model_dir)
     budget = job_budget(device, gpus, gpu_memory_gb)
-    fits = auto_batch_fn(shape, budget, max_new_tokens, cap=cap, quantization="nf4" if precision == "paper" else "none",
-                         dtype=dtype)
+    fits = auto_batch_fn(
+        shape, budget, max_new_tokens, cap=cap, quantization="nf4" if precision == "paper" else "none", dtype=dtype
+    )
     out = generation_batches(prompt_lens, max_new_tokens, fits)
-    log.info("memory plan: %d batches of %s prompts (%s, %d GPU(s) of %.0f GB)", len(out),
-             sorted({b.stop - b.start for b in out}), shape.model_type, budget.gpus, budget.gpu_memory_gb)  # fmt: skip
+    log.info(
+        "memory plan: %d batches of %s prompts (%s, %d GPU(s) of %.0f GB)",
+        len(out),
+        sorted({b.stop - b.start for b in out}),
+        shape.model_type,
+        budget.gpus,
+        budget.gpu_memory_gb,
+    )
     return out
 
 
-def scoring_batch(model_dir: str, seq_len: int, *, device: str, gpus: int, gpu_memory_gb: float, dtype: str,
-                  precision: str = "exact", lookahead: int = 0) -> tuple[int, int]:  # fmt: skip
+def scoring_batch(
+    model_dir: str,
+    seq_len: int,
+    *,
+    device: str,
+    gpus: int,
+    gpu_memory_gb: float,
+    dtype: str,
+    precision: str = "exact",
+    lookahead: int = 0,
+) -> tuple[int, int]:
     """(sequences per teacher-forced pass, vocabulary chunk) from the memory plan."""
     shape = ModelShape.from_dir(model_dir)
-    p = plan_scoring(shape, job_budget(device, gpus, gpu_memory_gb), seq_len, lookahead=lookahead,
-                     quantization="nf4" if precision == "paper" else "none", dtype=dtype)  # fmt: skip
+    p = plan_scoring(
+        shape,
+        job_budget(device, gpus, gpu_memory_gb),
+        seq_len,
+        lookahead=lookahead,
+        quantization="nf4" if precision == "paper" else "none",
+        dtype=dtype,
+    )
     if not p["fits"]:
-        raise ValueError(f"{model_dir}: one sequence of {seq_len} tokens does not fit the GPUs for scoring: give the "
-                         "model more GPUs (models.<name>.gpus) or set gpu_memory_gb")  # fmt: skip
-    log.info("memory plan: scoring %d sequences of up to %d tokens per pass, vocabulary chunk %d", p["batch"], seq_len,
-             p["chunk"])  # fmt: skip
+        raise ValueError(
+            f"{model_dir}: one sequence of {seq_len} tokens does not fit the GPUs for scoring: give the "
+            "model more GPUs (models.<name>.gpus) or set gpu_memory_gb"
+        )
+    log.info(
+        "memory plan: scoring %d sequences of up to %d tokens per pass, vocabulary chunk %d",
+        p["batch"],
+        seq_len,
+        p["chunk"],
+    )
     return p["batch"], p["chunk"]
 
 
-def job_batch(batch_size, model_dir: str, seq_len: int, *, device: str, gpus: int, gpu_memory_gb: float, dtype: str,
-              new_tokens: int = 0, lookahead: int = 0) -> int:  # fmt: skip
+def job_batch(
+    batch_size,
+    model_dir: str,
+    seq_len: int,
+    *,
+    device: str,
+    gpus: int,
+    gpu_memory_gb: float,
+    dtype: str,
+    new_tokens: int = 0,
+    lookahead: int = 0,
+) -> int:
     """``batch_size``, or with ``"auto"`` the memory plan's: sequences of ``seq_len`` tokens that fit
     one teacher-forced pass (with the lookahead's cache) and, with ``new_tokens``, a generation."""
     if batch_size != "auto":
         return int(batch_size)
-    b = scoring_batch(model_dir, seq_len, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype,
-                      lookahead=lookahead)[0]  # fmt: skip
+    b = scoring_batch(
+        model_dir, seq_len, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype, lookahead=lookahead
+    )[0]
     if new_tokens:
-        g = plan_generation(ModelShape.from_dir(model_dir), job_budget(device, gpus, gpu_memory_gb), seq_len + new_tokens,
-                            prompt_len=seq_len, dtype=dtype)  # fmt: skip
+        g = plan_generation(
+            ModelShape.from_dir(model_dir),
+            job_budget(device, gpus, gpu_memory_gb),
+            seq_len + new_tokens,
+            prompt_len=seq_len,
+            dtype=dtype,
+        )
         b = min(b, max(1, g["batch"]))
     return b
 
@@ -99,10 +172,21 @@ def job_batch(batch_size, model_dir: str, seq_len: int, *, device: str, gpus: in
 PROMPT_COLUMNS = ["example_id", "prompt_len", "reference_len", "prompt_ids", "reference_ids"]
 
 
-def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out_path: str, *, prompt_tokens: int,
-                        max_new_tokens: int, min_reference_tokens: int, n_prompts: int, chat: bool = False,
-                        max_context: int | None = None, text_rules: str = "paper",
-                        chat_instruction: str | None = None) -> None:  # fmt: skip
+def select_prompts_file(
+    model_dir: str,
+    model_name: str,
+    examples_path: str,
+    out_path: str,
+    *,
+    prompt_tokens: int,
+    max_new_tokens: int,
+    min_reference_tokens: int,
+    n_prompts: int,
+    chat: bool = False,
+    max_context: int | None = None,
+    text_rules: str = "paper",
+    chat_instruction: str | None = None,
+) -> None:
     """The prompts of one model x dataset (``prompts/{dataset}/{model}.parquet``), chosen once with the
     model's tokenizer and read by its generation, scoring and predictor jobs: one row per prompt, in
     example order: example_id, prompt_len, reference_len, prompt_ids, reference_ids (the human
@@ -112,16 +196,47 @@ def select_prompts_file(model_dir: str, model_name: str, examples_path: str, out
     tok = load_tokenizer(model_dir, model_name)
     configured, max_context = max_context, effective_context(model_dir, max_context)
     if max_context != configured:
-        log.info("model %s: context %s tokens (its config.json), not the configured %s", model_name, max_context, configured)
-    chosen = select_examples(tok, examples_path, prompt_tokens, max_new_tokens, min_reference_tokens, n_prompts, chat,
-                             max_context, text_rules, chat_instruction)  # fmt: skip
-    df = pd.DataFrame({"example_id": [e for e, _, _ in chosen], "prompt_len": [len(p) for _, p, _ in chosen],
-                       "reference_len": [len(r) for _, _, r in chosen], "prompt_ids": [p for _, p, _ in chosen],
-                       "reference_ids": [r for _, _, r in chosen]})[PROMPT_COLUMNS]  # fmt: skip
-    side = {"model": model_name, "n_prompts": len(df), "requested": n_prompts, "prompt_tokens": prompt_tokens,
-            "max_new_tokens": max_new_tokens, "min_reference_tokens": min_reference_tokens, "max_context": max_context,
-            "max_context_configured": configured, "model_context": model_context(model_dir), "chat": chat, "chat_instruction": chat_instruction if chat else None, "text_rules": text_rules, "mean_prompt_len": float(df["prompt_len"].mean()),
-            "max_prompt_len": int(df["prompt_len"].max()), "seconds": round(time.time() - t0, 2)}  # fmt: skip
+        log.info(
+            "model %s: context %s tokens (its config.json), not the configured %s", model_name, max_context, configured
+        )
+    chosen = select_examples(
+        tok,
+        examples_path,
+        prompt_tokens,
+        max_new_tokens,
+        min_reference_tokens,
+        n_prompts,
+        chat,
+        max_context,
+        text_rules,
+        chat_instruction,
+    )
+    df = pd.DataFrame(
+        {
+            "example_id": [e for e, _, _ in chosen],
+            "prompt_len": [len(p) for _, p, _ in chosen],
+            "reference_len": [len(r) for _, _, r in chosen],
+            "prompt_ids": [p for _, p, _ in chosen],
+            "reference_ids": [r for _, _, r in chosen],
+        }
+    )[PROMPT_COLUMNS]
+    side = {
+        "model": model_name,
+        "n_prompts": len(df),
+        "requested": n_prompts,
+        "prompt_tokens": prompt_tokens,
+        "max_new_tokens": max_new_tokens,
+        "min_reference_tokens": min_reference_tokens,
+        "max_context": max_context,
+        "max_context_configured": configured,
+        "model_context": model_context(model_dir),
+        "chat": chat,
+        "chat_instruction": chat_instruction if chat else None,
+        "text_rules": text_rules,
+        "mean_prompt_len": float(df["prompt_len"].mean()),
+        "max_prompt_len": int(df["prompt_len"].max()),
+        "seconds": round(time.time() - t0, 2),
+    }
     log.info("prompts: %s", write_parquet(df, out_path, side))
 
 
@@ -175,15 +290,34 @@ def generate_file(
     prompts = [p for _, p, _ in chosen]
     # the sampling batches hold the weights in ``dtype`` whatever the precision: under precision: paper the model
     # samples in dtype and only the entropy pass after it (pass_batch below) runs the NF4 copy
-    batches = plan_batches(model_dir, [len(p) for p in prompts], max_new_tokens, batch_size, device=device, gpus=gpus,
-                           gpu_memory_gb=gpu_memory_gb, dtype=dtype, precision="exact")  # fmt: skip
+    batches = plan_batches(
+        model_dir,
+        [len(p) for p in prompts],
+        max_new_tokens,
+        batch_size,
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        dtype=dtype,
+        precision="exact",
+    )
     shards = group_shards(batches, shard_size)
     fingerprint = {
-        "model": model_fingerprint(model_dir), "sampler": sampler, "param": sampler_param, "temperature": temperature,
-        "max_new_tokens": max_new_tokens, "seed": seed, "stop_at_eos": stop_at_eos, "end_ids": ends, "dtype": dtype,
-        "calibration": Path(calibration).read_text() if calibration else None, "backend": backend,
-        "precision": precision, "prompts": prompts, "batches": [(b.start, b.stop) for b in batches],
-    }  # fmt: skip
+        "model": model_fingerprint(model_dir),
+        "sampler": sampler,
+        "param": sampler_param,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "stop_at_eos": stop_at_eos,
+        "end_ids": ends,
+        "dtype": dtype,
+        "calibration": Path(calibration).read_text() if calibration else None,
+        "backend": backend,
+        "precision": precision,
+        "prompts": prompts,
+        "batches": [(b.start, b.stop) for b in batches],
+    }
     store = ShardStore(out_path, fingerprint)
     calib = load_calibration(calibration) if calibration else {}
     if registry_entry(sampler).needs_predictor and not calib:
@@ -192,16 +326,43 @@ def generate_file(
     two_phase = precision == "paper"  # sample, then the NF4 entropy pass
     same_pass = backend == "vllm" and not two_phase  # vLLM samples and records the entropy itself
     max_seqs = max(b.stop - b.start for b in batches)
-    pass_batch = batch_size if batch_size != "auto" else scoring_batch(model_dir, max(len(p) for p in prompts) + max_new_tokens,
-                                                                       device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb,
-                                                                       dtype=dtype, precision=precision)[0]  # fmt: skip
+    pass_batch = (
+        batch_size
+        if batch_size != "auto"
+        else scoring_batch(
+            model_dir,
+            max(len(p) for p in prompts) + max_new_tokens,
+            device=device,
+            gpus=gpus,
+            gpu_memory_gb=gpu_memory_gb,
+            dtype=dtype,
+            precision=precision,
+        )[0]
+    )
     setting = {"sampler": sampler, "temperature": temperature, "param": sampler_param}
     tokens = {}
     if two_phase:  # phase 1: the sampled tokens of every unfinished shard (kept in their own shards)
-        tokens = _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, backend=backend, tok=tok,
-                                setting=setting, calib=calib, head=head, max_new_tokens=max_new_tokens, seed=seed,
-                                stop_at_eos=stop_at_eos, ends=ends, gpus=gpus, dtype=dtype, device=device,
-                                gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+        tokens = _sample_tokens(
+            model_dir,
+            model_name,
+            chosen,
+            shards,
+            store,
+            fingerprint,
+            backend=backend,
+            tok=tok,
+            setting=setting,
+            calib=calib,
+            head=head,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            stop_at_eos=stop_at_eos,
+            ends=ends,
+            gpus=gpus,
+            dtype=dtype,
+            device=device,
+            gpu_memory_gb=gpu_memory_gb,
+        )
     model, factory, head_mod, engine, engine_seconds = None, None, None, None, None
     frames, n_new_run = [], 0
     todo = sum(sl.stop - sl.start for k, (sl, _) in enumerate(shards) if not store.path(k).exists()) or len(chosen)
@@ -215,30 +376,71 @@ def generate_file(
             if df is None:
                 if same_pass:
                     if engine is None:  # one engine per job, started where the first shard needs it
-                        engine = make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed, max_num_seqs=max_seqs,
-                                          max_model_len=effective_context(model_dir, 4096), gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+                        engine = make_llm(
+                            model_dir,
+                            gpus=gpus,
+                            dtype=dtype,
+                            seed=seed,
+                            max_num_seqs=max_seqs,
+                            max_model_len=effective_context(model_dir, 4096),
+                            gpu_memory_gb=gpu_memory_gb,
+                        )
                         engine_seconds = engine.entcal_start_seconds
-                    rows = generate_vllm(engine, [p for _, p, _ in part], sampler=sampler, temperature=temperature,
-                                         param=sampler_param, max_new_tokens=max_new_tokens, seed=seed + sl.start,
-                                         stop_at_eos=stop_at_eos, end_ids=ends)  # fmt: skip
+                    rows = generate_vllm(
+                        engine,
+                        [p for _, p, _ in part],
+                        sampler=sampler,
+                        temperature=temperature,
+                        param=sampler_param,
+                        max_new_tokens=max_new_tokens,
+                        seed=seed + sl.start,
+                        stop_at_eos=stop_at_eos,
+                        end_ids=ends,
+                    )
                 else:
                     if model is None:
-                        model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
-                                                gpu_memory_gb=gpu_memory_gb,
-                                                quantization="nf4" if precision == "paper" else "none")  # fmt: skip
+                        model, tok = load_model(
+                            model_dir,
+                            model_name,
+                            dtype=dtype,
+                            device=device,
+                            gpus=gpus,
+                            gpu_memory_gb=gpu_memory_gb,
+                            quantization="nf4" if precision == "paper" else "none",
+                        )
                         head_mod = load_head(head, model)[0] if calib and head else None
                         if calib and not two_phase:
                             factory = calibrated_processors(sampler, model, calib, head_mod, sampler_param)
                     if two_phase:
-                        rows = _entropy_rows(model, [p for _, p, _ in part], tokens[k], setting, calib, head_mod, ends,
-                                             tok.pad_token_id, pass_batch)  # fmt: skip
+                        rows = _entropy_rows(
+                            model,
+                            [p for _, p, _ in part],
+                            tokens[k],
+                            setting,
+                            calib,
+                            head_mod,
+                            ends,
+                            tok.pad_token_id,
+                            pass_batch,
+                        )
                     else:
                         rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
-                        rows = sample_with_entropy(model, tok, [p for _, p, _ in part], temperature=temperature,
-                                                   max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
-                                                   stop_at_eos=stop_at_eos, sampler=sampler, sampler_param=sampler_param,
-                                                   extra_processors=factory, end_ids=ends, batches=rel,
-                                                   on_step=lambda p, t: progress.update(base[0] + p, base[1] + t))  # fmt: skip
+                        rows = sample_with_entropy(
+                            model,
+                            tok,
+                            [p for _, p, _ in part],
+                            temperature=temperature,
+                            max_new_tokens=max_new_tokens,
+                            batch_size=0,
+                            seed=seed + sl.start,
+                            stop_at_eos=stop_at_eos,
+                            sampler=sampler,
+                            sampler_param=sampler_param,
+                            extra_processors=factory,
+                            end_ids=ends,
+                            batches=rel,
+                            on_step=lambda p, t: progress.update(base[0] + p, base[1] + t),
+                        )
                 for example_id, row in zip(ids, rows):
                     row["example_id"] = example_id
                     row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
@@ -297,15 +499,36 @@ def generate_file(
 
 def _entropy_rows(model, prompts, generated, setting, calib, head, ends, pad_id, batch_size) -> list[dict]:
     """Rows of the two-phase path: the exact entropy pass over the sampled tokens."""
-    rows = entropy_pass(model, prompts, generated, setting, batch_size=batch_size, pad_id=pad_id, calib=calib or None,
-                        head=head)  # fmt: skip
+    rows = entropy_pass(
+        model, prompts, generated, setting, batch_size=batch_size, pad_id=pad_id, calib=calib or None, head=head
+    )
     for row in rows:
         row["stopped_at_eos"] = bool(row["token_ids"] and row["token_ids"][-1] in set(ends))
     return rows
 
 
-def _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, *, backend, tok, setting, calib, head,
-                   max_new_tokens, seed, stop_at_eos, ends, gpus, dtype, device, gpu_memory_gb) -> dict[int, list[list[int]]]:  # fmt: skip
+def _sample_tokens(
+    model_dir,
+    model_name,
+    chosen,
+    shards,
+    store,
+    fingerprint,
+    *,
+    backend,
+    tok,
+    setting,
+    calib,
+    head,
+    max_new_tokens,
+    seed,
+    stop_at_eos,
+    ends,
+    gpus,
+    dtype,
+    device,
+    gpu_memory_gb,
+) -> dict[int, list[list[int]]]:
     """Phase 1 of the two-phase path: sampled token ids of every shard not yet finished, from vLLM or
     from the model in ``dtype`` without the recorder. Token shards are kept (``{output}.tokens.shards``),
     so a job killed during the entropy pass does not sample again."""
@@ -320,24 +543,56 @@ def _sample_tokens(model_dir, model_name, chosen, shards, store, fingerprint, *,
             if df is None:
                 prompts = [p for _, p, _ in chosen[sl]]
                 if backend == "vllm":
-                    llm = llm or make_llm(model_dir, gpus=gpus, dtype=dtype, seed=seed, record=False,
-                                          max_num_seqs=max(b.stop - b.start for _, bs in shards for b in bs),
-                                          max_model_len=effective_context(model_dir, 4096), gpu_memory_gb=gpu_memory_gb)  # fmt: skip
-                    rows = generate_vllm(llm, prompts, sampler=setting["sampler"], temperature=setting["temperature"],
-                                         param=setting["param"], max_new_tokens=max_new_tokens, seed=seed + sl.start,
-                                         stop_at_eos=stop_at_eos, end_ids=ends, record=False)  # fmt: skip
+                    llm = llm or make_llm(
+                        model_dir,
+                        gpus=gpus,
+                        dtype=dtype,
+                        seed=seed,
+                        record=False,
+                        max_num_seqs=max(b.stop - b.start for _, bs in shards for b in bs),
+                        max_model_len=effective_context(model_dir, 4096),
+                        gpu_memory_gb=gpu_memory_gb,
+                    )
+                    rows = generate_vllm(
+                        llm,
+                        prompts,
+                        sampler=setting["sampler"],
+                        temperature=setting["temperature"],
+                        param=setting["param"],
+                        max_new_tokens=max_new_tokens,
+                        seed=seed + sl.start,
+                        stop_at_eos=stop_at_eos,
+                        end_ids=ends,
+                        record=False,
+                    )
                 else:
                     if engine is None:
-                        engine, _ = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus,
-                                               gpu_memory_gb=gpu_memory_gb)  # fmt: skip
+                        engine, _ = load_model(
+                            model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb
+                        )
                         head_mod = load_head(head, engine)[0] if calib and head else None
-                        factory = calibrated_processors(setting["sampler"], engine, calib, head_mod, setting["param"]) if calib else None
+                        factory = (
+                            calibrated_processors(setting["sampler"], engine, calib, head_mod, setting["param"])
+                            if calib
+                            else None
+                        )
                     rel = [slice(b.start - sl.start, b.stop - sl.start) for b in shard_batches]
-                    rows = sample_with_entropy(engine, tok, prompts, temperature=setting["temperature"],
-                                               max_new_tokens=max_new_tokens, batch_size=0, seed=seed + sl.start,
-                                               stop_at_eos=stop_at_eos, sampler=setting["sampler"],
-                                               sampler_param=setting["param"], extra_processors=factory, record=False,
-                                               end_ids=ends, batches=rel)  # fmt: skip
+                    rows = sample_with_entropy(
+                        engine,
+                        tok,
+                        prompts,
+                        temperature=setting["temperature"],
+                        max_new_tokens=max_new_tokens,
+                        batch_size=0,
+                        seed=seed + sl.start,
+                        stop_at_eos=stop_at_eos,
+                        sampler=setting["sampler"],
+                        sampler_param=setting["param"],
+                        extra_processors=factory,
+                        record=False,
+                        end_ids=ends,
+                        batches=rel,
+                    )
                 df = pd.DataFrame({"example_id": ids, "token_ids": [r["token_ids"] for r in rows]})
                 tok_store.save(k, df, ids)
             out[k] = [list(t) for t in df["token_ids"]]
@@ -382,8 +637,15 @@ def score_file(
     ``dtype`` compute; needs bitsandbytes).
     """
     torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb,
-                            quantization="nf4" if precision == "paper" else "none")  # fmt: skip
+    model, tok = load_model(
+        model_dir,
+        model_name,
+        dtype=dtype,
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        quantization="nf4" if precision == "paper" else "none",
+    )
     calib = load_calibration(calibration) if calibration else None
     head_mod = load_head(head, model)[0] if head else None
     chosen = load_prompts(prompts_path)
@@ -391,13 +653,29 @@ def score_file(
     chunk = 256
     if batch_size == "auto":
         look = calib["candidates"] if calib and any(st["sampler"] == "one_step_lookahead" for st in settings) else 0
-        batch_size, chunk = scoring_batch(model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
-                                          gpu_memory_gb=gpu_memory_gb, dtype=dtype, precision=precision, lookahead=look)  # fmt: skip
-    store = ShardStore(out_path, {
-        "model": model_fingerprint(model_dir), "settings": settings, "epsilon": epsilon, "dtype": dtype,
-        "precision": precision, "calibration": Path(calibration).read_text() if calibration else None,
-        "pairs": [(p, r) for _, p, r in chosen], "batch_size": batch_size,
-    })  # fmt: skip
+        batch_size, chunk = scoring_batch(
+            model_dir,
+            max(len(p) + len(r) for _, p, r in chosen),
+            device=device,
+            gpus=gpus,
+            gpu_memory_gb=gpu_memory_gb,
+            dtype=dtype,
+            precision=precision,
+            lookahead=look,
+        )
+    store = ShardStore(
+        out_path,
+        {
+            "model": model_fingerprint(model_dir),
+            "settings": settings,
+            "epsilon": epsilon,
+            "dtype": dtype,
+            "precision": precision,
+            "calibration": Path(calibration).read_text() if calibration else None,
+            "pairs": [(p, r) for _, p, r in chosen],
+            "batch_size": batch_size,
+        },
+    )
     t0, frames = time.time(), []
     groups = group_shards(fixed_batches(len(chosen), batch_size), shard_size)
     progress = Progress(f"score {model_name} ({len(settings)} settings)", len(chosen), unit="references")
@@ -406,8 +684,17 @@ def score_file(
         ids = [e for e, _, _ in part]
         df = store.load(len(frames), ids)
         if df is None:
-            scored = score_settings(model, [(p, r) for _, p, r in part], settings, batch_size, tok.pad_token_id,
-                                    epsilon, chunk=chunk, calib=calib, head=head_mod)  # fmt: skip
+            scored = score_settings(
+                model,
+                [(p, r) for _, p, r in part],
+                settings,
+                batch_size,
+                tok.pad_token_id,
+                epsilon,
+                chunk=chunk,
+                calib=calib,
+                head=head_mod,
+            )
             df = pd.DataFrame(score_rows(part, scored, settings))
             store.save(len(frames), df, ids)
         frames.append(df)

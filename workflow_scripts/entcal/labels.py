@@ -31,8 +31,17 @@ from entcal.prompts import pad, select_examples
 log = logging.getLogger(__name__)
 
 
-def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, per_window: int, n_windows: int,
-                  heldout_fraction: float, seed: int, chat: bool = False) -> list[dict]:  # fmt: skip
+def make_prefixes(
+    tok,
+    windows: pd.DataFrame,
+    prompt_tokens: int,
+    max_len: int,
+    per_window: int,
+    n_windows: int,
+    heldout_fraction: float,
+    seed: int,
+    chat: bool = False,
+) -> list[dict]:
     """Prefixes of calibration-split windows: the tokenizer's specials + the window's first
     ``prompt_tokens + step`` tokens, ``step`` uniform in [0, max_len) and within the window (the
     evaluation's generation steps). The windows are the first ``n_windows`` that hold
@@ -50,8 +59,9 @@ def make_prefixes(tok, windows: pd.DataFrame, prompt_tokens: int, max_len: int, 
 
 
 @torch.inference_mode()
-def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, layer: int | None = None,
-                on_batch=None) -> torch.Tensor:  # fmt: skip
+def last_hidden(
+    model, seqs: list[list[int]], pad_id: int, batch_size: int, layer: int | None = None, on_batch=None
+) -> torch.Tensor:
     """The hidden state at the end of each sequence, (N, d), float32: the last (final norm applied), or the
     output of decoder layer ``layer`` (1-based; ``hidden_states[layer]`` of transformers).
     ``on_batch(sequences_done, tokens_done)`` after each batch (progress)."""
@@ -71,9 +81,19 @@ def last_hidden(model, seqs: list[list[int]], pad_id: int, batch_size: int, laye
 
 
 @torch.inference_mode()
-def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollouts: int, horizon: int,
-                   batch_size: int, seed: int, stop_at_eos: bool = True,
-                   end_ids: list[int] | None = None) -> tuple[pd.DataFrame, int]:  # fmt: skip
+def label_prefixes(
+    model,
+    tok,
+    prefixes: list[dict],
+    *,
+    candidates: int,
+    rollouts: int,
+    horizon: int,
+    batch_size: int,
+    seed: int,
+    stop_at_eos: bool = True,
+    end_ids: list[int] | None = None,
+) -> tuple[pd.DataFrame, int]:
     """Monte Carlo labels of the k-step future entropy after each top candidate of each prefix.
 
     Returns (one row per prefix x candidate, forward tokens spent). The rollouts are sampled by
@@ -97,9 +117,18 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
     # sort by length so left-padded batches waste little; results are put back in order
     order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
     progress = Progress(f"labels: rollouts of {horizon} tokens", len(prompts), unit="rollouts")
-    res = sample_with_entropy(model, tok, [prompts[j] for j in order], temperature=1.0, max_new_tokens=horizon,
-                              batch_size=batch_size, seed=seed, stop_at_eos=stop_at_eos, end_ids=sorted(ends),
-                              on_step=progress.update)  # fmt: skip
+    res = sample_with_entropy(
+        model,
+        tok,
+        [prompts[j] for j in order],
+        temperature=1.0,
+        max_new_tokens=horizon,
+        batch_size=batch_size,
+        seed=seed,
+        stop_at_eos=stop_at_eos,
+        end_ids=sorted(ends),
+        on_step=progress.update,
+    )
     progress.finish()
     sums = np.empty(len(prompts))
     first = np.empty(len(prompts))
@@ -112,21 +141,36 @@ def label_prefixes(model, tok, prefixes: list[dict], *, candidates: int, rollout
     for i, p in enumerate(prefixes):
         for r in range(candidates):
             n = by_job.get((i, r))
-            rows.append({
-                "prefix_id": p["prefix_id"], "window_id": p["window_id"], "split": p["split"], "step": p["step"],
-                "prefix_len": len(p["prefix_ids"]), "rank": r, "candidate": int(top.indices[i, r]),
-                "logprob": float(top.values[i, r]),
-                "onestep_entropy": float(first[n, 0]) if n is not None else 0.0,
-                "label": float(sums[n].mean()) if n is not None else 0.0,
-                "label_rollouts": sums[n].astype(np.float32) if n is not None else np.zeros(rollouts, np.float32),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "prefix_id": p["prefix_id"],
+                    "window_id": p["window_id"],
+                    "split": p["split"],
+                    "step": p["step"],
+                    "prefix_len": len(p["prefix_ids"]),
+                    "rank": r,
+                    "candidate": int(top.indices[i, r]),
+                    "logprob": float(top.values[i, r]),
+                    "onestep_entropy": float(first[n, 0]) if n is not None else 0.0,
+                    "label": float(sums[n].mean()) if n is not None else 0.0,
+                    "label_rollouts": sums[n].astype(np.float32) if n is not None else np.zeros(rollouts, np.float32),
+                }
+            )
     spent = sum(len(p["prefix_ids"]) for p in prefixes) + sum(len(q) + horizon for q in prompts)
     return pd.DataFrame(rows), int(spent)
 
 
 @torch.inference_mode()
-def fit_data(model, pairs: list[tuple[list[int], list[int]]], k: int, head: FutureEntropyHead, lookahead: bool,
-             batch_size: int, pad_id: int, on_batch=None) -> dict[str, torch.Tensor]:  # fmt: skip
+def fit_data(
+    model,
+    pairs: list[tuple[list[int], list[int]]],
+    k: int,
+    head: FutureEntropyHead,
+    lookahead: bool,
+    batch_size: int,
+    pad_id: int,
+    on_batch=None,
+) -> dict[str, torch.Tensor]:
     """Every scored position of the pairs: log p̂ (N, V), top-k candidates (N, k), the head's and
     (optionally) the lookahead's f on them (N, k), the human token (N,) and the step (N,), on the CPU.
     ``on_batch(pairs_done, tokens_done)`` after each batch (progress)."""

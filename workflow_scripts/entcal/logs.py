@@ -56,8 +56,12 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         import socket
 
         logging.getLogger("entcal.job").info(
-            "%s of this job (host %s, pid %d%s); kept there if it does not succeed", attempt, socket.gethostname(),
-            os.getpid(), f", SLURM job {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else "")  # fmt: skip
+            "%s of this job (host %s, pid %d%s); kept there if it does not succeed",
+            attempt,
+            socket.gethostname(),
+            os.getpid(),
+            f", SLURM job {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else "",
+        )
     if logfile:
         import faulthandler
 
@@ -97,7 +101,9 @@ def _attempt_log(logfile: str):
 
     folder = Path(f"{logfile}.attempts")
     folder.mkdir(parents=True, exist_ok=True)
-    k = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("attempt-*.log") if p.stem.split("-")[1].isdigit()), default=0)
+    k = 1 + max(
+        (int(p.stem.split("-")[1]) for p in folder.glob("attempt-*.log") if p.stem.split("-")[1].isdigit()), default=0
+    )
     return folder / f"attempt-{k}.log"
 
 
@@ -113,18 +119,28 @@ def _check_outputs(paths: list[str], t0: float, failed: list, made=None, attempt
     log = logging.getLogger("entcal.job")
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        log.critical("the job is ending without writing %d of its %d outputs, and no exception was raised: %s. "
-                     "It fails here rather than pass as done; rerun it, and report this with its log.",
-                     len(missing), len(paths), ", ".join(missing))  # fmt: skip
+        log.critical(
+            "the job is ending without writing %d of its %d outputs, and no exception was raised: %s. "
+            "It fails here rather than pass as done; rerun it, and report this with its log.",
+            len(missing),
+            len(paths),
+            ", ".join(missing),
+        )
         logging.shutdown()
         os._exit(1)
-    size = sum(f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    size = sum(
+        f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()
+    )
     if made is not None:
         t1 = time.monotonic()
         for p in paths:
             records.write_record(p, made[0], made[1])
-        log.info("recorded what %d outputs were made from (%d inputs by SHA-256) in %.2f s", len(paths), len(made[1]),
-                 time.monotonic() - t1)  # fmt: skip
+        log.info(
+            "recorded what %d outputs were made from (%d inputs by SHA-256) in %.2f s",
+            len(paths),
+            len(made[1]),
+            time.monotonic() - t1,
+        )
     log.info("done: %d outputs, %.1f MB, %s", len(paths), size / 1e6, _clock(time.monotonic() - t0))
     if attempt is not None:  # succeeded: the rule log is its record; earlier failed attempts stay
         for h in logging.getLogger().handlers:
@@ -199,9 +215,17 @@ class Progress:
     or 60 s. Plain log lines read the same in a rule's log, on a terminal and in a SLURM job's output.
     """
 
-    def __init__(self, what: str, total: float, unit: str = "prompts", rate_unit: str = "tokens",
-                 interval: float | None = None, logger: logging.Logger | None = None, clock=None,
-                 bar: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        what: str,
+        total: float,
+        unit: str = "prompts",
+        rate_unit: str = "tokens",
+        interval: float | None = None,
+        logger: logging.Logger | None = None,
+        clock=None,
+        bar: bool | None = None,
+    ):
         import time
 
         self.what, self.total, self.unit, self.rate_unit = what, float(total), unit, rate_unit
@@ -225,8 +249,9 @@ class Progress:
             self.bar.update(float(done) - self.bar.n)
             if float(self.bar.n).is_integer():  # "8/8", not "8.0/8"
                 self.bar.n = int(self.bar.n)
-            self.bar.set_postfix_str(f"{self.count / max(self.clock() - self.t0, 1e-9):.1f} {self.rate_unit}/s",
-                                     refresh=False)  # fmt: skip
+            self.bar.set_postfix_str(
+                f"{self.count / max(self.clock() - self.t0, 1e-9):.1f} {self.rate_unit}/s", refresh=False
+            )
         self.done = float(done)
         if count is not None:
             self.count = count
@@ -244,9 +269,11 @@ class Progress:
         frac = self.done / self.total if self.total else 1.0
         left = el * (1 - frac) / frac if frac > 0 else float("nan")
         done = f"{self.done:.0f}" if abs(self.done - round(self.done)) < 1e-9 else f"{self.done:.1f}"
-        return (f"{self.what}: {done}/{self.total:.0f} {self.unit} ({100 * frac:.0f} %), {self.count / el:.1f} "
-                f"{self.rate_unit}/s, elapsed {_clock(el)}, "
-                f"{'about ' + _clock(left) + ' left' if left == left else 'time left unknown'}")  # fmt: skip
+        return (
+            f"{self.what}: {done}/{self.total:.0f} {self.unit} ({100 * frac:.0f} %), {self.count / el:.1f} "
+            f"{self.rate_unit}/s, elapsed {_clock(el)}, "
+            f"{'about ' + _clock(left) + ' left' if left == left else 'time left unknown'}"
+        )
 
     def finish(self, done: float | None = None) -> str:
         """The last line; ``done``: where the job stopped, if before ``total`` (early stopping): the line then

@@ -29,10 +29,12 @@ def check_full_cache(past, n_keys: int) -> None:
             continue
         window = getattr(layer, "sliding_window", None)
         if window is not None and n_keys > window - 1:
-            raise ValueError(f"the exact one-step lookahead needs the keys of all {n_keys} tokens, but layer {i} of this "
-                             f"model attends over a sliding window of {window} tokens and keeps only the last {window - 1}: "
-                             f"keep prompt + generated tokens below {window} for this model (generation.prompt_tokens, "
-                             "max_new_tokens), or leave one_step_lookahead out of its samplers")  # fmt: skip
+            raise ValueError(
+                f"the exact one-step lookahead needs the keys of all {n_keys} tokens, but layer {i} of this "
+                f"model attends over a sliding window of {window} tokens and keeps only the last {window - 1}: "
+                f"keep prompt + generated tokens below {window} for this model (generation.prompt_tokens, "
+                "max_new_tokens), or leave one_step_lookahead out of its samplers"
+            )
     if hasattr(past, "activate_past_recording"):
         past.activate_past_recording()
 
@@ -64,7 +66,9 @@ def candidate_entropies(model, past, key_mask: torch.Tensor, ends: torch.Tensor,
     csum = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), key_mask.long().cumsum(-1)], -1)
     pos = csum.gather(1, ends)
     base = getattr(model, model.base_model_prefix)
-    hid = base(input_ids=cands, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True).last_hidden_state
+    hid = base(
+        input_ids=cands, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True
+    ).last_hidden_state
     past.crop(-Q)  # drop the candidates again (negative: number of tokens to remove)
     return block_entropies(model, hid.reshape(B * Q, -1)).view(B, Q)
 
@@ -87,8 +91,10 @@ def block_entropies(model, h: torch.Tensor) -> torch.Tensor:
     """Entropy of the next-token distribution of each row of final hidden states ``h`` (N, d), the
     vocabulary projection a block of rows at a time."""
     n = _rows_per_block(model)
-    out = [entropy_from_logprobs(torch.log_softmax(upcast(output_logits(model, h[i : i + n])), -1))
-           for i in range(0, h.shape[0], n)]  # fmt: skip
+    out = [
+        entropy_from_logprobs(torch.log_softmax(upcast(output_logits(model, h[i : i + n])), -1))
+        for i in range(0, h.shape[0], n)
+    ]
     return torch.cat(out) if out else h.new_zeros(0)
 
 
@@ -101,8 +107,9 @@ def block_topk(model, h: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: list[int], lengths: list[int], k: int,
-                        query_chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def reference_lookahead(
+    model, ids: torch.Tensor, mask: torch.Tensor, starts: list[int], lengths: list[int], k: int, query_chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher-forced pass over right-padded sequences, with the one-step lookahead at each scored
     position when ``k`` > 0.
 
@@ -133,8 +140,9 @@ def reference_lookahead(model, ids: torch.Tensor, mask: torch.Tensor, starts: li
 
 
 @torch.inference_mode()
-def teacher_forced(model, pairs: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-                   k: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:  # fmt: skip
+def teacher_forced(
+    model, pairs: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, k: int = 0
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
     """Batches of (prompt, reference) pairs through :func:`reference_lookahead`: yields (index of the
     batch's first pair, ids (B, S) on the input device, h (B, L, d), top (B, L, k), f (B, L, k)); row
     i scores the reference of pair ``start + i``, whose token j is ``ids[i, len(prompt) + j]``."""

@@ -69,17 +69,37 @@ class ModelShape:
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
         ctx = next((int(cfg[k]) for k in CONTEXT_KEYS if isinstance(cfg.get(k), int) and cfg[k] > 0), None)
-        common = dict(model_type=t, layers=int(cfg["num_hidden_layers"]), hidden=hidden, heads=heads,
-                      head_dim=int(cfg.get("head_dim") or hidden // heads), vocab=int(cfg["vocab_size"]),
-                      tied=bool(cfg.get("tie_word_embeddings", False)), max_position=ctx)  # fmt: skip
+        common = dict(
+            model_type=t,
+            layers=int(cfg["num_hidden_layers"]),
+            hidden=hidden,
+            heads=heads,
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            vocab=int(cfg["vocab_size"]),
+            tied=bool(cfg.get("tie_word_embeddings", False)),
+            max_position=ctx,
+        )
         if t == "gpt_neox":
             bias = bool(cfg.get("attention_bias", True))
-            return cls(**common, kv_heads=heads, intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
-                       qkv_bias=bias, o_bias=bias, mlp_bias=True, mlp_matrices=2, norm_params=2)  # fmt: skip
+            return cls(
+                **common,
+                kv_heads=heads,
+                intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
+                qkv_bias=bias,
+                o_bias=bias,
+                mlp_bias=True,
+                mlp_matrices=2,
+                norm_params=2,
+            )
         attn_bias = bool(cfg.get("attention_bias", False))
-        return cls(**common, kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                   intermediate=int(cfg["intermediate_size"]), qkv_bias=t == "qwen2" or attn_bias, o_bias=attn_bias,
-                   mlp_bias=bool(cfg.get("mlp_bias", False)))  # fmt: skip
+        return cls(
+            **common,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            intermediate=int(cfg["intermediate_size"]),
+            qkv_bias=t == "qwen2" or attn_bias,
+            o_bias=attn_bias,
+            mlp_bias=bool(cfg.get("mlp_bias", False)),
+        )
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "ModelShape":
@@ -115,8 +135,11 @@ class ModelShape:
 
     def n_params(self) -> int:
         """Total parameters, tied weights counted once."""
-        return (self.layers * (self.layer_linear() + self.layer_other()) + self.embedding_params()
-                + self.norm_params * self.hidden)  # fmt: skip
+        return (
+            self.layers * (self.layer_linear() + self.layer_other())
+            + self.embedding_params()
+            + self.norm_params * self.hidden
+        )
 
     def n_params_nonembedding(self) -> int:
         return self.n_params() - self.embedding_params()
@@ -135,8 +158,9 @@ class ModelShape:
     def activation_bytes_per_token(self, dtype: str = "bfloat16") -> int:
         """Live activations of one token inside one layer: residual, normed input, q/k/v, attention
         output, and the MLP's intermediates (gate, up, their product)."""
-        return (3 * self.hidden + self.q_dim + 2 * self.kv_dim + self.q_dim
-                + self.mlp_matrices * self.intermediate) * BYTES[dtype]  # fmt: skip
+        return (
+            3 * self.hidden + self.q_dim + 2 * self.kv_dim + self.q_dim + self.mlp_matrices * self.intermediate
+        ) * BYTES[dtype]
 
     def flops_per_token(self, context: float) -> float:
         """Forward FLOPs of one token at a context of ``context`` tokens: 2 per weight it multiplies
@@ -169,8 +193,17 @@ def weights_per_gpu(shape: ModelShape, budget: Budget, quantization: str = "none
     return (w - emb) / budget.gpus + emb
 
 
-def generation_peak(shape: ModelShape, budget: Budget, batch: int, context: int, *, quantization: str = "none",
-                    dtype: str = "bfloat16", prefill_chunk: int = 512, prompt_len: int | None = None) -> dict:  # fmt: skip
+def generation_peak(
+    shape: ModelShape,
+    budget: Budget,
+    batch: int,
+    context: int,
+    *,
+    quantization: str = "none",
+    dtype: str = "bfloat16",
+    prefill_chunk: int = 512,
+    prompt_len: int | None = None,
+) -> dict:
     """Bytes on the fullest GPU while generating ``batch`` rows up to ``context`` tokens (longest
     prompt + new tokens). Returns the parts and ``peak``."""
     g = max(1, budget.gpus)
@@ -180,14 +213,28 @@ def generation_peak(shape: ModelShape, budget: Budget, batch: int, context: int,
     act = batch * chunk * shape.activation_bytes_per_token(dtype)
     act += batch * chunk * context  # the chunk's boolean attention mask over the keys
     scores = 8 * batch * shape.vocab * 4  # float32 next-token scores: warpers, recorder, calibrated samplers
-    parts = {"weights": weights_per_gpu(shape, budget, quantization, dtype), "kv_cache": kv, "activations": act,
-             "scores": scores, "overhead": budget.overhead_gb * GB}  # fmt: skip
+    parts = {
+        "weights": weights_per_gpu(shape, budget, quantization, dtype),
+        "kv_cache": kv,
+        "activations": act,
+        "scores": scores,
+        "overhead": budget.overhead_gb * GB,
+    }
     parts["peak"] = sum(parts.values())
     return parts
 
 
-def scoring_peak(shape: ModelShape, budget: Budget, batch: int, seq_len: int, chunk: int, *, lookahead: int = 0,
-                 quantization: str = "none", dtype: str = "bfloat16") -> dict:  # fmt: skip
+def scoring_peak(
+    shape: ModelShape,
+    budget: Budget,
+    batch: int,
+    seq_len: int,
+    chunk: int,
+    *,
+    lookahead: int = 0,
+    quantization: str = "none",
+    dtype: str = "bfloat16",
+) -> dict:
     """Bytes on the fullest GPU for a teacher-forced pass over ``batch`` sequences of ``seq_len``
     tokens with the vocabulary projection ``chunk`` positions at a time (``lookahead``: candidates of
     the one-step lookahead, which keeps the KV cache and adds batch x chunk/K x K candidate rows)."""
@@ -199,32 +246,74 @@ def scoring_peak(shape: ModelShape, budget: Budget, batch: int, seq_len: int, ch
     logits = 8 * chunk * shape.vocab * 4
     if lookahead:  # the candidates' hidden states, and their logits a block at a time (log-softmax and exp beside)
         logits += 3 * LOOKAHEAD_LOGITS_BYTES + batch * 512 * shape.hidden * BYTES[dtype]
-    parts = {"weights": weights_per_gpu(shape, budget, quantization, dtype), "activations": act, "hidden": hidden,
-             "kv_cache": kv, "logits": logits, "overhead": budget.overhead_gb * GB}  # fmt: skip
+    parts = {
+        "weights": weights_per_gpu(shape, budget, quantization, dtype),
+        "activations": act,
+        "hidden": hidden,
+        "kv_cache": kv,
+        "logits": logits,
+        "overhead": budget.overhead_gb * GB,
+    }
     parts["peak"] = sum(parts.values())
     return parts
 
 
-def plan_generation(shape: ModelShape, budget: Budget, context: int, *, cap: int = 128, prompt_len: int | None = None,
-                    quantization: str = "none", dtype: str = "bfloat16", prefill_chunk: int = 512) -> dict:  # fmt: skip
+def plan_generation(
+    shape: ModelShape,
+    budget: Budget,
+    context: int,
+    *,
+    cap: int = 128,
+    prompt_len: int | None = None,
+    quantization: str = "none",
+    dtype: str = "bfloat16",
+    prefill_chunk: int = 512,
+) -> dict:
     """The largest batch (at most ``cap``) whose generation peak fits; ``batch`` 0 if even one row
     does not. Returns batch, peak (bytes) and the parts at that batch."""
     best = 0
     lo, hi = 1, cap
     while lo <= hi:  # the peak grows with the batch: bisect
         mid = (lo + hi) // 2
-        if generation_peak(shape, budget, mid, context, quantization=quantization, dtype=dtype,
-                           prefill_chunk=prefill_chunk, prompt_len=prompt_len)["peak"] <= budget.usable:  # fmt: skip
+        if (
+            generation_peak(
+                shape,
+                budget,
+                mid,
+                context,
+                quantization=quantization,
+                dtype=dtype,
+                prefill_chunk=prefill_chunk,
+                prompt_len=prompt_len,
+            )["peak"]
+            <= budget.usable
+        ):
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
-    parts = generation_peak(shape, budget, max(best, 1), context, quantization=quantization, dtype=dtype,
-                            prefill_chunk=prefill_chunk, prompt_len=prompt_len)  # fmt: skip
+    parts = generation_peak(
+        shape,
+        budget,
+        max(best, 1),
+        context,
+        quantization=quantization,
+        dtype=dtype,
+        prefill_chunk=prefill_chunk,
+        prompt_len=prompt_len,
+    )
     return {"batch": best, "peak": parts["peak"], "parts": parts, "fits": best > 0}
 
 
-def plan_scoring(shape: ModelShape, budget: Budget, seq_len: int, *, cap: int = 64, lookahead: int = 0,
-                 quantization: str = "none", dtype: str = "bfloat16") -> dict:  # fmt: skip
+def plan_scoring(
+    shape: ModelShape,
+    budget: Budget,
+    seq_len: int,
+    *,
+    cap: int = 64,
+    lookahead: int = 0,
+    quantization: str = "none",
+    dtype: str = "bfloat16",
+) -> dict:
     """Sequences per pass (at most ``cap``) and vocabulary chunk (positions) that fit: the chunk is
     the largest power of two up to 1024 whose float32 logits take at most a tenth of the free memory."""
     free = budget.usable - weights_per_gpu(shape, budget, quantization, dtype)
@@ -233,17 +322,30 @@ def plan_scoring(shape: ModelShape, budget: Budget, seq_len: int, *, cap: int = 
         chunk //= 2
     best = 0
     for b in range(1, cap + 1):
-        if scoring_peak(shape, budget, b, seq_len, chunk, lookahead=lookahead, quantization=quantization,
-                        dtype=dtype)["peak"] > budget.usable:  # fmt: skip
+        if (
+            scoring_peak(shape, budget, b, seq_len, chunk, lookahead=lookahead, quantization=quantization, dtype=dtype)[
+                "peak"
+            ]
+            > budget.usable
+        ):
             break
         best = b
-    parts = scoring_peak(shape, budget, max(best, 1), seq_len, chunk, lookahead=lookahead, quantization=quantization,
-                         dtype=dtype)  # fmt: skip
+    parts = scoring_peak(
+        shape, budget, max(best, 1), seq_len, chunk, lookahead=lookahead, quantization=quantization, dtype=dtype
+    )
     return {"batch": best, "chunk": chunk, "peak": parts["peak"], "parts": parts, "fits": best > 0}
 
 
-def gpus_needed(shape: ModelShape, gpu_memory_gb: float, context: int, *, quantization: str = "none",
-                dtype: str = "bfloat16", min_batch: int = 8, options=(1, 2, 4, 8)) -> int:
+def gpus_needed(
+    shape: ModelShape,
+    gpu_memory_gb: float,
+    context: int,
+    *,
+    quantization: str = "none",
+    dtype: str = "bfloat16",
+    min_batch: int = 8,
+    options=(1, 2, 4, 8),
+) -> int:
     """The fewest GPUs (of ``options``) on which the plan fits a generation batch of ``min_batch`` rows up to
     ``context`` tokens and a scoring pass of one sequence: a hub model's ``gpus`` when its entry gives none."""
     for g in options:
@@ -252,8 +354,10 @@ def gpus_needed(shape: ModelShape, gpu_memory_gb: float, context: int, *, quanti
         sc = plan_scoring(shape, budget, context, cap=1, quantization=quantization, dtype=dtype)
         if gen["batch"] >= min_batch and sc["fits"]:
             return g
-    raise ValueError(f"{shape.model_type} with {shape.n_params() / 1e9:.1f}B parameters does not fit {options[-1]} GPUs "
-                     f"of {gpu_memory_gb:g} GB at context {context}")
+    raise ValueError(
+        f"{shape.model_type} with {shape.n_params() / 1e9:.1f}B parameters does not fit {options[-1]} GPUs "
+        f"of {gpu_memory_gb:g} GB at context {context}"
+    )
 
 
 def generation_batches(prompt_lens: list[int], max_new: int, fits) -> list[slice]:
@@ -265,22 +369,32 @@ def generation_batches(prompt_lens: list[int], max_new: int, fits) -> list[slice
         while j < len(prompt_lens) and j - i < fits(prompt_lens[j]):
             j += 1
         if fits(prompt_lens[j - 1]) < 1:
-            raise ValueError(f"a prompt of {prompt_lens[j - 1]} tokens + {max_new} new tokens does not fit the GPUs "
-                             "even alone: give the model more GPUs (models.<name>.gpus) or set gpu_memory_gb")  # fmt: skip
+            raise ValueError(
+                f"a prompt of {prompt_lens[j - 1]} tokens + {max_new} new tokens does not fit the GPUs "
+                "even alone: give the model more GPUs (models.<name>.gpus) or set gpu_memory_gb"
+            )
         out.append(slice(i, j))
         i = j
     return out
 
 
-def auto_batch_fn(shape: ModelShape, budget: Budget, max_new: int, *, cap: int, quantization: str = "none",
-                  dtype: str = "bfloat16"):  # fmt: skip
+def auto_batch_fn(
+    shape: ModelShape, budget: Budget, max_new: int, *, cap: int, quantization: str = "none", dtype: str = "bfloat16"
+):
     """``fits(prompt_len)`` for :func:`generation_batches`, memoised per prompt length."""
     memo: dict[int, int] = {}
 
     def fits(prompt_len: int) -> int:
         if prompt_len not in memo:
-            memo[prompt_len] = plan_generation(shape, budget, prompt_len + max_new, cap=cap, prompt_len=prompt_len,
-                                               quantization=quantization, dtype=dtype)["batch"]  # fmt: skip
+            memo[prompt_len] = plan_generation(
+                shape,
+                budget,
+                prompt_len + max_new,
+                cap=cap,
+                prompt_len=prompt_len,
+                quantization=quantization,
+                dtype=dtype,
+            )["batch"]
         return memo[prompt_len]
 
     return fits
@@ -289,8 +403,16 @@ def auto_batch_fn(shape: ModelShape, budget: Budget, max_new: int, *, cap: int, 
 CPU_RUNTIME_GB = 1.0  # Python, torch and transformers themselves, as a job's resident memory before the model
 
 
-def cpu_job_mb(shape: ModelShape, kind: str, batch: int, context: int, *, prompt_len: int, dtype: str = "float32",
-               margin: float = 1.3) -> int:  # fmt: skip
+def cpu_job_mb(
+    shape: ModelShape,
+    kind: str,
+    batch: int,
+    context: int,
+    *,
+    prompt_len: int,
+    dtype: str = "float32",
+    margin: float = 1.3,
+) -> int:
     """Host memory (MB, Snakemake's ``mem_mb``) of a CPU generation or scoring job, from the model's
     shape like the GPU plan: the same parts (weights in ``dtype``, KV cache, activations, float32
     scores or logits) plus the weights' float32 copy while a bf16 model loads, the runtime itself

@@ -17,8 +17,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["entropy_from_logits", "entropy_from_logprobs", "logz_entropy", "projected_logloss_entropy", "token_logloss_entropy",
-           "upcast"]
+__all__ = [
+    "entropy_from_logits",
+    "entropy_from_logprobs",
+    "logz_entropy",
+    "projected_logloss_entropy",
+    "token_logloss_entropy",
+    "upcast",
+]
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as torch reports it."""
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
 
 def weight_dtype(dtype: str, device: str = "auto") -> str:
@@ -62,14 +65,19 @@ def driver_hint() -> str:
     """The driver rule for the installed torch build: its CUDA version must not exceed the driver's."""
     build = torch.version.cuda
     if not build:
-        return ("this torch is a CPU-only build: install a CUDA build of the same version, e.g. `pip install "
-                f"torch=={torch.__version__.split('+')[0]} --index-url https://download.pytorch.org/whl/cu126` (docs/cluster.md, "
-                "'GPU environment')")  # fmt: skip
+        return (
+            "this torch is a CPU-only build: install a CUDA build of the same version, e.g. `pip install "
+            f"torch=={torch.__version__.split('+')[0]} --index-url https://download.pytorch.org/whl/cu126` "
+            "(docs/cluster.md, "
+            "'GPU environment')"
+        )
     tag = "cu" + build.replace(".", "")
     floor = " (a 580-series driver or newer for CUDA 13.0)" if build.startswith("13.") else ""
-    return (f"this torch is built for CUDA {build}: the node's driver must support it{floor} (nvidia-smi's 'CUDA "
-            f"Version' >= {build}); with an older driver install the build for its CUDA version (another --index-url "
-            f"than https://download.pytorch.org/whl/{tag}; docs/cluster.md, 'GPU environment')")  # fmt: skip
+    return (
+        f"this torch is built for CUDA {build}: the node's driver must support it{floor} (nvidia-smi's 'CUDA "
+        f"Version' >= {build}); with an older driver install the build for its CUDA version (another --index-url "
+        f"than https://download.pytorch.org/whl/{tag}; docs/cluster.md, 'GPU environment')"
+    )
 
 
 def cuda_report() -> str:
@@ -77,9 +85,11 @@ def cuda_report() -> str:
     import os
 
     build = torch.version.cuda
-    parts = [f"torch {torch.__version__} ({f'built for CUDA {build}' if build else 'a CPU-only build'})",
-             f"cuda.is_available() = {torch.cuda.is_available()}",
-             f"CUDA_VISIBLE_DEVICES = {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}"]  # fmt: skip
+    parts = [
+        f"torch {torch.__version__} ({f'built for CUDA {build}' if build else 'a CPU-only build'})",
+        f"cuda.is_available() = {torch.cuda.is_available()}",
+        f"CUDA_VISIBLE_DEVICES = {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}",
+    ]
     if build:
         try:
             parts.append(f"device_count() = {torch.cuda.device_count()}")
@@ -100,9 +110,11 @@ def resolve_device(device: str = "auto", gpus: int = 0) -> torch.device:
         return torch.device("cpu")
     if (device.startswith("cuda") or (gpus or 0) > 0) and not torch.cuda.is_available():
         wanted = f"{gpus} GPU(s) in its resources" if gpus else "device: cuda in the configuration"
-        raise DeviceError(f"this job expects a CUDA GPU ({wanted}) but finds none: {cuda_report()}. On a GPU node "
-                          f"check the SLURM request and the driver: {driver_hint()}. To run on CPU on purpose, set "
-                          "device: cpu and gpus: 0 for the model.")  # fmt: skip
+        raise DeviceError(
+            f"this job expects a CUDA GPU ({wanted}) but finds none: {cuda_report()}. On a GPU node "
+            f"check the SLURM request and the driver: {driver_hint()}. To run on CPU on purpose, set "
+            "device: cpu and gpus: 0 for the model."
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -139,9 +151,11 @@ def remote_code_problem(path: str | Path) -> str | None:
         return None
     code = sorted(set((cfg.get("auto_map") or {}).values()))
     own = f"; the repository's own code ({', '.join(code)}) would define it" if code else ""
-    return (f"{path}: config.json model_type {model_type!r} is not an architecture transformers ships{own}. This "
-            "workflow never runs a repository's code (trust_remote_code stays off): choose a revision or a repository "
-            "with a transformers-native architecture, or convert the weights to one")
+    return (
+        f"{path}: config.json model_type {model_type!r} is not an architecture transformers ships{own}. This "
+        "workflow never runs a repository's code (trust_remote_code stays off): choose a revision or a repository "
+        "with a transformers-native architecture, or convert the weights to one"
+    )
 
 
 def model_context(path: str | Path) -> int | None:
@@ -182,8 +196,15 @@ def load_tokenizer(path: str | Path, name: str = ""):
     return tok
 
 
-def load_model(path: str | Path, name: str = "", dtype: str = "float32", device: str = "auto", quantization: str = "none",
-               gpus: int = 0, gpu_memory_gb: float | None = None):  # fmt: skip
+def load_model(
+    path: str | Path,
+    name: str = "",
+    dtype: str = "float32",
+    device: str = "auto",
+    quantization: str = "none",
+    gpus: int = 0,
+    gpu_memory_gb: float | None = None,
+):
     """(model in eval mode, tokenizer) from a ``save_pretrained`` folder, offline.
 
     ``quantization``: ``none``, or ``nf4`` (the authors' setting: 4-bit NF4 weights, double-quantised
@@ -203,10 +224,15 @@ def load_model(path: str | Path, name: str = "", dtype: str = "float32", device:
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
         except ImportError as err:
-            raise ModelLoadError(f"model {name!r}: quantization 'nf4' needs bitsandbytes (pip install bitsandbytes)") from err
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=DTYPES[dtype])  # fmt: skip
+            raise ModelLoadError(
+                f"model {name!r}: quantization 'nf4' needs bitsandbytes (pip install bitsandbytes)"
+            ) from err
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=DTYPES[dtype],
+        )
     elif quantization != "none":
         raise ModelLoadError(f"model {name!r}: unknown quantization {quantization!r} (none | nf4)")
     spread = dev.type == "cuda" and gpus > 1
@@ -351,11 +377,18 @@ def convert_gguf(name: str, spec: dict, out_dir: str | Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         record = {
-            "source": "gguf", "requirement": g.get("requirement"), "upstream": g.get("upstream"),
-            "parts": [str(p) for p in parts], "sha256": g["sha256"].lower(), "quantization": quant,
-            "dequantized_to": "float32", "transformers_class": type(model).__name__, **count_params(model),
-            "vocab_size": int(model.config.get_text_config().vocab_size), "seconds": round(time.time() - t0, 1),
-        }  # fmt: skip
+            "source": "gguf",
+            "requirement": g.get("requirement"),
+            "upstream": g.get("upstream"),
+            "parts": [str(p) for p in parts],
+            "sha256": g["sha256"].lower(),
+            "quantization": quant,
+            "dequantized_to": "float32",
+            "transformers_class": type(model).__name__,
+            **count_params(model),
+            "vocab_size": int(model.config.get_text_config().vocab_size),
+            "seconds": round(time.time() - t0, 1),
+        }
         (tmp / "entcal_source.json").write_text(json.dumps(record, indent=2))
         del model
         if out.exists():
@@ -363,8 +396,17 @@ def convert_gguf(name: str, spec: dict, out_dir: str | Path) -> Path:
         tmp.rename(out)
     except Exception as err:  # noqa: BLE001 - re-raised with the model named
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelLoadError(f"model {name!r}: cannot convert {parts[0] if len(parts) == 1 else 'the GGUF parts'}: {err}") from err
+        raise ModelLoadError(
+            f"model {name!r}: cannot convert {parts[0] if len(parts) == 1 else 'the GGUF parts'}: {err}"
+        ) from err
     check_model_dir(out, name)
-    log.info("model %s: %s (%s, %s) -> %s in %.0f s", name, g.get("requirement") or parts[0], quant, record["sha256"][:12],
-             out, time.time() - t0)  # fmt: skip
+    log.info(
+        "model %s: %s (%s, %s) -> %s in %.0f s",
+        name,
+        g.get("requirement") or parts[0],
+        quant,
+        record["sha256"][:12],
+        out,
+        time.time() - t0,
+    )
     return out

@@ -42,8 +42,17 @@ class GPUSpec:
     bandwidth_efficiency: float = 0.5  # fraction of the bandwidth reached by decode steps
 
 
-def decode_seconds(shape: ModelShape, gpu: GPUSpec, batch: int, prompt: int, new: int, dtype="bfloat16",
-                   quantization="none", extra_forward: int = 0, kv_reads: int = 1) -> float:  # fmt: skip
+def decode_seconds(
+    shape: ModelShape,
+    gpu: GPUSpec,
+    batch: int,
+    prompt: int,
+    new: int,
+    dtype="bfloat16",
+    quantization="none",
+    extra_forward: int = 0,
+    kv_reads: int = 1,
+) -> float:
     """Seconds to decode ``new`` tokens for ``batch`` rows (roofline per step, summed over the
     growing context): each step reads the weights once and the cache of every row ``kv_reads``
     times, and computes 1 + ``extra_forward`` tokens per row."""
@@ -55,7 +64,9 @@ def decode_seconds(shape: ModelShape, gpu: GPUSpec, batch: int, prompt: int, new
         ctx = prompt + (k + 0.5) * new / n
         bytes_ = w + kv_reads * batch * ctx * kvt
         flops = batch * (1 + extra_forward) * shape.flops_per_token(ctx)
-        step = max(bytes_ / (gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_efficiency), flops / (gpu.bf16_tflops * 1e12 * gpu.mfu))
+        step = max(
+            bytes_ / (gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_efficiency), flops / (gpu.bf16_tflops * 1e12 * gpu.mfu)
+        )
         total += step * new / n
     return total
 
@@ -105,8 +116,15 @@ RUNTIME_MARGIN = 2.0
 RUNTIME_FLOOR_MIN = 20
 
 
-def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: GPUSpec, plen: int | None = None,
-                measured: dict | None = None) -> dict:  # fmt: skip
+def model_costs(
+    config: dict,
+    name: str,
+    shape: ModelShape,
+    dataset: str,
+    gpu: GPUSpec,
+    plen: int | None = None,
+    measured: dict | None = None,
+) -> dict:
     """Memory plan and cost of every job of one model x dataset (hub and local models on GPUs).
 
     Seconds per job, each with reading the weights (:func:`load_seconds`): ``generate`` ({setting slug: seconds}:
@@ -151,8 +169,11 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
     scx = plan_scoring(shape, budget, ctx_max, lookahead=look if has_look else 0, quantization=quant, dtype=dtype)
 
     def teacher_forced(tokens):
-        return tokens / m["scoring_tokens_per_s"] if m.get("scoring_tokens_per_s") else forward_seconds(
-            shape, gpu, tokens, (plen + new) / 2)
+        return (
+            tokens / m["scoring_tokens_per_s"]
+            if m.get("scoring_tokens_per_s")
+            else forward_seconds(shape, gpu, tokens, (plen + new) / 2)
+        )
 
     b = max(typical["batch"], 1)
     load = load_seconds(shape)
@@ -179,17 +200,40 @@ def model_costs(config: dict, name: str, shape: ModelShape, dataset: str, gpu: G
         pre = cal.get("n_windows", 128) * cal.get("prefixes_per_window", 8)
         rollouts = pre * cal.get("candidates", 8) * cal.get("rollouts", 2)
         mean_prefix = P + config["analysis"]["max_len"] / 2
-        rb = max(plan_generation(shape, budget, int(mean_prefix) + cal.get("horizon", 32), cap=cap, dtype=dtype)["batch"], 1)
-        labels = load + ceil_div(rollouts, rb) * decode_seconds(shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype)
+        rb = max(
+            plan_generation(shape, budget, int(mean_prefix) + cal.get("horizon", 32), cap=cap, dtype=dtype)["batch"], 1
+        )
+        labels = load + ceil_div(rollouts, rb) * decode_seconds(
+            shape, gpu, rb, mean_prefix, cal.get("horizon", 32), dtype
+        )
         labels += forward_seconds(shape, gpu, rollouts * mean_prefix, mean_prefix / 2)
         fit = cal.get("fit_windows", 8) * (P + config["analysis"]["max_len"])
-        predictor = load + forward_seconds(shape, gpu, fit * (1 + look), P) + forward_seconds(shape, gpu, pre * mean_prefix, mean_prefix / 2)
+        predictor = (
+            load
+            + forward_seconds(shape, gpu, fit * (1 + look), P)
+            + forward_seconds(shape, gpu, pre * mean_prefix, mean_prefix / 2)
+        )
     return {
-        "gpus": budget.gpus, "settings": settings, "plen": plen, "context": ctx_max, "n": n, "new": new,
-        "gen": gen, "typical": typical, "entropy_pass": ent, "score_plan": sc, "score_extra_plan": scx,
-        "seconds": {"generate": gen_sec, "entropy_pass": ent_sec, "score": score, "score_extra": score_extra,
-                    "calibration_labels": labels, "train_predictor": predictor},
-    }  # fmt: skip
+        "gpus": budget.gpus,
+        "settings": settings,
+        "plen": plen,
+        "context": ctx_max,
+        "n": n,
+        "new": new,
+        "gen": gen,
+        "typical": typical,
+        "entropy_pass": ent,
+        "score_plan": sc,
+        "score_extra_plan": scx,
+        "seconds": {
+            "generate": gen_sec,
+            "entropy_pass": ent_sec,
+            "score": score,
+            "score_extra": score_extra,
+            "calibration_labels": labels,
+            "train_predictor": predictor,
+        },
+    }
 
 
 def gpu_shortfall(config: dict, shapes: dict[str, ModelShape], available: int) -> list[str]:
@@ -209,10 +253,14 @@ def gpu_shortfall(config: dict, shapes: dict[str, ModelShape], available: int) -
             short[name] = need
     if not short:
         return []
-    lines = [f"models.{m}: its jobs need {n} GPUs of {config['gpu_memory_gb']:g} GB, this run has {available}"
-             for m, n in short.items()]  # fmt: skip
-    return lines + [f"leave them out (--config exclude_models=[{','.join(short)}]) or run them where they fit (the "
-                    "SLURM profile); resources: gpu in profiles/local says how many GPUs this machine has"]  # fmt: skip
+    lines = [
+        f"models.{m}: its jobs need {n} GPUs of {config['gpu_memory_gb']:g} GB, this run has {available}"
+        for m, n in short.items()
+    ]
+    return lines + [
+        f"leave them out (--config exclude_models=[{','.join(short)}]) or run them where they fit (the "
+        "SLURM profile); resources: gpu in profiles/local says how many GPUs this machine has"
+    ]
 
 
 def runtime_minutes(seconds: float, margin: float = RUNTIME_MARGIN) -> int:
@@ -221,8 +269,13 @@ def runtime_minutes(seconds: float, margin: float = RUNTIME_MARGIN) -> int:
     return max(RUNTIME_FLOOR_MIN, int(-(-seconds * margin // 60)))
 
 
-def job_rows(config: dict, shapes: dict[str, ModelShape], gpu: GPUSpec, prompt_lens: dict | None = None,
-             measured: dict | None = None) -> list[dict]:  # fmt: skip
+def job_rows(
+    config: dict,
+    shapes: dict[str, ModelShape],
+    gpu: GPUSpec,
+    prompt_lens: dict | None = None,
+    measured: dict | None = None,
+) -> list[dict]:
     """One row per model x dataset of the grid (hub and local models): GPUs, planned batches, peak
     memory per GPU of each pass, tokens, and estimated GPU-hours of every job (:func:`model_costs`),
     with the longest job's planned runtime request (:func:`runtime_minutes`)."""
@@ -236,32 +289,55 @@ def job_rows(config: dict, shapes: dict[str, ModelShape], gpu: GPUSpec, prompt_l
             sec, gpus = c["seconds"], c["gpus"]
             gen_h = sum(sec["generate"].values()) * gpus / 3600
             ent_h = sum(sec["entropy_pass"].values()) * gpus / 3600
-            hours = {"score": sec["score"], "score_extra": sec["score_extra"],
-                     "calibration": sec["calibration_labels"] + sec["train_predictor"]}  # fmt: skip
+            hours = {
+                "score": sec["score"],
+                "score_extra": sec["score_extra"],
+                "calibration": sec["calibration_labels"] + sec["train_predictor"],
+            }
             hours = {k: v * gpus / 3600 for k, v in hours.items()}
-            longest = max([*sec["generate"].values(), sec["score"], sec["score_extra"], sec["calibration_labels"],
-                           sec["train_predictor"]])  # fmt: skip
+            longest = max(
+                [
+                    *sec["generate"].values(),
+                    sec["score"],
+                    sec["score_extra"],
+                    sec["calibration_labels"],
+                    sec["train_predictor"],
+                ]
+            )
             n_two = sum(1 for s in c["settings"] if two_phase(config, s["sampler"]))
             plans = (c["gen"], c["entropy_pass"] if n_two else None, c["score_plan"], c["score_extra_plan"])
-            rows.append({
-                "model": name, "dataset": ds, "gpus": gpus, "params_b": round(shape.n_params() / 1e9, 2),
-                "context": c["context"], "gen_batch_worst": c["gen"]["batch"], "gen_batch_typical": c["typical"]["batch"],
-                "gen_peak_gb": round(c["gen"]["peak"] / GB, 1),
-                "entropy_pass_batch": c["entropy_pass"]["batch"] if n_two else None,
-                "entropy_pass_peak_gb": round(c["entropy_pass"]["peak"] / GB, 1) if n_two else None,
-                "score_batch": c["score_plan"]["batch"], "score_chunk": c["score_plan"]["chunk"],
-                "score_peak_gb": round(c["score_plan"]["peak"] / GB, 1),
-                "score_extra_peak_gb": round(c["score_extra_plan"]["peak"] / GB, 1),
-                "gpu_memory_gb": config.get("gpu_memory_gb", 80.0),
-                "fits": all(p["fits"] for p in plans if p is not None), "settings": len(c["settings"]),
-                "two_phase_settings": n_two,
-                "generated_tokens": len(c["settings"]) * c["n"] * c["new"], "scored_tokens": c["n"] * (c["plen"] + c["new"]),
-                "gen_hours": round(gen_h - ent_h, 2), "entropy_pass_hours": round(ent_h, 2),
-                "score_hours": round(hours["score"], 2), "score_extra_hours": round(hours["score_extra"], 2),
-                "calibration_hours": round(hours["calibration"], 2),
-                "gpu_hours": round(gen_h + sum(hours.values()), 2),
-                "longest_job_hours": round(longest / 3600, 2), "longest_job_runtime_min": runtime_minutes(longest),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "dataset": ds,
+                    "gpus": gpus,
+                    "params_b": round(shape.n_params() / 1e9, 2),
+                    "context": c["context"],
+                    "gen_batch_worst": c["gen"]["batch"],
+                    "gen_batch_typical": c["typical"]["batch"],
+                    "gen_peak_gb": round(c["gen"]["peak"] / GB, 1),
+                    "entropy_pass_batch": c["entropy_pass"]["batch"] if n_two else None,
+                    "entropy_pass_peak_gb": round(c["entropy_pass"]["peak"] / GB, 1) if n_two else None,
+                    "score_batch": c["score_plan"]["batch"],
+                    "score_chunk": c["score_plan"]["chunk"],
+                    "score_peak_gb": round(c["score_plan"]["peak"] / GB, 1),
+                    "score_extra_peak_gb": round(c["score_extra_plan"]["peak"] / GB, 1),
+                    "gpu_memory_gb": config.get("gpu_memory_gb", 80.0),
+                    "fits": all(p["fits"] for p in plans if p is not None),
+                    "settings": len(c["settings"]),
+                    "two_phase_settings": n_two,
+                    "generated_tokens": len(c["settings"]) * c["n"] * c["new"],
+                    "scored_tokens": c["n"] * (c["plen"] + c["new"]),
+                    "gen_hours": round(gen_h - ent_h, 2),
+                    "entropy_pass_hours": round(ent_h, 2),
+                    "score_hours": round(hours["score"], 2),
+                    "score_extra_hours": round(hours["score_extra"], 2),
+                    "calibration_hours": round(hours["calibration"], 2),
+                    "gpu_hours": round(gen_h + sum(hours.values()), 2),
+                    "longest_job_hours": round(longest / 3600, 2),
+                    "longest_job_runtime_min": runtime_minutes(longest),
+                }
+            )
     return rows
 
 
@@ -280,15 +356,26 @@ def context_problems(config: dict, shapes: dict[str, ModelShape]) -> list[str]:
         new = spec.get("max_new_tokens") or g["max_new_tokens"]
         if ctx and g["prompt_tokens"] + new >= ctx:
             room = ctx - g["prompt_tokens"] - 1
-            why = f"its context is {own} tokens (config.json max_position_embeddings)" if own == ctx else \
-                f"generation.max_context is {ctx}"
-            fix = (f"set models.{name}.max_new_tokens to at most {room} (and at least analysis.max_len = {max_len}), "
-                   "or remove the model" if room >= max_len else "remove the model or lower generation.prompt_tokens")
-            out.append(f"models.{name}: {why}, which cannot hold a {g['prompt_tokens']}-token prompt plus {new} new "
-                       f"tokens: {fix}")  # fmt: skip
+            why = (
+                f"its context is {own} tokens (config.json max_position_embeddings)"
+                if own == ctx
+                else f"generation.max_context is {ctx}"
+            )
+            fix = (
+                f"set models.{name}.max_new_tokens to at most {room} (and at least analysis.max_len = {max_len}), "
+                "or remove the model"
+                if room >= max_len
+                else "remove the model or lower generation.prompt_tokens"
+            )
+            out.append(
+                f"models.{name}: {why}, which cannot hold a {g['prompt_tokens']}-token prompt plus {new} new "
+                f"tokens: {fix}"
+            )
         elif new < max_len:
-            out.append(f"models.{name}: max_new_tokens {new} is below analysis.max_len {max_len}: EntCE over the first "
-                       f"{max_len} steps needs that many; raise it or lower analysis.max_len")  # fmt: skip
+            out.append(
+                f"models.{name}: max_new_tokens {new} is below analysis.max_len {max_len}: EntCE over the first "
+                f"{max_len} steps needs that many; raise it or lower analysis.max_len"
+            )
     return out
 
 
@@ -302,7 +389,8 @@ def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str
     out = {}
     for name, spec in config["models"].items():
         downloaded = Path(config.get("downloads_dir", "results/downloads")) / DOWNLOAD_TEMPLATES["model"].format(
-            model=name, source=source_key(spec))
+            model=name, source=source_key(spec)
+        )
         folder = Path(spec["path"]) if spec["source"] == "local" else downloaded
         if (folder / "config.json").is_file():
             out[name] = ModelShape.from_dir(folder)
@@ -319,11 +407,18 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description="Memory plan and GPU-hours of every model x dataset of a configuration.")
     ap.add_argument("config", help="configuration file (e.g. config/config.yaml)")
-    ap.add_argument("--shapes", default=None, help="YAML of model shapes for models not downloaded yet "
-                    "(default: config/model_shapes.yaml beside the configuration)")  # fmt: skip
+    ap.add_argument(
+        "--shapes",
+        default=None,
+        help="YAML of model shapes for models not downloaded yet "
+        "(default: config/model_shapes.yaml beside the configuration)",
+    )
     ap.add_argument("--gpu-memory-gb", type=float, default=None, help="overrides the configuration's gpu_memory_gb")
-    ap.add_argument("--measured", default=None, help="CSV of measured throughput (benchmarks/gpu.py): model, "
-                    "generation_tokens_per_s, scoring_tokens_per_s")  # fmt: skip
+    ap.add_argument(
+        "--measured",
+        default=None,
+        help="CSV of measured throughput (benchmarks/gpu.py): model, generation_tokens_per_s, scoring_tokens_per_s",
+    )
     ap.add_argument("--csv", default=None, help="also write the table here")
     for f, v in vars(GPUSpec()).items():
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
@@ -347,16 +442,28 @@ def main(argv=None) -> None:
         measured = {r["model"]: r for r in m.to_dict("records")}
     df = pd.DataFrame(job_rows(config, shapes, gpu, measured=measured))
     pd.set_option("display.width", 250)
-    print(f"GPU: {gpu.name}, {config.get('gpu_memory_gb', 80)} GB each; roofline at {gpu.mfu:.0%} of "
-          f"{gpu.bf16_tflops:g} bf16 TFLOP/s and {gpu.bandwidth_efficiency:.0%} of {gpu.bandwidth_gbs:g} GB/s"
-          + (f"; measured throughput from {a.measured}" if a.measured else ""))  # fmt: skip
+    print(
+        f"GPU: {gpu.name}, {config.get('gpu_memory_gb', 80)} GB each; roofline at {gpu.mfu:.0%} of "
+        f"{gpu.bf16_tflops:g} bf16 TFLOP/s and {gpu.bandwidth_efficiency:.0%} of {gpu.bandwidth_gbs:g} GB/s"
+        + (f"; measured throughput from {a.measured}" if a.measured else "")
+    )
     print(df.to_string(index=False))
-    print(f"\n{len(df)} model x dataset pairs; every job fits its GPUs: {bool(df['fits'].all()) if len(df) else 'n/a'}; "
-          f"total {df['gpu_hours'].sum():,.0f} GPU-hours" if len(df) else "no hub or local models")  # fmt: skip
+    print(
+        f"\n{len(df)} model x dataset pairs; every job fits its GPUs: {bool(df['fits'].all()) if len(df) else 'n/a'}; "
+        f"total {df['gpu_hours'].sum():,.0f} GPU-hours"
+        if len(df)
+        else "no hub or local models"
+    )
     if a.csv:
         df.to_csv(a.csv, index=False)
-    errors = [f"cannot plan {missing} (no shape): the table and the total above leave them out. Download them, or add "
-              f"their config.json facts to {shapes_file}"] if missing else []  # fmt: skip
+    errors = (
+        [
+            f"cannot plan {missing} (no shape): the table and the total above leave them out. Download them, or add "
+            f"their config.json facts to {shapes_file}"
+        ]
+        if missing
+        else []
+    )
     if errors or problems:  # the plan is incomplete or a model cannot run as configured: an error
         raise SystemExit("\n".join(errors + problems))
 

@@ -45,8 +45,15 @@ def _save(fig, outputs: list[str]) -> None:
     plt.close(fig)
 
 
-def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[str], smoothing: float = 1.0,
-                  temperature: float = 1.0, sampler: str = "ancestral", smoothing_logloss: float | None = None) -> None:  # fmt: skip
+def plot_per_step(
+    per_step: pd.DataFrame,
+    summary: pd.DataFrame,
+    outputs: list[str],
+    smoothing: float = 1.0,
+    temperature: float = 1.0,
+    sampler: str = "ancestral",
+    smoothing_logloss: float | None = None,
+) -> None:
     """Figure 3 layout for base models at one sampler setting; a family with no base model (the demo's
     SmolLM2-Instruct) shows its instruct models instead, marked in the legend. ``smoothing`` smooths the entropy
     curves, ``smoothing_logloss`` (default: the same) the log-loss curves (the authors: 0.2 and 0.1)."""
@@ -60,8 +67,13 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
     ps = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
     ps = ps.merge(meta, on=["model", "dataset"])
     families, datasets = sorted(ps["family"].unique()), sorted(ps["dataset"].unique())
-    fig, axes = plt.subplots(len(families), len(datasets), figsize=(4.2 * len(datasets), 3.2 * len(families)),
-                             squeeze=False, layout="constrained")  # titles clear of the axis labels above them
+    fig, axes = plt.subplots(
+        len(families),
+        len(datasets),
+        figsize=(4.2 * len(datasets), 3.2 * len(families)),
+        squeeze=False,
+        layout="constrained",
+    )  # titles clear of the axis labels above them
     for i, fam in enumerate(families):
         sizes = sorted(ps.loc[ps["family"] == fam, "n_params"].unique())
         cmap = plt.get_cmap("viridis", max(len(sizes), 2))
@@ -71,16 +83,24 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
             for (model, n), g in sub.groupby(["model", "n_params"]):
                 c = cmap(sizes.index(n))
                 g = g.sort_values("step")
-                ax.plot(g["step"], ema(g["entropy_mean"], smoothing), color=c, lw=1.3,
-                        label=f"{model} ({n:.3g}{tag.get(model, '')})")
+                ax.plot(
+                    g["step"],
+                    ema(g["entropy_mean"], smoothing),
+                    color=c,
+                    lw=1.3,
+                    label=f"{model} ({n:.3g}{tag.get(model, '')})",
+                )
                 ax.plot(g["step"], ema(g["logloss_mean"], smoothing_logloss), color=c, lw=1.3, ls="--")
             ax.set_title(f"{fam} / {ds}", fontsize=9)
             ax.set_xlabel("generation step")
             if j == 0:
                 ax.set_ylabel("nats / token")
             ax.legend(fontsize=6, title="solid: entropy, dashed: log loss", title_fontsize=6)
-    smooth = f"smoothing={smoothing}" if smoothing_logloss == smoothing else \
-        f"smoothing {smoothing} (entropy), {smoothing_logloss} (log loss)"
+    smooth = (
+        f"smoothing={smoothing}"
+        if smoothing_logloss == smoothing
+        else f"smoothing {smoothing} (entropy), {smoothing_logloss} (log loss)"
+    )
     fig.suptitle(f"Per-step entropy vs reference log loss ({sampler}, T={temperature}, {smooth})", fontsize=10)
     _save(fig, outputs)
 
@@ -88,12 +108,22 @@ def plot_per_step(per_step: pd.DataFrame, summary: pd.DataFrame, outputs: list[s
 ESTIMATOR_LABELS = {"mean": "EntCE = mean over steps of per-step means", "pooled": "EntCE pooled over live tokens"}
 
 
-def plot_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], temperature: float = 1.0,
-                 sampler: str = "ancestral", estimator: str = "mean") -> None:  # fmt: skip
+def plot_scaling(
+    summary: pd.DataFrame,
+    fits: pd.DataFrame,
+    outputs: list[str],
+    temperature: float = 1.0,
+    sampler: str = "ancestral",
+    estimator: str = "mean",
+) -> None:
     """Figure 2 layout: log EntCE vs log size per family, one colour per dataset. ``summary`` as
     :func:`entcal.scaling.with_estimator` gives it for ``estimator``, named in the title."""
-    sel = summary[(summary["sampler"] == sampler) & np.isclose(summary["temperature"], temperature)
-                  & ~summary["instruct"] & _not_checkpoint(summary)]  # fmt: skip
+    sel = summary[
+        (summary["sampler"] == sampler)
+        & np.isclose(summary["temperature"], temperature)
+        & ~summary["instruct"]
+        & _not_checkpoint(summary)
+    ]
     families, datasets = sorted(sel["family"].unique()), sorted(sel["dataset"].unique())
     colors = {d: plt.get_cmap("tab10")(k) for k, d in enumerate(datasets)}
     fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False)
@@ -129,11 +159,13 @@ def plot_theory(mass: pd.DataFrame, curves: pd.DataFrame, table: pd.DataFrame, o
     for k, (a, g) in enumerate(mass.groupby("alpha")):
         c = plt.get_cmap("tab10")(k)
         ax1.loglog(g["m"], g["singleton_mass_exact"], color=c, label=f"alpha={a:g} exact")
-        ax1.errorbar(g["m"], g["singleton_mass_mc"], yerr=2 * g["singleton_mass_mc_se"], fmt="o", ms=3, color=c,
-                     alpha=0.7)  # fmt: skip
+        ax1.errorbar(
+            g["m"], g["singleton_mass_mc"], yerr=2 * g["singleton_mass_mc_se"], fmt="o", ms=3, color=c, alpha=0.7
+        )
         m0, y0 = g["m"].iloc[0], g["singleton_mass_exact"].iloc[0]
-        ax1.loglog(g["m"], y0 * (g["m"] / m0) ** (1 / a - 1), ls=":", color=c, lw=1,
-                   label=f"slope 1/alpha-1 = {1 / a - 1:.2f}")  # fmt: skip
+        ax1.loglog(
+            g["m"], y0 * (g["m"] / m0) ** (1 / a - 1), ls=":", color=c, lw=1, label=f"slope 1/alpha-1 = {1 / a - 1:.2f}"
+        )
     v = int(mass["v"].iloc[0])
     ax1.axvline(v / 3, color="grey", lw=0.8, ls="--")
     ax1.set_xlabel("training samples m")
@@ -174,8 +206,13 @@ def plot_future_entropy_exact(table, steps, noise, mc, outputs: list[str], insta
     agg = noise.groupby("delta")["abs_entce"].agg(["mean", "sem"])
     slope = np.polyfit(np.log(agg.index), np.log(agg["mean"]), 1)[0]
     ax[1, 0].errorbar(agg.index, agg["mean"], yerr=2 * agg["sem"], fmt="o-", label=f"slope {slope:.2f}")
-    ax[1, 0].set(xscale="log", yscale="log", xlabel="predictor noise delta (nats)", ylabel="|EntCE|",
-                 title="(c) Algorithm 1 with a noisy predictor")  # fmt: skip
+    ax[1, 0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="predictor noise delta (nats)",
+        ylabel="|EntCE|",
+        title="(c) Algorithm 1 with a noisy predictor",
+    )
     ax[1, 0].legend(fontsize=7)
     for k, (name, g) in enumerate(mc.groupby("estimator")):
         ax[1, 1].loglog(g["m"], g["rmse"], "o-", color=plt.get_cmap("tab10")(k), label=name)
@@ -187,8 +224,16 @@ def plot_future_entropy_exact(table, steps, noise, mc, outputs: list[str], insta
     _save(fig, outputs)
 
 
-MARKERS = {"top_p": "^", "top_k": "v", "min_p": "s", "typical": "D", "eta": "P",
-           "future_entropy": "X", "one_step_lookahead": "h", "mirostat": "d"}  # fmt: skip
+MARKERS = {
+    "top_p": "^",
+    "top_k": "v",
+    "min_p": "s",
+    "typical": "D",
+    "eta": "P",
+    "future_entropy": "X",
+    "one_step_lookahead": "h",
+    "mirostat": "d",
+}
 
 
 def _setting_label(r) -> str:
@@ -211,12 +256,32 @@ def plot_tradeoff(summary: pd.DataFrame, outputs: list[str], estimator: str = "m
         for model, g in d[(d["sampler"] == "ancestral") & ~d["instruct"]].groupby("model"):
             g = g.sort_values("temperature")
             c = cmap(sizes.index(g["n_params"].iloc[0]))
-            ax.plot(g["logloss_mean"], g["entce"], "o-", color=c, ms=3, label=f"{model} T={g['temperature'].min():g}..{g['temperature'].max():g}")
+            ax.plot(
+                g["logloss_mean"],
+                g["entce"],
+                "o-",
+                color=c,
+                ms=3,
+                label=f"{model} T={g['temperature'].min():g}..{g['temperature'].max():g}",
+            )
         for r in d[d["instruct"]].itertuples():
-            ax.scatter(r.logloss_mean, r.entce, marker="*", s=80, color=cmap(sizes.index(r.n_params)), label=f"{r.model} (instruct)")
+            ax.scatter(
+                r.logloss_mean,
+                r.entce,
+                marker="*",
+                s=80,
+                color=cmap(sizes.index(r.n_params)),
+                label=f"{r.model} (instruct)",
+            )
         for r in d[d["sampler"] != "ancestral"].itertuples():
-            ax.scatter(r.logloss_mean, r.entce, marker=MARKERS.get(r.sampler, "x"), s=30,
-                       color=cmap(sizes.index(r.n_params)), label=_setting_label(r))  # fmt: skip
+            ax.scatter(
+                r.logloss_mean,
+                r.entce,
+                marker=MARKERS.get(r.sampler, "x"),
+                s=30,
+                color=cmap(sizes.index(r.n_params)),
+                label=_setting_label(r),
+            )
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xlabel="log loss on human text (nats/token)", ylabel="EntCE (nats/token)", title=ds)
         ax.legend(fontsize=5)
@@ -239,8 +304,13 @@ def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int,
             f = fits[(fits["model"] == model) & (fits["dataset"] == ds)]
             if len(f) and f["converged"].iloc[0]:
                 f = f.iloc[0]
-                ax.plot(l, power_law_curve(l, f["L_inf"], f["A"], f["beta"]), color=c, lw=1.5,
-                        label=f"{model}: L_inf={f['L_inf']:.2f}, beta={f['beta']:.2f}")  # fmt: skip
+                ax.plot(
+                    l,
+                    power_law_curve(l, f["L_inf"], f["A"], f["beta"]),
+                    color=c,
+                    lw=1.5,
+                    label=f"{model}: L_inf={f['L_inf']:.2f}, beta={f['beta']:.2f}",
+                )
         ax.set(xscale="log", xlabel="context position l (tokens)", ylabel="reference log loss (nats)", title=ds)
         ax.legend(fontsize=6)
     _save(fig, outputs)
@@ -249,8 +319,9 @@ def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int,
 def plot_data_scaling(summary: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], estimator: str = "mean") -> None:
     """log EntCE vs log training tokens for trained models evaluated at their checkpoints (``summary`` as
     :func:`entcal.scaling.with_estimator` gives it for ``estimator``, named in the title)."""
-    sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
-                  & summary["train_tokens"].notna()].copy()  # fmt: skip
+    sel = summary[
+        (summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0) & summary["train_tokens"].notna()
+    ].copy()
     sel["base"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
     datasets = sorted(sel["dataset"].unique())
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 3.8), squeeze=False)
@@ -281,8 +352,15 @@ def plot_mauve(table: pd.DataFrame, summary: pd.DataFrame, outputs: list[str]) -
             cmap = plt.get_cmap("viridis", max(len(order), 2))
             for k, m in enumerate(order):
                 g = t[t["model"] == m].sort_values("entropy_mean")
-                ax.errorbar(g["entropy_mean"], g["mauve_mean"], yerr=g["mauve_sd"], fmt="o-", ms=3, color=cmap(k),
-                            label=f"{m} ({sizes.get(m, float('nan')):.3g})")  # fmt: skip
+                ax.errorbar(
+                    g["entropy_mean"],
+                    g["mauve_mean"],
+                    yerr=g["mauve_sd"],
+                    fmt="o-",
+                    ms=3,
+                    color=cmap(k),
+                    label=f"{m} ({sizes.get(m, float('nan')):.3g})",
+                )
                 ax.axvline(g["human_entropy_mean"].iloc[0], color=cmap(k), ls="--", lw=0.8)
             ax.set(xlabel="excerpt entropy (nats/token)", ylabel="MAUVE", title=f"{ds} ({fz})", ylim=(0, 1.02))
             ax.legend(fontsize=6)
@@ -309,10 +387,19 @@ def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[
             tr = tradeoff[(tradeoff["dataset"] == ds) & (tradeoff["model"] == m)]
             for meth, g in tr.groupby("method"):
                 g = g.sort_values("alpha")
-                ax.plot(g["tf_entropy"], g["logloss"], styles.get(meth, "-."), color=cmap(models.index(m)), marker=".",
-                        label=f"{m} {meth}")  # fmt: skip
-        ax.set(xlabel="entropy on human text (nats/token)", ylabel="log loss (nats/token)",
-               title=f"{ds}: teacher-forced, alpha sweep")  # fmt: skip
+                ax.plot(
+                    g["tf_entropy"],
+                    g["logloss"],
+                    styles.get(meth, "-."),
+                    color=cmap(models.index(m)),
+                    marker=".",
+                    label=f"{m} {meth}",
+                )
+        ax.set(
+            xlabel="entropy on human text (nats/token)",
+            ylabel="log loss (nats/token)",
+            title=f"{ds}: teacher-forced, alpha sweep",
+        )
         ax.legend(fontsize=5)
         ax = axes[1, j]
         for m in models:
@@ -321,12 +408,21 @@ def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[
             a = g[g["sampler"] == "ancestral"].sort_values("temperature")
             ax.plot(a["entropy_mean"], a["logloss_mean"], "o-", color=c, ms=3, label=f"{m} temperature")
             for r in g[g["sampler"] != "ancestral"].itertuples():
-                ax.scatter(r.entropy_mean, r.logloss_mean, marker=MARKERS.get(r.sampler, "x"), s=40, color=c,
-                           label=_setting_label(r))  # fmt: skip
+                ax.scatter(
+                    r.entropy_mean,
+                    r.logloss_mean,
+                    marker=MARKERS.get(r.sampler, "x"),
+                    s=40,
+                    color=c,
+                    label=_setting_label(r),
+                )
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
-        ax.set(xlabel="entropy of generations (nats/token)", ylabel="reference log loss (nats/token)",
-               title=f"{ds}: generations")  # fmt: skip
+        ax.set(
+            xlabel="entropy of generations (nats/token)",
+            ylabel="reference log loss (nats/token)",
+            title=f"{ds}: generations",
+        )
         ax.legend(fontsize=5)
     _save(fig, outputs)
 
@@ -344,16 +440,33 @@ def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: li
         for k, meth in enumerate(methods):
             g = t[t["sampler"] == meth].sort_values("entropy_mean")
             if not g.empty:
-                ax.plot(g["entropy_mean"], g["logloss_mean"], "-" if len(g) > 1 else "", color=cmap(k),
-                        marker=MARKERS.get(meth, "o"), ms=4, label=meth)  # fmt: skip
+                ax.plot(
+                    g["entropy_mean"],
+                    g["logloss_mean"],
+                    "-" if len(g) > 1 else "",
+                    color=cmap(k),
+                    marker=MARKERS.get(meth, "o"),
+                    ms=4,
+                    label=meth,
+                )
             s = study[(study["model"] == m) & (study["dataset"] == d) & (study["method"] == meth) & study["crosses"]]
             for r in s.itertuples():
                 yerr = [[r.logloss_at_calibration - r.logloss_ci_low], [r.logloss_ci_high - r.logloss_at_calibration]]
-                ax.errorbar(r.entropy_at_calibration, r.logloss_at_calibration, yerr=yerr, color=cmap(k), marker="*",
-                            ms=10, capsize=3)  # fmt: skip
+                ax.errorbar(
+                    r.entropy_at_calibration,
+                    r.logloss_at_calibration,
+                    yerr=yerr,
+                    color=cmap(k),
+                    marker="*",
+                    ms=10,
+                    capsize=3,
+                )
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="EntCE = 0")
-        ax.set(xlabel="entropy of generations (nats/token)", ylabel="reference log loss (nats/token)",
-               title=f"{m} / {d}\nstars: calibrated points (95 % CI of log loss)")  # fmt: skip
+        ax.set(
+            xlabel="entropy of generations (nats/token)",
+            ylabel="reference log loss (nats/token)",
+            title=f"{m} / {d}\nstars: calibrated points (95 % CI of log loss)",
+        )
         ax.legend(fontsize=6)
     _save(fig, outputs)

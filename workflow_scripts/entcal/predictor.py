@@ -58,8 +58,14 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
-def window_bootstrap_r2(y: np.ndarray, preds: dict[str, np.ndarray], windows: np.ndarray, n_boot: int = 1000,
-                        seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:  # fmt: skip
+def window_bootstrap_r2(
+    y: np.ndarray,
+    preds: dict[str, np.ndarray],
+    windows: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
     """Percentile intervals of each predictor's R^2 on held-out labels, resampling whole windows (the labels
     of one window share its text, so they are not independent draws): {name: (low, high)}."""
     rng = np.random.default_rng(seed)
@@ -81,9 +87,21 @@ def _predict(head: FutureEntropyHead, h: torch.Tensor, df: pd.DataFrame) -> torc
     return head(h[pid], lp, cand)[:, 0]
 
 
-def train_head(head: FutureEntropyHead, h: torch.Tensor, labels: pd.DataFrame, *, steps: int, lr: float,
-               batch_size: int, seed: int, weight_decay: float = 0.05, val: pd.DataFrame | None = None,
-               eval_every: int = 25, patience: int = 8, on_step=None) -> dict:  # fmt: skip
+def train_head(
+    head: FutureEntropyHead,
+    h: torch.Tensor,
+    labels: pd.DataFrame,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.05,
+    val: pd.DataFrame | None = None,
+    eval_every: int = 25,
+    patience: int = 8,
+    on_step=None,
+) -> dict:
     """MSE on the observed (prefix, candidate) labels only; ``h`` (n_prefixes, d) indexed by prefix_id.
 
     With ``val`` (labels of other windows), early stopping: the validation MSE is measured every
@@ -146,13 +164,15 @@ def evaluate_head(head: FutureEntropyHead, h: torch.Tensor, train: pd.DataFrame,
         "n_test": int(len(test)),
         "r2_train": r2(y_tr, _predict(head, h, train).numpy()),
         "r2_test": r2(y_te, p_te),
-        "r2_test_ci_low": ci["head"][0], "r2_test_ci_high": ci["head"][1],  # 95 %, test windows resampled
+        "r2_test_ci_low": ci["head"][0],
+        "r2_test_ci_high": ci["head"][1],  # 95 %, test windows resampled
         "n_test_windows": int(test["window_id"].nunique()),
         "rmse_test": float(np.sqrt(np.mean((y_te - p_te) ** 2))),
         "rmse_constant": float(np.sqrt(np.mean((y_te - const) ** 2))),
         "r2_constant": r2(y_te, const),  # at most 0: the training mean, not the test mean
         "r2_onestep_linear": r2(y_te, one),
-        "r2_onestep_linear_ci_low": ci["onestep"][0], "r2_onestep_linear_ci_high": ci["onestep"][1],
+        "r2_onestep_linear_ci_low": ci["onestep"][0],
+        "r2_onestep_linear_ci_high": ci["onestep"][1],
         "rmse_onestep_linear": float(np.sqrt(np.mean((y_te - one) ** 2))),
         "label_noise_var": noise,
         "noise_ceiling_r2": float(1 - noise / np.var(y_te)) if np.isfinite(noise) else float("nan"),

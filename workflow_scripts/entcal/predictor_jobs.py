@@ -30,10 +30,26 @@ from entcal.tilt import equal_entropy_comparison, fit_alphas, tradeoff_rows
 log = logging.getLogger(__name__)
 
 
-def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: str, *, prompt_tokens: int, max_len: int,
-                cal: dict, seed: int, dtype: str, device: str, threads: int = 1, stop_at_eos: bool = True,
-                chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0, examples_path: str | None = None,
-                prompts_path: str | None = None) -> None:  # fmt: skip
+def labels_file(
+    model_dir: str,
+    model_name: str,
+    windows_path: str,
+    out_path: str,
+    *,
+    prompt_tokens: int,
+    max_len: int,
+    cal: dict,
+    seed: int,
+    dtype: str,
+    device: str,
+    threads: int = 1,
+    stop_at_eos: bool = True,
+    chat: bool = False,
+    gpus: int = 0,
+    gpu_memory_gb: float = 80.0,
+    examples_path: str | None = None,
+    prompts_path: str | None = None,
+) -> None:
     """Monte Carlo labels for one model x dataset: ``labels.parquet`` plus a JSON sidecar. The windows are
     :func:`entcal.prompts.calibration_windows` (``examples_path``, ``prompts_path``: for ``selection: first``).
 
@@ -46,24 +62,57 @@ def labels_file(model_dir: str, model_name: str, windows_path: str, out_path: st
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
     windows = calibration_windows(windows_path, examples_path, prompts_path)
-    prefixes = make_prefixes(tok, windows, prompt_tokens, max_len, cal["prefixes_per_window"], cal["n_windows"],
-                             cal["test_fraction"], seed, chat)  # fmt: skip
+    prefixes = make_prefixes(
+        tok,
+        windows,
+        prompt_tokens,
+        max_len,
+        cal["prefixes_per_window"],
+        cal["n_windows"],
+        cal["test_fraction"],
+        seed,
+        chat,
+    )
     if not prefixes:
         raise ValueError(f"{windows_path}: no calibration window holds {prompt_tokens + 1} tokens")
-    batch = job_batch(cal["batch_size"], model_dir, max(len(p["prefix_ids"]) for p in prefixes) + 1, device=device,
-                      gpus=gpus, gpu_memory_gb=gpu_memory_gb, dtype=dtype, new_tokens=cal["horizon"])  # fmt: skip
+    batch = job_batch(
+        cal["batch_size"],
+        model_dir,
+        max(len(p["prefix_ids"]) for p in prefixes) + 1,
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        dtype=dtype,
+        new_tokens=cal["horizon"],
+    )
     t0 = time.time()
-    df, spent = label_prefixes(model, tok, prefixes, candidates=cal["candidates"], rollouts=cal["rollouts"],
-                               horizon=cal["horizon"], batch_size=batch, seed=seed, stop_at_eos=stop_at_eos,
-                               end_ids=end_token_ids(tok, model_dir))  # fmt: skip
+    df, spent = label_prefixes(
+        model,
+        tok,
+        prefixes,
+        candidates=cal["candidates"],
+        rollouts=cal["rollouts"],
+        horizon=cal["horizon"],
+        batch_size=batch,
+        seed=seed,
+        stop_at_eos=stop_at_eos,
+        end_ids=end_token_ids(tok, model_dir),
+    )
     seconds = time.time() - t0
     df["prefix_ids"] = df["prefix_id"].map({p["prefix_id"]: p["prefix_ids"] for p in prefixes})
     side = {
-        "model": model_name, "horizon": cal["horizon"], "candidates": cal["candidates"], "rollouts": cal["rollouts"],
-        "n_prefixes": len(prefixes), "n_labels": len(df), "n_windows": int(df["window_id"].nunique()),
-        "label_mean": float(df["label"].mean()), "label_sd": float(df["label"].std()),
-        "forward_tokens": spent, "seconds": round(seconds, 2),
-    }  # fmt: skip
+        "model": model_name,
+        "horizon": cal["horizon"],
+        "candidates": cal["candidates"],
+        "rollouts": cal["rollouts"],
+        "n_prefixes": len(prefixes),
+        "n_labels": len(df),
+        "n_windows": int(df["window_id"].nunique()),
+        "label_mean": float(df["label"].mean()),
+        "label_sd": float(df["label"].std()),
+        "forward_tokens": spent,
+        "seconds": round(seconds, 2),
+    }
     log.info("labels: %s", write_parquet(df, out_path, side))
 
 
@@ -79,15 +128,37 @@ def _hidden(model, seqs, pad_id, batch, what: str, layer: int | None = None) -> 
 
 def _train(head, h, fit, val, hc: dict, seed: int, what: str) -> dict:
     progress = Progress(f"{what}: head training", hc["steps"], unit="steps", rate_unit="labels")
-    run = train_head(head, h, fit, steps=hc["steps"], lr=hc["lr"], batch_size=hc["batch_size"], seed=seed,
-                     weight_decay=hc["weight_decay"], val=val, on_step=progress.update)  # fmt: skip
+    run = train_head(
+        head,
+        h,
+        fit,
+        steps=hc["steps"],
+        lr=hc["lr"],
+        batch_size=hc["batch_size"],
+        seed=seed,
+        weight_decay=hc["weight_decay"],
+        val=val,
+        on_step=progress.update,
+    )
     progress.finish(len(run["loss"]))  # early stopping may end it before hc["steps"]
     return run
 
 
 def _variant_metrics(m: dict) -> dict:
-    return {k: m[k] for k in ("n_train", "n_test", "r2_test", "r2_test_ci_low", "r2_test_ci_high", "rmse_test",
-                              "rmse_constant", "r2_onestep_linear", "noise_ceiling_r2")}  # fmt: skip
+    return {
+        k: m[k]
+        for k in (
+            "n_train",
+            "n_test",
+            "r2_test",
+            "r2_test_ci_low",
+            "r2_test_ci_high",
+            "rmse_test",
+            "rmse_constant",
+            "r2_onestep_linear",
+            "noise_ceiling_r2",
+        )
+    }
 
 
 def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, emb, hc, seed) -> dict:
@@ -105,18 +176,37 @@ def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, e
         fit_v = fit[fit["window_id"].isin(wins[: max(1, len(wins) // 2)])]
     else:
         rank, hidden = max(1, rank // 4), max(1, hidden // 4)
-    head = FutureEntropyHead(emb.detach().cpu(), rank=rank, hidden=hidden, mu=fit_v["label"].mean(),
-                             sigma=max(fit_v["label"].std(), 1e-3))  # fmt: skip
+    head = FutureEntropyHead(
+        emb.detach().cpu(), rank=rank, hidden=hidden, mu=fit_v["label"].mean(), sigma=max(fit_v["label"].std(), 1e-3)
+    )
     _train(head, hv, fit_v, val, hc, seed, f"variant {name}")
     m = evaluate_head(head.eval(), hv, fit_v if name == "half_labels" else train, test)
     return {"variant": name, **_variant_metrics(m)}
 
 
-def train_predictor_file(model_dir: str, model_name: str, labels_path: str, windows_path: str, head_out: str,
-                         tradeoff_out: str, *, samplers: list[str], prompt_tokens: int, max_len: int, cal: dict,
-                         seed: int, dtype: str, device: str, threads: int = 1, dataset: str = "",
-                         chat: bool = False, gpus: int = 0, gpu_memory_gb: float = 80.0, examples_path: str | None = None,
-                         prompts_path: str | None = None) -> None:  # fmt: skip
+def train_predictor_file(
+    model_dir: str,
+    model_name: str,
+    labels_path: str,
+    windows_path: str,
+    head_out: str,
+    tradeoff_out: str,
+    *,
+    samplers: list[str],
+    prompt_tokens: int,
+    max_len: int,
+    cal: dict,
+    seed: int,
+    dtype: str,
+    device: str,
+    threads: int = 1,
+    dataset: str = "",
+    chat: bool = False,
+    gpus: int = 0,
+    gpu_memory_gb: float = 80.0,
+    examples_path: str | None = None,
+    prompts_path: str | None = None,
+) -> None:
     """Train the head, test it on held-out labels, fit alpha per step bucket for each tilt sampler,
     measure the Mirostat target; write ``predictor.safetensors`` + ``predictor.json`` and the
     teacher-forced trade-off table. The head trains on the CPU (it is small; the frozen model's
@@ -130,20 +220,32 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
         raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
     t0 = time.time()
     seqs = [list(x) for x in pre["prefix_ids"]]
-    batch = job_batch(cal["batch_size"], model_dir, max(map(len, seqs)), device=device, gpus=gpus,
-                      gpu_memory_gb=gpu_memory_gb, dtype=dtype)  # fmt: skip
+    batch = job_batch(
+        cal["batch_size"],
+        model_dir,
+        max(map(len, seqs)),
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        dtype=dtype,
+    )
     h = _hidden(model, seqs, tok.pad_token_id, batch, f"predictor {model_name}")
     train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
     if train.empty or test.empty:
         raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
     # early stopping on the last windows of the training side; the test windows stay untouched
     wins = sorted(train["window_id"].unique())
-    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))):]) if len(wins) > 1 else set()
+    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))) :]) if len(wins) > 1 else set()
     fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
     hc = cal["head"]
     emb = model.get_output_embeddings().weight
-    head = FutureEntropyHead(emb.detach().cpu(), rank=hc["rank"], hidden=hc["hidden"], mu=fit["label"].mean(),
-                             sigma=max(fit["label"].std(), 1e-3))  # fmt: skip
+    head = FutureEntropyHead(
+        emb.detach().cpu(),
+        rank=hc["rank"],
+        hidden=hc["hidden"],
+        mu=fit["label"].mean(),
+        sigma=max(fit["label"].std(), 1e-3),
+    )
     run = _train(head, h, fit, val, hc, seed, f"predictor {model_name}")
     hist = run["loss"]
     head.eval()
@@ -151,24 +253,44 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     log.info("head: %s", metrics)
     variants = [{"variant": "head", **_variant_metrics(metrics)}]
     for name in cal.get("variants") or []:  # evaluation only: the samplers use the head above
-        variants.append(_train_variant(name, model, seqs, tok.pad_token_id, batch, h, fit, val, train, test, emb, hc, seed))
+        variants.append(
+            _train_variant(name, model, seqs, tok.pad_token_id, batch, h, fit, val, train, test, emb, hc, seed)
+        )
         log.info("predictor variant %s: %s", name, variants[-1])
     # alpha per bucket on further calibration windows (not the label windows)
     windows = calibration_windows(windows_path, examples_path, prompts_path)
     rest = windows[~windows["example_id"].isin(set(labels["window_id"]))]
     chosen = select_examples(tok, rest, prompt_tokens, max_len, max(1, max_len // 4), cal["fit_windows"], chat)
     lookahead = "one_step_lookahead" in samplers
-    batch = job_batch(cal["batch_size"], model_dir, max(len(p) + len(r) for _, p, r in chosen), device=device, gpus=gpus,
-                      gpu_memory_gb=gpu_memory_gb, dtype=dtype, lookahead=cal["candidates"] if lookahead else 0)  # fmt: skip
+    batch = job_batch(
+        cal["batch_size"],
+        model_dir,
+        max(len(p) + len(r) for _, p, r in chosen),
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        dtype=dtype,
+        lookahead=cal["candidates"] if lookahead else 0,
+    )
     head.to(emb.device)  # beside the model's last hidden states
     progress = Progress(f"predictor {model_name}: alpha fit windows", len(chosen), unit="windows")
-    data = fit_data(model, [(p, r) for _, p, r in chosen], cal["candidates"], head, lookahead, batch, tok.pad_token_id,
-                    on_batch=progress.update)  # fmt: skip
+    data = fit_data(
+        model,
+        [(p, r) for _, p, r in chosen],
+        cal["candidates"],
+        head,
+        lookahead,
+        batch,
+        tok.pad_token_id,
+        on_batch=progress.update,
+    )
     progress.finish()
     data = {k: v.detach() for k, v in data.items()}
     edges = cal["step_buckets"]
     tilts = [x for x in TILTS if x in samplers or x == "future_entropy"]
-    progress = Progress(f"predictor {model_name}: alpha fits", len(tilts) * len(edges), unit="fits", rate_unit="positions")
+    progress = Progress(
+        f"predictor {model_name}: alpha fits", len(tilts) * len(edges), unit="fits", rate_unit="positions"
+    )
     fits = fit_alphas(data, tilts, edges, cal["alpha_bounds"], on_fit=progress.update)
     progress.finish()
     for s, fit_s in fits.items():
@@ -182,18 +304,31 @@ def train_predictor_file(model_dir: str, model_name: str, labels_path: str, wind
     lab_meta = json.loads(Path(labels_path).with_suffix(".json").read_text())
     n_fit_tokens = sum(len(p) + len(r) for _, p, r in chosen)
     settings = {
-        "model": model_name, "dataset": dataset, "horizon": cal["horizon"], "candidates": cal["candidates"],
+        "model": model_name,
+        "dataset": dataset,
+        "horizon": cal["horizon"],
+        "candidates": cal["candidates"],
         "head": {k: hc[k] for k in ("rank", "hidden", "steps", "lr", "batch_size")},
-        "label_mu": float(head.mu), "label_sigma": float(head.sigma),
-        "train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:])),
-        "val_loss": run["val_loss"], "best_step": run["best_step"], "n_val": int(len(val)),
-        "metrics": metrics, "variants": variants, "step_buckets": edges, "alpha": fits, "equal_entropy_tf": equal,
-        "fit_positions": int(len(nll)), "fit_windows": len(chosen),
-        "mirostat_target": float(nll.mean()), "mirostat_eta": cal["mirostat_eta"],
+        "label_mu": float(head.mu),
+        "label_sigma": float(head.sigma),
+        "train_loss_first": float(np.mean(hist[:20])),
+        "train_loss_last": float(np.mean(hist[-20:])),
+        "val_loss": run["val_loss"],
+        "best_step": run["best_step"],
+        "n_val": int(len(val)),
+        "metrics": metrics,
+        "variants": variants,
+        "step_buckets": edges,
+        "alpha": fits,
+        "equal_entropy_tf": equal,
+        "fit_positions": int(len(nll)),
+        "fit_windows": len(chosen),
+        "mirostat_target": float(nll.mean()),
+        "mirostat_eta": cal["mirostat_eta"],
         "label_forward_tokens": lab_meta["forward_tokens"],
         "fit_tokens": n_fit_tokens,  # one teacher-forced pass over the fit windows
         "fit_forward_tokens": n_fit_tokens * (1 + ("one_step_lookahead" in samplers) * cal["candidates"]),
         "seconds": round(time.time() - t0, 2),
-    }  # fmt: skip
+    }
     save_head(head, head_out, settings)
     log.info("predictor: %s", {k: v for k, v in settings.items() if k != "alpha"})

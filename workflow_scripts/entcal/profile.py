@@ -2,8 +2,8 @@
 
 Snakemake resolves a bare profile name in the working directory, then in the user's configuration
 folder (``$XDG_CONFIG_HOME/snakemake/``, by default ``~/.config/snakemake/``), then in
-``/etc/xdg/snakemake/``. Site settings (executor, account, partitions, the GPU jobs' partition, GPU model, QOS, constraint and
-other sbatch arguments, GPU memory, the longest runtime a partition allows, how many jobs at once, how
+``/etc/xdg/snakemake/``. Site settings (executor, account, partitions, the GPU jobs' partition, GPU model, QOS,
+constraint and other sbatch arguments, GPU memory, the longest runtime a partition allows, how many jobs at once, how
 job states are queried) belong there, in keys that a ``--config`` on the command line does not replace:
 ``default-resources`` (the facts the rules read travel as ``entcal_*`` resources, :data:`SITE_FACTS`)
 and ``set-resources`` of the GPU rules. The workflow's own profile, ``profiles/default/``, which
@@ -60,10 +60,20 @@ slurm-status-command: {status_command}
 def render_gpu_rules(gpu_partition=None, gpu_model=None, gpu_qos=None, gpu_constraint=None, gpu_sbatch=None) -> str:
     """The ``set-resources`` block of the GPU rules; commented out where nothing is set (Snakemake
     refuses an empty one)."""
-    items = [("slurm_partition", gpu_partition), ("gpu_model", gpu_model), ("qos", gpu_qos),
-             ("constraint", gpu_constraint), ("slurm_extra", gpu_sbatch)]  # fmt: skip
-    hints = {"slurm_partition": "<your GPU partition> (default: slurm_partition)", "gpu_model": "h100 (asks --gpus=h100:N)",
-             "qos": "<a GPU QOS>", "constraint": "<a node feature>", "slurm_extra": "\"'--exclusive'\""}  # fmt: skip
+    items = [
+        ("slurm_partition", gpu_partition),
+        ("gpu_model", gpu_model),
+        ("qos", gpu_qos),
+        ("constraint", gpu_constraint),
+        ("slurm_extra", gpu_sbatch),
+    ]
+    hints = {
+        "slurm_partition": "<your GPU partition> (default: slurm_partition)",
+        "gpu_model": "h100 (asks --gpus=h100:N)",
+        "qos": "<a GPU QOS>",
+        "constraint": "<a node feature>",
+        "slurm_extra": "\"'--exclusive'\"",
+    }
     any_set = any(v for _, v in items)
     c = "" if any_set else "# "
     out = [f"{c}set-resources:\n"]
@@ -87,7 +97,9 @@ def site_facts(default_resources) -> dict:
     """The site facts (:data:`SITE_FACTS`) among Snakemake's parsed default resources, under their
     configuration names: ``{"gpu_memory_gb": 80.0, "max_runtime_min": 2880}`` (those present)."""
     out = {}
-    items = dict(default_resources.items()) if default_resources is not None and hasattr(default_resources, "items") else {}
+    items = (
+        dict(default_resources.items()) if default_resources is not None and hasattr(default_resources, "items") else {}
+    )
     for res, (key, cast) in SITE_FACTS.items():
         if res in items:
             value = getattr(items[res], "value", items[res])
@@ -98,15 +110,22 @@ def site_facts(default_resources) -> dict:
 def render_deployment(software_deployment: str = "conda", conda_prefix: str | None = None) -> str:
     """How jobs get their software: each rule's conda environment (envs/*.yaml; the GPU rules' has vLLM and
     the transformers it needs), or, with ``none``, the environment Snakemake was started from."""
-    prefix = f"conda-prefix: {conda_prefix}\n" if conda_prefix else \
-        "# conda-prefix: <a folder every node sees> (default: .snakemake/conda in the working directory)\n"
+    prefix = (
+        f"conda-prefix: {conda_prefix}\n"
+        if conda_prefix
+        else "# conda-prefix: <a folder every node sees> (default: .snakemake/conda in the working directory)\n"
+    )
     if software_deployment == "conda":
-        return ("# every rule runs in its own conda environment (envs/*.yaml): GPU jobs get the GPU set (vLLM and its\n"
-                "# transformers), analysis jobs the analysis set, whatever the login node has installed\n"
-                "software-deployment-method: conda\n" + prefix)  # fmt: skip
-    return ("# software deployment off: every job runs in the environment snakemake was started from, which must then\n"
-            "# hold the GPU set (pip install -r envs/requirements-gpu.txt -c envs/constraints.txt); to turn it on:\n"
-            "# software-deployment-method: conda\n")  # fmt: skip
+        return (
+            "# every rule runs in its own conda environment (envs/*.yaml): GPU jobs get the GPU set (vLLM and its\n"
+            "# transformers), analysis jobs the analysis set, whatever the login node has installed\n"
+            "software-deployment-method: conda\n" + prefix
+        )
+    return (
+        "# software deployment off: every job runs in the environment snakemake was started from, which must then\n"
+        "# hold the GPU set (pip install -r envs/requirements-gpu.txt -c envs/constraints.txt); to turn it on:\n"
+        "# software-deployment-method: conda\n"
+    )
 
 
 def conda_problem(deployment_methods, which=None) -> str | None:
@@ -120,24 +139,38 @@ def conda_problem(deployment_methods, which=None) -> str | None:
         return None
     if which("conda"):
         return None
-    return ("software-deployment-method: conda (a line of the site profile that `python -m entcal.profile install "
-            "slurm` writes by default, or --software-deployment-method conda) makes every rule run in its conda "
-            "environment (envs/*.yaml), but no `conda` is on PATH. Either install conda on the login node "
-            "(Miniforge: conda and mamba; docs/cluster.md, step 1) or turn it off: reinstall the profile with "
-            "`python -m entcal.profile install slurm --software-deployment none --force` (or delete that line) and "
-            "run the workflow from an environment that holds the GPU set (bash envs/install.sh gpu).")
+    return (
+        "software-deployment-method: conda (a line of the site profile that `python -m entcal.profile install "
+        "slurm` writes by default, or --software-deployment-method conda) makes every rule run in its conda "
+        "environment (envs/*.yaml), but no `conda` is on PATH. Either install conda on the login node "
+        "(Miniforge: conda and mamba; docs/cluster.md, step 1) or turn it off: reinstall the profile with "
+        "`python -m entcal.profile install slurm --software-deployment none --force` (or delete that line) and "
+        "run the workflow from an environment that holds the GPU set (bash envs/install.sh gpu)."
+    )
 
 
 def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
-def render_slurm(partition: str | None = None, account: str | None = None, gpu_partition: str | None = None,
-                 gpu_model: str | None = None, gpu_memory_gb: float = 80, max_runtime_min: int = 2880,
-                 jobs: int = 64, retries: int = 2, latency_wait: int = 60, status_command: str = "sacct",
-                 extra: dict | None = None, gpu_qos: str | None = None, gpu_constraint: str | None = None,
-                 gpu_sbatch: str | None = None, software_deployment: str = "conda",
-                 conda_prefix: str | None = None) -> str:  # fmt: skip
+def render_slurm(
+    partition: str | None = None,
+    account: str | None = None,
+    gpu_partition: str | None = None,
+    gpu_model: str | None = None,
+    gpu_memory_gb: float = 80,
+    max_runtime_min: int = 2880,
+    jobs: int = 64,
+    retries: int = 2,
+    latency_wait: int = 60,
+    status_command: str = "sacct",
+    extra: dict | None = None,
+    gpu_qos: str | None = None,
+    gpu_constraint: str | None = None,
+    gpu_sbatch: str | None = None,
+    software_deployment: str = "conda",
+    conda_prefix: str | None = None,
+) -> str:
     """The text of the SLURM site profile."""
 
     def line(key, value, hint):
@@ -145,13 +178,20 @@ def render_slurm(partition: str | None = None, account: str | None = None, gpu_p
 
     extra_text = "".join(f"{k}: {v}\n" for k, v in (extra or {}).items())
     return SLURM.format(
-        jobs=jobs, retries=retries, latency_wait=latency_wait, status_command=status_command, extra=extra_text,
-        partition_line=line("slurm_partition", partition, "<your CPU partition> (default: the cluster's default partition)"),
+        jobs=jobs,
+        retries=retries,
+        latency_wait=latency_wait,
+        status_command=status_command,
+        extra=extra_text,
+        partition_line=line(
+            "slurm_partition", partition, "<your CPU partition> (default: the cluster's default partition)"
+        ),
         account_line=line("slurm_account", account, "<your allocation> (default: the plugin guesses one)"),
-        gpu_memory_gb=int(round(gpu_memory_gb)), max_runtime_min=int(max_runtime_min),
+        gpu_memory_gb=int(round(gpu_memory_gb)),
+        max_runtime_min=int(max_runtime_min),
         gpu_rules=render_gpu_rules(gpu_partition, gpu_model, gpu_qos, gpu_constraint, gpu_sbatch),
         deployment=render_deployment(software_deployment, conda_prefix),
-    )  # fmt: skip
+    )
 
 
 def install(name: str = "slurm", force: bool = False, **site) -> Path:
@@ -184,20 +224,44 @@ def main(argv=None) -> None:
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--latency-wait", type=int, default=60)
     p.add_argument("--status-command", choices=["sacct", "squeue"], default="sacct")
-    p.add_argument("--software-deployment", choices=["conda", "none"], default="conda",
-                   help="conda (default): each rule in its envs/*.yaml environment, GPU jobs with vLLM; none: jobs run "
-                        "in the environment snakemake starts from")  # fmt: skip
+    p.add_argument(
+        "--software-deployment",
+        choices=["conda", "none"],
+        default="conda",
+        help="conda (default): each rule in its envs/*.yaml environment, GPU jobs with vLLM; none: jobs run "
+        "in the environment snakemake starts from",
+    )
     p.add_argument("--conda-prefix", help="where the conda environments are built (a folder every node sees)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other Snakemake option for the profile (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other Snakemake option for the profile (repeatable)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     a = ap.parse_args(argv)
     extra = dict(kv.split("=", 1) for kv in a.set)
-    out = install(a.name, force=a.force, partition=a.partition, account=a.account, gpu_partition=a.gpu_partition,
-                  gpu_model=a.gpu_model, gpu_memory_gb=a.gpu_memory_gb, max_runtime_min=a.max_runtime_min,
-                  jobs=a.jobs, retries=a.retries, latency_wait=a.latency_wait, status_command=a.status_command,
-                  extra=extra, gpu_qos=a.gpu_qos, gpu_constraint=a.gpu_constraint, gpu_sbatch=a.gpu_sbatch,
-                  software_deployment=a.software_deployment, conda_prefix=a.conda_prefix)  # fmt: skip
+    out = install(
+        a.name,
+        force=a.force,
+        partition=a.partition,
+        account=a.account,
+        gpu_partition=a.gpu_partition,
+        gpu_model=a.gpu_model,
+        gpu_memory_gb=a.gpu_memory_gb,
+        max_runtime_min=a.max_runtime_min,
+        jobs=a.jobs,
+        retries=a.retries,
+        latency_wait=a.latency_wait,
+        status_command=a.status_command,
+        extra=extra,
+        gpu_qos=a.gpu_qos,
+        gpu_constraint=a.gpu_constraint,
+        gpu_sbatch=a.gpu_sbatch,
+        software_deployment=a.software_deployment,
+        conda_prefix=a.conda_prefix,
+    )
     print(f"wrote {out}; check it, then: snakemake -n --profile {a.name}")
 
 

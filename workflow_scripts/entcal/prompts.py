@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def special_prefix(tok) -> list[int]:
     """The special tokens the tokenizer puts before text (BOS for Llama-style tokenizers, none for
     Qwen2.5 and Pythia)."""
@@ -74,9 +73,12 @@ def prefix_ids(tok, prefix: str = "", instruction: str = "", chat: bool = False)
     if instruction:
         if chat:
             if not getattr(tok, "chat_template", None):
-                raise ValueError(f"an instruct model's tokenizer ({getattr(tok, 'name_or_path', '?')}) has no chat template")
-            text = tok.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True,
-                                           tokenize=False)  # fmt: skip
+                raise ValueError(
+                    f"an instruct model's tokenizer ({getattr(tok, 'name_or_path', '?')}) has no chat template"
+                )
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=False
+            )
             return list(tok(text, add_special_tokens=False)["input_ids"])
         return _strip_eos(tok, list(tok(f"{prefix}Q: {instruction}\nA: ", add_special_tokens=True)["input_ids"]))
     return _strip_eos(tok, list(tok(prefix, add_special_tokens=True)["input_ids"])) if prefix else special_prefix(tok)
@@ -138,9 +140,18 @@ def tokenize_heads(tok, texts: list[str], need: int, chars_per_token: float = 6.
     return out
 
 
-def select_examples(tok, examples, prompt_tokens: int, ref_tokens: int, min_ref_tokens: int, n: int,
-                    chat: bool = False, max_context: int | None = None, text_rules: str = "paper",
-                    chat_instruction: str | None = None) -> list[tuple[int, list[int], list[int]]]:  # fmt: skip
+def select_examples(
+    tok,
+    examples,
+    prompt_tokens: int,
+    ref_tokens: int,
+    min_ref_tokens: int,
+    n: int,
+    chat: bool = False,
+    max_context: int | None = None,
+    text_rules: str = "paper",
+    chat_instruction: str | None = None,
+) -> list[tuple[int, list[int], list[int]]]:
     """The first ``n`` examples (file order) that qualify under ``tok``; see the module docstring.
 
     ``examples``: a DataFrame or the path of ``examples.parquet`` (streamed). Returns a list of
@@ -170,18 +181,31 @@ def select_examples(tok, examples, prompt_tokens: int, ref_tokens: int, min_ref_
             if max_context and len(pre) + prompt_tokens + ref_tokens >= max_context:
                 too_long += 1
                 continue
-            out.append((int(r.example_id), pre + body[:prompt_tokens], body[prompt_tokens : prompt_tokens + ref_tokens]))
+            out.append(
+                (int(r.example_id), pre + body[:prompt_tokens], body[prompt_tokens : prompt_tokens + ref_tokens])
+            )
             if len(out) == n:
                 break
-    log.info("selected %d examples; skipped %d with fewer than %d + %d tokens%s", len(out), too_short, prompt_tokens,
-             min_ref_tokens, f" and {too_long} whose prompt + {ref_tokens} tokens reach the {max_context}-token context"
-             if max_context else " (no context limit checked here)")  # fmt: skip
+    log.info(
+        "selected %d examples; skipped %d with fewer than %d + %d tokens%s",
+        len(out),
+        too_short,
+        prompt_tokens,
+        min_ref_tokens,
+        f" and {too_long} whose prompt + {ref_tokens} tokens reach the {max_context}-token context"
+        if max_context
+        else " (no context limit checked here)",
+    )
     if len(out) < n:
-        msg = (f"only {len(out)} of {n} requested examples qualify ({too_short} too short, {too_long} too long for the "
-               "context)")  # fmt: skip
+        msg = (
+            f"only {len(out)} of {n} requested examples qualify ({too_short} too short, {too_long} too long for the "
+            "context)"
+        )
         if _selection(examples) == "first":
-            raise ValueError(f"{examples}: {msg}; the paper's selection needs all of them: raise the dataset's max_docs "
-                             "(or lower generation.n_prompts) and rerun its prepare_dataset rule")  # fmt: skip
+            raise ValueError(
+                f"{examples}: {msg}; the paper's selection needs all of them: raise the dataset's max_docs "
+                "(or lower generation.n_prompts) and rerun its prepare_dataset rule"
+            )
         log.warning(msg)
     if not out:
         raise ValueError(f"no example holds {prompt_tokens}+{min_ref_tokens} tokens within the context")
@@ -197,8 +221,9 @@ def _selection(examples) -> str | None:
     return ((pq.read_schema(examples).metadata or {}).get(SELECTION_KEY) or b"").decode() or None
 
 
-def calibration_windows(windows_path: str | Path, examples_path: str | Path | None = None,
-                        prompts_path: str | Path | None = None) -> pd.DataFrame:
+def calibration_windows(
+    windows_path: str | Path, examples_path: str | Path | None = None, prompts_path: str | Path | None = None
+) -> pd.DataFrame:
     """A model's calibration windows. Under ``selection: random`` they are ``calibration.parquet``'s. Under
     ``selection: first`` (the paper's) they are the examples after the last one the model's prompts use, so
     no document that its first ``n_prompts`` qualifying ones include is ever used for calibration."""
@@ -207,19 +232,25 @@ def calibration_windows(windows_path: str | Path, examples_path: str | Path | No
     if _selection(windows_path) != "first":
         windows = read_parquet(windows_path)
         if windows.empty:
-            raise ValueError(f"{windows_path}: no calibration windows (the dataset was prepared with no calibrated "
-                             "sampler configured, or datasets.<name>.calibration_fraction is 0)")  # fmt: skip
+            raise ValueError(
+                f"{windows_path}: no calibration windows (the dataset was prepared with no calibrated "
+                "sampler configured, or datasets.<name>.calibration_fraction is 0)"
+            )
         return windows
     if examples_path is None or prompts_path is None:
-        raise ValueError(f"{windows_path}: selection first takes a model's calibration windows after its prompts: "
-                         "pass the examples and the model's prompts")  # fmt: skip
+        raise ValueError(
+            f"{windows_path}: selection first takes a model's calibration windows after its prompts: "
+            "pass the examples and the model's prompts"
+        )
     last = int(read_parquet(prompts_path, columns=["example_id"])["example_id"].max())
     check_file(examples_path)
     windows = pq.read_table(examples_path, filters=[("example_id", ">", last)]).to_pandas()
     if windows.empty:
-        raise ValueError(f"{examples_path}: no document is left after example {last}, the last of the model's prompts "
-                         "(file order), for the calibration windows: raise datasets.<name>.max_docs or lower "
-                         "generation.n_prompts")  # fmt: skip
+        raise ValueError(
+            f"{examples_path}: no document is left after example {last}, the last of the model's prompts "
+            "(file order), for the calibration windows: raise datasets.<name>.max_docs or lower "
+            "generation.n_prompts"
+        )
     log.info("calibration windows: %d examples after example %d, the model's last prompt", len(windows), last)
     return windows
 
@@ -271,5 +302,7 @@ def load_prompts(path: str | Path) -> list[tuple[int, list[int], list[int]]]:
     """(example_id, prompt_ids, reference_ids) of a prompts file, in its order (checked against its sidecar).
     The ids are Python ints, not the Parquet arrays' numpy integers (vLLM's request serialisation rejects those)."""
     t = read_parquet(path, columns=["example_id", "prompt_ids", "reference_ids"])
-    return [(int(e), np.asarray(p).tolist(), np.asarray(r).tolist())
-            for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])]
+    return [
+        (int(e), np.asarray(p).tolist(), np.asarray(r).tolist())
+        for e, p, r in zip(t["example_id"], t["prompt_ids"], t["reference_ids"])
+    ]

@@ -42,24 +42,62 @@ RERUN_DIR = "provenance/rerun"
 # every stage stale.
 SECTION_READERS = {
     "datasets": ("prepare_dataset", "select_prompts", "mauve_excerpts"),
-    "models": ("train_model", "convert_gguf", "select_prompts", "generate", "score", "score_extra", "power_law", "mauve_excerpts"),
-    "generation": ("select_prompts", "generate", "calibration_labels", "train_predictor", "context_fits", "plot_context"),
+    "models": (
+        "train_model",
+        "convert_gguf",
+        "select_prompts",
+        "generate",
+        "score",
+        "score_extra",
+        "power_law",
+        "mauve_excerpts",
+    ),
+    "generation": (
+        "select_prompts",
+        "generate",
+        "calibration_labels",
+        "train_predictor",
+        "context_fits",
+        "plot_context",
+    ),
     "samplers": ("generate", "score", "score_extra"),
     "scoring": ("score", "score_extra"),
     "precision": ("generate", "score", "score_extra", "calibration_labels", "train_predictor"),
     "dtype": ("generate", "score", "score_extra", "calibration_labels", "train_predictor", "mauve_features"),
-    "analysis": ("aggregate", "aggregate_extra", "scaling_fits", "plot_per_step", "calibration_labels", "train_predictor"),
+    "analysis": (
+        "aggregate",
+        "aggregate_extra",
+        "scaling_fits",
+        "plot_per_step",
+        "calibration_labels",
+        "train_predictor",
+    ),
     "analysis.max_len": ("aggregate", "aggregate_extra", "calibration_labels", "train_predictor"),
     "analysis.n_boot": ("aggregate", "calibration_table"),  # bootstrap replicates: EntCE, the calibrated points
     "analysis.smoothing": ("plot_per_step",),
     "analysis.smoothing_logloss": ("plot_per_step",),
     "analysis.reference_start": ("aggregate", "aggregate_extra"),
-    "analysis.estimator": ("aggregate", "aggregate_extra", "scaling_fits", "plot_scaling", "plot_tradeoff", "plot_tradeoff_extra", "plot_data_scaling"),
+    "analysis.estimator": (
+        "aggregate",
+        "aggregate_extra",
+        "scaling_fits",
+        "plot_scaling",
+        "plot_tradeoff",
+        "plot_tradeoff_extra",
+        "plot_data_scaling",
+    ),
     "fidelity": ("aggregate", "aggregate_extra"),  # the summary's column; its presets show in the keys they set
     "training": ("train_tokenizer", "train_model"),
     "calibration": ("calibration_labels", "train_predictor", "generate", "score_extra"),
     "calibration.variants": ("train_predictor",),  # heads for comparison only
-    "mauve": ("mauve_excerpts", "mauve_features", "mauve_buckets", "mauve_summary", "mauve_summary_extra", "calibration_table"),
+    "mauve": (
+        "mauve_excerpts",
+        "mauve_features",
+        "mauve_buckets",
+        "mauve_summary",
+        "mauve_summary_extra",
+        "calibration_table",
+    ),
     "theory": ("singleton_mass", "power_law"),
     "exact": ("future_entropy_exact",),
     "exclude_models": (),  # which models exist, not how: their jobs appear or disappear
@@ -76,8 +114,12 @@ def config_sha256(results_config: dict) -> str:
 def provenance(results_config: dict, code: dict[str, str]) -> dict:
     """The record ``dump_config`` writes: the configuration's hash, the configuration itself and the
     stages' code fingerprints."""
-    return {"config_sha256": config_sha256(results_config), "entcal_version": entcal.__version__, "code": dict(sorted(code.items())),
-            "config": results_config}  # fmt: skip
+    return {
+        "config_sha256": config_sha256(results_config),
+        "entcal_version": entcal.__version__,
+        "code": dict(sorted(code.items())),
+        "config": results_config,
+    }
 
 
 def _flatten(x, prefix=""):
@@ -114,7 +156,9 @@ def stages_for(diffs, rule_scripts: dict[str, str]) -> dict[str, list[str]]:
             reason = f"code of {key} changed (fingerprint {old} -> {new})"
         else:
             parts = key.split(".")
-            prefix = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in SECTION_READERS), None)
+            prefix = next(
+                (".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in SECTION_READERS), None
+            )
             rules = [r for r in (SECTION_READERS[prefix] if prefix else tuple(rule_scripts)) if r in rule_scripts]
             reason = f"{key}: {_short(old)} -> {_short(new)}"
         for r in rules:
@@ -146,8 +190,15 @@ def write_marker(workdir: str | Path, results_dir: str | Path) -> None:
     m = marker_path(workdir, rd)
     m.parent.mkdir(parents=True, exist_ok=True)
     tmp = m.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"results_dir": str(rd.resolve()), "provenance_sha256": _file_sha(rd / PROVENANCE),
-                               "written": time.strftime("%Y-%m-%dT%H:%M:%S")}))  # fmt: skip
+    tmp.write_text(
+        json.dumps(
+            {
+                "results_dir": str(rd.resolve()),
+                "provenance_sha256": _file_sha(rd / PROVENANCE),
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
+    )
     os.replace(tmp, m)
 
 
@@ -161,7 +212,9 @@ def has_record(workdir: str | Path, results_dir: str | Path) -> bool:
     return m.get("provenance_sha256") == _file_sha(rd / PROVENANCE)
 
 
-def stale_stages(workdir, results_dir, current: dict, rule_scripts: dict[str, str]) -> tuple[dict[str, list[str]], bool]:
+def stale_stages(
+    workdir, results_dir, current: dict, rule_scripts: dict[str, str]
+) -> tuple[dict[str, list[str]], bool]:
     """``({rule: reasons}, checked)``: the stages whose existing results were made with other settings
     or code, where Snakemake has no record of the results folder (``checked`` False: it has one, or there
     is no recorded provenance: nothing to compare)."""
@@ -214,4 +267,6 @@ def raise_flags(results_dir: str | Path, stale: dict[str, list[str]]) -> None:
     for r, reasons in stale.items():
         f = rerun_flag(results_dir, r)
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(f"{stamp}: stale where Snakemake had no record of these results:\n" + "".join(f"  {x}\n" for x in reasons))
+        f.write_text(
+            f"{stamp}: stale where Snakemake had no record of these results:\n" + "".join(f"  {x}\n" for x in reasons)
+        )

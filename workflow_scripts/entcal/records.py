@@ -116,7 +116,9 @@ def file_digest(path: Path, known: list | None = None) -> tuple[str, list]:
         st = path.stat()
     except FileNotFoundError:
         if path.is_symlink():
-            raise RecordError(f"{path} is a link to {os.readlink(path)}, which does not exist (a cleaned cache?)") from None
+            raise RecordError(
+                f"{path} is a link to {os.readlink(path)}, which does not exist (a cleaned cache?)"
+            ) from None
         raise
     key = _stat_key(st)
     if known and known[:4] == key:
@@ -156,7 +158,9 @@ def write_record(output: str | Path, rule: str, inputs: dict[str, str]) -> dict:
         "rule": rule,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "output": {"sha256": sha, "kind": "folder" if out.is_dir() else "file", "files": files},
-        "inputs": [{"path": _rel(p, rp.parent), "abs": os.path.abspath(p), "sha256": s} for p, s in sorted(inputs.items())],
+        "inputs": [
+            {"path": _rel(p, rp.parent), "abs": os.path.abspath(p), "sha256": s} for p, s in sorted(inputs.items())
+        ],
     }
     tmp = rp.with_name(rp.name + ".tmp")
     tmp.write_text(json.dumps(rec, indent=1))
@@ -171,7 +175,9 @@ def read_record(output: str | Path) -> dict | None:
     except FileNotFoundError:
         return None
     except ValueError as err:
-        raise RecordError(f"{rp}: the record of {output} is not valid JSON ({err}): delete it and redo {output}") from err
+        raise RecordError(
+            f"{rp}: the record of {output} is not valid JSON ({err}): delete it and redo {output}"
+        ) from err
 
 
 def _resolve(entry: dict, record_dir: Path) -> Path | None:
@@ -195,9 +201,11 @@ def check_current(path: str | Path) -> dict | None:
     except (RecordError, FileNotFoundError) as err:
         raise RecordError(f"{path} cannot be read as its job wrote it ({err}); {redo(path)}") from None
     if sha != rec["output"]["sha256"]:
-        raise RecordError(f"{path} is not what its job ({rec['rule']}) wrote: its content changed since "
-                          f"{rec['written']} (SHA-256 {sha[:12]}…, recorded {rec['output']['sha256'][:12]}…); "
-                          f"{redo(path)}")  # fmt: skip
+        raise RecordError(
+            f"{path} is not what its job ({rec['rule']}) wrote: its content changed since "
+            f"{rec['written']} (SHA-256 {sha[:12]}…, recorded {rec['output']['sha256'][:12]}…); "
+            f"{redo(path)}"
+        )
     return rec
 
 
@@ -220,14 +228,18 @@ def check_inputs(inputs) -> dict[str, str]:
             seen = made_from.setdefault(key, (entry["sha256"], p))
             if seen[0] != entry["sha256"]:
                 raise RecordError(
-                    f"{p} and {seen[1]} were made from different versions of {key} (SHA-256 {entry['sha256'][:12]}… and "
+                    f"{p} and {seen[1]} were made from different versions of {key} "
+                    f"(SHA-256 {entry['sha256'][:12]}… and "
                     f"{seen[0][:12]}…): one of them is stale. Run snakemake again (it redoes what was made from an "
-                    f"older version), or {redo(p)}")  # fmt: skip
+                    f"older version), or {redo(p)}"
+                )
     for p, s in shas.items():  # an input that is itself upstream of another input: the same version
         a = os.path.normpath(os.path.abspath(p))
         if a in made_from and made_from[a][0] != s:
-            raise RecordError(f"{made_from[a][1]} was made from another version of {p} than the one there now: it is "
-                              f"stale. Run snakemake again, or {redo(made_from[a][1])}")  # fmt: skip
+            raise RecordError(
+                f"{made_from[a][1]} was made from another version of {p} than the one there now: it is "
+                f"stale. Run snakemake again, or {redo(made_from[a][1])}"
+            )
     return shas
 
 
@@ -240,7 +252,9 @@ def records_under(folder: str | Path):
                 yield Path(d) / n
 
 
-def survey(folders=(), outputs=(), refresh: bool = True) -> tuple[dict[Path, tuple[str, list[str]]], dict[Path, tuple[str, list[str]]]]:
+def survey(
+    folders=(), outputs=(), refresh: bool = True
+) -> tuple[dict[Path, tuple[str, list[str]]], dict[Path, tuple[str, list[str]]]]:
     """``(damaged, stale)``, each {output: (rule, reasons)}, over every recorded output under ``folders`` and
     among ``outputs`` that exists: damaged, its content is not what its job wrote (cut short, edited, replaced,
     a file it links to gone); stale, an input's content is not the one recorded (inputs that no longer exist
@@ -313,7 +327,9 @@ def from_the_future(folders=(), outputs=(), slack: float = 5.0) -> list[tuple[Pa
     for rp in sorted(recs):
         o = output_of(rp)
         try:
-            t = os.stat(o / ".snakemake_timestamp" if o.is_dir() and (o / ".snakemake_timestamp").exists() else o).st_mtime
+            t = os.stat(
+                o / ".snakemake_timestamp" if o.is_dir() and (o / ".snakemake_timestamp").exists() else o
+            ).st_mtime
         except FileNotFoundError:
             continue
         if t > now:

@@ -17,10 +17,17 @@ from pathlib import Path
 import numpy as np
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--virtual-time-budget=15000",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",
+]
 
 
 def find_chromium() -> str | None:
@@ -39,9 +46,17 @@ def screenshot(html: str | Path, png: str | Path, width: int = 1400, height: int
     png = Path(png).resolve()
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
-            [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-             f"--screenshot={png}", Path(html).resolve().as_uri()],  # fmt: skip
-            check=True, capture_output=True, timeout=timeout,
+            [
+                exe,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={png}",
+                Path(html).resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
         )
     return png
 

@@ -35,8 +35,10 @@ def grid(results_dir: str | Path = "results/demo") -> Grid:
     folder = Path(results_dir).expanduser().resolve()
     f = folder / "config.effective.yaml"
     if not f.is_file():
-        raise FileNotFoundError(f"{f} not found: is {results_dir} a results_dir? (the dump_config rule writes it; "
-                                "a run that has not started has none)")  # fmt: skip
+        raise FileNotFoundError(
+            f"{f} not found: is {results_dir} a results_dir? (the dump_config rule writes it; "
+            "a run that has not started has none)"
+        )
     cfg = yaml.safe_load(f.read_text())
     recorded = Path(cfg["results_dir"])
     n = len(recorded.parts)
@@ -52,7 +54,8 @@ def grid(results_dir: str | Path = "results/demo") -> Grid:
 
 
 def _versioned(load):
-    """A loader whose missing column (``KeyError``) names the version that wrote the folder, where it is not this one."""
+    """A loader whose missing column (``KeyError``) names the version that wrote the folder, where it is not
+    this one."""
     import functools
     import inspect
     import json
@@ -73,9 +76,11 @@ def _versioned(load):
                 raise err from None
             if wrote == entcal.__version__:
                 raise
-            raise KeyError(f"{err.args[0] if err.args else err!s} is not in {rd}: that run was written by entcal {wrote}, "
-                           f"this is {entcal.__version__}, whose tables differ (docs/outputs.md). Rerun the workflow on it with "
-                           f"this version, or read it with entcal {wrote}") from err  # fmt: skip
+            raise KeyError(
+                f"{err.args[0] if err.args else err!s} is not in {rd}: that run was written by entcal {wrote}, "
+                f"this is {entcal.__version__}, whose tables differ (docs/outputs.md). Rerun the workflow on it with "
+                f"this version, or read it with entcal {wrote}"
+            ) from err
 
     return wrapper
 
@@ -90,7 +95,9 @@ def _checked(path, read):
 def _table(results_dir, kind: str, extras: bool, read) -> pd.DataFrame:
     g = grid(results_dir)
     paths = [g.path(part_kind(kind, p)) for p in (PARTS if extras else ("paper",))]
-    frames = [_checked(p, read) for p in paths if p == paths[0] or Path(p).is_file()]  # the extras' only where the run has any
+    frames = [
+        _checked(p, read) for p in paths if p == paths[0] or Path(p).is_file()
+    ]  # the extras' only where the run has any
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
@@ -135,7 +142,9 @@ def load_prompts(model: str, dataset: str, results_dir: str | Path = "results/de
 
 
 @_versioned
-def load_scores(model: str, dataset: str, results_dir: str | Path = "results/demo", part: str = "paper") -> pd.DataFrame:
+def load_scores(
+    model: str, dataset: str, results_dir: str | Path = "results/demo", part: str = "paper"
+) -> pd.DataFrame:
     """``scores/{dataset}/{model}.parquet`` (``part="extra"``: ``scores_extra/…``, the settings beyond the
     paper): one row per prompt x sampler setting (docs/outputs.md)."""
     g = grid(results_dir)
@@ -143,8 +152,9 @@ def load_scores(model: str, dataset: str, results_dir: str | Path = "results/dem
 
 
 @_versioned
-def load_generations(model: str, dataset: str, setting: str, results_dir: str | Path = "results/demo",
-                     text: bool = True) -> pd.DataFrame:  # fmt: skip
+def load_generations(
+    model: str, dataset: str, setting: str, results_dir: str | Path = "results/demo", text: bool = True
+) -> pd.DataFrame:
     """One row per prompt: the generation (example_id, prompt_len, n_tokens, stopped_at_eos, token_ids,
     entropy, logprob, text), its prompt and human reference (prompt_ids, reference_ids and, with
     ``text``, prompt_text and reference_text) and the reference's per-token ``logloss`` and

@@ -4,8 +4,8 @@ glibc's malloc serves every block above ``M_MMAP_THRESHOLD`` (128 KiB at start) 
 ``mmap`` and gives it back with ``munmap`` when freed, so a job that allocates and frees tensors of
 a few MB on every step (the KV cache growing in generation, logits, activations) takes fresh pages
 from the kernel each time and faults them in again. On a 2-core CPU that churn was nearly half of a
-cold generation call at the demo's largest shape (``benchmarks/run.py``, benchmark 4). :data:`ALLOCATOR_ENV` keeps blocks
-below 256 MiB on the heap and lets a process keep up to 1 GiB of freed heap before trimming.
+cold generation call at the demo's largest shape (``benchmarks/run.py``, benchmark 4). :data:`ALLOCATOR_ENV`
+keeps blocks below 256 MiB on the heap and lets a process keep up to 1 GiB of freed heap before trimming.
 
 These are environment variables read once when a process starts, so the Snakefile sets them for the
 jobs it starts (``rules/common.smk``); values the user has set already win. They change no result:
@@ -82,8 +82,10 @@ def pin_gpus(n: int, total: int | None = None, lock_dir: str | None = None, wait
     if total == 0:  # no NVIDIA driver to ask: the model loader says whether the device exists
         return None
     if total < n:
-        raise RuntimeError(f"this job needs {n} GPUs and this machine shows {total}: run it on a machine with "
-                           f"{n} GPUs, or leave its model out (--config exclude_models=[...])")  # fmt: skip
+        raise RuntimeError(
+            f"this job needs {n} GPUs and this machine shows {total}: run it on a machine with "
+            f"{n} GPUs, or leave its model out (--config exclude_models=[...])"
+        )
     lock_dir = lock_dir or tempfile.gettempdir()
     t0, mine = time.monotonic(), []
     while True:
@@ -102,10 +104,14 @@ def pin_gpus(n: int, total: int | None = None, lock_dir: str | None = None, wait
             os.close(fd)
         mine = []
         if time.monotonic() - t0 > wait_s:
-            raise RuntimeError(f"no {n} free GPUs of {total} after {wait_s:.0f} s (held by other jobs; see "
-                               f"{lock_dir}/entcal-gpu-*.lock and fuser)")  # fmt: skip
+            raise RuntimeError(
+                f"no {n} free GPUs of {total} after {wait_s:.0f} s (held by other jobs; see "
+                f"{lock_dir}/entcal-gpu-*.lock and fuser)"
+            )
         time.sleep(2.0)
     _CLAIMED.extend(fd for _, fd in mine)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i, _ in mine)
-    logging.getLogger("entcal.job").info("GPUs %s of %d are this job's (CUDA_VISIBLE_DEVICES)", os.environ["CUDA_VISIBLE_DEVICES"], total)
+    logging.getLogger("entcal.job").info(
+        "GPUs %s of %d are this job's (CUDA_VISIBLE_DEVICES)", os.environ["CUDA_VISIBLE_DEVICES"], total
+    )
     return os.environ["CUDA_VISIBLE_DEVICES"]

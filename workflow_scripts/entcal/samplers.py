@@ -41,7 +41,12 @@ class Sampler:
     def param_problem(self, value) -> str | None:
         """Why ``value`` is not a valid ``param`` of this sampler (None when it is)."""
         if self.param_domain == "integer >= 1":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 1
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and float(value).is_integer()
+                and value >= 1
+            )
         elif self.param_domain == "(0, 1]":
             ok = isinstance(value, (int, float)) and 0 < value <= 1
         elif self.param_domain == "real":
@@ -74,20 +79,57 @@ class Sampler:
         return 1 + self.extra_forward_per_step + self.per_candidate_forward * candidates
 
 
-SAMPLERS = {s.name: s for s in [
-    Sampler("ancestral", "temperature", vllm=True),
-    Sampler("top_p", "truncation", truncates=True, vllm=True, warper=("TopPLogitsWarper", "top_p", float), param_domain="(0, 1]"),
-    Sampler("top_k", "truncation", truncates=True, vllm=True, warper=("TopKLogitsWarper", "top_k", int), param_domain="integer >= 1"),
-    Sampler("min_p", "truncation", truncates=True, vllm=True, warper=("MinPLogitsWarper", "min_p", float), param_domain="(0, 1]"),
-    Sampler("typical", "truncation", truncates=True, warper=("TypicalLogitsWarper", "mass", float), param_domain="(0, 1]"),
-    Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float), param_domain="> 0"),
-    # calibrated: param, when given, is a fixed alpha in every step bucket (tilts) or the target surprise in
-    # nats (mirostat), in place of train_predictor's fitted ones: a sweep traces each method's trade-off curve
-    Sampler("future_entropy", "calibrated", predictor="head", param_domain="real", param_optional=True),
-    Sampler("one_step_lookahead", "calibrated", predictor="lookahead", extra_forward_per_step=1,
-            per_candidate_forward=1, param_domain="real", param_optional=True),  # its own cache: one token to extend it, one per candidate
-    Sampler("mirostat", "calibrated", truncates=True, param_domain="> 0", param_optional=True),
-]}  # fmt: skip
+SAMPLERS = {
+    s.name: s
+    for s in [
+        Sampler("ancestral", "temperature", vllm=True),
+        Sampler(
+            "top_p",
+            "truncation",
+            truncates=True,
+            vllm=True,
+            warper=("TopPLogitsWarper", "top_p", float),
+            param_domain="(0, 1]",
+        ),
+        Sampler(
+            "top_k",
+            "truncation",
+            truncates=True,
+            vllm=True,
+            warper=("TopKLogitsWarper", "top_k", int),
+            param_domain="integer >= 1",
+        ),
+        Sampler(
+            "min_p",
+            "truncation",
+            truncates=True,
+            vllm=True,
+            warper=("MinPLogitsWarper", "min_p", float),
+            param_domain="(0, 1]",
+        ),
+        Sampler(
+            "typical",
+            "truncation",
+            truncates=True,
+            warper=("TypicalLogitsWarper", "mass", float),
+            param_domain="(0, 1]",
+        ),
+        Sampler("eta", "truncation", truncates=True, warper=("EtaLogitsWarper", "epsilon", float), param_domain="> 0"),
+        # calibrated: param, when given, is a fixed alpha in every step bucket (tilts) or the target surprise in
+        # nats (mirostat), in place of train_predictor's fitted ones: a sweep traces each method's trade-off curve
+        Sampler("future_entropy", "calibrated", predictor="head", param_domain="real", param_optional=True),
+        Sampler(
+            "one_step_lookahead",
+            "calibrated",
+            predictor="lookahead",
+            extra_forward_per_step=1,
+            per_candidate_forward=1,
+            param_domain="real",
+            param_optional=True,
+        ),  # its own cache: one token to extend it, one per candidate
+        Sampler("mirostat", "calibrated", truncates=True, param_domain="> 0", param_optional=True),
+    ]
+}
 
 
 def sampler(name: str) -> Sampler:

@@ -43,7 +43,9 @@ class TopPThreshold(LogitsProcessor):
     float32 softmax and cumulative sum move the boundary (a token or two of a 262k row, about 1e-5 of mass).
     """
 
-    def __init__(self, top_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1, start: int = 256):
+    def __init__(
+        self, top_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1, start: int = 256
+    ):
         if not 0 < float(top_p) <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.top_p, self.filter_value = float(top_p), filter_value
@@ -182,15 +184,23 @@ class LookaheadPredictor:
         self.forward_tokens = 0
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, input_ids: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, n = input_ids.shape
         if self.key_mask.shape[1] < n:
             self.key_mask = torch.cat([self.key_mask, self.key_mask.new_ones(B, n - self.key_mask.shape[1])], 1)
         have = 0 if self.past is None else self.past.get_seq_length()
         new = input_ids[:, have:]
         pos = (self.key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, have:]
-        out = self.model(input_ids=new, attention_mask=self.key_mask.long(), position_ids=pos, past_key_values=self.past,
-                         use_cache=True, logits_to_keep=1)  # fmt: skip
+        out = self.model(
+            input_ids=new,
+            attention_mask=self.key_mask.long(),
+            position_ids=pos,
+            past_key_values=self.past,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.past = out.past_key_values
         k = top_idx.shape[1]
         ends = torch.full((B, k), n, device=input_ids.device)
@@ -242,7 +252,6 @@ class Mirostat(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         logp = torch.log_softmax(scores.float(), -1)
         return self.step(logp, input_ids[:, -1] if self._last_logp is not None else None)
-
 
 
 def load_calibration(path: str | Path) -> dict:
@@ -311,12 +320,17 @@ class ReferenceMirostat:
     def __call__(self, scores: torch.Tensor, *, h: torch.Tensor, start: int, top=None, f=None) -> torch.Tensor:
         lp = torch.log_softmax(scores, -1)
         prev = self.targets
-        return torch.cat([self.m.step(lp[q : q + 1], prev[start + q - 1 : start + q] if start + q else None)
-                          for q in range(lp.shape[0])])  # fmt: skip
+        return torch.cat(
+            [
+                self.m.step(lp[q : q + 1], prev[start + q - 1 : start + q] if start + q else None)
+                for q in range(lp.shape[0])
+            ]
+        )
 
 
-def reference_adjuster(sampler: str, calib: dict | None, head: FutureEntropyHead | None, targets: torch.Tensor,
-                       param: float | None = None):  # fmt: skip
+def reference_adjuster(
+    sampler: str, calib: dict | None, head: FutureEntropyHead | None, targets: torch.Tensor, param: float | None = None
+):
     """The function (tempered scores, h=, start=, top=, f=) -> final scores of a calibrated sampler
     along one reference (``targets``: its tokens; ``param``: as :func:`calibrated_processors`), or None
     for the others."""

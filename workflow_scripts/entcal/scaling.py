@@ -46,8 +46,15 @@ def fit_loglog(n_params: np.ndarray, entce: np.ndarray) -> dict:
     x = np.log(np.asarray(n_params, dtype=np.float64))
     y = np.log(np.asarray(entce, dtype=np.float64))
     n = len(x)
-    out = {"n": n, "slope": np.nan, "slope_se": np.nan, "slope_ci_low": np.nan, "slope_ci_high": np.nan,
-           "intercept": np.nan, "r2": np.nan}  # fmt: skip
+    out = {
+        "n": n,
+        "slope": np.nan,
+        "slope_se": np.nan,
+        "slope_ci_low": np.nan,
+        "slope_ci_high": np.nan,
+        "intercept": np.nan,
+        "r2": np.nan,
+    }
     if n < 2 or np.ptp(x) == 0:
         return out
     res = sm.OLS(y, sm.add_constant(x)).fit()
@@ -69,15 +76,33 @@ def base_selection(summary: pd.DataFrame, sampler: str = "ancestral", temperatur
 
 
 ESTIMATORS = {"mean": "entce", "pooled": "entce_pooled"}  # estimator -> its summary.csv column
-FIT_COLUMNS = ["n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "slope_boot_ci_low", "slope_boot_ci_high",
-               "boot_valid", "intercept", "r2", "n_excluded", "excluded"]  # fmt: skip
+FIT_COLUMNS = [
+    "n",
+    "slope",
+    "slope_se",
+    "slope_ci_low",
+    "slope_ci_high",
+    "slope_boot_ci_low",
+    "slope_boot_ci_high",
+    "boot_valid",
+    "intercept",
+    "r2",
+    "n_excluded",
+    "excluded",
+]
 
 
-HEADLINE = {  # summary column -> its pooled twin: the headline under analysis.estimator (entcal.aggregate.headline_columns, with_estimator)
-    "entce": "entce_pooled", "entce_se": "entce_pooled_se", "entropy_mean": "entropy_pooled",
-    "logloss_mean": "logloss_pooled", "tf_entropy_mean": "tf_entropy_pooled", "gen_minus_tf": "gen_minus_tf_pooled",
+# summary column -> its pooled twin: the headline under analysis.estimator (entcal.aggregate.headline_columns,
+# with_estimator)
+HEADLINE = {
+    "entce": "entce_pooled",
+    "entce_se": "entce_pooled_se",
+    "entropy_mean": "entropy_pooled",
+    "logloss_mean": "logloss_pooled",
+    "tf_entropy_mean": "tf_entropy_pooled",
+    "gen_minus_tf": "gen_minus_tf_pooled",
     "tf_minus_logloss": "tf_minus_logloss_pooled",
-}  # fmt: skip
+}
 
 
 def with_estimator(summary: pd.DataFrame, estimator: str = "mean") -> pd.DataFrame:
@@ -111,14 +136,22 @@ def bootstrap_slope(n_params: np.ndarray, replicates: list[np.ndarray]) -> dict:
 def _fit(g: pd.DataFrame, column: str, boot: pd.DataFrame | None, estimator: str, label: str) -> dict:
     bad, ok = g[~(g[column] > 0)], g[g[column] > 0]
     if len(bad):
-        log.warning("%s: EntCE (%s) <= 0 for %s, excluded from the log-log fit", label, estimator, ", ".join(bad["model"]))
+        log.warning(
+            "%s: EntCE (%s) <= 0 for %s, excluded from the log-log fit", label, estimator, ", ".join(bad["model"])
+        )
     b = {"slope_boot_ci_low": np.nan, "slope_boot_ci_high": np.nan, "boot_valid": 0}
     if boot is not None and len(g) >= 2:
-        reps = [boot.loc[boot["model"] == m].sort_values("replicate")[f"entce_{estimator}"].to_numpy() for m in g["model"]]
+        reps = [
+            boot.loc[boot["model"] == m].sort_values("replicate")[f"entce_{estimator}"].to_numpy() for m in g["model"]
+        ]
         if all(len(r) for r in reps):
             b = bootstrap_slope(g["n_params"].to_numpy(), reps)
-    return {**fit_loglog(ok["n_params"].to_numpy(), ok[column].to_numpy()), **b, "n_excluded": len(bad),
-            "excluded": ";".join(bad["model"])}  # fmt: skip
+    return {
+        **fit_loglog(ok["n_params"].to_numpy(), ok[column].to_numpy()),
+        **b,
+        "n_excluded": len(bad),
+        "excluded": ";".join(bad["model"]),
+    }
 
 
 def scaling_fits(
@@ -136,9 +169,18 @@ def scaling_fits(
     for (family, dataset), g in sel.groupby(["family", "dataset"], sort=True):
         boot = None
         if bootstrap is not None:
-            boot = bootstrap[(bootstrap["dataset"] == dataset) & (bootstrap["sampler"] == sampler)
-                             & np.isclose(bootstrap["temperature"], temperature)]  # fmt: skip
-        row = {"family": family, "dataset": dataset, "sampler": sampler, "temperature": temperature, "estimator": estimator}
+            boot = bootstrap[
+                (bootstrap["dataset"] == dataset)
+                & (bootstrap["sampler"] == sampler)
+                & np.isclose(bootstrap["temperature"], temperature)
+            ]
+        row = {
+            "family": family,
+            "dataset": dataset,
+            "sampler": sampler,
+            "temperature": temperature,
+            "estimator": estimator,
+        }
         for est, column in ESTIMATORS.items():
             if column not in g:  # a summary without this estimator's column (older runs): nothing to fit
                 continue
@@ -147,16 +189,24 @@ def scaling_fits(
             if est == estimator:
                 row.update(fit)
         rows.append(row)
-    cols = ["family", "dataset", "sampler", "temperature", "estimator", *FIT_COLUMNS,
-            *[f"{k}_{e}" for e in ESTIMATORS for k in FIT_COLUMNS]]  # fmt: skip
+    cols = [
+        "family",
+        "dataset",
+        "sampler",
+        "temperature",
+        "estimator",
+        *FIT_COLUMNS,
+        *[f"{k}_{e}" for e in ESTIMATORS for k in FIT_COLUMNS],
+    ]
     fits = pd.DataFrame(rows, columns=cols)
     if power_law is not None:
         fits = fits.merge(power_law[["dataset", "alpha_ols", "predicted_exponent"]], on="dataset", how="left")
     return fits
 
 
-def write_scaling_fits(summary_csv: str, out_csv: str, bootstrap: str | None = None, power_law: str | None = None,
-                       estimator: str = "mean") -> None:  # fmt: skip
+def write_scaling_fits(
+    summary_csv: str, out_csv: str, bootstrap: str | None = None, power_law: str | None = None, estimator: str = "mean"
+) -> None:
     fits = scaling_fits(
         pd.read_csv(summary_csv),
         pd.read_parquet(bootstrap) if bootstrap else None,
@@ -171,8 +221,9 @@ def power_law_curve(l, L_inf, A, beta):
     return L_inf + A * np.power(l, -beta)
 
 
-def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "ancestral",
-                 temperature: float = 1.0) -> pd.DataFrame:  # fmt: skip
+def context_fits(
+    per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "ancestral", temperature: float = 1.0
+) -> pd.DataFrame:
     """L(l) = L_inf + A l^(-beta) on the per-step reference log loss, per model x dataset.
 
     Columns: model, dataset, L_inf, L_inf_ci_low, L_inf_ci_high, A, beta, beta_ci_low, beta_ci_high,
@@ -190,20 +241,46 @@ def context_fits(per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "anc
         sigma = np.nan_to_num(sigma, nan=np.nanmedian(sigma) if np.isfinite(sigma).any() else 1.0)
         row = {"model": model, "dataset": dataset, "n_points": len(g)}
         try:
-            p, cov = optimize.curve_fit(power_law_curve, l, y, p0=[y.min() * 0.9, 1.0, 0.5], sigma=sigma,
-                                        absolute_sigma=True, bounds=([0, -np.inf, 1e-3], [np.inf, np.inf, 5]),
-                                        maxfev=20000)  # fmt: skip
+            p, cov = optimize.curve_fit(
+                power_law_curve,
+                l,
+                y,
+                p0=[y.min() * 0.9, 1.0, 0.5],
+                sigma=sigma,
+                absolute_sigma=True,
+                bounds=([0, -np.inf, 1e-3], [np.inf, np.inf, 5]),
+                maxfev=20000,
+            )
             se = np.sqrt(np.diag(cov))
-            row.update(L_inf=p[0], L_inf_ci_low=p[0] - z * se[0], L_inf_ci_high=p[0] + z * se[0], A=p[1],
-                       beta=p[2], beta_ci_low=p[2] - z * se[2], beta_ci_high=p[2] + z * se[2],
-                       converged=bool(np.all(np.isfinite(se))),
-                       beta_at_bound=bool(np.isclose(p[2], 1e-3) or np.isclose(p[2], 5.0)))  # fmt: skip
+            row.update(
+                L_inf=p[0],
+                L_inf_ci_low=p[0] - z * se[0],
+                L_inf_ci_high=p[0] + z * se[0],
+                A=p[1],
+                beta=p[2],
+                beta_ci_low=p[2] - z * se[2],
+                beta_ci_high=p[2] + z * se[2],
+                converged=bool(np.all(np.isfinite(se))),
+                beta_at_bound=bool(np.isclose(p[2], 1e-3) or np.isclose(p[2], 5.0)),
+            )
         except (RuntimeError, ValueError) as err:
             log.warning("context fit %s/%s failed: %s", model, dataset, err)
             row.update(converged=False)
         rows.append(row)
-    cols = ["model", "dataset", "L_inf", "L_inf_ci_low", "L_inf_ci_high", "A", "beta", "beta_ci_low",
-            "beta_ci_high", "n_points", "converged", "beta_at_bound"]  # fmt: skip
+    cols = [
+        "model",
+        "dataset",
+        "L_inf",
+        "L_inf_ci_low",
+        "L_inf_ci_high",
+        "A",
+        "beta",
+        "beta_ci_low",
+        "beta_ci_high",
+        "n_points",
+        "converged",
+        "beta_at_bound",
+    ]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -215,18 +292,41 @@ def data_scaling_fits(summary: pd.DataFrame, estimator: str = "mean") -> pd.Data
     n_excluded, excluded (checkpoints with EntCE <= 0), tokens_min, tokens_max.
     """
     summary = with_estimator(summary, estimator)
-    sel = summary[(summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0)
-                  & summary["train_tokens"].notna()].copy()  # fmt: skip
+    sel = summary[
+        (summary["sampler"] == "ancestral") & np.isclose(summary["temperature"], 1.0) & summary["train_tokens"].notna()
+    ].copy()
     sel["family_model"] = sel["checkpoint_of"].fillna("").where(sel["checkpoint_of"].fillna("") != "", sel["model"])
     rows = []
     for (model, dataset), g in sel.groupby(["family_model", "dataset"], sort=True):
         if len(g) < 2:
             continue
         ok, bad = g[g["entce"] > 0], g[~(g["entce"] > 0)]
-        rows.append({"model": model, "dataset": dataset, "estimator": estimator,
-                     **fit_loglog(ok["train_tokens"].to_numpy(), ok["entce"].to_numpy()),
-                     "n_excluded": len(bad), "excluded": ";".join(bad["model"]),
-                     "tokens_min": int(g["train_tokens"].min()), "tokens_max": int(g["train_tokens"].max())})  # fmt: skip
-    cols = ["model", "dataset", "estimator", "n", "slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept",
-            "r2", "n_excluded", "excluded", "tokens_min", "tokens_max"]  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "estimator": estimator,
+                **fit_loglog(ok["train_tokens"].to_numpy(), ok["entce"].to_numpy()),
+                "n_excluded": len(bad),
+                "excluded": ";".join(bad["model"]),
+                "tokens_min": int(g["train_tokens"].min()),
+                "tokens_max": int(g["train_tokens"].max()),
+            }
+        )
+    cols = [
+        "model",
+        "dataset",
+        "estimator",
+        "n",
+        "slope",
+        "slope_se",
+        "slope_ci_low",
+        "slope_ci_high",
+        "intercept",
+        "r2",
+        "n_excluded",
+        "excluded",
+        "tokens_min",
+        "tokens_max",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -86,15 +86,21 @@ def score_settings(
         out_dev = h_all.device  # the last GPU of a model spread over several
         for i, (p, r) in enumerate(pairs[b : b + batch_size]):
             tgt = ids[i, len(p) : len(p) + len(r)].to(out_dev)
-            res = {key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
-                   for key in ("logloss", "tf_entropy", "outside")}  # fmt: skip
+            res = {
+                key: np.empty((len(settings), len(r)), dtype=np.float32 if key != "outside" else bool)
+                for key in ("logloss", "tf_entropy", "outside")
+            }
             adjusters = [reference_adjuster(st["sampler"], calib, head, tgt, st.get("param")) for st in settings]
             for start in range(0, len(r), chunk):
                 sl = slice(start, start + chunk)
                 h = h_all[i, sl][: len(r) - start]
                 logits = lm_head(h)
-                extra = {"h": h, "start": start, "top": look_top[i, sl][: len(h)] if k else None,
-                         "f": look_f[i, sl][: len(h)] if k else None}  # fmt: skip
+                extra = {
+                    "h": h,
+                    "start": start,
+                    "top": look_top[i, sl][: len(h)] if k else None,
+                    "f": look_f[i, sl][: len(h)] if k else None,
+                }
                 for j, st in enumerate(settings):
                     adjust = (lambda x, a=adjusters[j]: a(x, **extra)) if adjusters[j] else None
                     nll, ent, outside = setting_stats(logits, tgt[sl], st, epsilon, adjust)

@@ -35,11 +35,14 @@ def headline_rows(summary: pd.DataFrame, n: int = 5, temperature: float = 1.0) -
 
 
 def markdown_table(rows: pd.DataFrame) -> str:
-    head = ("| model | corpus | T | entropy | log loss | EntCE ± se | gen − TF | TF − log loss |\n"
-            "|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| model | corpus | T | entropy | log loss | EntCE ± se | gen − TF | TF − log loss |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {r.model}{' (instruct)' if r.instruct else ''} | {r.dataset} | {r.temperature:g} | {r.entropy_mean:.2f} | "
-        f"{r.logloss_mean:.2f} | {r.entce:+.2f} ± {r.entce_se:.2f} | {r.gen_minus_tf:+.2f} | {r.tf_minus_logloss:+.2f} |\n"
+        f"{r.logloss_mean:.2f} | {r.entce:+.2f} ± {r.entce_se:.2f} | {r.gen_minus_tf:+.2f} | "
+        f"{r.tf_minus_logloss:+.2f} |\n"
         for r in rows.itertuples()
     )
     return head + body
@@ -51,13 +54,20 @@ def make(results_dir: str | Path = "results/demo", out: str | Path = "docs", n_r
     summary = load_summary(results_dir)
     per_step = load_per_step(results_dir)
     if summary.empty:
-        raise ValueError(f"{results_dir}/tables/summary.csv has no rows: run the demo first "
-                         "(.venv/bin/snakemake --cores 2 --configfile config/demo.yaml)")  # fmt: skip
+        raise ValueError(
+            f"{results_dir}/tables/summary.csv has no rows: run the demo first "
+            "(.venv/bin/snakemake --cores 2 --configfile config/demo.yaml)"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = g.config.get("analysis", {})
-    plot_per_step(per_step, summary, [str(out / FIGURE)], smoothing=analysis.get("smoothing", 1.0),
-                  smoothing_logloss=analysis.get("smoothing_logloss"))  # fmt: skip
+    plot_per_step(
+        per_step,
+        summary,
+        [str(out / FIGURE)],
+        smoothing=analysis.get("smoothing", 1.0),
+        smoothing_logloss=analysis.get("smoothing_logloss"),
+    )
     table = markdown_table(headline_rows(summary, n_rows))
     (out / TABLE).write_text(table)
     return out / FIGURE, out / TABLE, table

@@ -36,10 +36,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STUDY_COLUMNS = ["model", "dataset", "method", "n_settings", "n_prompts", "entce_min", "entce_max", "crosses",
-                 "setting_below", "setting_above", "entropy_at_calibration", "logloss_at_calibration",
-                 "logloss_ci_low", "logloss_ci_high", "delta_vs_temperature", "delta_ci_low", "delta_ci_high",
-                 "delta_boot_crosses", "forward_tokens_per_generated_token", "n_boot", "estimator"]  # fmt: skip
+STUDY_COLUMNS = [
+    "model",
+    "dataset",
+    "method",
+    "n_settings",
+    "n_prompts",
+    "entce_min",
+    "entce_max",
+    "crosses",
+    "setting_below",
+    "setting_above",
+    "entropy_at_calibration",
+    "logloss_at_calibration",
+    "logloss_ci_low",
+    "logloss_ci_high",
+    "delta_vs_temperature",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_boot_crosses",
+    "forward_tokens_per_generated_token",
+    "n_boot",
+    "estimator",
+]
 
 
 def crossing(h: np.ndarray, ll: np.ndarray) -> tuple[float, float, int]:
@@ -59,11 +78,30 @@ def crossing(h: np.ndarray, ll: np.ndarray) -> tuple[float, float, int]:
     return float("nan"), float("nan"), -1
 
 
-SETTING_COLUMNS = ["model", "dataset", "setting", "method", "n_prompts", "entropy", "entropy_ci_low", "entropy_ci_high",
-                   "logloss", "logloss_ci_low", "logloss_ci_high", "entce", "entce_ci_low", "entce_ci_high",
-                   "temperature_logloss_at_entropy", "delta_vs_temperature_at_entropy", "delta_ci_low",
-                   "delta_ci_high", "delta_boot_inside", "forward_tokens_per_generated_token", "n_boot",
-                   "estimator"]  # fmt: skip
+SETTING_COLUMNS = [
+    "model",
+    "dataset",
+    "setting",
+    "method",
+    "n_prompts",
+    "entropy",
+    "entropy_ci_low",
+    "entropy_ci_high",
+    "logloss",
+    "logloss_ci_low",
+    "logloss_ci_high",
+    "entce",
+    "entce_ci_low",
+    "entce_ci_high",
+    "temperature_logloss_at_entropy",
+    "delta_vs_temperature_at_entropy",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_boot_inside",
+    "forward_tokens_per_generated_token",
+    "n_boot",
+    "estimator",
+]
 
 
 def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
@@ -120,8 +158,9 @@ def _seed(seed: int, m: str, d: str) -> int:
     return seed + sum(map(ord, f"{m}/{d}"))
 
 
-def setting_comparison(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+def setting_comparison(
+    per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """Every setting against temperature at its own generation entropy (columns: ``SETTING_COLUMNS``, the
     module docstring). The bootstrap draws are those of :func:`calibration_study` (same seed per model x
     dataset), so the two tables' intervals come from the same resampled prompts."""
@@ -143,28 +182,45 @@ def setting_comparison(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: 
         hb, lb = W @ H.T, W @ L.T  # (n_boot, settings)
         temp = np.array([method_of[s] == "ancestral" for s in wide_h.index])
         t_at = _on_curve(h[temp], ll[temp], h) if temp.any() else np.full(len(h), np.nan)
-        tb = np.stack([_on_curve(hb[b, temp], lb[b, temp], hb[b]) for b in range(len(W))]) if temp.any() and len(W) \
-            else np.full_like(hb, np.nan)  # fmt: skip
+        tb = (
+            np.stack([_on_curve(hb[b, temp], lb[b, temp], hb[b]) for b in range(len(W))])
+            if temp.any() and len(W)
+            else np.full_like(hb, np.nan)
+        )
         for j, s in enumerate(wide_h.index):
             c = cost[(cost["model"] == m) & (cost["dataset"] == d) & (cost["sampler"] == method_of[s])]
             c = c[_same_setting(c, first.loc[s])] if len(c) else c
             diff = lb[:, j] - tb[:, j]
-            rows.append({
-                "model": m, "dataset": d, "setting": s, "method": method_of[s], "n_prompts": H.shape[1],
-                "entropy": h[j], **dict(zip(["entropy_ci_low", "entropy_ci_high"], ci(hb[:, j]))),
-                "logloss": ll[j], **dict(zip(["logloss_ci_low", "logloss_ci_high"], ci(lb[:, j]))),
-                "entce": h[j] - ll[j], **dict(zip(["entce_ci_low", "entce_ci_high"], ci(hb[:, j] - lb[:, j]))),
-                "temperature_logloss_at_entropy": t_at[j], "delta_vs_temperature_at_entropy": ll[j] - t_at[j],
-                **dict(zip(["delta_ci_low", "delta_ci_high"], ci(diff) if np.isfinite(t_at[j]) else (np.nan, np.nan))),
-                "delta_boot_inside": float(np.isfinite(diff).mean()) if len(W) else np.nan,
-                "forward_tokens_per_generated_token": float(c["fpt"].mean()) if len(c) else np.nan,
-                "n_boot": n_boot, "estimator": "prompt_mean",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": m,
+                    "dataset": d,
+                    "setting": s,
+                    "method": method_of[s],
+                    "n_prompts": H.shape[1],
+                    "entropy": h[j],
+                    **dict(zip(["entropy_ci_low", "entropy_ci_high"], ci(hb[:, j]))),
+                    "logloss": ll[j],
+                    **dict(zip(["logloss_ci_low", "logloss_ci_high"], ci(lb[:, j]))),
+                    "entce": h[j] - ll[j],
+                    **dict(zip(["entce_ci_low", "entce_ci_high"], ci(hb[:, j] - lb[:, j]))),
+                    "temperature_logloss_at_entropy": t_at[j],
+                    "delta_vs_temperature_at_entropy": ll[j] - t_at[j],
+                    **dict(
+                        zip(["delta_ci_low", "delta_ci_high"], ci(diff) if np.isfinite(t_at[j]) else (np.nan, np.nan))
+                    ),
+                    "delta_boot_inside": float(np.isfinite(diff).mean()) if len(W) else np.nan,
+                    "forward_tokens_per_generated_token": float(c["fpt"].mean()) if len(c) else np.nan,
+                    "n_boot": n_boot,
+                    "estimator": "prompt_mean",
+                }
+            )
     return pd.DataFrame(rows, columns=SETTING_COLUMNS)
 
 
-def calibration_study(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+def calibration_study(
+    per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """The table of the module docstring. ``per_prompt``: rows of ``per_prompt.parquet`` (and its ``_extra``
     twin); ``summary``: rows of ``summary.csv`` (and ``summary_extra.csv``), for the forward-token cost."""
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
@@ -184,12 +240,19 @@ def calibration_study(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: i
             order = np.argsort(h, kind="stable")
             pos = int(np.where(order == i)[0][0]) if i >= 0 else -1
             points[method] = {
-                "model": m, "dataset": d, "method": method, "n_settings": len(s), "n_prompts": len(keep),
-                "entce_min": float((h - ll).min()), "entce_max": float((h - ll).max()), "crosses": i >= 0,
+                "model": m,
+                "dataset": d,
+                "method": method,
+                "n_settings": len(s),
+                "n_prompts": len(keep),
+                "entce_min": float((h - ll).min()),
+                "entce_max": float((h - ll).max()),
+                "crosses": i >= 0,
                 "setting_below": s[order[pos]] if i >= 0 else "",
                 "setting_above": s[order[pos + 1]] if 0 <= pos < len(s) - 1 else "",
-                "entropy_at_calibration": hs, "logloss_at_calibration": ls,
-            }  # fmt: skip
+                "entropy_at_calibration": hs,
+                "logloss_at_calibration": ls,
+            }
             boots[method] = _boot_crossings(H, L, n_boot, seed_md) if n_boot and len(s) > 1 else np.full(n_boot, np.nan)
             c = cost[(cost["model"] == m) & (cost["dataset"] == d) & (cost["sampler"] == method)]["fpt"]
             points[method]["forward_tokens_per_generated_token"] = float(c.mean()) if len(c) else float("nan")
@@ -200,15 +263,18 @@ def calibration_study(per_prompt: pd.DataFrame, summary: pd.DataFrame, n_boot: i
             ok = np.isfinite(b)
             diff = b - ref_b
             both = np.isfinite(diff)
-            row.update({
-                "logloss_ci_low": float(np.percentile(b[ok], lo)) if ok.any() else np.nan,
-                "logloss_ci_high": float(np.percentile(b[ok], hi)) if ok.any() else np.nan,
-                "delta_vs_temperature": row["logloss_at_calibration"] - ref,
-                "delta_ci_low": float(np.percentile(diff[both], lo)) if both.any() else np.nan,
-                "delta_ci_high": float(np.percentile(diff[both], hi)) if both.any() else np.nan,
-                "delta_boot_crosses": float(both.mean()) if n_boot else np.nan,
-                "n_boot": n_boot, "estimator": "prompt_mean",
-            })  # fmt: skip
+            row.update(
+                {
+                    "logloss_ci_low": float(np.percentile(b[ok], lo)) if ok.any() else np.nan,
+                    "logloss_ci_high": float(np.percentile(b[ok], hi)) if ok.any() else np.nan,
+                    "delta_vs_temperature": row["logloss_at_calibration"] - ref,
+                    "delta_ci_low": float(np.percentile(diff[both], lo)) if both.any() else np.nan,
+                    "delta_ci_high": float(np.percentile(diff[both], hi)) if both.any() else np.nan,
+                    "delta_boot_crosses": float(both.mean()) if n_boot else np.nan,
+                    "n_boot": n_boot,
+                    "estimator": "prompt_mean",
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
@@ -225,13 +291,17 @@ def answer(table: pd.DataFrame) -> list[str]:
         best = ok.iloc[0]
         t = g[g["method"] == "ancestral"]
         if best["method"] == "ancestral" or t.empty or not t["crosses"].iloc[0]:
-            out.append(f"{m} / {d}: lowest log loss at EntCE = 0: {best['method']}, {best['logloss_at_calibration']:.4f} "
-                       f"nats [{best['logloss_ci_low']:.4f}, {best['logloss_ci_high']:.4f}] at entropy "
-                       f"{best['entropy_at_calibration']:.4f}.")  # fmt: skip
+            out.append(
+                f"{m} / {d}: lowest log loss at EntCE = 0: {best['method']}, {best['logloss_at_calibration']:.4f} "
+                f"nats [{best['logloss_ci_low']:.4f}, {best['logloss_ci_high']:.4f}] at entropy "
+                f"{best['entropy_at_calibration']:.4f}."
+            )
         else:
-            out.append(f"{m} / {d}: lowest log loss at EntCE = 0: {best['method']}, {best['delta_vs_temperature']:+.4f} "
-                       f"nats against temperature [{best['delta_ci_low']:+.4f}, {best['delta_ci_high']:+.4f}], at "
-                       f"{best['forward_tokens_per_generated_token']:.2f} forward tokens per generated token.")  # fmt: skip
+            out.append(
+                f"{m} / {d}: lowest log loss at EntCE = 0: {best['method']}, {best['delta_vs_temperature']:+.4f} "
+                f"nats against temperature [{best['delta_ci_low']:+.4f}, {best['delta_ci_high']:+.4f}], at "
+                f"{best['forward_tokens_per_generated_token']:.2f} forward tokens per generated token."
+            )
     return out
 
 
@@ -246,6 +316,8 @@ def setting_answer(table: pd.DataFrame) -> list[str]:
             if np.isfinite(r.delta_vs_temperature_at_entropy)
             else "outside temperature's range of entropies"
         )
-        out.append(f"{r.model} / {r.dataset} / {r.setting}: EntCE {r.entce:+.3f} [{r.entce_ci_low:+.3f}, "
-                   f"{r.entce_ci_high:+.3f}], log loss {where}.")  # fmt: skip
+        out.append(
+            f"{r.model} / {r.dataset} / {r.setting}: EntCE {r.entce:+.3f} [{r.entce_ci_low:+.3f}, "
+            f"{r.entce_ci_high:+.3f}], log loss {where}."
+        )
     return out

@@ -67,8 +67,12 @@ def singleton_mc(p: np.ndarray, m: int, reps: int, rng: np.random.Generator) -> 
         mass[r] = p[ones].sum()
         frac[r] = ones.sum() / m
     se = lambda x: x.std(ddof=1) / np.sqrt(reps)  # noqa: E731
-    return {"singleton_mass_mc": mass.mean(), "singleton_mass_mc_se": se(mass),
-            "k1_over_m_mc": frac.mean(), "k1_over_m_mc_se": se(frac)}  # fmt: skip
+    return {
+        "singleton_mass_mc": mass.mean(),
+        "singleton_mass_mc_se": se(mass),
+        "k1_over_m_mc": frac.mean(),
+        "k1_over_m_mc_se": se(frac),
+    }
 
 
 def singleton_table(alphas: list[float], v: int, ms: list[int], reps: int, seed: int) -> pd.DataFrame:
@@ -79,15 +83,29 @@ def singleton_table(alphas: list[float], v: int, ms: list[int], reps: int, seed:
     for a in alphas:
         p = zipf_probs(a, v)
         for m in ms:
-            rows.append({
-                "alpha": a, "v": v, "m": int(m),
-                "singleton_mass_exact": singleton_mass_exact(p, m),
-                **singleton_mc(p, int(m), reps, rng),
-                "k1_over_m_exact": k1_over_m_exact(p, m),
-                "k1_over_m_karlin": float(karlin_k1_over_m(a, m)) if a > 1 else np.nan,
-            })  # fmt: skip
-    cols = ["alpha", "v", "m", "singleton_mass_exact", "singleton_mass_mc", "singleton_mass_mc_se",
-            "k1_over_m_exact", "k1_over_m_mc", "k1_over_m_mc_se", "k1_over_m_karlin"]  # fmt: skip
+            rows.append(
+                {
+                    "alpha": a,
+                    "v": v,
+                    "m": int(m),
+                    "singleton_mass_exact": singleton_mass_exact(p, m),
+                    **singleton_mc(p, int(m), reps, rng),
+                    "k1_over_m_exact": k1_over_m_exact(p, m),
+                    "k1_over_m_karlin": float(karlin_k1_over_m(a, m)) if a > 1 else np.nan,
+                }
+            )
+    cols = [
+        "alpha",
+        "v",
+        "m",
+        "singleton_mass_exact",
+        "singleton_mass_mc",
+        "singleton_mass_mc_se",
+        "k1_over_m_exact",
+        "k1_over_m_mc",
+        "k1_over_m_mc_se",
+        "k1_over_m_karlin",
+    ]
     return pd.DataFrame(rows)[cols]
 
 
@@ -105,8 +123,17 @@ def singleton_slopes(table: pd.DataFrame, m_min: int, max_frac: float = 1 / 3) -
         v = int(g["v"].iloc[0])
         g = g[(g["m"] >= m_min) & (g["m"] <= max_frac * v)]
         for col in ("singleton_mass_exact", "k1_over_m_exact"):
-            rows.append({"alpha": a, "v": v, "quantity": col, "m_min": int(g["m"].min()), "m_max": int(g["m"].max()),
-                         **loglog_slope(g["m"], g[col]), "asymptotic_slope": 1 / a - 1})  # fmt: skip
+            rows.append(
+                {
+                    "alpha": a,
+                    "v": v,
+                    "quantity": col,
+                    "m_min": int(g["m"].min()),
+                    "m_max": int(g["m"].max()),
+                    **loglog_slope(g["m"], g[col]),
+                    "asymptotic_slope": 1 / a - 1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -126,7 +153,11 @@ def derail_simulation(alpha: float, v: int, m: int, steps: int, n_seq: int, rng:
     derailed_by = np.cumsum(singleton, axis=1) > 0
     t = np.arange(1, steps + 1)
     return {
-        "alpha": alpha, "v": v, "m": m, "steps": steps, "n_seq": n_seq,
+        "alpha": alpha,
+        "v": v,
+        "m": m,
+        "steps": steps,
+        "n_seq": n_seq,
         "q_expected": k1_over_m_exact(p, m),
         "q_fitted_model": q_fit,
         "q_simulated": float(singleton.mean()),
@@ -134,7 +165,7 @@ def derail_simulation(alpha: float, v: int, m: int, steps: int, n_seq: int, rng:
         "derailed_final_simulated": float(derailed_by[:, -1].mean()),
         "derailed_final_predicted": float(1 - (1 - q_fit) ** steps),
         "derail_curve_max_abs_error": float(np.max(np.abs(derailed_by.mean(0) - (1 - (1 - q_fit) ** t)))),
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------- rank-frequency exponents
@@ -158,8 +189,11 @@ def alpha_ols(freqs: np.ndarray, top: int) -> dict:
     """alpha = -slope of log f on log rank over the top ``top`` ranks (OLS; 95% CI)."""
     f = freqs[:top]
     fit = loglog_slope(np.arange(1, len(f) + 1), f)
-    return {"alpha_ols": -fit["slope"], "alpha_ols_ci_low": -fit["slope_ci_high"],
-            "alpha_ols_ci_high": -fit["slope_ci_low"]}  # fmt: skip
+    return {
+        "alpha_ols": -fit["slope"],
+        "alpha_ols_ci_low": -fit["slope_ci_high"],
+        "alpha_ols_ci_high": -fit["slope_ci_low"],
+    }
 
 
 def alpha_mle(freqs: np.ndarray, top: int) -> dict:
@@ -185,8 +219,15 @@ def alpha_mle(freqs: np.ndarray, top: int) -> dict:
 
 def power_law_row(freqs: np.ndarray, top: int) -> dict:
     ols, mle = alpha_ols(freqs, top), alpha_mle(freqs, top)
-    return {**ols, **mle, "n_tokens": int(freqs.sum()), "n_types": int(len(freqs)), "top": int(min(top, len(freqs))),
-            "predicted_exponent": 1 / ols["alpha_ols"] - 1, "predicted_exponent_mle": 1 / mle["alpha_mle"] - 1}  # fmt: skip
+    return {
+        **ols,
+        **mle,
+        "n_tokens": int(freqs.sum()),
+        "n_types": int(len(freqs)),
+        "top": int(min(top, len(freqs))),
+        "predicted_exponent": 1 / ols["alpha_ols"] - 1,
+        "predicted_exponent_mle": 1 / mle["alpha_mle"] - 1,
+    }
 
 
 def power_law_tables(docs: dict[str, str], token_ids: dict[str, str], top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -201,19 +242,43 @@ def power_law_tables(docs: dict[str, str], token_ids: dict[str, str], top: int) 
     for name, path in docs.items():
         freqs = rank_frequency(word_counts(read_parquet(path, columns=["text"])["text"]))
         row = {"dataset": name, **power_law_row(freqs, top)}
-        curves.append(pd.DataFrame({"dataset": name, "unit": "word", "rank": np.arange(1, min(top, len(freqs)) + 1),
-                                    "frequency": freqs[:top]}))  # fmt: skip
+        curves.append(
+            pd.DataFrame(
+                {
+                    "dataset": name,
+                    "unit": "word",
+                    "rank": np.arange(1, min(top, len(freqs)) + 1),
+                    "frequency": freqs[:top],
+                }
+            )
+        )
         if name in token_ids:
             tf = rank_frequency(np.bincount(np.load(token_ids[name]).astype(np.int64)))
             tf = tf[tf > 0]
             tok = power_law_row(tf, top)
             row.update({f"{k}_token": v for k, v in tok.items()})
-            curves.append(pd.DataFrame({"dataset": name, "unit": "token", "rank": np.arange(1, min(top, len(tf)) + 1),
-                                        "frequency": tf[:top]}))  # fmt: skip
+            curves.append(
+                pd.DataFrame(
+                    {
+                        "dataset": name,
+                        "unit": "token",
+                        "rank": np.arange(1, min(top, len(tf)) + 1),
+                        "frequency": tf[:top],
+                    }
+                )
+            )
         rows.append(row)
         log.info("%s: %s", name, row)
-    head = ["dataset", "alpha_ols", "alpha_ols_ci_low", "alpha_ols_ci_high", "alpha_mle", "alpha_mle_se",
-            "predicted_exponent", "predicted_exponent_mle"]  # fmt: skip
+    head = [
+        "dataset",
+        "alpha_ols",
+        "alpha_ols_ci_low",
+        "alpha_ols_ci_high",
+        "alpha_mle",
+        "alpha_mle_se",
+        "predicted_exponent",
+        "predicted_exponent_mle",
+    ]
     table = pd.DataFrame(rows)
     return table[head + [c for c in table.columns if c not in head]], pd.concat(curves, ignore_index=True)
 
@@ -233,7 +298,8 @@ def run_singleton_study(cfg: dict, seed: int, mass_out: str, slopes_out: str, pr
     log.info("slopes:\n%s", slopes.to_string())
     rng = np.random.default_rng(seed + 1)
     p31 = cfg["prop31"]
-    prop = pd.DataFrame([derail_simulation(a, p31["v"], m, p31["steps"], p31["n_seq"], rng)
-                         for a in cfg["alphas"] for m in p31["ms"]])  # fmt: skip
+    prop = pd.DataFrame(
+        [derail_simulation(a, p31["v"], m, p31["steps"], p31["n_seq"], rng) for a in cfg["alphas"] for m in p31["ms"]]
+    )
     prop.to_csv(prop_out, index=False, float_format="%.6g")
     log.info("proposition 3.1:\n%s", prop.to_string())

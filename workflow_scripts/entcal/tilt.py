@@ -59,8 +59,12 @@ def _at(alpha, sl: slice):
 
 def tilt_nll(logp, f_top, top_idx, targets, alpha) -> torch.Tensor:
     """Per-position log loss of the targets under the tilted distribution (a block of positions at a time)."""
-    return torch.cat([-tilt_logprobs(logp[b], f_top[b], top_idx[b], _at(alpha, b)).gather(-1, targets[b, None])[:, 0]
-                      for b in _blocks(len(targets), logp.shape[-1])])  # fmt: skip
+    return torch.cat(
+        [
+            -tilt_logprobs(logp[b], f_top[b], top_idx[b], _at(alpha, b)).gather(-1, targets[b, None])[:, 0]
+            for b in _blocks(len(targets), logp.shape[-1])
+        ]
+    )
 
 
 def tilt_stats(logp, f_top, top_idx, targets, alpha) -> tuple[float, float]:
@@ -122,7 +126,9 @@ def mean_stats(scores: torch.Tensor, targets: torch.Tensor, temperature: float =
     return _block_stats(lambda b: scores[b], targets, scores.shape[-1], temperature)
 
 
-def temperature_at_entropy(logp: torch.Tensor, targets: torch.Tensor, entropy: float, lo: float = 0.05, hi: float = 5.0):
+def temperature_at_entropy(
+    logp: torch.Tensor, targets: torch.Tensor, entropy: float, lo: float = 0.05, hi: float = 5.0
+):
     """The global temperature whose mean entropy over the positions equals ``entropy`` (Brent), and
     its mean log loss: plain temperature at exactly equal (teacher-forced) entropy."""
 
@@ -146,8 +152,15 @@ def equal_entropy_comparison(data: dict, fits: dict, edges: list[int]) -> dict:
         ent, ll = tilt_stats(data["logp"], predictions(data, s), data["top"], data["target"], a)
         tau, ll_t = temperature_at_entropy(data["logp"], data["target"], ent)
         base_ent, base_ll = mean_stats(data["logp"], data["target"])
-        out[s] = {"entropy": ent, "logloss": ll, "base_entropy": base_ent, "base_logloss": base_ll,
-                  "temperature": tau, "temperature_logloss": ll_t, "delta_logloss": ll - ll_t}  # fmt: skip
+        out[s] = {
+            "entropy": ent,
+            "logloss": ll,
+            "base_entropy": base_ent,
+            "base_logloss": base_ll,
+            "temperature": tau,
+            "temperature_logloss": ll_t,
+            "delta_logloss": ll - ll_t,
+        }
     return out
 
 
@@ -156,12 +169,23 @@ def tradeoff_rows(data: dict, alphas: list[float]) -> list[dict]:
     each tilt at fixed a."""
     rows = []
     for a in alphas:
-        methods = {"temperature": lambda: mean_stats(data["logp"], data["target"], 1 / (1 + a)),
-                   "future_entropy": lambda: tilt_stats(data["logp"], data["f_head"], data["top"], data["target"], a)}
+        methods = {
+            "temperature": lambda: mean_stats(data["logp"], data["target"], 1 / (1 + a)),
+            "future_entropy": lambda: tilt_stats(data["logp"], data["f_head"], data["top"], data["target"], a),
+        }
         if "f_look" in data:
-            methods["one_step_lookahead"] = lambda: tilt_stats(data["logp"], data["f_look"], data["top"], data["target"], a)
+            methods["one_step_lookahead"] = lambda: tilt_stats(
+                data["logp"], data["f_look"], data["top"], data["target"], a
+            )
         for m, stats in methods.items():
             ent, ll = stats()
-            rows.append({"method": m, "alpha": a, "temperature": 1 / (1 + a) if m == "temperature" else np.nan,
-                         "logloss": ll, "tf_entropy": ent})  # fmt: skip
+            rows.append(
+                {
+                    "method": m,
+                    "alpha": a,
+                    "temperature": 1 / (1 + a) if m == "temperature" else np.nan,
+                    "logloss": ll,
+                    "tf_entropy": ent,
+                }
+            )
     return rows

@@ -48,8 +48,13 @@ def encode_documents(tokenizer, texts: list[str]) -> np.ndarray:
     marker = tokenizer.eos_token
     hits = [t.count(marker) for t in texts if marker and marker in t]
     if hits:
-        log.warning("%d documents hold the end-of-text string %r as text (%d times in all): the tokenizer reads each as "
-                    "the end-of-text token, so the model sees a document end there", len(hits), marker, sum(hits))  # fmt: skip
+        log.warning(
+            "%d documents hold the end-of-text string %r as text (%d times in all): the tokenizer reads each as "
+            "the end-of-text token, so the model sees a document end there",
+            len(hits),
+            marker,
+            sum(hits),
+        )
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     flat = np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=np.int64)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32

