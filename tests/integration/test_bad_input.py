@@ -114,6 +114,22 @@ def finished(tmp_path_factory):
     return p, rd
 
 
+def tiny_a_job(**paths) -> dict:
+    """The aggregate job of tiny_a's code generations at T = 1 in the finished run (``paths``: its files)."""
+    return {
+        "model": "tiny_a",
+        "family": "micro",
+        "n_params": None,
+        "instruct": False,
+        "dataset": "code",
+        "sampler": "ancestral",
+        "sampler_param": None,
+        "temperature": 1.0,
+        "setting": "ancestral-t1",
+        **paths,
+    }
+
+
 def _tables(rd):  # the tables, not their records (entcal.records refreshes the stats a record keeps)
     return {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (rd / "tables").iterdir() if not f.name.startswith(".")}
 
@@ -144,19 +160,7 @@ def test_a_damaged_generation_file_stops_the_run_before_anything_is_deleted(fini
         from entcal.aggregate import aggregate
         from entcal.files import IntermediateFileError
 
-        job = {
-            "model": "tiny_a",
-            "family": "micro",
-            "n_params": None,
-            "instruct": False,
-            "dataset": "code",
-            "sampler": "ancestral",
-            "sampler_param": None,
-            "temperature": 1.0,
-            "setting": "ancestral-t1",
-            "generations": str(gen),
-            "scores": str(rd / "scores" / "code" / "tiny_a.parquet"),
-        }
+        job = tiny_a_job(generations=str(gen), scores=str(rd / "scores" / "code" / "tiny_a.parquet"))
         with pytest.raises(IntermediateFileError, match="its sidecar says"):
             aggregate([job], "/dev/null", "/dev/null", 24)
         # following the message redoes that generation (same seed: the same numbers) and the tables
@@ -183,19 +187,7 @@ def test_a_generations_file_from_other_prompts_is_refused(finished, tmp_path):
     from entcal.files import read_sidecar, write_parquet
 
     write_parquet(df, fake, read_sidecar(gen))
-    job = {
-        "model": "tiny_a",
-        "family": "micro",
-        "n_params": None,
-        "instruct": False,
-        "dataset": "code",
-        "sampler": "ancestral",
-        "sampler_param": None,
-        "temperature": 1.0,
-        "setting": "ancestral-t1",
-        "generations": str(fake),
-        "scores": str(rd / "scores" / "code" / "tiny_a.parquet"),
-    }
+    job = tiny_a_job(generations=str(fake), scores=str(rd / "scores" / "code" / "tiny_a.parquet"))
     with pytest.raises(IntermediateFileError, match="are not the 6 of"):
         aggregate([job], str(tmp_path / "ps.parquet"), str(tmp_path / "s.csv"), 24)
     with pytest.raises(IntermediateFileError, match="written for temperature = 1.0, the configuration asks for 0.8"):
@@ -283,17 +275,7 @@ def test_a_flipped_bit_a_foreign_dataset_and_other_prompts_are_refused(finished,
     sc = rd / "scores" / "code" / "tiny_a.parquet"
     side = json.loads(gen.with_suffix(".json").read_text())
     assert len(side["sha256"]) == 64 and side["dataset"] == "code" and len(side["upstream"]["prompts"]) == 64
-    job = {
-        "model": "tiny_a",
-        "family": "micro",
-        "n_params": None,
-        "instruct": False,
-        "dataset": "code",
-        "sampler": "ancestral",
-        "sampler_param": None,
-        "temperature": 1.0,
-        "setting": "ancestral-t1",
-    }
+    job = tiny_a_job()
 
     def copy(src, name, edit=None, flip=False):
         dst = tmp_path / name

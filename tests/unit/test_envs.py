@@ -30,14 +30,20 @@ def test_the_cpu_set_extras_pin_what_requirements_pin():
     for group in ("inference", "analysis", "workflow"):
         for name, version in _pins(extras[group]).items():
             assert req.get(name) == version, f"{group}: {name}=={version} vs requirements {req.get(name)}"
-    assert _conda("analysis.yaml") == _pins(extras["analysis"])
+    lock = _pins((ROOT / "envs" / "lock-analysis.txt").read_text().splitlines())
+    assert _conda("analysis.yaml") == lock  # the conda file is the lock, dependencies of dependencies included
+    assert all(lock.get(name) == version for name, version in _pins(extras["analysis"]).items())
+    assert len(lock) > len(_pins(extras["analysis"])) and {"python-dateutil", "patsy", "pillow"} <= set(lock)
     assert req["torch"] == "2.13.0" and "vllm" not in req
 
 
 def test_the_gpu_set_is_one_set_in_three_files():
     gpu = _pins((ROOT / "envs" / "requirements-gpu.txt").read_text().splitlines())
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert gpu == _pins(extras["gpu"]) == _conda("inference.yaml")
+    lock = _pins((ROOT / "envs" / "lock-gpu.txt").read_text().splitlines())
+    assert gpu == _pins(extras["gpu"]) and _conda("inference.yaml") == lock  # the conda file is the lock
+    assert all(lock.get(name) == version for name, version in gpu.items())
+    assert lock["triton"] and any(n.startswith("nvidia-") for n in lock) and len(lock) > 200  # the CUDA build's
     assert gpu["vllm"] == "0.32.0" and gpu["torch"] == "2.13.0"  # what vLLM 0.32.0 requires
     assert gpu["transformers"].startswith("5.19") and gpu["numpy"].startswith("2.3")
     cpu = _pins(extras["inference"])
