@@ -234,3 +234,20 @@ def test_every_link_between_the_documents_resolves():
                 if anchor not in heads:
                     broken.append(f"{f.name}: {target} (no heading)")
     assert not broken, broken
+
+
+def test_the_functions_and_rules_the_development_docs_name_exist():
+    """Every `name()` docs/development.md quotes is a function of rules/*.smk or of the package, and every
+    `rule <name>` it names is a rule."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "development.md").read_text()
+    files = [root / "Snakefile", *root.glob("rules/*.smk"), *root.glob("workflow_scripts/entcal/*.py")]
+    code = "\n".join(p.read_text() for p in files)
+    defined = set(re.findall(r"(?m)^\s*def (\w+)\(", code))
+    quoted = set(re.findall(r"`(?:[\w.]+\.)?(\w+)\(\)`", text))
+    assert quoted and quoted <= defined, f"named in docs/development.md, defined nowhere: {sorted(quoted - defined)}"
+    rules = set(re.findall(r"(?m)^(?:rule|use rule \w+ as) (\w+)", code))
+    named = set(re.findall(r"`rule (\w+)`", text))
+    assert named <= rules, f"rules named in docs/development.md that do not exist: {sorted(named - rules)}"

@@ -103,3 +103,16 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("from entcal.jobs import generate_file\n\ndef f():\n    from entcal.score import score_settings\n")
     assert imports(bad) == [("jobs", False), ("score", True)]
+
+
+def test_the_code_map_in_the_docs_is_these_layers():
+    """docs/development.md's code map lists every module once, at the layer this test gives it."""
+    import re
+
+    text = (PKG.parents[1] / "docs" / "development.md").read_text()
+    documented = {}
+    for layer, cell in re.findall(r"(?m)^\| (\d+) \| ([^|]+) \|", text):
+        for module in re.findall(r"`(\w+)`", cell):
+            assert module not in documented, f"{module} appears twice in the code map"
+            documented[module] = int(layer)
+    assert documented == {m: r for m, r in RANK.items() if m != "__init__"}
