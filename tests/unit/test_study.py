@@ -154,3 +154,26 @@ def test_each_setting_against_temperature_at_its_own_entropy():
     assert t.loc["ancestral-t1", "delta_vs_temperature_at_entropy"] == pytest.approx(0.0, abs=1e-12)
     lines = setting_answer(t.reset_index())
     assert len(lines) == 3 and "-0.0300 nats against temperature" in lines[1] and "outside" in lines[0]
+
+
+def test_no_interval_for_a_method_that_never_reaches_calibration():
+    """A method whose settings all lie on one side of EntCE = 0 has no calibrated point, and so no interval, even
+    where some bootstrap replicates happen to cross (they did for a real row: 16 % of them)."""
+    temps = [("ancestral-t1.1", 3.2, 3.0), ("ancestral-t1", 2.8, 3.05)]
+    near = [("mirostat-t1", 3.08, 3.0), ("mirostat0.5-t1", 3.3, 3.25)]  # EntCE +0.08 and +0.05: never 0
+    pp = _per_prompt({"ancestral": temps, "mirostat": near}, n=16, noise=0.8)
+    summary = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "sampler": ["ancestral"] * 2 + ["mirostat"] * 2,
+            "gen_forward_tokens": 100.0,
+            "mean_gen_tokens": 10.0,
+            "n_prompts": 16,
+        }
+    )
+    t = calibration_study(pp, summary, n_boot=400, seed=1).set_index("method")
+    row = t.loc["mirostat"]
+    assert not row["crosses"] and np.isnan(row["logloss_at_calibration"])
+    assert np.isnan(row[["logloss_ci_low", "logloss_ci_high", "delta_ci_low", "delta_ci_high"]].astype(float)).all()
+    assert t.loc["ancestral", "crosses"] and np.isfinite(t.loc["ancestral", "logloss_ci_low"])

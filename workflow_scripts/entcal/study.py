@@ -258,11 +258,14 @@ def calibration_study(
             points[method]["forward_tokens_per_generated_token"] = float(c.mean()) if len(c) else float("nan")
         ref = points.get("ancestral", {}).get("logloss_at_calibration", np.nan)
         ref_b = boots.get("ancestral", np.full(n_boot, np.nan))
+        ref_crosses = points.get("ancestral", {}).get("crosses", False)
         for method, row in points.items():
             b = boots[method]
-            ok = np.isfinite(b)
+            # no interval around a point that does not exist: where the method (or, for the difference, the
+            # temperature sweep) never reaches EntCE = 0, the replicates that happen to cross say nothing of it
+            ok = np.isfinite(b) & row["crosses"]
             diff = b - ref_b
-            both = np.isfinite(diff)
+            both = np.isfinite(diff) & row["crosses"] & ref_crosses
             row.update(
                 {
                     "logloss_ci_low": float(np.percentile(b[ok], lo)) if ok.any() else np.nan,
