@@ -89,6 +89,7 @@ rule scaling_fits:
     params:
         code=CODE["scaling_fits"],
         estimator=lookup(dpath="analysis/estimator", within=config),
+        size_axis=lookup(dpath="analysis/size_axis", within=config),
     script:
         "../workflow_scripts/scaling_fits.py"
 

@@ -54,6 +54,7 @@ rule plot_scaling:
     params:
         code=CODE["plot_scaling"],
         estimator=lookup(dpath="analysis/estimator", within=config),
+        size_axis=lookup(dpath="analysis/size_axis", within=config),
     script:
         "../workflow_scripts/plot_scaling.py"
 

@@ -12,11 +12,13 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from entcal.logs import setup_logging  # noqa: E402
 from entcal.plots import plot_scaling  # noqa: E402
-from entcal.scaling import with_estimator  # noqa: E402
+from entcal.scaling import with_estimator, with_size_axis  # noqa: E402
 
 setup_logging(snakemake.log[0], job=snakemake)
 plot_scaling(
-    with_estimator(pd.read_csv(snakemake.input.summary), snakemake.params.estimator),
+    with_size_axis(
+        with_estimator(pd.read_csv(snakemake.input.summary), snakemake.params.estimator), snakemake.params.size_axis
+    ),
     pd.read_csv(snakemake.input.fits),
     [snakemake.output.png, snakemake.output.pdf],
     estimator=snakemake.params.estimator,

@@ -20,6 +20,7 @@ write_scaling_fits(
     bootstrap=snakemake.input.bootstrap,
     power_law=snakemake.input.power_law,
     estimator=snakemake.params.estimator,
+    size_axis=snakemake.params.size_axis,
 )
 data_scaling_fits(pd.read_csv(snakemake.input.summary), snakemake.params.estimator).to_csv(
     snakemake.output.data_fits, index=False, float_format="%.6g"

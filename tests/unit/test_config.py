@@ -387,3 +387,25 @@ def test_progress_settings_are_checked_once_at_load(monkeypatch):
     monkeypatch.setenv("ENTCAL_PROGRESS", "lines")
     monkeypatch.setenv("ENTCAL_PROGRESS_INTERVAL", "15")
     assert progress_problems() == []
+
+
+def test_every_grid_model_names_its_nominal_size_and_the_authors_plot_it():
+    """nominal_params is the size in the repository's name (read here from the name, independently), and the
+    authors' preset puts it on Figure 2's axis while ours keeps the counted sizes."""
+    import re
+
+    from entcal.config import resolve_fidelity
+
+    cfg = load("config.yaml")
+    validate(cfg, SCHEMA, set_default=True)
+    for name, spec in cfg["models"].items():
+        (size,) = [t for t in spec["repo_id"].split("/")[-1].split("-") if re.fullmatch(r"\d+(\.\d+)?[bBmM]", t)]
+        want = float(size[:-1]) * (1e9 if size[-1] in "bB" else 1e6)
+        assert spec["nominal_params"] == pytest.approx(want), name
+    assert cfg["models"]["llama3_1b"]["nominal_params"] == 1e9 < cfg["models"]["llama3_1b"]["n_params"]
+    for fidelity, axis in (("authors", "nominal"), ("exact", "counted")):
+        c = load("config.yaml")
+        c["fidelity"] = fidelity
+        validate(c, SCHEMA, set_default=True)
+        resolve_fidelity(c)
+        assert c["analysis"]["size_axis"] == axis

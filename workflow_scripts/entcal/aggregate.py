@@ -346,6 +346,7 @@ def aggregate(
                 **key,
                 "family": job["family"],
                 "n_params": int(n_params),
+                "n_params_nominal": job.get("n_params_nominal"),
                 "n_params_total": meta["n_params_total"],
                 "n_params_nonembedding": meta["n_params_nonembedding"],
                 "instruct": bool(job["instruct"]),

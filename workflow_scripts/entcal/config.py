@@ -318,14 +318,16 @@ FIDELITY = {
         "analysis.reference_start": 2,
         "analysis.estimator": "pooled",
         "analysis.smoothing_logloss": 0.1,
+        "analysis.size_axis": "nominal",
     },
     "exact": {
         "precision": "exact",
         "datasets.*.text_rules": "paper",
         "analysis.reference_start": 1,
         "analysis.estimator": "mean",
-        "analysis.smoothing_logloss": None,
-    },  # None: analysis.smoothing
+        "analysis.smoothing_logloss": None,  # None: analysis.smoothing
+        "analysis.size_axis": "counted",
+    },
 }
 
 

@@ -212,6 +212,7 @@ class Grid:
                     "model": m,
                     "family": spec["family"],
                     "n_params": spec.get("n_params"),
+                    "n_params_nominal": spec.get("nominal_params"),
                     "instruct": spec["instruct"],
                     "dataset": d,
                     "sampler": s["sampler"],

@@ -73,6 +73,7 @@ SECTION_READERS = {
         "train_predictor",
     ),
     "analysis.max_len": ("aggregate", "aggregate_extra", "calibration_labels", "train_predictor"),
+    "analysis.size_axis": ("scaling_fits", "plot_scaling"),
     "analysis.n_boot": ("aggregate", "calibration_table"),  # bootstrap replicates: EntCE, the calibrated points
     "analysis.smoothing": ("plot_per_step",),
     "analysis.smoothing_logloss": ("plot_per_step",),

@@ -154,6 +154,17 @@ def _fit(g: pd.DataFrame, column: str, boot: pd.DataFrame | None, estimator: str
     }
 
 
+def with_size_axis(summary: pd.DataFrame, size_axis: str = "counted") -> pd.DataFrame:
+    """``summary`` whose ``n_params`` is the size axis ``size_axis`` (``analysis.size_axis``): ``counted`` as it is,
+    ``nominal`` the size in each model's name (``n_params_nominal``) where the model has one."""
+    if size_axis == "counted" or "n_params_nominal" not in summary:
+        return summary
+    out = summary.copy()
+    nominal = pd.to_numeric(out["n_params_nominal"], errors="coerce")
+    out["n_params"] = nominal.where(nominal.notna(), out["n_params"])
+    return out
+
+
 def scaling_fits(
     summary: pd.DataFrame,
     bootstrap: pd.DataFrame | None = None,
@@ -161,10 +172,12 @@ def scaling_fits(
     sampler: str = "ancestral",
     temperature: float = 1.0,
     estimator: str = "mean",
+    size_axis: str = "counted",
 ) -> pd.DataFrame:
     """One fit per family x dataset over base models at the given sampler setting, under both estimators; the
-    unsuffixed columns are ``estimator``'s. ``bootstrap``: entce_bootstrap.parquet (None: no bootstrap CI)."""
-    sel = base_selection(summary, sampler, temperature)
+    unsuffixed columns are ``estimator``'s. ``bootstrap``: entce_bootstrap.parquet (None: no bootstrap CI).
+    ``size_axis``: the x axis (:func:`with_size_axis`), recorded in the ``size_axis`` column."""
+    sel = base_selection(with_size_axis(summary, size_axis), sampler, temperature)
     rows = []
     for (family, dataset), g in sel.groupby(["family", "dataset"], sort=True):
         boot = None
@@ -180,6 +193,7 @@ def scaling_fits(
             "sampler": sampler,
             "temperature": temperature,
             "estimator": estimator,
+            "size_axis": size_axis,
         }
         for est, column in ESTIMATORS.items():
             if column not in g:  # a summary without this estimator's column (older runs): nothing to fit
@@ -195,6 +209,7 @@ def scaling_fits(
         "sampler",
         "temperature",
         "estimator",
+        "size_axis",
         *FIT_COLUMNS,
         *[f"{k}_{e}" for e in ESTIMATORS for k in FIT_COLUMNS],
     ]
@@ -205,13 +220,19 @@ def scaling_fits(
 
 
 def write_scaling_fits(
-    summary_csv: str, out_csv: str, bootstrap: str | None = None, power_law: str | None = None, estimator: str = "mean"
+    summary_csv: str,
+    out_csv: str,
+    bootstrap: str | None = None,
+    power_law: str | None = None,
+    estimator: str = "mean",
+    size_axis: str = "counted",
 ) -> None:
     fits = scaling_fits(
         pd.read_csv(summary_csv),
         pd.read_parquet(bootstrap) if bootstrap else None,
         pd.read_csv(power_law) if power_law else None,
         estimator=estimator,
+        size_axis=size_axis,
     )
     fits.to_csv(out_csv, index=False, float_format="%.6g")
     log.info("fits:\n%s", fits.to_string())
