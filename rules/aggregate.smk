@@ -94,9 +94,14 @@ rule scaling_fits:
         "../workflow_scripts/scaling_fits.py"
 
 
+# (dataset, model) of the paper's settings: the context fits read each one's prompt lengths
+CONTEXT_PAIRS = sorted({(j["dataset"], j["model"]) for j in GRID.aggregate_jobs("paper")})
+
+
 rule context_fits:
     input:
         per_step=rules.aggregate.output.per_step,
+        prompts=[GRID.path("prompts", ".json", dataset=d, model=m) for d, m in CONTEXT_PAIRS],
         rerun=RERUN("context_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/context_fits.csv",
@@ -110,7 +115,8 @@ rule context_fits:
         runtime=10,
     params:
         code=CODE["context_fits"],
-        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
+        pairs=CONTEXT_PAIRS,
+        reference_start=lookup(dpath="analysis/reference_start", within=config),
     script:
         "../workflow_scripts/context_fits.py"
 

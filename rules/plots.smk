@@ -111,7 +111,7 @@ rule plot_context:
         runtime=10,
     params:
         code=CODE["plot_context"],
-        prompt_tokens=lookup(dpath="generation/prompt_tokens", within=config),
+        reference_start=lookup(dpath="analysis/reference_start", within=config),
     script:
         "../workflow_scripts/plot_context.py"
 

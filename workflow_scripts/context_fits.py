@@ -1,5 +1,6 @@
 """Adapter: L(l) = L_inf + A l^(-beta) fits of reference log loss vs context position."""
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,5 +15,10 @@ from entcal.logs import setup_logging  # noqa: E402
 from entcal.scaling import context_fits  # noqa: E402
 
 setup_logging(snakemake.log[0], job=snakemake)
-fits = context_fits(pd.read_parquet(snakemake.input.per_step), snakemake.params.prompt_tokens)
+# each model x dataset's prompts as fed (their sidecars' mean_prompt_len: BOS, chat template or instruction, window)
+lens = {
+    (model, dataset): json.loads(Path(f).read_text())["mean_prompt_len"]
+    for (dataset, model), f in zip(snakemake.params.pairs, snakemake.input.prompts, strict=True)
+}
+fits = context_fits(pd.read_parquet(snakemake.input.per_step), lens, reference_start=snakemake.params.reference_start)
 fits.to_csv(snakemake.output.fits, index=False, float_format="%.6g")

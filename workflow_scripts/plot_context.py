@@ -17,6 +17,6 @@ setup_logging(snakemake.log[0], job=snakemake)
 plot_context(
     pd.read_parquet(snakemake.input.per_step),
     pd.read_csv(snakemake.input.fits),
-    snakemake.params.prompt_tokens,
     [snakemake.output.png, snakemake.output.pdf],
+    reference_start=snakemake.params.reference_start,
 )

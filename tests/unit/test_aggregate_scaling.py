@@ -286,7 +286,7 @@ def test_context_fit_recovers_a_planted_power_law():
 
     rng = np.random.default_rng(0)
     step = np.arange(1, 400)
-    l = 64 + step
+    l = 66 + step - 1  # a 66-token prompt as fed (BOS, instruction, window), then the steps before
     se = np.full(step.shape, 0.01)
     ps = pd.DataFrame(
         {
@@ -300,10 +300,17 @@ def test_context_fit_recovers_a_planted_power_law():
             "logloss_n": 100,
         }
     )
-    f = context_fits(ps, prompt_tokens=64).iloc[0]
-    assert f["converged"] and not f["beta_at_bound"]
+    f = context_fits(ps, {("m", "x"): 66.0}).iloc[0]
+    assert f["converged"] and not f["beta_at_bound"] and f["mean_prompt_len"] == 66.0
     assert f["L_inf_ci_low"] <= 2.0 <= f["L_inf_ci_high"] and f["beta_ci_low"] <= 0.7 <= f["beta_ci_high"]
     assert abs(f["beta"] - 0.7) < 0.1
+    # counting the context as the configured window only (16 tokens, no BOS or instruction) misplaces every point
+    wrong = context_fits(ps, {("m", "x"): 16.0}).iloc[0]
+    assert not wrong["beta_ci_low"] <= 0.7 <= wrong["beta_ci_high"]
+    # the authors' window (step t is reference token t + 1) sees one token more at every step
+    shifted = ps.assign(logloss_mean=2.0 + 30.0 * (l + 1) ** -0.7 + rng.normal(0, 0.01, step.size))
+    g = context_fits(shifted, {("m", "x"): 66.0}, reference_start=2).iloc[0]
+    assert g["beta_ci_low"] <= 0.7 <= g["beta_ci_high"] and abs(g["beta"] - 0.7) < 0.1
 
 
 def test_data_scaling_fit_uses_checkpoints_and_excludes_them_from_size_fits():

@@ -289,8 +289,9 @@ def plot_tradeoff(summary: pd.DataFrame, outputs: list[str], estimator: str = "m
     _save(fig, outputs)
 
 
-def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int, outputs: list[str]) -> None:
-    """Reference log loss vs context position with the fitted L_inf + A l^-beta, per dataset."""
+def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, outputs: list[str], reference_start: int = 1) -> None:
+    """Reference log loss vs context position with the fitted L_inf + A l^-beta, per dataset; the position counts
+    the prompt as fed (``context_fits.csv``'s mean_prompt_len) and the reference tokens before, as the fits do."""
 
     ps = per_step[(per_step["sampler"] == "ancestral") & np.isclose(per_step["temperature"], 1.0)]
     datasets = sorted(ps["dataset"].unique())
@@ -299,10 +300,12 @@ def plot_context(per_step: pd.DataFrame, fits: pd.DataFrame, prompt_tokens: int,
         ax = axes[0, j]
         for k, (model, g) in enumerate(ps[ps["dataset"] == ds].groupby("model")):
             c = plt.get_cmap("tab10")(k % 10)
-            l = prompt_tokens + g["step"].to_numpy(float)
-            ax.plot(l, ema(g["logloss_mean"], 0.2), color=c, lw=0.8, alpha=0.7)
             f = fits[(fits["model"] == model) & (fits["dataset"] == ds)]
-            if len(f) and f["converged"].iloc[0]:
+            if not len(f):
+                continue
+            l = f["mean_prompt_len"].iloc[0] + g["step"].to_numpy(float) + reference_start - 2
+            ax.plot(l, ema(g["logloss_mean"], 0.2), color=c, lw=0.8, alpha=0.7)
+            if f["converged"].iloc[0]:
                 f = f.iloc[0]
                 ax.plot(
                     l,

@@ -57,8 +57,6 @@ SECTION_READERS = {
         "generate",
         "calibration_labels",
         "train_predictor",
-        "context_fits",
-        "plot_context",
     ),
     "samplers": ("generate", "score", "score_extra"),
     "scoring": ("score", "score_extra"),
@@ -77,7 +75,7 @@ SECTION_READERS = {
     "analysis.n_boot": ("aggregate", "calibration_table"),  # bootstrap replicates: EntCE, the calibrated points
     "analysis.smoothing": ("plot_per_step",),
     "analysis.smoothing_logloss": ("plot_per_step",),
-    "analysis.reference_start": ("aggregate", "aggregate_extra"),
+    "analysis.reference_start": ("aggregate", "aggregate_extra", "context_fits", "plot_context"),
     "analysis.estimator": (
         "aggregate",
         "aggregate_extra",

@@ -243,11 +243,20 @@ def power_law_curve(l, L_inf, A, beta):
 
 
 def context_fits(
-    per_step: pd.DataFrame, prompt_tokens: int, sampler: str = "ancestral", temperature: float = 1.0
+    per_step: pd.DataFrame,
+    prompt_lens: dict[tuple[str, str], float],
+    sampler: str = "ancestral",
+    temperature: float = 1.0,
+    reference_start: int = 1,
 ) -> pd.DataFrame:
     """L(l) = L_inf + A l^(-beta) on the per-step reference log loss, per model x dataset.
 
-    Columns: model, dataset, L_inf, L_inf_ci_low, L_inf_ci_high, A, beta, beta_ci_low, beta_ci_high,
+    ``l`` is the context the model saw before the reference token of each step: the prompt as it was fed (BOS,
+    a chat template or instruction, the window: ``prompt_lens[(model, dataset)]``, the mean ``prompt_len`` of the
+    prompts file), then the reference tokens before it. Step t's token is reference token t + reference_start - 1,
+    so l = prompt_len + t + reference_start - 2.
+
+    Columns: model, dataset, mean_prompt_len, L_inf, L_inf_ci_low, L_inf_ci_high, A, beta, beta_ci_low, beta_ci_high,
     n_points, converged (False when the fit failed or its covariance is undefined), beta_at_bound
     (beta ended on its bound [0.001, 5]: the curve is too flat or too short to identify the exponent).
     """
@@ -256,11 +265,12 @@ def context_fits(
     rows = []
     for (model, dataset), g in sel.groupby(["model", "dataset"], sort=True):
         g = g[np.isfinite(g["logloss_mean"]) & (g["logloss_n"] > 1)]
-        l = prompt_tokens + g["step"].to_numpy(float)
+        plen = float(prompt_lens[(model, dataset)])
+        l = plen + g["step"].to_numpy(float) + reference_start - 2
         y = g["logloss_mean"].to_numpy()
         sigma = np.where(g["logloss_se"] > 0, g["logloss_se"], np.nan)
         sigma = np.nan_to_num(sigma, nan=np.nanmedian(sigma) if np.isfinite(sigma).any() else 1.0)
-        row = {"model": model, "dataset": dataset, "n_points": len(g)}
+        row = {"model": model, "dataset": dataset, "mean_prompt_len": plen, "n_points": len(g)}
         try:
             p, cov = optimize.curve_fit(
                 power_law_curve,
@@ -291,6 +301,7 @@ def context_fits(
     cols = [
         "model",
         "dataset",
+        "mean_prompt_len",
         "L_inf",
         "L_inf_ci_low",
         "L_inf_ci_high",
