@@ -330,6 +330,91 @@ def bench_real_models(threads: int, n: int = 8, new: int = 48, seed: int = 0) ->
 
 
 # --------------------------------------------------------------------------------------------------
+# 10. The demo's real models in float32 against bfloat16: what one dtype on every machine costs
+
+
+def bench_dtypes(threads: int, n: int = 8, new: int = 48, seed: int = 0) -> list[dict]:
+    """Each real model of the demo generating the same prompts at the same seeds in float32 (the demo's dtype on
+    every machine) and in bfloat16 (what ``dtype: auto`` picked on a native-bf16 CPU): tokens/s of each, and how far
+    the bf16 run's per-step entropies are from a float64 recomputation of its own tokens, against float32's."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from entcal.generate import sample_with_entropy
+    from entcal.models import load_model, native_bf16
+    from entcal.prompts import select_examples
+    from entcal.score import score_settings
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        demo, ex = demo_real_models(tmp)
+        for name, spec in demo["models"].items():
+            if spec["source"] != "gguf":
+                continue
+            folder = demo_model_folder(demo, name, tmp)
+            torch.set_num_threads(threads)
+            m64, tok = load_model(folder, name, dtype="float64", device="cpu")
+            chat = demo["datasets"]["code"].get("chat_instruction")
+            chosen = select_examples(tok, ex, 64, new, 1, n, chat=spec["instruct"], chat_instruction=chat)
+            prompts = [p for _, p, _ in chosen]
+            kw = dict(temperature=1.0, max_new_tokens=new, batch_size=n, seed=seed, stop_at_eos=False)
+            rate, err = {}, {}
+            for dtype in ("float32", "bfloat16"):
+                model = load_model(folder, name, dtype=dtype, device="cpu")[0]
+                best = float("inf")
+                for rep in range(2):  # the first warms up
+                    t0 = time.perf_counter()
+                    out = sample_with_entropy(model, tok, prompts, **kw)
+                    if rep:
+                        best = min(best, time.perf_counter() - t0)
+                rate[dtype] = sum(r["n_tokens"] for r in out) / best
+                exact = score_settings(
+                    m64,
+                    [(p, r["token_ids"]) for p, r in zip(prompts, out)],
+                    [{"sampler": "ancestral", "temperature": 1.0, "slug": "a"}],
+                    n,
+                    tok.pad_token_id,
+                    0.0,
+                )
+                err[dtype] = float(
+                    np.mean(np.concatenate([np.abs(r["entropy"] - s["tf_entropy"][0]) for r, s in zip(out, exact)]))
+                )
+                del model
+            sizes = (
+                f"N={n}, P~{len(prompts[0])}, L={new}, V={len(tok)}, {threads} threads, bf16 "
+                f"{'native' if native_bf16() else 'emulated'}"
+            )
+            rows.append(
+                row(
+                    f"10 dtype: {name}",
+                    "generation tokens/s, bfloat16 vs float32",
+                    round(rate["bfloat16"], 1),
+                    round(rate["float32"], 1),
+                    rate["float32"] / rate["bfloat16"],
+                    "float32's cost on this machine, stated",
+                    True,
+                    sizes,
+                )
+            )
+            rows.append(
+                row(
+                    f"10 dtype: {name}",
+                    "mean |entropy - float64| per step (nats), bfloat16 vs float32",
+                    round(err["bfloat16"], 4),
+                    round(err["float32"], 6),
+                    err["float32"] / err["bfloat16"],
+                    "float32 within 1e-4 nats",
+                    bool(err["float32"] < 1e-4),
+                    sizes,
+                )
+            )
+            del m64
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # 8. vLLM: entropy inside the sampler vs generate then the exact pass
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -977,6 +1062,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--vllm-child", help=argparse.SUPPRESS)
     ap.add_argument("--only-vllm", action="store_true", help="benchmark 8 alone (vLLM in .venv-vllm)")
     ap.add_argument("--only-top-p", action="store_true", help="benchmark 9 alone (Gemma-3-270M's logits)")
+    ap.add_argument("--only-dtypes", action="store_true", help="benchmark 10 alone (the real models, float32 vs bf16)")
     a = ap.parse_args(argv)
     if a.vllm_child:
         print(json.dumps(vllm_child(json.loads(a.vllm_child))))
@@ -989,6 +1075,11 @@ def main(argv=None) -> list[dict]:
         print(json.dumps(kernel_child(v, int(L), int(V), int(d), int(chunk), check=min(256, int(L)))))
         return []
     sz = SIZES["tiny" if a.tiny else "full"]
+    if a.only_dtypes:
+        rows = bench_dtypes(a.threads)
+        print(f"Machine: {hardware()}\n")
+        print(table(rows))
+        return rows
     if a.only_vllm or a.only_top_p:
         rows = bench_vllm() if a.only_vllm else bench_top_p(gemma_logits(), label=" (Gemma-3-270M, code)")
         print(f"Machine: {hardware()}\n")
@@ -1002,7 +1093,7 @@ def main(argv=None) -> list[dict]:
         rows += bench_top_p(torch.randn(32, 5000, generator=torch.Generator().manual_seed(0)) * 3, label=" (random)")
     else:
         rows += bench_top_p(gemma_logits(), label=" (Gemma-3-270M, code)")
-        rows += bench_real_models(a.threads) + bench_vllm()
+        rows += bench_real_models(a.threads) + bench_dtypes(a.threads) + bench_vllm()
     if not a.no_workflow:
         rows += bench_workflow()
     if a.demo:
