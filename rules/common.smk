@@ -693,6 +693,7 @@ def aggregate_finished():
     run remakes the tables by the rules once the missing jobs succeed (their files are newer)."""
     from entcal.aggregate import aggregate, split_finished
     from entcal.grid import PARTS, part_kind
+    from entcal.records import digest, write_record
 
     if _TERMINATED:
         return
@@ -725,6 +726,10 @@ def aggregate_finished():
         except Exception as err:  # a damaged file among the finished ones: its own message, nothing written over
             logger.error(f"tables of the finished jobs not written: {err}")
             continue
+        # their records, as the rule's job would write them (entcal.records): made from the finished files only
+        made = {p: digest(p)[0] for job in done for p in (job["generations"], job["scores"])}
+        for path in out.values():
+            write_record(path, "aggregate" if part == "paper" else "aggregate_extra", made)
         what = "the paper's" if part == "paper" else "the extra (beyond-paper)"
         logger.error(
             f"{len(missing)} of {len(jobs)} of {what} generation settings are missing (failed jobs, or jobs after "

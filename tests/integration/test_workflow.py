@@ -604,6 +604,10 @@ def test_a_failed_model_leaves_every_other_row_complete_and_names_what_is_missin
     assert sorted(missing["setting"]) == ["ancestral-t0.8", "ancestral-t1"]
     assert set(missing["model"]) == {"tiny_a"} and set(missing["dataset"]) == {"prose"}
     assert set(missing["failed_rule"]) <= {"generate", "score"}
+    from entcal.records import check_current
+
+    for table in ("summary.csv", "missing.csv", "per_step.parquet"):  # recorded as they are: the next run reads them
+        assert check_current(rd2 / "tables" / table)["rule"] == "aggregate"
     for log in missing["log"]:
         assert "model 'tiny_a': cannot load weights" in Path(log).read_text()  # the failed job's own log
     full = pd.read_csv(rd / "tables" / "summary.csv")

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint
+from entcal.files import IntermediateFileError, read_parquet, read_sidecar, redo_hint, replace_atomically
 from entcal.scaling import HEADLINE
 
 log = logging.getLogger(__name__)
@@ -379,18 +379,20 @@ def aggregate(
     sm = sm[cols + [c for c in sm.columns if c not in cols]].sort_values(
         ["dataset", "family", "n_params", "sampler", "temperature"], ignore_index=True
     )
-    Path(per_step_out).parent.mkdir(parents=True, exist_ok=True)
-    ps.to_parquet(per_step_out, index=False)
-    sm.to_csv(summary_out, index=False, float_format="%.6g")
+    # every table under a temporary name first, then renamed: a killed job leaves no part of one
+    replace_atomically(per_step_out, lambda t: ps.to_parquet(t, index=False))
+    replace_atomically(summary_out, lambda t: sm.to_csv(t, index=False, float_format="%.6g"))
     if per_prompt_out:
         pp = pd.concat(prompts, ignore_index=True)
         first = PER_STEP_KEYS + ["sampler_param", "setting", "example_id"]
-        pp[first + [c for c in pp.columns if c not in first]].to_parquet(per_prompt_out, index=False)
+        pp = pp[first + [c for c in pp.columns if c not in first]]
+        replace_atomically(per_prompt_out, lambda t: pp.to_parquet(t, index=False))
     if missing_out:
-        (missing if missing is not None else pd.DataFrame(columns=MISSING_COLUMNS)).to_csv(missing_out, index=False)
+        miss = missing if missing is not None else pd.DataFrame(columns=MISSING_COLUMNS)
+        replace_atomically(missing_out, lambda t: miss.to_csv(t, index=False))
     if bootstrap_out:
         bt = pd.concat(boots, ignore_index=True) if boots else pd.DataFrame(columns=BOOTSTRAP_COLUMNS)
-        bt[BOOTSTRAP_COLUMNS].to_parquet(bootstrap_out, index=False)
+        replace_atomically(bootstrap_out, lambda t: bt[BOOTSTRAP_COLUMNS].to_parquet(t, index=False))
     log.info("summary:\n%s", sm.to_string())
 
 

@@ -45,6 +45,16 @@ def _fail(path, what: str) -> IntermediateFileError:
     return IntermediateFileError(f"{path}: {what}. {redo_hint(path)}")
 
 
+def replace_atomically(path: str | Path, write) -> None:
+    """``write(temporary path)``, then rename it to ``path``: a killed writer never leaves a part of a table
+    under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path, sidecar: dict | None = None) -> dict:
     """Write ``df`` atomically and its sidecar (``sidecar`` plus ``rows`` and ``bytes``); returns the sidecar."""
     path = Path(path)
