@@ -100,14 +100,14 @@ def check_rows(model64, prompts, rows, sampler, temperature, param, what):
     assert l.max() < STEP_TOL and l.mean() < MEAN_TOL, what
 
 
-@pytest.mark.parametrize(
-    "model, setting", [("smollm2_135m_instruct", ("ancestral", 1.0, None)), ("gemma3_270m", ("top_p", 1.0, 0.9))]
-)
 def folder(run, model):
     (f,) = run["dl"].glob(f"models/{model}--*")  # the converted folder, keyed by its source (entcal.grid)
     return f
 
 
+@pytest.mark.parametrize(
+    "model, setting", [("smollm2_135m_instruct", ("ancestral", 1.0, None)), ("gemma3_270m", ("top_p", 1.0, 0.9))]
+)
 def test_the_generate_rule_runs_vllm_and_records_exact_entropies(rule_run, model, setting):
     res = rule_run["res"]
     out = res / "generations" / "code" / model / f"{setting[0]}{'' if setting[2] is None else setting[2]}-t1.parquet"
