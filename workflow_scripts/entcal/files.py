@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from entcal.records import file_digest
+
 SELECTION_KEY = b"entcal_selection"  # Parquet metadata of examples.parquet: how the examples were chosen
 
 
@@ -65,23 +67,10 @@ def write_parquet(df: pd.DataFrame, path: str | Path, sidecar: dict | None = Non
     return write_sidecar(path, sidecar or {})
 
 
-_VERIFIED: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256) hashed by this process
-
-
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex), read in 8 MB blocks; remembered per process by size and mtime."""
-    import hashlib
-
-    st = Path(path).stat()
-    hit = _VERIFIED.get(str(path))
-    if hit and hit[:2] == (st.st_size, st.st_mtime_ns):
-        return hit[2]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    _VERIFIED[str(path)] = (st.st_size, st.st_mtime_ns, h.hexdigest())
-    return h.hexdigest()
+    """SHA-256 of a file's bytes (hex): :func:`entcal.records.file_digest`, remembered per process by the file's
+    size, times and inode, so the job's record check and this sidecar check read a file once between them."""
+    return file_digest(Path(path))[0]
 
 
 def write_sidecar(path: str | Path, sidecar: dict) -> dict:

@@ -252,6 +252,12 @@ def records_under(folder: str | Path):
                 yield Path(d) / n
 
 
+def _records(folders, outputs) -> set[Path]:
+    """The records under ``folders`` and those of ``outputs``."""
+    recs = {rp for f in folders if Path(f).is_dir() for rp in records_under(f)}
+    return recs | {record_path(o) for o in outputs if record_path(o).is_file()}
+
+
 def survey(
     folders=(), outputs=(), refresh: bool = True
 ) -> tuple[dict[Path, tuple[str, list[str]]], dict[Path, tuple[str, list[str]]]]:
@@ -261,8 +267,7 @@ def survey(
     are left to Snakemake, which remakes them and what follows; an input that is itself damaged marks nothing
     until it is dealt with). Where an output is current but its files' stats moved (a copied folder),
     ``refresh`` rewrites the stats in its record (no rereading next time)."""
-    recs = {rp for f in folders if Path(f).is_dir() for rp in records_under(f)}
-    recs |= {record_path(o) for o in outputs if record_path(o).is_file()}
+    recs = _records(folders, outputs)
     damaged: dict[Path, tuple[str, list[str]]] = {}
     changed: dict[Path, tuple[str, list[tuple[str, Path]]]] = {}
     now: dict[str, str | None] = {}  # absolute path -> current sha256 (None: unreadable)
@@ -321,8 +326,7 @@ def from_the_future(folders=(), outputs=(), slack: float = 5.0) -> list[tuple[Pa
     """(output, its modification time) for every recorded output whose time is more than ``slack`` seconds
     ahead of this machine's clock: Snakemake would take it for clock skew, delete finished outputs and rerun
     the same jobs on every run."""
-    recs = {rp for f in folders if Path(f).is_dir() for rp in records_under(f)}
-    recs |= {record_path(o) for o in outputs if record_path(o).is_file()}
+    recs = _records(folders, outputs)
     now, out = time.time() + slack, []
     for rp in sorted(recs):
         o = output_of(rp)
