@@ -36,12 +36,13 @@ check_records()  # every result against the content of what it was made from (en
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        get_final_targets,
 
 
 onstart:
     lock_results_dir()
     watch_sigterm()
+    check_job_environment()
     check_intermediate_files()
 
 

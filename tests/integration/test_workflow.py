@@ -174,8 +174,56 @@ def test_conda_asked_for_without_conda_is_named_before_snakemake_tries_it(tmp_pa
     p.write_text(yaml.safe_dump(cfg))
     r = smk("-n", "--cores", "1", "--configfile", str(p), "--software-deployment-method", "conda")
     out = r.stdout + r.stderr
-    assert r.returncode != 0 and "no `conda` is on PATH" in out and "--software-deployment none --force" in out
+    assert r.returncode != 0 and "no `conda` is on PATH" in out and "--software-deployment venv --job-venv" in out
     assert "Error running conda info" not in out
+
+
+# conda's answers that Snakemake reads before it builds environments (no conda here: a stand-in, PATH first)
+STUB_CONDA = """#!/bin/sh
+case "$*" in
+  "info --json") echo '{"conda_prefix": "%s", "platform": "linux-64"}' ;;
+  "--version") echo "conda 25.11.0" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}}' ;;
+  *) echo "stand-in conda cannot $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_the_grid_dry_runs_with_the_default_site_profile_where_conda_is_there(tmp_path):
+    """docs/cluster.md's path with conda: the profile as installed by default (software-deployment-method: conda),
+    a dry run of the grid through it, each rule's environment file to be built."""
+    home = tmp_path / "home"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "entcal.profile",
+            "install",
+            "slurm",
+            "--partition",
+            "all",
+            "--conda-prefix",
+            "/shared/c",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    profile = yaml.safe_load((home / "snakemake" / "slurm" / "config.yaml").read_text())
+    assert profile["software-deployment-method"] == "conda" and profile["conda-prefix"] == "/shared/c"
+    assert "precommand" not in profile and "shared-fs-usage" not in profile  # Snakemake's default: all of it shared
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "conda").write_text(STUB_CONDA % (tmp_path / "conda"))
+    (tmp_path / "bin" / "conda").chmod(0o755)
+    path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+    r = smk("-n", "--profile", "slurm", env={"XDG_CONFIG_HOME": str(home), "PATH": path})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for env_file in ("envs/inference.yaml", "envs/analysis.yaml"):
+        assert f"Conda environment {env_file} will be created." in out, out[:3000]
+    assert job_counts(out)["total"] == 1062
 
 
 @pytest.fixture(scope="module")

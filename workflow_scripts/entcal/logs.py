@@ -56,10 +56,11 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         import socket
 
         logging.getLogger("entcal.job").info(
-            "%s of this job (host %s, pid %d%s); kept there if it does not succeed",
+            "%s of this job (host %s, pid %d, python %s%s); kept there if it does not succeed",
             attempt,
             socket.gethostname(),
             os.getpid(),
+            sys.executable,
             f", SLURM job {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else "",
         )
     if logfile:

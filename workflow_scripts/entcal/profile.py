@@ -107,9 +107,28 @@ def site_facts(default_resources) -> dict:
     return out
 
 
-def render_deployment(software_deployment: str = "conda", conda_prefix: str | None = None) -> str:
+# Snakemake's shared-filesystem uses (its default), less software deployment: Snakemake then starts each SLURM job
+# with the `python` on the job's PATH, not the login node's interpreter, so the environment the precommand activates
+# runs the job
+JOB_VENV_SHARED_FS = (
+    "input-output",
+    "persistence",
+    "software-deployment-cache",
+    "source-cache",
+    "sources",
+    "storage-local-copies",
+)
+# what a job environment must hold (import names): Snakemake and its SLURM job step, this workflow's package, the models
+JOB_VENV_MODULES = ("snakemake", "snakemake_executor_plugin_slurm_jobstep", "entcal", "torch", "transformers")
+
+
+def render_deployment(software_deployment: str = "conda", conda_prefix: str | None = None, job_venv=None) -> str:
     """How jobs get their software: each rule's conda environment (envs/*.yaml; the GPU rules' has vLLM and
-    the transformers it needs), or, with ``none``, the environment Snakemake was started from."""
+    the transformers it needs); ``venv``, a second virtual environment that every job activates (sites without
+    conda: the GPU set, made by ``VENV=.venv-gpu bash envs/install.sh gpu``); or, with ``none``, the environment
+    Snakemake was started from."""
+    import json
+
     prefix = (
         f"conda-prefix: {conda_prefix}\n"
         if conda_prefix
@@ -121,11 +140,82 @@ def render_deployment(software_deployment: str = "conda", conda_prefix: str | No
             "# transformers), analysis jobs the analysis set, whatever the login node has installed\n"
             "software-deployment-method: conda\n" + prefix
         )
+    if software_deployment == "venv":
+        if not job_venv:
+            raise ValueError("--software-deployment venv needs --job-venv <the jobs' virtual environment>")
+        venv = os.path.abspath(job_venv)
+        return (
+            "# no conda: every SLURM job activates this virtual environment (the GPU set with Snakemake and its\n"
+            "# job-step plugin: VENV=<it> bash envs/install.sh gpu) before it starts Snakemake; the login node's\n"
+            "# .venv keeps the SLURM plugin, whose numpy vLLM does not accept. Software deployment is left off the\n"
+            "# shared filesystem, so that Snakemake runs the `python` of the job's PATH (the activated one).\n"
+            f"precommand: {json.dumps('. ' + _shell_quote(venv + '/bin/activate'))}\n"
+            f"shared-fs-usage: [{', '.join(JOB_VENV_SHARED_FS)}]\n"
+        )
     return (
         "# software deployment off: every job runs in the environment snakemake was started from, which must then\n"
         "# hold the GPU set (pip install -r envs/requirements-gpu.txt -c envs/constraints.txt); to turn it on:\n"
         "# software-deployment-method: conda\n"
     )
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def job_venv_of(precommand: str | None) -> str | None:
+    """The virtual environment a site profile's precommand activates (``. '<venv>/bin/activate'``), else None."""
+    import shlex
+
+    try:
+        words = shlex.split(precommand or "")
+    except ValueError:
+        return None
+    if len(words) == 2 and words[0] in (".", "source") and words[1].endswith("/bin/activate"):
+        return words[1][: -len("/bin/activate")]
+    return None
+
+
+def job_venv_problem(precommand: str | None, run=None) -> str | None:
+    """Where the site profile's precommand activates a job environment: why the jobs could not run in it (missing,
+    a package missing, another Snakemake than the login node's), said on the login node before any job is
+    submitted; None where it is fit or where no job environment is named."""
+    import subprocess
+    import sys
+
+    venv = job_venv_of(precommand)
+    if venv is None:
+        return None
+    python = os.path.join(venv, "bin", "python")
+    fix = (
+        f"make it with `VENV={venv} bash envs/install.sh gpu` (docs/cluster.md, step 1, without conda), or point the "
+        "site profile's precommand at the environment that holds the GPU set"
+    )
+    if not os.access(python, os.X_OK):
+        return f"the site profile's precommand activates {venv} for every job, but {python} does not exist: {fix}"
+    code = (
+        "import importlib.util as u, json; import snakemake as s; "
+        f"print(json.dumps([[m for m in {list(JOB_VENV_MODULES)!r} if u.find_spec(m) is None], s.__version__]))"
+    )
+    run = run or (lambda cmd: subprocess.run(cmd, capture_output=True, text=True, timeout=120))
+    r = run([python, "-c", code])
+    if r.returncode != 0:
+        return f"{python} cannot import snakemake ({r.stderr.strip().splitlines()[-1:]}): {fix}"
+    import json
+
+    missing, version = json.loads(r.stdout.strip().splitlines()[-1])
+    from snakemake import __version__ as login_version
+
+    if missing:
+        return f"the jobs' environment {venv} lacks {', '.join(missing)}: {fix}"
+    if version != login_version:
+        return (
+            f"the jobs' environment {venv} has Snakemake {version}, the login node's {sys.executable} {login_version}: "
+            f"a job reads the arguments of the Snakemake that submitted it, so both need the same version ({fix})"
+        )
+    return None
 
 
 def conda_problem(deployment_methods, which=None) -> str | None:
@@ -143,9 +233,10 @@ def conda_problem(deployment_methods, which=None) -> str | None:
         "software-deployment-method: conda (a line of the site profile that `python -m entcal.profile install "
         "slurm` writes by default, or --software-deployment-method conda) makes every rule run in its conda "
         "environment (envs/*.yaml), but no `conda` is on PATH. Either install conda on the login node "
-        "(Miniforge: conda and mamba; docs/cluster.md, step 1) or turn it off: reinstall the profile with "
-        "`python -m entcal.profile install slurm --software-deployment none --force` (or delete that line) and "
-        "run the workflow from an environment that holds the GPU set (bash envs/install.sh gpu)."
+        "(Miniforge: conda and mamba; docs/cluster.md, step 1) or run the jobs in a second virtual environment: "
+        "make it with `VENV=$PWD/.venv-gpu bash envs/install.sh gpu` and reinstall the profile with "
+        "`python -m entcal.profile install slurm --software-deployment venv --job-venv $PWD/.venv-gpu --force` "
+        "(docs/cluster.md, step 1, without conda)."
     )
 
 
@@ -170,6 +261,7 @@ def render_slurm(
     gpu_sbatch: str | None = None,
     software_deployment: str = "conda",
     conda_prefix: str | None = None,
+    job_venv: str | None = None,
 ) -> str:
     """The text of the SLURM site profile."""
 
@@ -190,7 +282,7 @@ def render_slurm(
         gpu_memory_gb=int(round(gpu_memory_gb)),
         max_runtime_min=int(max_runtime_min),
         gpu_rules=render_gpu_rules(gpu_partition, gpu_model, gpu_qos, gpu_constraint, gpu_sbatch),
-        deployment=render_deployment(software_deployment, conda_prefix),
+        deployment=render_deployment(software_deployment, conda_prefix, job_venv),
     )
 
 
@@ -226,10 +318,15 @@ def main(argv=None) -> None:
     p.add_argument("--status-command", choices=["sacct", "squeue"], default="sacct")
     p.add_argument(
         "--software-deployment",
-        choices=["conda", "none"],
+        choices=["conda", "venv", "none"],
         default="conda",
-        help="conda (default): each rule in its envs/*.yaml environment, GPU jobs with vLLM; none: jobs run "
-        "in the environment snakemake starts from",
+        help="conda (default): each rule in its envs/*.yaml environment, GPU jobs with vLLM; venv: every job in the "
+        "virtual environment --job-venv (sites without conda); none: jobs run in the environment snakemake starts from",
+    )
+    p.add_argument(
+        "--job-venv",
+        help="with --software-deployment venv: the jobs' virtual environment, on a folder every node sees "
+        "(made by VENV=<it> bash envs/install.sh gpu)",
     )
     p.add_argument("--conda-prefix", help="where the conda environments are built (a folder every node sees)")
     p.add_argument(
@@ -241,6 +338,10 @@ def main(argv=None) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     a = ap.parse_args(argv)
+    if a.software_deployment == "venv" and not a.job_venv:
+        ap.error(
+            "--software-deployment venv needs --job-venv <the jobs' virtual environment, made by envs/install.sh gpu>"
+        )
     extra = dict(kv.split("=", 1) for kv in a.set)
     out = install(
         a.name,
@@ -261,6 +362,7 @@ def main(argv=None) -> None:
         gpu_sbatch=a.gpu_sbatch,
         software_deployment=a.software_deployment,
         conda_prefix=a.conda_prefix,
+        job_venv=a.job_venv,
     )
     print(f"wrote {out}; check it, then: snakemake -n --profile {a.name}")
 
