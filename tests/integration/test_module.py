@@ -94,3 +94,23 @@ def test_real_jobs_run_as_a_module_and_its_hooks_run(tmp_path):
     assert marker_path(dep, rd).is_file()
     r = smk(dep, "-n", "--cores", "2", *targets)
     assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+
+
+def test_a_module_loaded_from_a_url_is_refused_with_the_fix(tmp_path):
+    """The jobs import entcal from the module's folder and the fingerprints read its files: a URL has neither."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ROOT))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dep = deploy(tmp_path / "deployed", demo_config())
+        text = (dep / "Snakefile").read_text().replace(str(ROOT), f"http://127.0.0.1:{server.server_address[1]}")
+        (dep / "Snakefile").write_text(text)
+        r = smk(dep, "-n", "--cores", "1", timeout=120)
+    finally:
+        server.shutdown()
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "not from a folder on this machine" in out and "docs/deploy.md" in out, out[-2000:]
