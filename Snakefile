@@ -27,10 +27,11 @@ include: "rules/calibration.smk"
 include: "rules/plots.smk"
 
 
-check_gpus()  # on a workstation (resources: gpu), every model fits the GPUs it has (entcal.plan.gpu_shortfall)
-check_contexts()  # every model's own context holds its prompts and generation (entcal.plan.context_problems)
-check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
-check_records()  # every result against the content of what it was made from (entcal.records)
+RUN.attach_stage_inputs()  # every rule's rerun flag (input) and code fingerprint (param), here once (entcal.lifecycle)
+RUN.check_gpus()  # on a workstation (resources: gpu), every model fits the GPUs it has (entcal.plan.gpu_shortfall)
+RUN.check_contexts()  # every model's own context holds its prompts and generation (entcal.plan.context_problems)
+RUN.check_provenance()  # where Snakemake has no record of the results: what changed since (entcal.provenance)
+RUN.check_records()  # every result against the content of what it was made from (entcal.records)
 
 
 rule all:
@@ -39,18 +40,14 @@ rule all:
         get_final_targets,
 
 
+# the run's hooks (entcal.lifecycle.Run): a workflow that uses this one as a module calls them from its own
 onstart:
-    lock_results_dir()
-    watch_sigterm()
-    check_job_environment()
-    check_intermediate_files()
+    RUN.onstart()  # the results folder's lock, SIGTERM noted, the job environment and damaged inputs checked
 
 
 onsuccess:
-    write_provenance_marker()
+    RUN.onsuccess()  # the provenance marker: this directory's Snakemake records cover the results
 
 
 onerror:
-    write_provenance_marker()
-    aggregate_finished()
-    on_error()
+    RUN.onerror()  # the marker, the tables of the finished jobs, what a SIGTERM means

@@ -5,7 +5,6 @@ rule aggregate:
     input:
         generations=[job["generations"] for job in GRID.aggregate_jobs("paper")],
         scores=sorted({job["scores"] for job in GRID.aggregate_jobs("paper")}),
-        rerun=RERUN("aggregate"),  # entcal.provenance: raised where results outlived their record
     output:
         per_step=P("per_step"),
         per_prompt=P("per_prompt"),
@@ -31,7 +30,6 @@ rule aggregate:
         mem_mb=8000,
         runtime=60,
     params:
-        code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs("paper"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
         reference_start=lookup(dpath="analysis/reference_start", within=config),
@@ -48,7 +46,6 @@ use rule aggregate as aggregate_extra with:
     input:
         generations=[job["generations"] for job in GRID.aggregate_jobs("extra")],
         scores=sorted({job["scores"] for job in GRID.aggregate_jobs("extra")}),
-        rerun=RERUN("aggregate_extra"),  # entcal.provenance: raised where results outlived their record
     output:
         per_step=P("per_step_extra"),
         per_prompt=P("per_prompt_extra"),
@@ -59,7 +56,6 @@ use rule aggregate as aggregate_extra with:
     benchmark:
         f"{RD}/benchmarks/aggregate_extra.tsv"
     params:
-        code=CODE["aggregate"],
         jobs=sorted(GRID.aggregate_jobs("extra"), key=lambda j: (j["dataset"], j["model"], j["setting"])),
         max_len=lookup(dpath="analysis/max_len", within=config),
         reference_start=lookup(dpath="analysis/reference_start", within=config),
@@ -74,7 +70,6 @@ rule scaling_fits:
         summary=rules.aggregate.output.summary,
         bootstrap=rules.aggregate.output.bootstrap,
         power_law=lambda wildcards: rules.power_law.output.table,  # rules/theory.smk, included later
-        rerun=RERUN("scaling_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/scaling_fits.csv",
         data_fits=f"{RD}/tables/data_scaling_fits.csv",
@@ -87,7 +82,6 @@ rule scaling_fits:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["scaling_fits"],
         estimator=lookup(dpath="analysis/estimator", within=config),
         size_axis=lookup(dpath="analysis/size_axis", within=config),
     script:
@@ -102,7 +96,6 @@ rule context_fits:
     input:
         per_step=rules.aggregate.output.per_step,
         prompts=[GRID.path("prompts", ".json", dataset=d, model=m) for d, m in CONTEXT_PAIRS],
-        rerun=RERUN("context_fits"),  # entcal.provenance: raised where results outlived their record
     output:
         fits=f"{RD}/tables/context_fits.csv",
     log:
@@ -114,7 +107,6 @@ rule context_fits:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["context_fits"],
         pairs=CONTEXT_PAIRS,
         reference_start=lookup(dpath="analysis/reference_start", within=config),
     script:
@@ -122,8 +114,6 @@ rule context_fits:
 
 
 rule dump_config:
-    input:
-        rerun=RERUN("dump_config"),  # entcal.provenance: raised with every stale stage, to record the new state
     output:
         P("effective_config"),
         provenance=f"{RD}/provenance.json",

@@ -8,7 +8,6 @@ rule calibration_labels:
         windows=rules.prepare_dataset.output.calibration,
         examples=rules.prepare_dataset.output.examples,  # selection first: the windows follow the model's prompts
         prompts=rules.select_prompts.output.prompts,
-        rerun=RERUN("calibration_labels"),  # entcal.provenance: raised where results outlived their record
     output:
         labels=P("labels"),
         meta=P("labels", ".json"),
@@ -37,7 +36,6 @@ rule calibration_labels:
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
-        code=CODE["calibration_labels"],
     script:
         "../workflow_scripts/calibration_labels.py"
 
@@ -49,7 +47,6 @@ rule train_predictor:
         windows=rules.prepare_dataset.output.calibration,
         examples=rules.prepare_dataset.output.examples,  # selection first: the windows follow the model's prompts
         prompts=rules.select_prompts.output.prompts,
-        rerun=RERUN("train_predictor"),  # entcal.provenance: raised where results outlived their record
     output:
         head=P("head"),
         settings=P("predictor"),
@@ -91,7 +88,6 @@ rule train_predictor:
         max_len=lookup(dpath="analysis/max_len", within=config),
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
-        code=CODE["train_predictor"],
     script:
         "../workflow_scripts/train_predictor.py"
 
@@ -101,7 +97,6 @@ rule calibration_table:
         unpack(get_calibration_tables),
         summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
         per_prompt=[rules.aggregate.output.per_prompt, rules.aggregate_extra.output.per_prompt],
-        rerun=RERUN("calibration_table"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(
             f"{RD}/tables/calibration.csv",
@@ -124,7 +119,6 @@ rule calibration_table:
     params:
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),
-        code=CODE["calibration_table"],
     script:
         "../workflow_scripts/calibration_table.py"
 
@@ -134,7 +128,6 @@ rule plot_calibration:
         table=rules.calibration_table.output.table,
         tradeoff=rules.calibration_table.output.tradeoff,
         study=rules.calibration_table.output.study,
-        rerun=RERUN("plot_calibration"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/calibration_tf.png",
@@ -156,7 +149,5 @@ rule plot_calibration:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        code=CODE["plot_calibration"],
     script:
         "../workflow_scripts/plot_calibration.py"

@@ -6,8 +6,6 @@ localrules:
 
 
 rule download_dataset:
-    input:
-        rerun=RERUN("download_dataset"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("dataset")),
     log:
@@ -25,7 +23,6 @@ rule download_dataset:
 rule prepare_dataset:
     input:
         raw=get_dataset_raw,
-        rerun=RERUN("prepare_dataset"),  # entcal.provenance: raised where results outlived their record
     output:
         docs=P("docs"),
         examples=P("examples"),
@@ -45,6 +42,5 @@ rule prepare_dataset:
         spec=lookup(dpath="datasets/{dataset}", within=config),
         seed=lookup(dpath="seed", within=config),
         calibration_needed=bool(CALIBRATED),  # a calibration split only for the calibrated samplers
-        code=CODE["prepare_dataset"],
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -3,8 +3,6 @@
 
 
 rule future_entropy_exact:
-    input:
-        rerun=RERUN("future_entropy_exact"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/tables/future_entropy_exact.csv",
         steps=f"{RD}/tables/future_entropy_exact_steps.csv",
@@ -21,7 +19,6 @@ rule future_entropy_exact:
         mem_mb=2000,
         runtime=30,
     params:
-        code=CODE["future_entropy_exact"],
         exact=lookup(dpath="exact", within=config),
         seed=lookup(dpath="seed", within=config),
     script:
@@ -34,7 +31,6 @@ rule plot_future_entropy_exact:
         steps=rules.future_entropy_exact.output.steps,
         noise=rules.future_entropy_exact.output.noise,
         mc=rules.future_entropy_exact.output.mc,
-        rerun=RERUN("plot_future_entropy_exact"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/future_entropy_exact.png", caption="report/exact.rst", category="Figures"),
         pdf=f"{RD}/figures/future_entropy_exact.pdf",
@@ -46,7 +42,5 @@ rule plot_future_entropy_exact:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        code=CODE["plot_future_entropy_exact"],
     script:
         "../workflow_scripts/plot_future_entropy_exact.py"

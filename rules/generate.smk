@@ -7,7 +7,6 @@ rule select_prompts:
     input:
         model=get_model_folder,
         examples=rules.prepare_dataset.output.examples,
-        rerun=RERUN("select_prompts"),  # entcal.provenance: raised where results outlived their record
     output:
         prompts=P("prompts"),
         meta=P("prompts", ".json"),
@@ -27,7 +26,6 @@ rule select_prompts:
         text_rules=lookup(dpath="datasets/{dataset}/text_rules", within=config),
         selection=get_selection,
         chat_instruction=get_chat_instruction,
-        code=CODE["select_prompts"],
     script:
         "../workflow_scripts/select_prompts.py"
 
@@ -37,7 +35,6 @@ rule generate:
         unpack(get_generate_calibration),
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
-        rerun=RERUN("generate"),  # entcal.provenance: raised where results outlived their record
     output:
         generations=P("generations"),
         meta=P("generations", ".json"),
@@ -61,7 +58,6 @@ rule generate:
         seed=lookup(dpath="seed", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
-        code=CODE["generate"],
     script:
         "../workflow_scripts/generate.py"
 
@@ -70,7 +66,6 @@ rule score:
     input:
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
-        rerun=RERUN("score"),  # entcal.provenance: raised where results outlived their record
     output:
         scores=P("scores"),
         meta=P("scores", ".json"),
@@ -93,7 +88,6 @@ rule score:
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
-        code=CODE["score"],
     script:
         "../workflow_scripts/score.py"
 
@@ -105,7 +99,6 @@ use rule score as score_extra with:
         unpack(get_score_calibration),
         model=get_model_folder,
         prompts=rules.select_prompts.output.prompts,
-        rerun=RERUN("score_extra"),  # entcal.provenance: raised where results outlived their record
     output:
         scores=P("scores_extra"),
         meta=P("scores_extra", ".json"),
@@ -125,4 +118,3 @@ use rule score as score_extra with:
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
         dtype=get_dtype,
         precision=lookup(dpath="precision", within=config),
-        code=CODE["score"],

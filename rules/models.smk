@@ -6,8 +6,6 @@ localrules:
 
 
 rule download_model:
-    input:
-        rerun=RERUN("download_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
     log:
@@ -28,8 +26,6 @@ rule download_model:
 rule convert_gguf:
     """A real pretrained model shipped as a GGUF file (a pinned PyPI package): SHA-256 checked,
     dequantised once into a save_pretrained folder that every later job loads (entcal.gguf)."""
-    input:
-        rerun=RERUN("convert_gguf"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("model")),
     log:
@@ -46,7 +42,6 @@ rule convert_gguf:
         runtime=30,
     params:
         spec=lookup(dpath="models/{model}", within=config),
-        code=CODE["convert_gguf"],
     script:
         "../workflow_scripts/convert_gguf.py"
 
@@ -54,7 +49,6 @@ rule convert_gguf:
 rule train_tokenizer:
     input:
         docs=rules.prepare_dataset.output.docs,
-        rerun=RERUN("train_tokenizer"),  # entcal.provenance: raised where results outlived their record
     output:
         tokenizer=directory(P("tokenizer")),
         train_ids=P("train_ids"),
@@ -70,7 +64,6 @@ rule train_tokenizer:
         runtime=30,
     params:
         vocab_size=lookup(dpath="training/vocab_size", within=config),
-        code=CODE["train_tokenizer"],
     script:
         "../workflow_scripts/train_tokenizer.py"
 
@@ -79,7 +72,6 @@ rule train_model:
     input:
         tokenizer=rules.train_tokenizer.output.tokenizer,
         train_ids=rules.train_tokenizer.output.train_ids,
-        rerun=RERUN("train_model"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(P("trained_model")),
     log:
@@ -98,6 +90,5 @@ rule train_model:
         budget=get_train_budget,
         training=lookup(dpath="training", within=config),
         seed=lookup(dpath="seed", within=config),
-        code=CODE["train_model"],
     script:
         "../workflow_scripts/train_model.py"

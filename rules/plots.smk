@@ -5,7 +5,6 @@ rule plot_per_step:
     input:
         per_step=rules.aggregate.output.per_step,
         summary=rules.aggregate.output.summary,
-        rerun=RERUN("plot_per_step"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/per_step{{smooth}}.png",
@@ -24,7 +23,6 @@ rule plot_per_step:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["plot_per_step"],
         smoothing=lookup(dpath="analysis/smoothing", within=config),
         smoothing_logloss=lookup(dpath="analysis/smoothing_logloss", within=config),
     script:
@@ -35,7 +33,6 @@ rule plot_scaling:
     input:
         summary=rules.aggregate.output.summary,
         fits=rules.scaling_fits.output.fits,
-        rerun=RERUN("plot_scaling"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(
             f"{RD}/figures/scaling.png",
@@ -52,7 +49,6 @@ rule plot_scaling:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["plot_scaling"],
         estimator=lookup(dpath="analysis/estimator", within=config),
         size_axis=lookup(dpath="analysis/size_axis", within=config),
     script:
@@ -62,7 +58,6 @@ rule plot_scaling:
 rule plot_tradeoff:
     input:
         summaries=[rules.aggregate.output.summary],
-        rerun=RERUN("plot_tradeoff"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/tradeoff.png", caption="report/tradeoff.rst", category="Figures"),
         pdf=f"{RD}/figures/tradeoff.pdf",
@@ -75,7 +70,6 @@ rule plot_tradeoff:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["plot_tradeoff"],
         estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/plot_tradeoff.py"
@@ -85,7 +79,6 @@ rule plot_tradeoff:
 use rule plot_tradeoff as plot_tradeoff_extra with:
     input:
         summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
-        rerun=RERUN("plot_tradeoff_extra"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/tradeoff_samplers.png", caption="report/tradeoff.rst", category="Figures"),
         pdf=f"{RD}/figures/tradeoff_samplers.pdf",
@@ -97,7 +90,6 @@ rule plot_context:
     input:
         per_step=rules.aggregate.output.per_step,
         fits=rules.context_fits.output.fits,
-        rerun=RERUN("plot_context"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/context_length.png", caption="report/context.rst", category="Figures"),
         pdf=f"{RD}/figures/context_length.pdf",
@@ -110,7 +102,6 @@ rule plot_context:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["plot_context"],
         reference_start=lookup(dpath="analysis/reference_start", within=config),
     script:
         "../workflow_scripts/plot_context.py"
@@ -120,7 +111,6 @@ rule plot_data_scaling:
     input:
         summary=rules.aggregate.output.summary,
         fits=rules.scaling_fits.output.data_fits,
-        rerun=RERUN("plot_data_scaling"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/data_scaling.png", caption="report/data_scaling.rst", category="Figures"),
         pdf=f"{RD}/figures/data_scaling.pdf",
@@ -133,7 +123,6 @@ rule plot_data_scaling:
         mem_mb=2000,
         runtime=10,
     params:
-        code=CODE["plot_data_scaling"],
         estimator=lookup(dpath="analysis/estimator", within=config),
     script:
         "../workflow_scripts/plot_data_scaling.py"

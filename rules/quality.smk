@@ -6,8 +6,6 @@ localrules:
 
 
 rule download_featurizer:
-    input:
-        rerun=RERUN("download_featurizer"),  # entcal.provenance: raised where results outlived their record
     output:
         directory(GRID.download_pattern("featurizer")),
     log:
@@ -26,7 +24,6 @@ rule download_featurizer:
 rule mauve_excerpts:
     input:
         unpack(get_excerpt_inputs),
-        rerun=RERUN("mauve_excerpts"),  # entcal.provenance: raised where results outlived their record
     output:
         excerpts=f"{RD}/mauve/{{part}}/{{dataset}}/excerpts.parquet",
     log:
@@ -40,7 +37,6 @@ rule mauve_excerpts:
         mem_mb=8000,
         runtime=30,
     params:
-        code=CODE["mauve_excerpts"],
         jobs=get_excerpt_jobs,
         window=lookup(dpath="mauve/window", within=config),
     script:
@@ -51,7 +47,6 @@ rule mauve_features:
     input:
         excerpts=rules.mauve_excerpts.output.excerpts,
         featurizer=get_featurizer_folder,
-        rerun=RERUN("mauve_features"),  # entcal.provenance: raised where results outlived their record
     output:
         features=f"{RD}/mauve/{{part}}/{{dataset}}/features_{{featurizer}}.parquet",
     log:
@@ -68,7 +63,6 @@ rule mauve_features:
         mem_mb=16000,
         runtime=120,
     params:
-        code=CODE["mauve_features"],
         spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
         model_path=get_featurizer_path,
     script:
@@ -79,7 +73,6 @@ rule mauve_buckets:
     input:
         excerpts=rules.mauve_excerpts.output.excerpts,
         features=rules.mauve_features.output.features,
-        rerun=RERUN("mauve_buckets"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/mauve/{{part}}/{{dataset}}/buckets_{{featurizer}}.csv",
     log:
@@ -93,7 +86,6 @@ rule mauve_buckets:
         mem_mb=8000,
         runtime=120,
     params:
-        code=CODE["mauve_buckets"],
         cfg=lookup(dpath="mauve", within=config),
         seed=lookup(dpath="seed", within=config),
     script:
@@ -106,7 +98,6 @@ rule mauve_summary:
         # in params.datasets' order
         excerpts=expand(rules.mauve_excerpts.output.excerpts, part="paper", dataset=sorted(DATASETS)),
         summaries=[rules.aggregate.output.summary],
-        rerun=RERUN("mauve_summary"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(f"{RD}/tables/mauve_buckets.csv", caption="report/mauve_table.rst", category="Tables"),
         examples=report(f"{RD}/mauve/examples.md", caption="report/mauve_examples.rst", category="Excerpts"),
@@ -121,7 +112,6 @@ rule mauve_summary:
         mem_mb=4000,
         runtime=10,
     params:
-        code=CODE["mauve_summary"],
         datasets=sorted(DATASETS),
         seed=lookup(dpath="seed", within=config),
     script:
@@ -134,7 +124,6 @@ use rule mauve_summary as mauve_summary_extra with:
         tables=get_mauve_tables("extra"),
         excerpts=expand(rules.mauve_excerpts.output.excerpts, part="extra", dataset=sorted(DATASETS)),
         summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
-        rerun=RERUN("mauve_summary_extra"),  # entcal.provenance: raised where results outlived their record
     output:
         table=report(f"{RD}/tables/mauve_buckets_extra.csv", caption="report/mauve_table.rst", category="Tables"),
         examples=report(f"{RD}/mauve/examples_extra.md", caption="report/mauve_examples.rst", category="Excerpts"),

@@ -3,8 +3,6 @@
 
 
 rule singleton_mass:
-    input:
-        rerun=RERUN("singleton_mass"),  # entcal.provenance: raised where results outlived their record
     output:
         mass=f"{RD}/tables/singleton_mass.csv",
         slopes=f"{RD}/tables/singleton_slopes.csv",
@@ -20,7 +18,6 @@ rule singleton_mass:
         mem_mb=4000,
         runtime=30,
     params:
-        code=CODE["singleton_mass"],
         theory=lookup(dpath="theory", within=config),
         seed=lookup(dpath="seed", within=config),
     script:
@@ -30,7 +27,6 @@ rule singleton_mass:
 rule power_law:
     input:
         unpack(get_power_law_inputs),
-        rerun=RERUN("power_law"),  # entcal.provenance: raised where results outlived their record
     output:
         table=f"{RD}/tables/power_law.csv",
         curves=f"{RD}/tables/rank_frequency.parquet",
@@ -45,7 +41,6 @@ rule power_law:
         mem_mb=8000,
         runtime=60,
     params:
-        code=CODE["power_law"],
         top=lookup(dpath="theory/rank_top", within=config),
     script:
         "../workflow_scripts/power_law.py"
@@ -56,7 +51,6 @@ rule plot_theory:
         mass=rules.singleton_mass.output.mass,
         curves=rules.power_law.output.curves,
         table=rules.power_law.output.table,
-        rerun=RERUN("plot_theory"),  # entcal.provenance: raised where results outlived their record
     output:
         png=report(f"{RD}/figures/figure1_theory.png", caption="report/theory.rst", category="Figures"),
         pdf=f"{RD}/figures/figure1_theory.pdf",
@@ -68,7 +62,5 @@ rule plot_theory:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        code=CODE["plot_theory"],
     script:
         "../workflow_scripts/plot_theory.py"

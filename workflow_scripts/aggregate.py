@@ -1,15 +1,12 @@
 """Adapter: per-step curves and the summary table."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.aggregate import aggregate  # noqa: E402
-from entcal.logs import setup_logging  # noqa: E402
+from entcal.aggregate import aggregate
+from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)
 aggregate(

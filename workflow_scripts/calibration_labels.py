@@ -1,17 +1,14 @@
 """Adapter: Monte Carlo future-entropy labels for one model x dataset."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.predictor_jobs import labels_file  # noqa: E402
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.models import weight_dtype  # noqa: E402
-from entcal.runtime import execution  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.models import weight_dtype
+from entcal.predictor_jobs import labels_file
+from entcal.runtime import execution
 
 setup_logging(snakemake.log[0], job=snakemake)
 cfg = snakemake.config  # execution settings come from the config, not params

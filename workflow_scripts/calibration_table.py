@@ -2,19 +2,16 @@
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-import pandas as pd  # noqa: E402
-
-from entcal.aggregate import calibration_tables, predictor_variants  # noqa: E402
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.study import answer, calibration_study, setting_answer, setting_comparison  # noqa: E402
+import pandas as pd
+from entcal.aggregate import calibration_tables, predictor_variants
+from entcal.logs import setup_logging
+from entcal.study import answer, calibration_study, setting_answer, setting_comparison
 
 setup_logging(snakemake.log[0], job=snakemake)
 log = logging.getLogger("calibration_table")

@@ -1,7 +1,6 @@
 """Adapter: L(l) = L_inf + A l^(-beta) fits of reference log loss vs context position."""
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,9 +9,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.scaling import context_fits  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.scaling import context_fits
 
 setup_logging(snakemake.log[0], job=snakemake)
 # each model x dataset's prompts as fed (their sidecars' mean_prompt_len: BOS, chat template or instruction, window)

@@ -2,8 +2,6 @@
 and provenance.json: its SHA-256 and every stage's code fingerprint (entcal.provenance)."""
 
 import json
-
-import sys
 from typing import TYPE_CHECKING
 
 import yaml
@@ -11,8 +9,7 @@ import yaml
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, snakemake.scriptdir)
-from entcal.logs import setup_logging  # noqa: E402
+from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)
 with open(snakemake.output[0], "w") as f:

@@ -1,17 +1,14 @@
 """Adapter: sample continuations for one model x dataset x sampler setting."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.jobs import generate_file  # noqa: E402
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.models import weight_dtype  # noqa: E402
-from entcal.runtime import execution  # noqa: E402
+from entcal.jobs import generate_file
+from entcal.logs import setup_logging
+from entcal.models import weight_dtype
+from entcal.runtime import execution
 
 
 def main():

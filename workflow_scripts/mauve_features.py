@@ -1,7 +1,5 @@
 """Adapter: featurize every distinct excerpt text once with one featurizer."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -9,10 +7,9 @@ import torch
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.models import resolve_device  # noqa: E402
-from entcal.quality import build_features  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.models import resolve_device
+from entcal.quality import build_features
 
 setup_logging(snakemake.log[0], job=snakemake)
 torch.set_num_threads(snakemake.threads)

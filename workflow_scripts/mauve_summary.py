@@ -1,6 +1,5 @@
 """Adapter: the MAUVE bucket table of every dataset, Figure 5 and the example excerpts."""
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,10 +8,9 @@ import pandas as pd
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.plots import plot_mauve  # noqa: E402
-from entcal.quality import example_markdown  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.plots import plot_mauve
+from entcal.quality import example_markdown
 
 setup_logging(snakemake.log[0], job=snakemake)
 tables = []

@@ -1,17 +1,13 @@
 """Adapter: teacher-forced trade-off of the tilts against temperature, and the generation-side points."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-import pandas as pd  # noqa: E402
-
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.plots import plot_calibration, plot_calibration_study  # noqa: E402
+import pandas as pd
+from entcal.logs import setup_logging
+from entcal.plots import plot_calibration, plot_calibration_study
 
 setup_logging(snakemake.log[0], job=snakemake)
 table = pd.read_csv(snakemake.input.table)

@@ -1,7 +1,5 @@
 """Adapter: Figure 3 layout (per-step entropy vs log loss), raw or smoothed."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -9,9 +7,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.plots import plot_per_step  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.plots import plot_per_step
 
 setup_logging(snakemake.log[0], job=snakemake)
 plot_per_step(

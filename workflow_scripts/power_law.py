@@ -1,15 +1,12 @@
 """Adapter: rank-frequency exponents (OLS and MLE) of every dataset."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.theory import power_law_tables  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.theory import power_law_tables
 
 setup_logging(snakemake.log[0], job=snakemake)
 named = dict(snakemake.input.items())

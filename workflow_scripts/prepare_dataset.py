@@ -1,15 +1,12 @@
 """Adapter: read a corpus, split it by document, cut evaluation windows."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.data import prepare_dataset  # noqa: E402
-from entcal.logs import setup_logging  # noqa: E402
+from entcal.data import prepare_dataset
+from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)
 prepare_dataset(

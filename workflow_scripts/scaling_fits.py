@@ -1,7 +1,5 @@
 """Adapter: log EntCE vs log size fits per family x dataset."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -9,9 +7,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.scaling import data_scaling_fits, write_scaling_fits  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.scaling import data_scaling_fits, write_scaling_fits
 
 setup_logging(snakemake.log[0], job=snakemake)
 write_scaling_fits(

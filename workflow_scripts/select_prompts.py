@@ -1,15 +1,12 @@
 """Adapter: choose one model's prompts and human references on one dataset."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.jobs import select_prompts_file  # noqa: E402
+from entcal.jobs import select_prompts_file
+from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)
 select_prompts_file(

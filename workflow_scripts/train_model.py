@@ -1,15 +1,12 @@
 """Adapter: train one demo model on one dataset."""
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-sys.path.insert(0, str(Path(snakemake.scriptdir)))
-from entcal.logs import setup_logging  # noqa: E402
-from entcal.train import train_model  # noqa: E402
+from entcal.logs import setup_logging
+from entcal.train import train_model
 
 setup_logging(snakemake.log[0], job=snakemake)
 train_cfg = {**snakemake.params.training, **snakemake.params.budget}

@@ -351,6 +351,37 @@ def test_micro_run_writes_the_contract_tables(micro):
     assert (rd / "models" / "prose" / "tiny_a" / "checkpoints").is_dir()
 
 
+def test_every_job_of_the_micro_run_had_its_rerun_flag_and_code_fingerprint(micro):
+    """What Snakemake recorded for each job (.snakemake/metadata): the rerun flag among its inputs and its adapter's
+    code fingerprint among its params, both attached once to every rule (entcal.lifecycle.Run)."""
+    import base64
+
+    from entcal.fingerprint import stage_fingerprints
+    from entcal.lifecycle import NO_CODE, NO_FLAG
+
+    rd = micro[0]
+    fps = stage_fingerprints(ROOT / "workflow_scripts")
+    seen = {}
+    for f in (ROOT / ".snakemake" / "metadata").iterdir():
+        try:
+            out = base64.urlsafe_b64decode(f.name).decode()
+        except ValueError:
+            continue
+        if not out.startswith(str(rd)):
+            continue
+        meta = json.loads(f.read_text())
+        rule = meta["rule"]
+        seen[rule] = meta
+        assert rule not in NO_FLAG or rule == "benchmark_table"
+        if rule != "benchmark_table":
+            assert f"{rd}/provenance/rerun/{rule}" in meta["input"], (rule, meta["input"])
+    assert len(seen) >= 30, sorted(seen)
+    for rule, meta in seen.items():
+        script = re.search(r"workflow_scripts/(\w+)\.py", meta["code"])
+        if rule not in NO_CODE and rule not in NO_FLAG:
+            assert repr(fps[script.group(1)]) in meta["params"], (rule, meta["params"])
+
+
 def test_results_load_by_name(micro):
     from entcal.models import load_tokenizer
     from entcal.results import load_generations, load_per_step, load_scores, load_summary

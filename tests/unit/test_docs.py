@@ -252,3 +252,19 @@ def test_the_functions_and_rules_the_development_docs_name_exist():
     rules = set(re.findall(r"(?m)^(?:rule|use rule \w+ as) (\w+)", code))
     named = set(re.findall(r"`rule (\w+)`", text))
     assert named <= rules, f"rules named in docs/development.md that do not exist: {sorted(named - rules)}"
+
+
+def test_the_snakemake_layer_stays_thin():
+    """docs/development.md, "The Snakemake layer": rules/common.smk is declarations and thin get_* functions (at most
+    250 lines), no rule repeats the rerun plumbing, adapters neither edit sys.path nor read snakemake.config, and no
+    package module grows past 400 lines."""
+    common = (ROOT / "rules" / "common.smk").read_text().splitlines()
+    assert len(common) <= 250, len(common)
+    rules = "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
+    assert "RERUN(" not in rules and "CODE[" not in rules
+    for adapter in (ROOT / "workflow_scripts").glob("*.py"):
+        text = adapter.read_text()
+        assert "sys.path" not in text and "noqa: E402" not in text, adapter.name
+        assert "snakemake.config" not in text, f"{adapter.name} reads the configuration outside its params"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "workflow_scripts" / "entcal").glob("*.py")}
+    assert {n: k for n, k in sizes.items() if k > 400} == {}, "split by concern"

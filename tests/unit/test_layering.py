@@ -28,9 +28,10 @@ LAYERS = [
         "provenance",
     ],
     ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
-    ["grid", "hub", "train", "quality", "prompts"],
+    ["grid", "hub", "train", "quality", "prompts", "loading"],
     ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
-    ["fidelity", "showcase"],  # what the fidelity switches change on a finished run; the README's demo figure
+    # what the fidelity switches change on a finished run; the README's demo figure; the Snakefile's run and resources
+    ["fidelity", "showcase", "lifecycle", "resources"],
     ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files

@@ -57,3 +57,19 @@ def test_a_failed_attempts_log_outlives_the_retry(tmp_path):
     (tmp_path / "job.log.attempts" / "attempt-1.log").unlink()
     code, _, _ = job(tmp_path, f"open({str(out)!r}, 'w').write('a\\n1\\n')")
     assert code == 0 and not (tmp_path / "job.log.attempts").exists()  # nothing failed: nothing kept
+
+
+def test_a_job_that_imported_another_entcal_is_named(tmp_path):
+    """Adapters import the package without touching sys.path: Snakemake appends the script's folder, so an installed
+    copy from elsewhere would come first; the job names both folders instead of running foreign code."""
+    from pathlib import Path
+
+    import entcal
+    from entcal.logs import foreign_package
+
+    own = Path(entcal.__file__).resolve().parents[1]
+    assert foreign_package(str(own)) is None and foreign_package(None) is None
+    assert foreign_package(str(tmp_path)) is None  # no package beside the script: nothing to compare
+    (tmp_path / "entcal").mkdir()
+    why = foreign_package(str(tmp_path))
+    assert f"imported entcal from {own / 'entcal'}" in why and str(tmp_path / "entcal") in why and "pip" in why

@@ -254,3 +254,54 @@ class Grid:
         files += [self.path("generations", dataset=d, model=m, setting=s["slug"]) for d, m, s in self.generation_jobs()]
         files += [self.path("labels", dataset=d, model=m) for d in d_ for m in self.calibrated]
         return files
+
+    def excerpt_jobs(self, dataset: str, part: str) -> list[dict]:
+        """The generation files of one part (`paper` or `extra`) whose excerpts enter MAUVE (base models, and
+        instruct models with mauve.instruct; not checkpoints; at the settings listed in mauve.settings), with their
+        score file and the folder of their tokenizer; sorted, so the models' order in the file changes nothing."""
+        mauve, models = self.config["mauve"], self.config["models"]
+        jobs = [
+            {
+                "model": m,
+                "setting": s["slug"],
+                "generations": self.path("generations", dataset=dataset, model=m, setting=s["slug"]),
+                "scores": self.scores_path(dataset, m, s),
+                "model_path": self.model_folder(m, dataset),
+            }
+            for m in models
+            if mauve["instruct"] or not models[m]["instruct"]
+            for s in self.model_settings(m, part)
+            if s["slug"] in mauve["settings"]
+        ]
+        return sorted(jobs, key=lambda j: (j["model"], j["setting"]))
+
+    def mauve_parts(self) -> list[str]:
+        """The parts with MAUVE excerpts: the paper's, and `extra` where mauve.settings names a setting beyond it."""
+        return [p for p in PARTS if any(self.excerpt_jobs(d, p) for d in self.datasets)]
+
+    def final_rules(self) -> dict:
+        """{rule: wildcard values to expand}: the rules whose outputs the default target asks for (rules/common.smk
+        expands their output blocks, so paths stay written once). The paper's outputs, then the extras' (the
+        samplers beyond the paper) where the configuration runs any. A new figure is a new rule plus its name here."""
+        extra = bool(self.aggregate_jobs("extra"))
+        mauve = bool(self.config["mauve"]["featurizers"])
+        return {
+            "dump_config": {},
+            "aggregate": {},
+            "scaling_fits": {},
+            "context_fits": {},
+            "plot_per_step": {"smooth": ["", "_smoothed"]},
+            "plot_scaling": {},
+            "plot_tradeoff": {},
+            "plot_context": {},
+            "plot_data_scaling": {},
+            "power_law": {},
+            "singleton_mass": {},
+            "plot_theory": {},
+            "future_entropy_exact": {},
+            "plot_future_entropy_exact": {},
+            **({"mauve_summary": {}} if mauve else {}),
+            **({"aggregate_extra": {}, "plot_tradeoff_extra": {}} if extra else {}),
+            **({"mauve_summary_extra": {}} if mauve and "extra" in self.mauve_parts() else {}),
+            **({"calibration_table": {}, "plot_calibration": {}} if self.calibrated else {}),
+        }

@@ -70,6 +70,10 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
         _FAULT_FILE = open(logfile, "a")  # noqa: SIM115 (open for the process's lifetime)
         faulthandler.enable(file=_FAULT_FILE)
     made_from = None
+    if job is not None and (why := foreign_package(getattr(job, "scriptdir", None))):
+        logging.getLogger("entcal.job").critical("%s", why)
+        logging.shutdown()
+        sys.exit(1)
     if job is not None:
         outputs = job.output
         try:
@@ -95,6 +99,26 @@ def setup_logging(logfile: str | None = None, level: int = logging.INFO, outputs
 
 
 _FAULT_FILE = None
+
+
+def foreign_package(scriptdir) -> str | None:
+    """Why this job must not run, where the ``entcal`` it imported is not the workflow's own (the package beside the
+    rule's script, ``scriptdir``): an installed copy of another checkout or version comes first on sys.path
+    (Snakemake appends the script's folder); None where it is the workflow's own or ``scriptdir`` is unknown."""
+    import os
+
+    if not scriptdir or not os.path.isdir(os.path.join(scriptdir, "entcal")):
+        return None
+    mine = os.path.realpath(os.path.join(scriptdir, "entcal"))
+    used = os.path.realpath(os.path.dirname(__file__))  # this module is part of the package the job imported
+    if mine == used:
+        return None
+    return (
+        f"this job imported entcal from {used}, but the workflow's own package is {mine}: the environment has "
+        f"another copy installed, which would run code the workflow's fingerprints do not describe. Install the "
+        f"workflow's own (pip install --no-deps -e {os.path.dirname(scriptdir)}) or uninstall the other "
+        f"(pip uninstall entcal)"
+    )
 
 
 def _attempt_log(logfile: str):
