@@ -26,6 +26,7 @@ rule calibration_labels:
         runtime=runtime_by_plan("calibration_labels", 60, 6),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
+        execution=execution_settings("device", "gpu_memory_gb", "calibration/batch_size"),
         model_path=get_model_path,
         chat=get_chat,
         labels=config_subset(
@@ -66,6 +67,7 @@ rule train_predictor:
         runtime=runtime_by_plan("train_predictor", 30, 3),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
+        execution=execution_settings("device", "gpu_memory_gb", "calibration/batch_size"),
         model_path=get_model_path,
         chat=get_chat,
         samplers=get_calibrated_samplers,

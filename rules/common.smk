@@ -69,6 +69,25 @@ def models_of_source(source):
     return "|".join(map(re.escape, names)) or "NONE"
 
 
+def execution_settings(*paths):
+    """Params function for how a job runs, not what it computes (batch and shard sizes, the backend, the device, the
+    GPU memory, the hub cache): the configuration's values at these paths ("generation/batch_size", "device"), nested
+    as in the configuration. It takes `threads`, so Snakemake counts it as derived and leaves it out of the params
+    that rerun a job: a changed batch size reruns nothing."""
+
+    def settings(wildcards, threads):
+        out = {}
+        for path in paths:
+            *parents, key = path.split("/")
+            node, src = out, config
+            for p in parents:
+                node, src = node.setdefault(p, {}), src[p]
+            node[key] = src[key]
+        return out
+
+    return settings
+
+
 def get_dtype(wildcards):
     """Params function: the model's weight dtype (its own `dtype`, else the top-level one; `auto` is
     resolved by the job from what the machine computes natively, and recorded in its sidecar)."""

@@ -14,6 +14,7 @@ rule download_dataset:
         "../envs/inference.yaml"
     threads: 1
     params:
+        execution=execution_settings("hf_cache_dir"),
         repo_id=lookup(dpath="datasets/{dataset}/repo_id", within=config),
         revision=lookup(dpath="datasets/{dataset}/revision", within=config),
     script:

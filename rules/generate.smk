@@ -52,6 +52,9 @@ rule generate:
         runtime=runtime_by_plan("generate", 120, 15),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
+        execution=execution_settings(
+            "device", "gpu_memory_gb", "generation/batch_size", "generation/shard_size", "generation/backend"
+        ),
         model_path=get_model_path,
         setting=get_setting,
         sampling=get_sampling,
@@ -83,6 +86,7 @@ rule score:
         runtime=runtime_by_plan("score", 30, 4),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
+        execution=execution_settings("device", "gpu_memory_gb", "scoring/batch_size", "generation/shard_size"),
         model_path=get_model_path,
         settings=get_settings("paper"),  # the paper's settings only: nothing beyond the paper holds them back
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
@@ -113,6 +117,7 @@ use rule score as score_extra with:
         runtime=runtime_by_plan("score_extra", 30, 4),
         nodes=1,
     params:
+        execution=execution_settings("device", "gpu_memory_gb", "scoring/batch_size", "generation/shard_size"),
         model_path=get_model_path,
         settings=get_settings("extra"),
         truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),

@@ -16,6 +16,7 @@ rule download_model:
         "../envs/inference.yaml"
     threads: 1
     params:
+        execution=execution_settings("hf_cache_dir"),
         name="{model}",
         repo_id=lookup(dpath="models/{model}/repo_id", within=config),
         revision=lookup(dpath="models/{model}/revision", within=config),

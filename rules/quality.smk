@@ -14,6 +14,7 @@ rule download_featurizer:
         "../envs/inference.yaml"
     threads: 1
     params:
+        execution=execution_settings("hf_cache_dir"),
         name="{featurizer}",
         repo_id=lookup(dpath="mauve/featurizers/{featurizer}/repo_id", within=config),
         revision=lookup(dpath="mauve/featurizers/{featurizer}/revision", within=config),
@@ -63,6 +64,7 @@ rule mauve_features:
         mem_mb=16000,
         runtime=120,
     params:
+        execution=execution_settings("device"),
         spec=lookup(dpath="mauve/featurizers/{featurizer}", within=config),
         model_path=get_featurizer_path,
     script:

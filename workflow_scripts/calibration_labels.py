@@ -11,7 +11,7 @@ from entcal.predictor_jobs import labels_file
 from entcal.runtime import execution
 
 setup_logging(snakemake.log[0], job=snakemake)
-cfg = snakemake.config  # execution settings come from the config, not params
+cfg = snakemake.params.execution  # how the job runs: a derived param, so changing it reruns nothing
 labels_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
@@ -21,7 +21,7 @@ labels_file(
     max_len=snakemake.params.max_len,
     cal={**snakemake.params.labels, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
-    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
+    dtype=weight_dtype(snakemake.params.dtype, cfg["device"]),
     stop_at_eos=snakemake.params.stop_at_eos,
     chat=snakemake.params.chat,
     examples_path=snakemake.input.examples,

@@ -14,5 +14,5 @@ download_model(
     repo_id=snakemake.params.repo_id,
     revision=snakemake.params.revision,
     out_dir=snakemake.output[0],
-    cache_dir=snakemake.config["hf_cache_dir"],  # where, not what: not a param
+    cache_dir=snakemake.params.execution["hf_cache_dir"],  # where, not what: reruns nothing
 )

@@ -13,7 +13,7 @@ from entcal.runtime import execution
 
 def main():
     setup_logging(snakemake.log[0], job=snakemake)
-    s, cfg = snakemake.params.setting, snakemake.config  # execution settings come from the config, not params
+    s, cfg = snakemake.params.setting, snakemake.params.execution  # execution: how, not what (reruns nothing)
     generate_file(
         snakemake.params.model_path,
         snakemake.wildcards.model,
@@ -24,7 +24,7 @@ def main():
         sampler_param=s.get("param"),
         **snakemake.params.sampling,
         seed=snakemake.params.seed,
-        dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
+        dtype=weight_dtype(snakemake.params.dtype, cfg["device"]),
         precision=snakemake.params.precision,
         meta={"dataset": snakemake.wildcards.dataset, "setting": snakemake.wildcards.setting},
         calibration=snakemake.input.get("calibration"),

@@ -18,5 +18,5 @@ build_features(
     snakemake.params.spec,
     snakemake.params.model_path,
     snakemake.output.features,
-    device=str(resolve_device(snakemake.config["device"])),  # where, not what: not a param
+    device=str(resolve_device(snakemake.params.execution["device"])),  # where, not what: reruns nothing
 )

@@ -11,7 +11,7 @@ from entcal.models import weight_dtype
 from entcal.runtime import execution
 
 setup_logging(snakemake.log[0], job=snakemake)
-cfg = snakemake.config  # execution settings come from the config, not params
+cfg = snakemake.params.execution  # how the job runs: a derived param, so changing it reruns nothing
 score_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
@@ -19,7 +19,7 @@ score_file(
     snakemake.output.scores,
     settings=snakemake.params.settings,
     epsilon=snakemake.params.truncation_epsilon,
-    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
+    dtype=weight_dtype(snakemake.params.dtype, cfg["device"]),
     precision=snakemake.params.precision,
     meta={"dataset": snakemake.wildcards.dataset},
     calibration=snakemake.input.get("calibration"),

@@ -11,7 +11,7 @@ from entcal.predictor_jobs import train_predictor_file
 from entcal.runtime import execution
 
 setup_logging(snakemake.log[0], job=snakemake)
-cfg = snakemake.config  # execution settings come from the config, not params
+cfg = snakemake.params.execution  # how the job runs: a derived param, so changing it reruns nothing
 train_predictor_file(
     snakemake.params.model_path,
     snakemake.wildcards.model,
@@ -24,7 +24,7 @@ train_predictor_file(
     max_len=snakemake.params.max_len,
     cal={**snakemake.params.predictor, "batch_size": cfg["calibration"]["batch_size"]},
     seed=snakemake.params.seed,
-    dtype=weight_dtype(snakemake.params.dtype, snakemake.config["device"]),
+    dtype=weight_dtype(snakemake.params.dtype, cfg["device"]),
     dataset=snakemake.wildcards.dataset,
     chat=snakemake.params.chat,
     examples_path=snakemake.input.examples,

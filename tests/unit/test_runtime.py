@@ -53,12 +53,15 @@ def test_a_users_own_value_wins_and_is_recorded():
     assert allocator_settings(mine) == {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": None}
 
 
-def test_execution_settings_come_from_config_resources_and_threads(monkeypatch):
+def test_execution_settings_come_from_the_execution_param_resources_and_threads(monkeypatch):
     from types import SimpleNamespace
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # as SLURM gives a job its GPUs: left as they are
     job = SimpleNamespace(
-        config={"device": "cuda", "gpu_memory_gb": 141.0, "seed": 0}, resources=SimpleNamespace(gpu=2), threads=8
+        params=SimpleNamespace(execution={"device": "cuda", "gpu_memory_gb": 141.0}),
+        config={"device": "cpu", "gpu_memory_gb": 1.0},  # never read: the params are the one way in
+        resources=SimpleNamespace(gpu=2),
+        threads=8,
     )
     assert execution(job) == {"device": "cuda", "gpu_memory_gb": 141.0, "gpus": 2, "threads": 8}
 

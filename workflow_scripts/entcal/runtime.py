@@ -40,11 +40,10 @@ def allocator_settings(environ: Mapping[str, str] | None = None) -> dict[str, st
 
 def execution(job) -> dict:
     """Where and how a model job runs, from a Snakemake job object (``snakemake`` in an adapter):
-    ``device`` and ``gpu_memory_gb`` from the configuration, ``gpus`` from the job's resources,
-    ``threads`` from the job. Execution settings change no result, so they are read here, not passed
-    as params (a change to them reruns nothing). A GPU job outside SLURM gets its own GPUs
-    (:func:`pin_gpus`) before anything touches CUDA."""
-    cfg = job.config
+    ``device`` and ``gpu_memory_gb`` from its ``execution`` param (rules/common.smk, ``execution_settings``: a
+    derived param, so a change to them reruns nothing), ``gpus`` from the job's resources, ``threads`` from the job.
+    A GPU job outside SLURM gets its own GPUs (:func:`pin_gpus`) before anything touches CUDA."""
+    cfg = job.params.execution
     gpus = job.resources.gpu
     if cfg["device"] != "cpu" and isinstance(gpus, int) and gpus > 0:
         pin_gpus(gpus)
