@@ -175,16 +175,8 @@ def bench_model(name: str, facts: dict, a, device, hw) -> list[dict]:
     import torch
 
     from entcal.generate import sample_with_entropy
-    from entcal.plan import (
-        GB,
-        Budget,
-        GPUSpec,
-        ModelShape,
-        decode_seconds,
-        forward_seconds,
-        plan_generation,
-        plan_scoring,
-    )
+    from entcal.memory import GB, Budget, ModelShape, plan_generation, plan_scoring
+    from entcal.roofline import GPUSpec, decode_seconds, forward_seconds
     from entcal.score import score_settings
     from entcal.vllm_backend import entropy_pass
 

@@ -282,7 +282,7 @@ def demo_real_models(tmp: str) -> tuple[dict, Path]:
 
 def demo_model_folder(demo: dict, name: str, tmp: str) -> Path:
     """A real model's converted folder: the demo's under downloads_dir when it exists, else converted into ``tmp``."""
-    from entcal.models import convert_gguf
+    from entcal.gguf_convert import convert_gguf
 
     from entcal.grid import download_folder
 

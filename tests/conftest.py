@@ -22,7 +22,7 @@ def make_prompts(model_dir, examples, out, *, prompt_tokens, max_new_tokens, min
     """The prompts file a select_prompts job would write for these examples (a DataFrame or a path)."""
     import pandas as pd
 
-    from entcal.jobs import select_prompts_file
+    from entcal.prompt_jobs import select_prompts_file
 
     out = Path(out)
     if isinstance(examples, pd.DataFrame):

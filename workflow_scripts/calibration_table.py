@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 import pandas as pd
-from entcal.aggregate import calibration_tables, predictor_variants
+from entcal.predictor_tables import calibration_tables, predictor_variants
 from entcal.logs import setup_logging
 from entcal.study import answer, calibration_study, setting_answer, setting_comparison
 

@@ -6,7 +6,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 from entcal.logs import setup_logging
-from entcal.models import convert_gguf
+from entcal.gguf_convert import convert_gguf
 
 setup_logging(snakemake.log[0], job=snakemake)
 convert_gguf(snakemake.wildcards.model, snakemake.params.spec, snakemake.output[0])

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-from entcal.exact import run_exact_study
+from entcal.exact_study import run_exact_study
 from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)

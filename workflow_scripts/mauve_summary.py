@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 from entcal.logs import setup_logging
-from entcal.plots import plot_mauve
+from entcal.extra_plots import plot_mauve
 from entcal.quality import example_markdown
 
 setup_logging(snakemake.log[0], job=snakemake)

@@ -7,7 +7,7 @@ if TYPE_CHECKING:
 
 import pandas as pd
 from entcal.logs import setup_logging
-from entcal.plots import plot_calibration, plot_calibration_study
+from entcal.extra_plots import plot_calibration, plot_calibration_study
 
 setup_logging(snakemake.log[0], job=snakemake)
 table = pd.read_csv(snakemake.input.table)

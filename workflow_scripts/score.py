@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-from entcal.jobs import score_file
+from entcal.score_jobs import score_file
 from entcal.logs import setup_logging
 from entcal.models import weight_dtype
 from entcal.runtime import execution

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
-from entcal.jobs import select_prompts_file
+from entcal.prompt_jobs import select_prompts_file
 from entcal.logs import setup_logging
 
 setup_logging(snakemake.log[0], job=snakemake)

@@ -58,7 +58,7 @@ def real_tokenizers(tmp_path_factory):
     """The tokenizers of the demo's two real pretrained LMs, read from their installed GGUF files as the
     pipeline's conversion saves them: Gemma-3-270M (262,144 tokens, adds <bos>) and SmolLM2-135M
     (49,152 tokens, adds none)."""
-    from entcal.models import gguf_tokenizer
+    from entcal.gguf_convert import gguf_tokenizer
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     return {
@@ -70,7 +70,8 @@ def real_tokenizers(tmp_path_factory):
 @pytest.mark.parametrize("dataset", ["wikitext", "writingprompts", "codecontests"])
 def test_full_size_standins_give_the_papers_5000_prompts(dataset, grid, corpus, tokenizer, real_tokenizers, tmp_path):
     from entcal.data import prepare_dataset
-    from entcal.plan import Budget, ModelShape, auto_batch_fn, generation_batches
+    from entcal.batches import auto_batch_fn, generation_batches
+    from entcal.memory import Budget, ModelShape
     from entcal.files import write_parquet
     from entcal.prompts import calibration_windows, length_order, select_examples
 

@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from entcal.generate import sample_with_entropy
-from entcal.models import ModelLoadError, convert_gguf, load_model
+from entcal.models import ModelLoadError, load_model
+from entcal.gguf_convert import convert_gguf
 from entcal.prompts import end_token_ids, select_examples
 from entcal.score import score_settings
 

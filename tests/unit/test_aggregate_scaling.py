@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entcal.aggregate import check_token_arrays, curves, ragged_matrix
+from entcal.curves import check_token_arrays, curves, ragged_matrix
 from entcal.files import IntermediateFileError
 from entcal.scaling import fit_loglog, scaling_fits
 
@@ -216,7 +216,7 @@ def _matrices(rng, entce, n_prompts=80, width=12, noise=0.3):
 
 def test_bootstrap_replicates_equal_a_direct_resample_in_float64():
     """Each replicate's EntCE, under both estimators, equals the one computed from the resampled rows themselves."""
-    from entcal.aggregate import bootstrap_entce
+    from entcal.curves import bootstrap_entce
 
     rng = np.random.default_rng(3)
     H, L = _matrices(rng, 0.2, n_prompts=30)
@@ -235,7 +235,7 @@ def test_bootstrap_replicates_equal_a_direct_resample_in_float64():
 
 @pytest.mark.parametrize("estimator", ["mean", "pooled"])
 def test_bootstrap_ci_over_prompts_covers_the_planted_slope(estimator):
-    from entcal.aggregate import bootstrap_entce
+    from entcal.curves import bootstrap_entce
     from entcal.scaling import scaling_fits
 
     rng = np.random.default_rng(5)
@@ -398,7 +398,7 @@ def test_fidelity_figures_match_the_closed_form_of_a_linear_log_loss():
 
 
 def test_predictor_variants_give_each_model_its_own_noise_ceiling_and_baselines():
-    from entcal.aggregate import predictor_variants
+    from entcal.predictor_tables import predictor_variants
 
     def metrics(r2, ceiling):
         return {

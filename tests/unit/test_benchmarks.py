@@ -70,7 +70,9 @@ def test_gpu_rehearsal_runs_on_cpu_at_toy_sizes_and_its_routes_agree(tmp_path):
     # the throughput file is what `python -m entcal.plan --measured` reads
     import pandas as pd
 
-    from entcal.plan import VLLM_START_SECONDS, GPUSpec, ModelShape, job_rows
+    from entcal.memory import ModelShape
+    from entcal.plan import VLLM_START_SECONDS, job_rows
+    from entcal.roofline import GPUSpec
 
     wide = pd.read_csv(tmp_path / "gpu_throughput.csv")
     assert list(wide.columns) == ["model", "generation_tokens_per_s", "scoring_tokens_per_s"]

@@ -112,7 +112,7 @@ def test_every_schema_key_is_documented_and_described():
 
 
 def test_duplicate_keys_are_found_at_any_depth_with_both_lines(tmp_path):
-    from entcal.config import duplicate_keys
+    from entcal.config_files import duplicate_keys
 
     p = tmp_path / "c.yaml"
     p.write_text(
@@ -127,7 +127,7 @@ def test_duplicate_keys_are_found_at_any_depth_with_both_lines(tmp_path):
 
 
 def test_schema_errors_are_short_with_a_near_miss():
-    from entcal.config import schema_errors
+    from entcal.config_files import schema_errors
 
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     cfg = load("demo.yaml")
@@ -252,7 +252,7 @@ def test_valid_sampler_params_pass(sampler, param):
 
 
 def test_a_negative_seed_and_a_braced_results_dir_are_named():
-    from entcal.config import schema_errors
+    from entcal.config_files import schema_errors
 
     cfg = load("demo.yaml")
     cfg["seed"] = -1
@@ -265,7 +265,7 @@ def test_a_negative_seed_and_a_braced_results_dir_are_named():
 
 
 def test_yaml_bounds_stop_an_alias_bomb_and_an_oversized_file(tmp_path):
-    from entcal.config import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, yaml_bounds
+    from entcal.config_files import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, yaml_bounds
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves

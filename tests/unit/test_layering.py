@@ -26,18 +26,22 @@ LAYERS = [
         "gguf",
         "fingerprint",
         "provenance",
+        "config_files",
+        "predictor_tables",
     ],
-    ["config", "models", "shards", "tokenization", "theory", "plots", "aggregate", "data", "study"],
-    ["grid", "hub", "train", "quality", "prompts", "loading"],
-    ["results", "plan"],  # loaders of a run's files, by name; the grid's cost
+    ["config", "models", "shards", "tokenization", "theory", "plots", "data", "study", "curves", "roofline"]
+    + ["exact_study"],
+    ["grid", "hub", "train", "quality", "prompts", "loading", "aggregate", "gguf_convert", "extra_plots"],
+    ["results", "model_shapes", "prompt_jobs"],  # loaders of a run's files, by name; shapes the plan reads; prompts
+    ["plan"],  # the grid's cost
     # what the fidelity switches change on a finished run; the README's demo figure; the Snakefile's run and resources
     ["fidelity", "showcase", "lifecycle", "resources"],
     ["tilt", "predictor", "lookahead"],  # the math of calibrated sampling, no files
     ["sampling"],  # the sampler registry made into logits processors
     ["generate", "score"],  # sampling with entropy, scoring references; no files
-    ["labels", "vllm_backend"],
-    ["jobs", "vllm_entropy"],  # file jobs of prompts, generation and scoring; the recorder inside vLLM's sampler
-    ["predictor_jobs"],  # file jobs of the predictor
+    ["labels", "vllm_backend", "batches"],  # MC labels; vLLM generation; batch sizes from the memory plan
+    ["two_phase", "vllm_entropy", "score_jobs"],  # precision: paper's two phases; the recorder inside vLLM; scoring
+    ["generation_jobs", "predictor_jobs"],  # the file jobs of generation and of the predictor
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 HEAVY = {"torch", "transformers"}
@@ -102,8 +106,10 @@ def test_imports_point_down_the_layers(module):
 
 def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "m.py"
-    bad.write_text("from entcal.jobs import generate_file\n\ndef f():\n    from entcal.score import score_settings\n")
-    assert imports(bad) == [("jobs", False), ("score", True)]
+    bad.write_text(
+        "from entcal.generation_jobs import generate_file\n\ndef f():\n    from entcal.score import score_settings\n"
+    )
+    assert imports(bad) == [("generation_jobs", False), ("score", True)]
 
 
 def test_the_code_map_in_the_docs_is_these_layers():

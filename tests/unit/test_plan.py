@@ -9,16 +9,9 @@ import pytest
 import torch
 import yaml
 
-from entcal.plan import (
-    GB,
-    Budget,
-    ModelShape,
-    generation_batches,
-    generation_peak,
-    job_rows,
-    plan_generation,
-    plan_scoring,
-)
+from entcal.batches import generation_batches
+from entcal.memory import GB, Budget, ModelShape, generation_peak, plan_generation, plan_scoring
+from entcal.plan import job_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = yaml.safe_load((ROOT / "config" / "model_shapes.yaml").read_text())
@@ -123,7 +116,7 @@ def paper_config(**changes):
 
 @pytest.mark.parametrize("precision", ["exact", "paper"])
 def test_every_job_of_the_paper_grid_fits_its_gpus(precision):
-    from entcal.plan import GPUSpec
+    from entcal.roofline import GPUSpec
 
     cfg = paper_config(precision=precision)
     rows = job_rows(cfg, {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}, GPUSpec())
@@ -148,7 +141,7 @@ def test_precision_paper_samples_with_bf16_weights_and_plans_the_nf4_pass_apart(
     """Under precision: paper the model samples with its bf16 weights and an NF4 copy gives the entropies: the
     sampling batch is planned for bf16 (a batch planned for NF4 weights, sampled with bf16 ones, needs more than
     the 80 GB of each GPU), the entropy pass and scoring for NF4."""
-    from entcal.plan import GPUSpec
+    from entcal.roofline import GPUSpec
 
     shapes = {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}
     exact = {(r["model"], r["dataset"]): r for r in job_rows(paper_config(precision="exact"), shapes, GPUSpec())}
@@ -169,15 +162,8 @@ def test_the_cost_plan_counts_every_pass():
     """The NF4 entropy pass after every generation under precision: paper (none under exact, where vLLM records
     the entropy in its sampler), a vLLM job's engine start, the paper's scoring and the extras' (with the
     lookahead's K candidates per reference token), and the calibration jobs, each by hand."""
-    from entcal.plan import (
-        VLLM_START_SECONDS,
-        GPUSpec,
-        forward_seconds,
-        load_seconds,
-        model_costs,
-        two_phase,
-        uses_vllm,
-    )
+    from entcal.plan import VLLM_START_SECONDS, model_costs, two_phase, uses_vllm
+    from entcal.roofline import GPUSpec, forward_seconds, load_seconds
 
     gpu, shape = GPUSpec(), ModelShape.from_config(SHAPES["llama3_8b"])
     n, new, plen = 5000, 2048, 129
@@ -215,7 +201,7 @@ def test_the_cost_plan_counts_every_pass():
 def test_a_model_whose_context_cannot_hold_its_generation_is_named_with_the_fix():
     """Pythia's 2048-token context cannot hold the paper's 128-token prompt plus 2048 new tokens: the grid gives it
     1024; without that, each Pythia model is named with the fix, and no other model is."""
-    from entcal.plan import context_problems
+    from entcal.model_shapes import context_problems
 
     shapes = {n: ModelShape.from_config(SHAPES[n]) for n in SHAPES}
     assert shapes["pythia_410m"].max_position == 2048 and shapes["llama2_7b"].max_position == 4096
@@ -358,7 +344,8 @@ def test_gpus_needed_never_exceeds_the_grids_choice_and_follows_the_weights():
 def test_every_gpu_job_of_the_grid_asks_for_its_plan_with_the_margin_within_the_site_limit():
     """The largest models' jobs, the 70B predictor included, ask for twice their plan (reading 141 GB of weights
     counted), and no first attempt of any job of the grid hits max_runtime_min."""
-    from entcal.plan import RUNTIME_MARGIN, GPUSpec, load_seconds, model_costs, runtime_minutes
+    from entcal.plan import RUNTIME_MARGIN, model_costs, runtime_minutes
+    from entcal.roofline import GPUSpec, load_seconds
 
     cfg = paper_config()
     shapes = {n: ModelShape.from_config(SHAPES[n]) for n in cfg["models"]}

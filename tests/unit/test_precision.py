@@ -96,7 +96,7 @@ def _nf4_logp(model_dir, seq, tau):
 
 
 def test_paper_precision_samples_in_dtype_and_measures_with_the_nf4_model(sharp_model_dir, examples, tmp_path):
-    from entcal.jobs import generate_file
+    from entcal.generation_jobs import generate_file
 
     exact, paper = tmp_path / "exact.parquet", tmp_path / "paper.parquet"
     generate_file(**_kw(sharp_model_dir, examples, exact, "exact"))
@@ -126,7 +126,7 @@ def test_paper_precision_samples_in_dtype_and_measures_with_the_nf4_model(sharp_
 
 
 def test_paper_precision_scores_references_with_the_nf4_model(sharp_model_dir, examples, tmp_path):
-    from entcal.jobs import score_file
+    from entcal.score_jobs import score_file
 
     settings = [{"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"}]
     kw = dict(

@@ -112,7 +112,8 @@ def test_the_workflow_fingerprints_every_rule_adapter_and_metrics_reaches_the_st
     users = {
         s for s in with_code if "metrics.py" in [p.name for p in stage_modules(SCRIPTS / f"{s}.py", SCRIPTS / "entcal")]
     }
-    assert {"generate", "score", "select_prompts", "calibration_labels", "train_predictor"} <= users
+    assert {"generate", "score", "calibration_labels", "train_predictor"} <= users
+    assert "select_prompts" not in users  # prompt selection computes no entropy: a kernel change reruns none of it
     assert not users & {"aggregate", "plot_per_step", "prepare_dataset", "train_model", "mauve_buckets"}
     for s in with_code:
         assert not {p.name for p in stage_modules(SCRIPTS / f"{s}.py", SCRIPTS / "entcal")} & set(EXECUTION_MODULES)

@@ -184,7 +184,7 @@ def test_text_dir_skips_links_out_of_its_folder_and_counts_bad_utf8(tmp_path, ca
 
 
 def test_yte_configurations_are_found(tmp_path):
-    from entcal.config import yte_templates
+    from entcal.config_files import yte_templates
 
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("__use_yte__: true\nresults_dir: ?f'results/{1+1}'\n")

@@ -123,7 +123,7 @@ def _gen_kw(model_dir, prompts, out):
 def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrupted_run(
     tiny_model_dir, examples, tmp_path
 ):
-    from entcal.jobs import generate_file
+    from entcal.generation_jobs import generate_file
 
     ref = tmp_path / "ref" / "g.parquet"
     generate_file(**_gen_kw(tiny_model_dir, examples, ref))
@@ -131,7 +131,9 @@ def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrup
     assert not Path(str(ref) + ".shards").exists()  # merged and cleaned up
 
     out = tmp_path / "run" / "g.parquet"
-    _run_killed("jobs", "generate_file", "sample_with_entropy", _gen_kw(tiny_model_dir, examples, out), die_at=3)
+    _run_killed(
+        "generation_jobs", "generate_file", "sample_with_entropy", _gen_kw(tiny_model_dir, examples, out), die_at=3
+    )
     shard_dir = Path(str(out) + ".shards")
     assert sorted(p.name for p in shard_dir.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert not out.exists()
@@ -152,7 +154,7 @@ def test_killed_generation_resumes_from_its_last_shard_and_matches_an_uninterrup
 
 
 def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
-    from entcal.jobs import score_file
+    from entcal.score_jobs import score_file
 
     settings = [
         {"sampler": "ancestral", "temperature": 1.0, "slug": "ancestral-t1"},
@@ -172,7 +174,7 @@ def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
     ref = tmp_path / "ref" / "s.parquet"
     score_file(**kw(ref))
     out = tmp_path / "run" / "s.parquet"
-    _run_killed("jobs", "score_file", "score_settings", kw(out), die_at=2)
+    _run_killed("score_jobs", "score_file", "score_settings", kw(out), die_at=2)
     score_file(**kw(out))
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["shards"], meta["shards_resumed"], meta["shards_redone"]) == (2, 1, 0)
@@ -184,7 +186,7 @@ def test_killed_scoring_resumes(tiny_model_dir, examples, tmp_path):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without CUDA")
 def test_a_generation_job_with_gpus_on_a_cpu_machine_fails_before_loading_anything(tiny_model_dir, examples, tmp_path):
-    from entcal.jobs import generate_file
+    from entcal.generation_jobs import generate_file
     from entcal.models import DeviceError
 
     out = tmp_path / "g.parquet"

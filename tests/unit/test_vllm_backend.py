@@ -160,7 +160,7 @@ def fake_vllm(monkeypatch, tiny_model_dir):
 def test_vllm_generation_file_through_the_stand_in(fake_vllm, tiny_model_dir, tmp_path):
     from conftest import TEXTS
 
-    from entcal.jobs import generate_file
+    from entcal.generation_jobs import generate_file
 
     from conftest import make_prompts
 
@@ -233,7 +233,7 @@ def test_precision_paper_samples_with_vllm_then_runs_the_nf4_pass(fake_vllm, tin
     pytest.importorskip("bitsandbytes")
     from conftest import TEXTS, make_prompts
 
-    from entcal.jobs import generate_file
+    from entcal.generation_jobs import generate_file
     from entcal.models import build_model
 
     tiny_model_dir = tmp_path / "nf4_model"  # NF4's CPU kernel needs layer widths in multiples of 64

@@ -22,9 +22,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from entcal.aggregate import curves
-from entcal.plots import ema
+from entcal.curves import curves
 from entcal.files import read_parquet
+from entcal.plots import ema
 from entcal.results import grid
 
 

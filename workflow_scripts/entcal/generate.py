@@ -3,7 +3,7 @@
 The entropy at a step is that of the distribution the token was actually drawn from (after the
 temperature, any truncation warper and any calibrated sampler), read off the scores inside
 ``model.generate`` by :class:`entcal.sampling.EntropyRecorder` placed last: there is no second
-forward pass over the generations. No files here: :func:`entcal.jobs.generate_file` writes them.
+forward pass over the generations. No files here: :func:`entcal.generation_jobs.generate_file` writes them.
 
 Rows of :func:`sample_with_entropy`, one per prompt: prompt_len, n_tokens (generated tokens kept, the
 end token included when sampled), stopped_at_eos, token_ids, entropy (float32, nats) and logprob (of

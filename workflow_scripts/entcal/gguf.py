@@ -14,8 +14,8 @@ entry names the file, either as parts inside installed packages (concatenated in
       upstream: HuggingFaceTB/SmolLM2-135M-Instruct
       generation_config: {bos_token_id: 1, eos_token_id: 2, pad_token_id: 2}
 
-The ``convert_gguf`` rule (:func:`entcal.models.convert_gguf`) checks the SHA-256, loads the file with transformers
-(``gguf_file=``; the 4-bit blocks are dequantised to float32), drops the quantizer record and writes a
+The ``convert_gguf`` rule (:func:`entcal.gguf_convert.convert_gguf`) checks the SHA-256, loads the file with
+transformers (``gguf_file=``; the 4-bit blocks are dequantised to float32), drops the quantizer record and writes a
 ``save_pretrained`` folder (safetensors, tokenizer, ``generation_config.json`` with the upstream
 repository's values from the entry) plus ``entcal_source.json`` (requirement, parts, hash, the GGUF's
 quantisation type, parameter counts). Every later job loads that folder like any other model.

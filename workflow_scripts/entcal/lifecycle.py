@@ -18,7 +18,8 @@ from snakemake.exceptions import WorkflowError
 from entcal.aggregate import aggregate, split_finished
 from entcal.files import ResultsLockedError, check_existing, lock_results_dir
 from entcal.grid import PARTS, part_kind
-from entcal.plan import context_problems, gpu_shortfall
+from entcal.plan import gpu_shortfall
+from entcal.model_shapes import context_problems
 from entcal.profile import job_venv_problem
 from entcal.provenance import (
     ensure_flags,

@@ -9,17 +9,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from entcal.config import (
-    apply_revision_lock,
-    canonical,
-    check_config,
-    duplicate_keys,
-    exclude_models,
-    resolve_fidelity,
-    schema_errors,
-    yaml_bounds,
-    yte_templates,
-)
+from entcal.config import apply_revision_lock, canonical, check_config, exclude_models, resolve_fidelity
+from entcal.config_files import duplicate_keys, schema_errors, yaml_bounds, yte_templates
 from entcal.gguf import gguf_problems
 from entcal.logs import progress_problems
 from entcal.profile import conda_problem, site_facts

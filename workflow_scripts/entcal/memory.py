@@ -360,46 +360,6 @@ def gpus_needed(
     )
 
 
-def generation_batches(prompt_lens: list[int], max_new: int, fits) -> list[slice]:
-    """Consecutive batches over prompts sorted by length (ascending): each batch as large as
-    ``fits(batch, longest prompt)`` allows (``fits`` returns the largest batch for that prompt length)."""
-    out, i = [], 0
-    while i < len(prompt_lens):
-        j = i + 1
-        while j < len(prompt_lens) and j - i < fits(prompt_lens[j]):
-            j += 1
-        if fits(prompt_lens[j - 1]) < 1:
-            raise ValueError(
-                f"a prompt of {prompt_lens[j - 1]} tokens + {max_new} new tokens does not fit the GPUs "
-                "even alone: give the model more GPUs (models.<name>.gpus) or set gpu_memory_gb"
-            )
-        out.append(slice(i, j))
-        i = j
-    return out
-
-
-def auto_batch_fn(
-    shape: ModelShape, budget: Budget, max_new: int, *, cap: int, quantization: str = "none", dtype: str = "bfloat16"
-):
-    """``fits(prompt_len)`` for :func:`generation_batches`, memoised per prompt length."""
-    memo: dict[int, int] = {}
-
-    def fits(prompt_len: int) -> int:
-        if prompt_len not in memo:
-            memo[prompt_len] = plan_generation(
-                shape,
-                budget,
-                prompt_len + max_new,
-                cap=cap,
-                prompt_len=prompt_len,
-                quantization=quantization,
-                dtype=dtype,
-            )["batch"]
-        return memo[prompt_len]
-
-    return fits
-
-
 CPU_RUNTIME_GB = 1.0  # Python, torch and transformers themselves, as a job's resident memory before the model
 
 

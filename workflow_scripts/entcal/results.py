@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from entcal.records import check_current
 from entcal.files import read_parquet
 from entcal.grid import PARTS, Grid, part_kind, part_of
+from entcal.records import check_current
 
 
 def grid(results_dir: str | Path = "results/demo") -> Grid:

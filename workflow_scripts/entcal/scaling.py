@@ -35,8 +35,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from scipy import optimize, stats
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,8 @@ def fit_loglog(n_params: np.ndarray, entce: np.ndarray) -> dict:
     }
     if n < 2 or np.ptp(x) == 0:
         return out
+    import statsmodels.api as sm  # here: the Snakefile imports this module (through aggregate) at every load
+
     res = sm.OLS(y, sm.add_constant(x)).fit()
     out.update(slope=res.params[1], intercept=res.params[0])
     if n >= 3:
@@ -118,7 +118,7 @@ def with_estimator(summary: pd.DataFrame, estimator: str = "mean") -> pd.DataFra
 
 def bootstrap_slope(n_params: np.ndarray, replicates: list[np.ndarray]) -> dict:
     """Percentile CI of the log-log slope over bootstrap replicates: ``replicates[k][b]`` is model k's EntCE in
-    replicate b (prompts resampled per model, :func:`entcal.aggregate.bootstrap_entce`)."""
+    replicate b (prompts resampled per model, :func:`entcal.curves.bootstrap_entce`)."""
     x = np.log(np.asarray(n_params, dtype=np.float64))
     n_boot = min((len(r) for r in replicates), default=0)
     slopes = []
@@ -261,6 +261,8 @@ def context_fits(
     (beta ended on its bound [0.001, 5]: the curve is too flat or too short to identify the exponent).
     """
     sel = per_step[(per_step["sampler"] == sampler) & np.isclose(per_step["temperature"], temperature)]
+    from scipy import optimize, stats
+
     z = stats.norm.ppf(0.975)
     rows = []
     for (model, dataset), g in sel.groupby(["model", "dataset"], sort=True):

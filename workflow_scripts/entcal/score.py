@@ -15,7 +15,7 @@ report the log loss of the stated smoothing p_eps = (1 - eps) p_trunc + eps p_ta
 ``scoring.truncation_epsilon``), p_tau being the untruncated distribution at the same temperature.
 Plain (ancestral) settings are scored exactly, without smoothing.
 
-Rows of :func:`score_rows` (written by :func:`entcal.jobs.score_file` to ``scores/{dataset}/{model}.parquet``),
+Rows of :func:`score_rows` (written by :func:`entcal.score_jobs.score_file` to ``scores/{dataset}/{model}.parquet``),
 one per prompt x sampler setting:
 
 - example_id (int), setting (str: slug such as ``ancestral-t0.8`` or ``top_p0.9-t1``), sampler (str),
