@@ -21,9 +21,9 @@ rule calibration_labels:
     threads: lookup(dpath="threads", within=config)
     resources:
         **GPU_SITE,
-        gpu=get_gpus,
-        mem_mb=mem_by_size(16000),
-        runtime=runtime_by_plan("calibration_labels", 60, 6),
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_size(16000),
+        runtime=PLAN.runtime_by_plan("calibration_labels", 60, 6),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         execution=execution_settings("device", "gpu_memory_gb", "calibration/batch_size"),
@@ -62,9 +62,9 @@ rule train_predictor:
     threads: lookup(dpath="threads", within=config)
     resources:
         **GPU_SITE,
-        gpu=get_gpus,
-        mem_mb=mem_by_size(32000),
-        runtime=runtime_by_plan("train_predictor", 30, 3),
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_size(32000),
+        runtime=PLAN.runtime_by_plan("train_predictor", 30, 3),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         execution=execution_settings("device", "gpu_memory_gb", "calibration/batch_size"),

@@ -36,16 +36,8 @@ DATASETS, MODELS, CALIBRATED = GRID.datasets, GRID.models, GRID.calibrated
 P = GRID.pattern  # output patterns: P("generations") = "{results_dir}/generations/{dataset}/{model}/{setting}.parquet"
 CODE = stage_fingerprints(f"{WORKFLOW_DIR}/workflow_scripts")  # each stage's code fingerprint (entcal.fingerprint)
 PROVENANCE = provenance(canonical(results_config(config)), CODE)  # what dump_config records (entcal.provenance)
-PLAN = ResourcePlan(config, GRID, f"{WORKFLOW_DIR}/config/model_shapes.yaml")
+PLAN = ResourcePlan(config, GRID, f"{WORKFLOW_DIR}/config/model_shapes.yaml")  # the rules' resource functions
 RUN = Run(workflow, rules, logger, config, GRID, CODE, PROVENANCE, PLAN.shapes, WORKFLOW_DIR)
-# the resource functions the rules name (entcal.resources.ResourcePlan)
-mem_by_plan, mem_by_size, runtime_by_plan, runtime_by_size = (
-    PLAN.mem_by_plan,
-    PLAN.mem_by_size,
-    PLAN.runtime_by_plan,
-    PLAN.runtime_by_size,
-)
-get_gpus, get_featurizer_gpus, gguf_convert_mem_mb = PLAN.gpus, PLAN.featurizer_gpus, PLAN.gguf_convert_mem_mb
 # GPU rules' site resources: the GPU partition and model, when the site profile names them
 # (otherwise the profile's default partition, and any GPU model)
 GPU_SITE = {k: config[c] for k, c in (("slurm_partition", "gpu_partition"), ("gpu_model", "gpu_model")) if config[c]}

@@ -47,9 +47,9 @@ rule generate:
     threads: lookup(dpath="threads", within=config)
     resources:
         **GPU_SITE,
-        gpu=get_gpus,
-        mem_mb=mem_by_plan("generate", 16000),
-        runtime=runtime_by_plan("generate", 120, 15),
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_plan("generate", 16000),
+        runtime=PLAN.runtime_by_plan("generate", 120, 15),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         execution=execution_settings(
@@ -81,9 +81,9 @@ rule score:
     threads: lookup(dpath="threads", within=config)
     resources:
         **GPU_SITE,
-        gpu=get_gpus,
-        mem_mb=mem_by_plan("score", 16000),
-        runtime=runtime_by_plan("score", 30, 4),
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_plan("score", 16000),
+        runtime=PLAN.runtime_by_plan("score", 30, 4),
         nodes=1,  # a multi-GPU job's GPUs on one node: the model's layers are spread over them
     params:
         execution=execution_settings("device", "gpu_memory_gb", "scoring/batch_size", "generation/shard_size"),
@@ -112,9 +112,9 @@ use rule score as score_extra with:
         f"{RD}/benchmarks/score_extra/{{dataset}}/{{model}}.tsv"
     resources:
         **GPU_SITE,
-        gpu=get_gpus,
-        mem_mb=mem_by_plan("score", 16000),
-        runtime=runtime_by_plan("score_extra", 30, 4),
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_plan("score", 16000),
+        runtime=PLAN.runtime_by_plan("score_extra", 30, 4),
         nodes=1,
     params:
         execution=execution_settings("device", "gpu_memory_gb", "scoring/batch_size", "generation/shard_size"),

@@ -39,7 +39,7 @@ rule convert_gguf:
         "../envs/inference.yaml"
     threads: 1
     resources:
-        mem_mb=gguf_convert_mem_mb,
+        mem_mb=PLAN.gguf_convert_mem_mb,
         runtime=30,
     params:
         spec=lookup(dpath="models/{model}", within=config),

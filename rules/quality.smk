@@ -59,7 +59,7 @@ rule mauve_features:
     threads: lookup(dpath="threads", within=config)
     resources:
         **(GPU_SITE if any(f["source"] == "hf" for f in config["mauve"]["featurizers"].values()) else {}),
-        gpu=get_featurizer_gpus,
+        gpu=PLAN.featurizer_gpus,
         nodes=1,
         mem_mb=16000,
         runtime=120,

@@ -3,6 +3,9 @@ of log loss for entropy), and the calibration study's answer."""
 
 from __future__ import annotations
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display (as entcal.plots)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
