@@ -183,3 +183,51 @@ def test_without_conda_every_job_runs_in_the_job_environment(cluster, tmp_path):
 
 
 TEXT = {"capture_output": True, "text": True}
+
+
+def test_a_cancelled_job_is_retried_and_its_attempts_log_is_kept(cluster, tmp_path):
+    """docs/cluster.md, "When jobs die": the SLURM plugin reports a job cancelled with scancel as failed, so with
+    retries it comes back; the cancelled attempt's own log stays beside the rule log, which the retry overwrites."""
+    import re
+    import time
+
+    if not SDIST.is_file():
+        pytest.skip("demo corpus missing: run envs/install.sh")
+    home = tmp_path / "home"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    site = ["--partition", "debug", "--status-command", "squeue", "--jobs", "2", "--retries", "1"]
+    site += [
+        "--latency-wait",
+        "5",
+        "--set",
+        "slurm-init-seconds-before-status-checks=1",
+        "--software-deployment",
+        "none",
+    ]
+    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *site], env=env, **TEXT)
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    rd = tmp_path / "results"
+    cfg["results_dir"] = str(rd)
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    model = rd / "models" / "prose" / "tiny_b"
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", str(model), "--configfile", str(p)]
+    run = subprocess.Popen(
+        cmd, cwd=ROOT, env=dict(env, HF_HUB_OFFLINE="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    first = rd / "logs" / "train_model" / "prose" / "tiny_b.log.attempts" / "attempt-1.log"
+    deadline = time.time() + 300
+    while not (first.is_file() and "SLURM job" in first.read_text()) and time.time() < deadline:
+        time.sleep(0.5)
+    job = re.search(r"SLURM job (\d+)", first.read_text())[1]
+    subprocess.run(["scancel", job], check=True)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-3000:]  # retried, and the second attempt finished
+    assert (model / "config.json").is_file()
+    kept = sorted(p.name for p in first.parent.iterdir()) if first.parent.exists() else []
+    assert kept == ["attempt-1.log"], kept  # the cancelled attempt's log; the successful one's is removed
+    assert f"SLURM job {job}" in first.read_text()
+    final = (rd / "logs" / "train_model" / "prose" / "tiny_b.log").read_text()
+    assert "attempt-2.log of this job" in final and f"SLURM job {job})" not in final
