@@ -94,11 +94,83 @@ rule train_predictor:
         "../workflow_scripts/train_predictor.py"
 
 
+rule train_head:
+    input:
+        model=get_model_folder,
+        labels=rules.calibration_labels.output.labels,
+        calibration=rules.train_predictor.output.settings,
+    output:
+        head=P("head_seed"),
+        settings=P("head_seed", ".json"),
+    log:
+        f"{RD}/logs/train_head/{{dataset}}/{{model}}/seed{{head_seed}}.log",
+    benchmark:
+        f"{RD}/benchmarks/train_head/{{dataset}}/{{model}}/seed{{head_seed}}.tsv"
+    wildcard_constraints:
+        head_seed=r"\d+",
+    conda:
+        "../envs/inference.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        **GPU_SITE,
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_size(16000),
+        runtime=PLAN.runtime_by_size(20, 2),
+        nodes=1,
+    params:
+        execution=execution_settings("device", "gpu_memory_gb", "calibration/batch_size"),
+        model_path=get_model_path,
+        cal=config_subset("calibration", ["head", "val_fraction"]),
+        dtype=get_dtype,
+    script:
+        "../workflow_scripts/train_head.py"
+
+
+rule calibration_root:
+    input:
+        unpack(lambda wc: GRID.search_inputs(wc.dataset, wc.model, wc.search)),
+        model=get_model_folder,
+        prompts=rules.select_prompts.output.prompts,
+    output:
+        steps=P("root"),
+        point=P("root_point"),
+    log:
+        f"{RD}/logs/calibration_root/{{dataset}}/{{model}}/{{search}}.log",
+    benchmark:
+        f"{RD}/benchmarks/calibration_root/{{dataset}}/{{model}}/{{search}}.tsv"
+    wildcard_constraints:
+        search=r"ancestral|future_entropy-s\d+",
+    conda:
+        "../envs/inference.yaml"
+    threads: lookup(dpath="threads", within=config)
+    resources:
+        **GPU_SITE,
+        gpu=PLAN.gpus,
+        mem_mb=PLAN.mem_by_plan("generate", 16000),
+        runtime=PLAN.runtime_by_size(240, 60),
+        nodes=1,
+    params:
+        execution=execution_settings(
+            "device", "gpu_memory_gb", "generation/batch_size", "generation/shard_size", "scoring/batch_size"
+        ),
+        model_path=get_model_path,
+        root=lookup(dpath="calibration/root", within=config),
+        analysis=config_subset("analysis", ["max_len", "reference_start", "estimator", "n_boot"]),
+        sampling=get_sampling,
+        truncation_epsilon=lookup(dpath="scoring/truncation_epsilon", within=config),
+        seed=lookup(dpath="seed", within=config),
+        dtype=get_dtype,
+    script:
+        "../workflow_scripts/calibration_root.py"
+
+
 rule calibration_table:
     input:
         unpack(get_calibration_tables),
         summaries=[rules.aggregate.output.summary, rules.aggregate_extra.output.summary],
         per_prompt=[rules.aggregate.output.per_prompt, rules.aggregate_extra.output.per_prompt],
+        searches=lambda wc: GRID.root_files()["roots"],
+        points=lambda wc: GRID.root_files()["points"],
     output:
         table=report(
             f"{RD}/tables/calibration.csv",
@@ -110,6 +182,8 @@ rule calibration_table:
         study=f"{RD}/tables/calibration_study.csv",  # each method's log loss at EntCE = 0 (entcal.study)
         settings=f"{RD}/tables/calibration_settings.csv",  # every setting against temperature at its own entropy
         variants=f"{RD}/tables/predictor_variants.csv",  # the head against its variants and the baselines
+        roots=f"{RD}/tables/calibration_roots.csv",  # every step of every root search (entcal.root_search)
+        primary=f"{RD}/tables/calibration_primary.csv",  # the declared primary question, Holm over its cells
     log:
         f"{RD}/logs/calibration_table.log",
     conda:
@@ -121,6 +195,9 @@ rule calibration_table:
     params:
         n_boot=lookup(dpath="analysis/n_boot", within=config),
         seed=lookup(dpath="seed", within=config),
+        estimator=lookup(dpath="analysis/estimator", within=config),
+        root=lookup(dpath="calibration/root", within=config),
+        primary=lookup(dpath="calibration/primary", within=config),
     script:
         "../workflow_scripts/calibration_table.py"
 

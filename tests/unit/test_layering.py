@@ -28,10 +28,12 @@ LAYERS = [
         "provenance",
         "config_files",
         "predictor_tables",
+        "root_search",
     ],
     ["config", "models", "shards", "tokenization", "theory", "plots", "data", "study", "curves", "roofline"]
     + ["exact_study"],
-    ["grid", "hub", "train", "quality", "prompts", "loading", "aggregate", "gguf_convert", "extra_plots"],
+    ["grid", "hub", "train", "quality", "prompts", "loading", "aggregate", "gguf_convert", "extra_plots"]
+    + ["calibrated_points"],
     ["results", "model_shapes", "prompt_jobs"],  # loaders of a run's files, by name; shapes the plan reads; prompts
     ["plan"],  # the grid's cost
     # what the fidelity switches change on a finished run; the README's demo figure; the Snakefile's run and resources
@@ -42,6 +44,7 @@ LAYERS = [
     ["labels", "vllm_backend", "batches"],  # MC labels; vLLM generation; batch sizes from the memory plan
     ["two_phase", "vllm_entropy", "score_jobs"],  # precision: paper's two phases; the recorder inside vLLM; scoring
     ["generation_jobs", "predictor_jobs"],  # the file jobs of generation and of the predictor
+    ["root_jobs"],  # a root search: generation and scoring at each knob value it measures
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 HEAVY = {"torch", "transformers"}

@@ -30,6 +30,9 @@ TEMPLATES = {
     "predictor": "calibration/{dataset}/{model}/predictor.json",
     "head": "calibration/{dataset}/{model}/predictor.safetensors",
     "tradeoff": "calibration/{dataset}/{model}/tradeoff_tf.csv",
+    "head_seed": "calibration/{dataset}/{model}/heads/seed{head_seed}.safetensors",
+    "root": "calibration/{dataset}/{model}/root/{search}.parquet",
+    "root_point": "calibration/{dataset}/{model}/root/{search}.point.parquet",
     "summary": "tables/summary.csv",
     "missing": "tables/missing.csv",
     "per_step": "tables/per_step.parquet",
@@ -235,6 +238,33 @@ class Grid:
         return {
             "calibration": self.path("predictor", dataset=dataset, model=model),
             "head": self.path("head", dataset=dataset, model=model),
+        }
+
+    def head_seeds(self) -> list[int]:
+        """The seeds of the root searches' heads: ``seed``, ``seed`` + 1, ... (``calibration.root.head_seeds``)."""
+        root = self.config["calibration"].get("root") or {}
+        return [self.config["seed"] + k for k in range(root.get("head_seeds", 3))] if root else []
+
+    def root_searches(self) -> list[str]:
+        """The searches of every calibrated model x dataset (``calibration.root``): ``ancestral``, and
+        ``future_entropy-s{seed}`` once per head seed."""
+        methods = (self.config["calibration"].get("root") or {}).get("methods") or {}
+        out = ["ancestral"] if "ancestral" in methods else []
+        return out + [f"future_entropy-s{s}" for s in self.head_seeds() if "future_entropy" in methods]
+
+    def search_inputs(self, dataset: str, model: str, search: str) -> dict:
+        """The head a search's tilt uses (its seed's head and JSON; none for temperature)."""
+        if not search.startswith("future_entropy-s"):
+            return {}
+        head = self.path("head_seed", dataset=dataset, model=model, head_seed=search.rsplit("-s", 1)[1])
+        return {"head": head, "calibration": head.rsplit(".", 1)[0] + ".json"}
+
+    def root_files(self) -> dict:
+        """Every search's step table and calibrated point (the calibration_table job's inputs)."""
+        jobs = [(d, m, s) for d in self.datasets for m in self.calibrated for s in self.root_searches()]
+        return {
+            "roots": [self.path("root", dataset=d, model=m, search=s) for d, m, s in jobs],
+            "points": [self.path("root_point", dataset=d, model=m, search=s) for d, m, s in jobs],
         }
 
     def calibrated_samplers(self, model: str) -> list[str]:

@@ -184,6 +184,92 @@ def _train_variant(name, model, seqs, pad_id, batch, h, fit, val, train, test, e
     return {"variant": name, **_variant_metrics(m)}
 
 
+def _label_data(model, tok, labels, labels_path, cal, model_dir, model_name, device, gpus, gpu_memory_gb, dtype):
+    """The frozen model's last hidden state at every labelled prefix, and the labels' splits: (hidden, prefixes,
+    batch, fit, val, train, test). Early stopping uses the last training windows (``val``); test stays untouched."""
+    pre = labels.drop_duplicates("prefix_id").sort_values("prefix_id")
+    if not np.array_equal(pre["prefix_id"].to_numpy(), np.arange(len(pre))):
+        raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
+    seqs = [list(x) for x in pre["prefix_ids"]]
+    batch = job_batch(
+        cal["batch_size"],
+        model_dir,
+        max(map(len, seqs)),
+        device=device,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        dtype=dtype,
+    )
+    h = _hidden(model, seqs, tok.pad_token_id, batch, f"predictor {model_name}")
+    train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
+    if train.empty or test.empty:
+        raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
+    wins = sorted(train["window_id"].unique())
+    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))) :]) if len(wins) > 1 else set()
+    fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
+    return h, seqs, batch, fit, val, train, test
+
+
+def _new_head(emb, h, fit, val, hc: dict, seed: int, what: str, reseed: bool = False):
+    """A head trained on ``fit`` with early stopping on ``val``; its batches from ``seed``, and its initialisation
+    too with ``reseed`` (else from the torch generator's state: train_predictor seeds it when the job starts)."""
+    if reseed:
+        torch.manual_seed(seed)
+    head = FutureEntropyHead(
+        emb.detach().cpu(),
+        rank=hc["rank"],
+        hidden=hc["hidden"],
+        mu=fit["label"].mean(),
+        sigma=max(fit["label"].std(), 1e-3),
+    )
+    return head, _train(head, h, fit, val, hc, seed, what)
+
+
+def train_head_file(
+    model_dir: str,
+    model_name: str,
+    labels_path: str,
+    calibration_path: str,
+    head_out: str,
+    *,
+    head_seed: int,
+    cal: dict,
+    dtype: str,
+    device: str,
+    threads: int = 1,
+    gpus: int = 0,
+    gpu_memory_gb: float = 80.0,
+) -> None:
+    """One more head on the same labels, trained with ``head_seed`` (``train_head`` rule, the root searches' head
+    seeds): ``head_out`` (.safetensors) and its JSON, which is the predictor's (``calibration_path``: buckets and
+    settings) with this head's label scale, seed and held-out metrics."""
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
+    labels = read_parquet(labels_path)
+    t0 = time.time()
+    h, _, _, fit, val, train, test = _label_data(
+        model, tok, labels, labels_path, cal, model_dir, model_name, device, gpus, gpu_memory_gb, dtype
+    )
+    emb = model.get_output_embeddings().weight
+    head, run = _new_head(emb, h, fit, val, cal["head"], head_seed, f"head seed {head_seed} {model_name}", reseed=True)
+    head.eval()
+    metrics = evaluate_head(head, h, train, test)
+    log.info("head seed %d: %s", head_seed, metrics)
+    settings = {
+        **json.loads(Path(calibration_path).read_text()),
+        "head_seed": head_seed,
+        "label_mu": float(head.mu),
+        "label_sigma": float(head.sigma),
+        "val_loss": run["val_loss"],
+        "best_step": run["best_step"],
+        "metrics": metrics,
+        "variants": [],
+        "seconds": round(time.time() - t0, 2),
+    }
+    Path(head_out).parent.mkdir(parents=True, exist_ok=True)
+    save_head(head, head_out, settings)
+
+
 def train_predictor_file(
     model_dir: str,
     model_name: str,
@@ -215,38 +301,13 @@ def train_predictor_file(
     torch.manual_seed(seed)
     model, tok = load_model(model_dir, model_name, dtype=dtype, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
     labels = read_parquet(labels_path)
-    pre = labels.drop_duplicates("prefix_id").sort_values("prefix_id")
-    if not np.array_equal(pre["prefix_id"].to_numpy(), np.arange(len(pre))):
-        raise ValueError(f"{labels_path}: prefix_id is not 0..n-1 (file edited or truncated?)")
     t0 = time.time()
-    seqs = [list(x) for x in pre["prefix_ids"]]
-    batch = job_batch(
-        cal["batch_size"],
-        model_dir,
-        max(map(len, seqs)),
-        device=device,
-        gpus=gpus,
-        gpu_memory_gb=gpu_memory_gb,
-        dtype=dtype,
+    h, seqs, batch, fit, val, train, test = _label_data(
+        model, tok, labels, labels_path, cal, model_dir, model_name, device, gpus, gpu_memory_gb, dtype
     )
-    h = _hidden(model, seqs, tok.pad_token_id, batch, f"predictor {model_name}")
-    train, test = labels[labels["split"] == "train"], labels[labels["split"] == "test"]
-    if train.empty or test.empty:
-        raise ValueError(f"{labels_path}: need labels in both splits (train {len(train)}, test {len(test)})")
-    # early stopping on the last windows of the training side; the test windows stay untouched
-    wins = sorted(train["window_id"].unique())
-    val_wins = set(wins[len(wins) - max(1, round(cal["val_fraction"] * len(wins))) :]) if len(wins) > 1 else set()
-    fit, val = train[~train["window_id"].isin(val_wins)], train[train["window_id"].isin(val_wins)]
     hc = cal["head"]
     emb = model.get_output_embeddings().weight
-    head = FutureEntropyHead(
-        emb.detach().cpu(),
-        rank=hc["rank"],
-        hidden=hc["hidden"],
-        mu=fit["label"].mean(),
-        sigma=max(fit["label"].std(), 1e-3),
-    )
-    run = _train(head, h, fit, val, hc, seed, f"predictor {model_name}")
+    head, run = _new_head(emb, h, fit, val, hc, seed, f"predictor {model_name}")
     hist = run["loss"]
     head.eval()
     metrics = evaluate_head(head, h, train, test)
