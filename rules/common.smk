@@ -122,12 +122,13 @@ def get_selection(wildcards):
     sel = config_subset("generation", keys)
     sel["n_prompts"] = GRID.model_spec(wildcards.model).get("n_prompts") or sel["n_prompts"]
     sel["max_new_tokens"] = GRID.max_new_tokens(wildcards.model)
-    return sel
+    return sel | ({"context_rule": "authors"} if GRID.context_rule() == "authors" else {})
 
 
 def get_sampling(wildcards):
     """Params function: the generation length (the model's own max_new_tokens, if it has one) and stopping."""
-    return {"max_new_tokens": GRID.max_new_tokens(wildcards.model), "stop_at_eos": config["generation"]["stop_at_eos"]}
+    g = {"max_new_tokens": GRID.max_new_tokens(wildcards.model), "stop_at_eos": config["generation"]["stop_at_eos"]}
+    return g | ({"stop_at_context": True} if GRID.context_rule() == "authors" else {})
 
 
 def get_chat_instruction(wildcards):

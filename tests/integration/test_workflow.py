@@ -468,12 +468,37 @@ def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
         g = g.set_index("predictor")
         assert g.loc["head", "r2_test"] == pytest.approx(pred.set_index("dataset").loc[ds, "r2_test"], abs=1e-5)
         assert g.loc["half_labels", "n_train"] < g.loc["head", "n_train"] and g.loc["constant", "r2_test"] <= 1e-9
-    # each method's calibrated point (or none, with crosses false), and its figure
+    # each method's calibrated point, measured by a root search (calibration.root), and its figure
+    root = cfg["calibration"]["root"]
     study = pd.read_csv(rd / "tables" / "calibration_study.csv")
-    assert set(study["method"]) == set(table["sampler"]) and set(study["model"]) == {"tiny_b"}
-    crossed = study[study["crosses"]]  # a calibrated point lies on the diagonal
-    assert ((crossed["entropy_at_calibration"] - crossed["logloss_at_calibration"]).abs() < 1e-9).all()
-    assert study.loc[~study["crosses"], "logloss_at_calibration"].isna().all()
+    assert set(study["method"]) == set(root["methods"]) and set(study["model"]) == {"tiny_b"}
+    assert (study["point"] == "measured").all() and (study["estimator"] == "mean").all()
+    assert study.groupby("dataset").size().eq(1 + root["head_seeds"]).all()  # temperature, and the tilt per head
+    steps = pd.read_csv(rd / "tables" / "calibration_roots.csv")
+    for r in study.itertuples():
+        s = steps[(steps["dataset"] == r.dataset) & (steps["method"] == r.method)]
+        s = s[s["head_seed"].isna()] if r.method == "ancestral" else s[s["head_seed"] == r.head_seed]
+        assert list(s["step"]) == list(range(len(s))) == list(range(r.n_settings))
+        assert s["decision"].iloc[0] == "start"
+        assert s["decision"].iloc[-1] == r.stop
+        # the point's numbers, recomputed from its per-prompt arrays, are its step's (curves' estimator)
+        at = s[s["knob"] == r.knob_at_calibration].iloc[-1]
+        assert r.logloss_at_calibration == pytest.approx(at["logloss"], abs=1e-4)  # CSV: 6 significant digits
+        assert r.entropy_at_calibration - r.logloss_at_calibration == pytest.approx(r.entce_at_calibration, abs=1e-4)
+        if r.converged:  # measured where EntCE ~ 0: within the tolerance, with an interval
+            assert abs(r.entce_at_calibration) <= 0.25 * r.entce_se_at_calibration + 1e-9
+            assert r.logloss_ci_low <= r.logloss_at_calibration <= r.logloss_ci_high
+        else:
+            assert np.isnan(r.logloss_ci_low) and np.isnan(r.delta_ci_low)
+    for ds in ("prose", "code"):  # the head seeds: the same labels, other heads
+        heads = sorted((rd / "calibration" / ds / "tiny_b" / "heads").glob("seed*.safetensors"))
+        assert [h.stem for h in heads] == [f"seed{cfg['seed'] + k}" for k in range(root["head_seeds"])]
+        assert heads[0].read_bytes() != heads[1].read_bytes()
+    prim = pd.read_csv(rd / "tables" / "calibration_primary.csv")
+    assert len(prim) == 2 and (prim["question"] == cfg["calibration"]["primary"]["question"]).all()
+    ok = prim["delta"].notna()
+    assert (prim.loc[ok, "p_holm"] >= prim.loc[ok, "p_value"] - 1e-12).all()
+    assert (prim.loc[ok, "ci_low"] <= prim.loc[ok, "delta"]).all() and (prim["n_head_seeds"] == 2).all()
     assert (rd / "figures" / "calibration_study.png").stat().st_size > 1000
 
 

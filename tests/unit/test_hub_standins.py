@@ -398,3 +398,88 @@ def test_a_sharded_llama31_instruct_snapshot_runs_from_download_to_scores(tmp_pa
     assert s["token_ids"].map(list).tolist() == p["reference_ids"].map(list).tolist()
     # a random model over 128,256 tokens: the reference log loss sits near log V
     assert abs(np.mean([np.mean(x) for x in s["logloss"]]) - np.log(128256)) < 1.0
+
+
+def test_pythia_prompts_follow_the_authors_rule_under_authors_and_its_own_context_under_exact(
+    pythia_step_branch, tmp_path, monkeypatch
+):
+    """The paper's settings (128-token prompts, 2048 new tokens, references of at least 1024, a 4096 context) on
+    CodeContests-like examples whose instructions make prompts of about 300 to 2,300 tokens. ``context_rule:
+    authors`` keeps what the authors' load_datasets.py keeps for every model (prompt + 2048 < 4096), and the
+    generation stops at Pythia's 2048-token context as vLLM stopped it; ``model`` (exact) keeps only the prompts
+    its own context holds with its 1024 new tokens, a different document set."""
+    from entcal.prompts import prefix_ids
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = download_model(
+        "pythia_410m", "EleutherAI/pythia-410m", "step143000", str(tmp_path / "m"), cache_dir=str(pythia_step_branch)
+    )
+    from entcal.models import load_tokenizer
+
+    tok = load_tokenizer(out)
+    word = "The quick brown fox jumps over the lazy dog. "
+    instructions = [word * k for k in (11, 30, 38, 57, 70, 80, 92)]
+    body = "def solve(n):\n    return sum(range(n)) * 2 + n\n" * 150  # well over 128 + 2048 tokens
+    ex = pd.DataFrame(
+        {
+            "example_id": range(len(instructions)),
+            "doc_id": [f"d{i}" for i in range(len(instructions))],
+            "char_start": 0,
+            "prefix": "",
+            "instruction": instructions,
+            "text": body,
+        }
+    )
+    write_parquet(ex, tmp_path / "examples.parquet")
+    pre = [len(prefix_ids(tok, "", ins, False)) for ins in instructions]
+    assert min(pre) < 896 < max(pre) and any(1772 < p < 1920 for p in pre) and max(pre) > 1920  # both rules' sides
+    # the authors' rule, computed here from the token counts: prompt (template + 128) + 2048 < 4096
+    authors = [i for i, p in enumerate(pre) if p + 128 + 2048 < 4096]
+    ours = [i for i, p in enumerate(pre) if p + 128 + 1024 < 2048]  # within its own 2048 with its 1024 new tokens
+    assert authors != ours
+    picked = {}
+    for rule, new in (("authors", 2048), ("model", 1024)):
+        path = tmp_path / f"prompts_{rule}.parquet"
+        select_prompts_file(
+            str(out),
+            "pythia_410m",
+            str(tmp_path / "examples.parquet"),
+            str(path),
+            prompt_tokens=128,
+            max_new_tokens=new,
+            min_reference_tokens=1024,
+            n_prompts=len(instructions),
+            max_context=4096,
+            context_rule=rule,
+        )
+        picked[rule] = pd.read_parquet(path)
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert side["context_rule"] == rule and side["max_context"] == (4096 if rule == "authors" else 2048)
+    assert picked["authors"]["example_id"].tolist() == authors
+    assert picked["model"]["example_id"].tolist() == ours
+    assert (picked["authors"]["reference_len"] == 2048).all() and (picked["model"]["reference_len"] == 1024).all()
+
+    # generation under the authors' rule stops where prompt + generation fill the 2048-token context
+    short = picked["authors"][picked["authors"]["prompt_len"] > 1900].head(1)
+    assert len(short) == 1
+    write_parquet(short.reset_index(drop=True), tmp_path / "long.parquet")
+    gen = tmp_path / "gen.parquet"
+    generate_file(
+        str(out),
+        "pythia_410m",
+        str(tmp_path / "long.parquet"),
+        str(gen),
+        sampler="ancestral",
+        temperature=1.0,
+        max_new_tokens=2048 - int(short["prompt_len"].iloc[0]) + 24,  # past the context: capped there
+        batch_size=1,
+        seed=0,
+        stop_at_eos=False,
+        dtype="float32",
+        device="cpu",
+        stop_at_context=True,
+    )
+    g = pd.read_parquet(gen)
+    assert int(g["n_tokens"].iloc[0]) == 2048 - int(short["prompt_len"].iloc[0]) == len(g["entropy"].iloc[0])
+    meta = json.loads(gen.with_suffix(".json").read_text())
+    assert meta["generated_tokens"] == int(g["n_tokens"].iloc[0]) and meta["stop_at_context"] == 2048

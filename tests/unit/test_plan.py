@@ -214,6 +214,14 @@ def test_a_model_whose_context_cannot_hold_its_generation_is_named_with_the_fix(
         "pythia_6_9b": 1024,
         "pythia_12b": 1024,
     }
+    # the paper grid runs the authors' rule (fidelity: authors): Pythia generates up to 2048 new tokens and stops at
+    # its context, so its own max_new_tokens is not used and nothing is a problem
+    from entcal.config import model_new_tokens
+
+    assert cfg["generation"]["context_rule"] == "authors"
+    assert {model_new_tokens(cfg, s) for s in cfg["models"].values()} == {2048}
+    cfg["generation"]["context_rule"] = "model"  # our choice: within its own context, with its own max_new_tokens
+    assert context_problems(cfg, shapes) == []
     for spec in cfg["models"].values():
         spec.pop("max_new_tokens", None)
     problems = context_problems(cfg, shapes)
@@ -382,3 +390,26 @@ def test_a_workstation_with_too_few_gpus_names_the_models_and_the_fix():
     assert "models.llama2_70b: its jobs need 4 GPUs of 80 GB, this run has 1" in lines
     assert lines[-1].startswith("leave them out (--config exclude_models=[") and "llama2_70b" in lines[-1]
     assert gpu_shortfall(cfg, shapes, 4) == []
+
+
+def test_pythia_is_planned_as_the_authors_rule_runs_it():
+    """Under the paper grid's fidelity (context_rule: authors) Pythia generates until its 2048-token context from
+    prompts chosen by every model's rule, and its references are scored whole, up to 4096 tokens: the plan's
+    scoring pass is sized for 4096, its generation for the tokens left in its context; under context_rule: model
+    both stay within 2048 with its own 1024 new tokens."""
+    from entcal.plan import model_costs
+    from entcal.roofline import GPUSpec
+
+    shape = ModelShape.from_config(SHAPES["pythia_12b"])
+    authors = model_costs(paper_config(), "pythia_12b", shape, "codecontests", GPUSpec())
+    assert authors["context"] == 2048 and authors["new"] == 2048 - authors["plen"] < 2048
+    budget = Budget(gpus=authors["gpus"], gpu_memory_gb=80)
+    assert authors["score_plan"] == plan_scoring(shape, budget, 4096, quantization="nf4", dtype="bfloat16")
+    cfg = paper_config()
+    cfg["generation"]["context_rule"] = "model"
+    model = model_costs(cfg, "pythia_12b", shape, "codecontests", GPUSpec())
+    assert model["new"] == 1024 and model["score_plan"] == plan_scoring(
+        shape, budget, 2048, quantization="nf4", dtype="bfloat16"
+    )
+    # the whole references cost more to score under the authors' rule
+    assert authors["seconds"]["score"] > model["seconds"]["score"]

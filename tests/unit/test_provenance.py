@@ -107,12 +107,12 @@ def test_the_workflow_fingerprints_every_rule_adapter_and_metrics_reaches_the_st
             with_code[name] = script.group(1)
         else:
             assert name in ("download_dataset", "download_model", "download_featurizer", "dump_config"), name
-    assert len(with_code) == 32 and with_code["score_extra"] == "score"
+    assert len(with_code) == 34 and with_code["score_extra"] == "score"  # train_head, calibration_root included
     with_code = set(with_code.values())
     users = {
         s for s in with_code if "metrics.py" in [p.name for p in stage_modules(SCRIPTS / f"{s}.py", SCRIPTS / "entcal")]
     }
-    assert {"generate", "score", "calibration_labels", "train_predictor"} <= users
+    assert {"generate", "score", "calibration_labels", "train_predictor", "calibration_root", "train_head"} <= users
     assert "select_prompts" not in users  # prompt selection computes no entropy: a kernel change reruns none of it
     assert not users & {"aggregate", "plot_per_step", "prepare_dataset", "train_model", "mauve_buckets"}
     for s in with_code:

@@ -62,6 +62,16 @@ def setting_slug(setting: dict) -> str:
     return f"{setting['sampler']}{param}-t{float(setting['temperature']):g}"
 
 
+def model_new_tokens(config: dict, spec: dict) -> int:
+    """Tokens a model generates at most: ``generation.max_new_tokens``, or under ``context_rule: model`` the model's
+    own ``max_new_tokens`` where it has one (a model whose context is shorter than the configured one). Under
+    ``context_rule: authors`` every model gets the same number and a short-context model stops at its context."""
+    g = config["generation"]
+    return (
+        g["max_new_tokens"] if g.get("context_rule") == "authors" else spec.get("max_new_tokens") or g["max_new_tokens"]
+    )
+
+
 def checkpoint_tokens(tokens: int, seq_len: int, batch_size: int, fractions: list[float]) -> dict[int, int]:
     """{optimiser step: tokens seen} of the intermediate checkpoints (the workflow derives the
     checkpoint folders ``checkpoints/tokens_{n}`` from the same function)."""
@@ -214,6 +224,7 @@ FIDELITY = {
         "analysis.estimator": "pooled",
         "analysis.smoothing_logloss": 0.1,
         "analysis.size_axis": "nominal",
+        "generation.context_rule": "authors",
     },
     "exact": {
         "precision": "exact",
@@ -222,6 +233,7 @@ FIDELITY = {
         "analysis.estimator": "mean",
         "analysis.smoothing_logloss": None,  # None: analysis.smoothing
         "analysis.size_axis": "counted",
+        "generation.context_rule": "model",
     },
 }
 

@@ -21,6 +21,7 @@ from entcal.files import read_sidecar, write_sidecar
 from entcal.generate import sample_with_entropy
 from entcal.logs import Progress
 from entcal.models import (
+    model_context,
     count_params,
     count_params_from_config,
     effective_context,
@@ -51,6 +52,19 @@ GENERATION_COLUMNS = [
 ]
 
 
+def cap_at_context(row: dict, prompt_len: int, context: int) -> dict:
+    """A generated row cut where prompt + generation reach ``context`` tokens (its token_ids, entropy and logprob;
+    n_tokens; stopped_at_eos only if the end token lies within)."""
+    keep = max(0, context - prompt_len)
+    if row["n_tokens"] <= keep:
+        return row
+    out = dict(row)
+    for k in ("token_ids", "entropy", "logprob"):
+        out[k] = list(row[k])[:keep]
+    out["n_tokens"], out["stopped_at_eos"] = keep, False  # the end token came after the context, or never
+    return out
+
+
 def generate_file(
     model_dir: str,
     model_name: str,
@@ -75,8 +89,13 @@ def generate_file(
     gpus: int = 0,
     precision: str = "exact",
     gpu_memory_gb: float = 80.0,
+    stop_at_context: bool = False,
 ) -> None:
     """Generate for one model x dataset x sampler setting; write Parquet plus JSON sidecar.
+
+    ``stop_at_context`` (``generation.context_rule: authors``): a prompt's generation ends where prompt + generation
+    fill the model's own context (config.json max_position_embeddings), as vLLM ended the authors' Pythia runs; the
+    tokens past it are never kept (:func:`cap_at_context`).
 
     Prompts come from the model's prompts file (:func:`entcal.prompt_jobs.select_prompts_file`) and are
     generated in order of length (batches from the memory plan with ``batch_size="auto"``); rows are
@@ -94,6 +113,7 @@ def generate_file(
     """
     torch.set_num_threads(threads)
     backend = choose_backend(backend, sampler, device)
+    context = model_context(model_dir) if stop_at_context else None
     tok = load_tokenizer(model_dir, model_name)
     ends = end_token_ids(tok, model_dir) if stop_at_eos else []
     chosen = load_prompts(prompts_path)
@@ -126,6 +146,7 @@ def generate_file(
         "calibration": Path(calibration).read_text() if calibration else None,
         "backend": backend,
         "precision": precision,
+        **({"stop_at_context": context} if context else {}),
         "prompts": prompts,
         "batches": [(b.start, b.stop) for b in batches],
     }
@@ -252,6 +273,8 @@ def generate_file(
                             batches=rel,
                             on_step=lambda p, t: progress.update(base[0] + p, base[1] + t),
                         )
+                if context:
+                    rows = [cap_at_context(row, len(p), context) for row, (_, p, _) in zip(rows, part)]
                 for example_id, row in zip(ids, rows):
                     row["example_id"] = example_id
                     row["text"] = tok.decode(row["token_ids"], skip_special_tokens=False)
@@ -281,6 +304,7 @@ def generate_file(
         "temperature": temperature,
         "n_prompts": len(df),
         "max_new_tokens": max_new_tokens,
+        "stop_at_context": context,  # the model's own context where generation.context_rule is authors, else None
         "generated_tokens": n_new,
         # model forward tokens: prompts (twice for the lookahead's own cache) + per generated token
         "forward_tokens": n_prompt * (2 if lookahead else 1)

@@ -10,7 +10,7 @@ and local models.
 
 from __future__ import annotations
 
-from entcal.config import calibrated_models, checkpoint_models, setting_slug
+from entcal.config import calibrated_models, checkpoint_models, model_new_tokens, setting_slug
 from entcal.records import source_key
 from entcal.samplers import CALIBRATED
 
@@ -134,9 +134,12 @@ class Grid:
         return self.config["models"][self.checkpoints[model][0] if model in self.checkpoints else model]
 
     def max_new_tokens(self, model: str) -> int:
-        """Tokens a model generates: its own ``max_new_tokens`` (a model whose context is shorter than the
-        configured one), else ``generation.max_new_tokens``."""
-        return self.model_spec(model).get("max_new_tokens") or self.config["generation"]["max_new_tokens"]
+        """Tokens a model generates at most (:func:`entcal.config.model_new_tokens`)."""
+        return model_new_tokens(self.config, self.model_spec(model))
+
+    def context_rule(self) -> str:
+        """``generation.context_rule``: ``authors`` (a short-context model stops at its context) or ``model``."""
+        return self.config["generation"].get("context_rule") or "model"
 
     def model_folder(self, model: str, dataset: str) -> str:
         """The folder that holds the model used on ``dataset``: trained per dataset, downloaded, or

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from entcal.grid import DOWNLOAD_TEMPLATES
 from entcal.memory import ModelShape
+from entcal.config import model_new_tokens
 from entcal.records import source_key
 
 
@@ -22,7 +23,9 @@ def context_problems(config: dict, shapes: dict[str, ModelShape]) -> list[str]:
             continue
         own = shapes[name].max_position
         ctx = min(c for c in (g.get("max_context"), own) if c) if (g.get("max_context") or own) else None
-        new = spec.get("max_new_tokens") or g["max_new_tokens"]
+        new = model_new_tokens(config, spec)
+        if g.get("context_rule") == "authors" and own and ctx == own and g["prompt_tokens"] + max_len < own:
+            continue  # the authors' rule: it generates until its own context, which holds analysis.max_len steps
         if ctx and g["prompt_tokens"] + new >= ctx:
             room = ctx - g["prompt_tokens"] - 1
             why = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from entcal.config import resolve_fidelity, setting_slug
+from entcal.config import model_new_tokens, resolve_fidelity, setting_slug
 from entcal.grid import part_of
 from entcal.memory import GB, Budget, ModelShape, gpus_needed, plan_generation, plan_scoring
 from entcal.model_shapes import context_problems, load_shapes
@@ -71,11 +71,13 @@ def model_costs(
     """
     g = config["generation"]
     spec = config["models"][name]
-    new, P = spec.get("max_new_tokens") or g["max_new_tokens"], g["prompt_tokens"]
+    new, P = model_new_tokens(config, spec), g["prompt_tokens"]
     n = spec.get("n_prompts") or g["n_prompts"]
-    ctx_max = g.get("max_context") or (P + 64 + new)
+    ctx_max = score_ctx = g.get("max_context") or (P + 64 + new)
     if shape.max_position and shape.max_position < ctx_max:  # the model's own context (Pythia: 2048)
         ctx_max = shape.max_position
+        if g.get("context_rule") != "authors":
+            score_ctx = ctx_max  # under the authors' rule its references are scored whole, up to max_context
     cap = g["batch_size"] if isinstance(g["batch_size"], int) else 128
     quant = "nf4" if config.get("precision") == "paper" else "none"
     dtype = config.get("dtype", "bfloat16")
@@ -86,7 +88,8 @@ def model_costs(
     settings = [dict(s, slug=setting_slug(s)) for s in config["samplers"][kind] if name in s.get("models", [name])]
     dspec = config["datasets"][dataset]
     plen = plen or P + (64 if dspec.get("builder") in ("writingprompts", "codecontests") else 1)
-    plen = min(plen, ctx_max - new)
+    plen = min(plen, score_ctx - new)  # the selection's rule: prompt + new tokens within its context
+    new_ref, new = new, min(new, ctx_max - plen)  # the authors' rule: a short-context model stops at its context
     m = measured or {}
     look = cal.get("candidates", 8)
     has_look = any(s["sampler"] == "one_step_lookahead" for s in settings)
@@ -94,8 +97,8 @@ def model_costs(
     gen = plan_generation(shape, budget, ctx_max, cap=cap, prompt_len=ctx_max - new, dtype=dtype)
     typical = plan_generation(shape, budget, plen + new, cap=cap, prompt_len=plen, dtype=dtype)
     ent = plan_scoring(shape, budget, ctx_max, quantization=quant, dtype=dtype)
-    sc = plan_scoring(shape, budget, ctx_max, quantization=quant, dtype=dtype)
-    scx = plan_scoring(shape, budget, ctx_max, lookahead=look if has_look else 0, quantization=quant, dtype=dtype)
+    sc = plan_scoring(shape, budget, score_ctx, quantization=quant, dtype=dtype)
+    scx = plan_scoring(shape, budget, score_ctx, lookahead=look if has_look else 0, quantization=quant, dtype=dtype)
 
     def teacher_forced(tokens):
         return (
@@ -118,10 +121,10 @@ def model_costs(
         start = VLLM_START_SECONDS if uses_vllm(config, s["sampler"]) else 0.0
         gen_sec[s["slug"]] = load + sec + ent_sec[s["slug"]] + start
     parts = {part_of(s) for s in settings}
-    score = load + teacher_forced(n * (plen + new)) if "paper" in parts else 0.0
+    score = load + teacher_forced(n * (plen + new_ref)) if "paper" in parts else 0.0
     score_extra = 0.0
     if "extra" in parts:
-        score_extra = load + teacher_forced(n * (plen + new))
+        score_extra = load + teacher_forced(n * (plen + new_ref))
         if has_look:  # K candidates after every reference token, each one token on the cached prefix
             score_extra += forward_seconds(shape, gpu, n * new * look, plen + new / 2)
     labels = predictor = 0.0
@@ -176,7 +179,7 @@ def gpu_shortfall(config: dict, shapes: dict[str, ModelShape], available: int) -
             continue
         need = spec.get("gpus")
         if need is None and name in shapes:
-            ctx = g["prompt_tokens"] + 64 + (spec.get("max_new_tokens") or g["max_new_tokens"])
+            ctx = g["prompt_tokens"] + 64 + model_new_tokens(config, spec)
             need = gpus_needed(shapes[name], config["gpu_memory_gb"], ctx, quantization=quant)
         if need and need > available:
             short[name] = need

@@ -35,15 +35,21 @@ def select_prompts_file(
     max_context: int | None = None,
     text_rules: str = "paper",
     chat_instruction: str | None = None,
+    context_rule: str = "model",
 ) -> None:
     """The prompts of one model x dataset (``prompts/{dataset}/{model}.parquet``), chosen once with the
     model's tokenizer and read by its generation, scoring and predictor jobs: one row per prompt, in
     example order: example_id, prompt_len, reference_len, prompt_ids, reference_ids (the human
-    continuation, at most ``max_new_tokens``). A JSON sidecar records the settings and counts."""
+    continuation, at most ``max_new_tokens``). A JSON sidecar records the settings and counts.
+    ``context_rule``: ``model`` chooses within the model's own context where it is shorter than ``max_context``;
+    ``authors`` with the configured ``max_context`` for every model, as the authors' selection did (the
+    generation then stops at the model's own context)."""
     t0 = time.time()
     check_file(examples_path)
     tok = load_tokenizer(model_dir, model_name)
-    configured, max_context = max_context, effective_context(model_dir, max_context)
+    configured = max_context
+    if context_rule != "authors":
+        max_context = effective_context(model_dir, max_context)
     if max_context != configured:
         log.info(
             "model %s: context %s tokens (its config.json), not the configured %s", model_name, max_context, configured
@@ -82,6 +88,7 @@ def select_prompts_file(
         "chat": chat,
         "chat_instruction": chat_instruction if chat else None,
         "text_rules": text_rules,
+        "context_rule": context_rule,
         "mean_prompt_len": float(df["prompt_len"].mean()),
         "max_prompt_len": int(df["prompt_len"].max()),
         "seconds": round(time.time() - t0, 2),
