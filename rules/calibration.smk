@@ -207,6 +207,7 @@ rule plot_calibration:
         table=rules.calibration_table.output.table,
         tradeoff=rules.calibration_table.output.tradeoff,
         study=rules.calibration_table.output.study,
+        roots=rules.calibration_table.output.roots,
     output:
         png=report(
             f"{RD}/figures/calibration_tf.png",

@@ -12,6 +12,7 @@ from entcal.extra_plots import plot_calibration, plot_calibration_study
 setup_logging(snakemake.log[0], job=snakemake)
 table = pd.read_csv(snakemake.input.table)
 plot_calibration(table, pd.read_csv(snakemake.input.tradeoff), [snakemake.output.png, snakemake.output.pdf])
+roots = pd.read_csv(snakemake.input.roots)
 plot_calibration_study(
-    table, pd.read_csv(snakemake.input.study), [snakemake.output.study_png, snakemake.output.study_pdf]
+    table, pd.read_csv(snakemake.input.study), [snakemake.output.study_png, snakemake.output.study_pdf], roots
 )

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (as entcal.plots)
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from entcal.plots import MARKERS, _save, _setting_label
@@ -101,15 +102,23 @@ def plot_calibration(table: pd.DataFrame, tradeoff: pd.DataFrame, outputs: list[
     _save(fig, outputs)
 
 
-def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: list[str]) -> None:
+def plot_calibration_study(
+    table: pd.DataFrame, study: pd.DataFrame, outputs: list[str], roots: pd.DataFrame | None = None
+) -> None:
     """One panel per model x dataset: every method's settings (entropy of generations vs reference log loss,
-    ``calibration.csv``), joined in entropy order, the diagonal where EntCE = 0, and each method's
-    calibrated point (``calibration_study.csv``) with its bootstrap interval of log loss."""
+    ``calibration.csv``), joined in entropy order, and the steps of its root searches (``calibration_roots.csv``,
+    small open markers), the diagonal where EntCE = 0, and each method's calibrated point (``calibration_study.csv``)
+    with its bootstrap interval of log loss. With measured points, a second row gives each search's log loss at
+    EntCE = 0 minus temperature's, with its paired interval (uncorrected; the primary table has the corrected ones)."""
     pairs = sorted({(r.model, r.dataset) for r in study.itertuples()}) or [("", "")]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.8), squeeze=False)
+    roots = roots if roots is not None and len(roots) else None
+    measured = roots is not None and "point" in study.columns and (study["point"] == "measured").any()
+    rows = 2 if measured else 1
+    fig, axes = plt.subplots(rows, len(pairs), figsize=(5.5 * len(pairs), 4.8 * rows), squeeze=False)
     methods = sorted(set(table["sampler"]) | set(study["method"]))
     cmap = plt.get_cmap("tab10", max(len(methods), 2))
-    for ax, (m, d) in zip(axes[0], pairs):
+    for j, (m, d) in enumerate(pairs):
+        ax = axes[0][j]
         t = table[(table["model"] == m) & (table["dataset"] == d)]
         for k, meth in enumerate(methods):
             g = t[t["sampler"] == meth].sort_values("entropy_mean")
@@ -123,13 +132,17 @@ def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: li
                     ms=4,
                     label=meth,
                 )
+            if roots is not None:
+                r_ = roots[(roots["model"] == m) & (roots["dataset"] == d) & (roots["method"] == meth)]
+                ax.plot(r_["entropy"], r_["logloss"], ls="none", color=cmap(k), marker="o", mfc="none", ms=4, alpha=0.6)
             s = study[(study["model"] == m) & (study["dataset"] == d) & (study["method"] == meth) & study["crosses"]]
             for r in s.itertuples():
+                ok = np.isfinite(r.logloss_ci_low)
                 yerr = [[r.logloss_at_calibration - r.logloss_ci_low], [r.logloss_ci_high - r.logloss_at_calibration]]
                 ax.errorbar(
                     r.entropy_at_calibration,
                     r.logloss_at_calibration,
-                    yerr=yerr,
+                    yerr=yerr if ok else None,
                     color=cmap(k),
                     marker="*",
                     ms=10,
@@ -140,7 +153,22 @@ def plot_calibration_study(table: pd.DataFrame, study: pd.DataFrame, outputs: li
         ax.set(
             xlabel="entropy of generations (nats/token)",
             ylabel="reference log loss (nats/token)",
-            title=f"{m} / {d}\nstars: calibrated points (95 % CI of log loss)",
+            title=f"{m} / {d}\nstars: calibrated points (95 % CI)"
+            + ("; circles: search steps" if roots is not None else ""),
         )
         ax.legend(fontsize=6)
+        if measured:
+            ax = axes[1][j]
+            s = study[(study["model"] == m) & (study["dataset"] == d) & (study["method"] != "ancestral")]
+            labels = [
+                f"{r.method}\nhead {int(r.head_seed)}" if pd.notna(r.head_seed) else r.method for r in s.itertuples()
+            ]
+            for i, r in enumerate(s.itertuples()):
+                if np.isfinite(r.delta_vs_temperature):
+                    yerr = [[r.delta_vs_temperature - r.delta_ci_low], [r.delta_ci_high - r.delta_vs_temperature]]
+                    ax.errorbar(i, r.delta_vs_temperature, yerr=yerr, marker="o", color="k", capsize=3)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xticks(range(len(labels)), labels, fontsize=7)
+            ax.set_xlim(-0.7, max(len(labels), 1) - 0.3)
+            ax.set(ylabel="log loss at EntCE = 0 − temperature's (nats)", title="paired 95 % CI over prompts")
     _save(fig, outputs)
