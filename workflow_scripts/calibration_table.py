@@ -34,7 +34,7 @@ predictor_variants([json.loads(Path(p).read_text()) for p in snakemake.input.pre
 )
 per_prompt = pd.concat([pd.read_parquet(p) for p in snakemake.input.per_prompt], ignore_index=True)
 calibrated = set(table["model"])
-if snakemake.params.root:  # measured calibrated points (root searches) and the declared primary question
+if (snakemake.params.root or {}).get("methods"):  # measured points (root searches), the primary question
     study, roots, primary = measured_study(
         [read_parquet(p) for p in snakemake.input.searches],
         [(read_sidecar(p), read_parquet(p)) for p in snakemake.input.points],

@@ -194,3 +194,38 @@ def test_the_measured_study_gives_no_interval_where_a_search_never_crossed():
     assert s.loc[1, "delta_vs_temperature"] == pytest.approx(0.02)
     assert s.loc[1, "delta_ci_low"] == pytest.approx(0.02) and s.loc[1, "delta_ci_high"] == pytest.approx(0.02)
     assert prim.loc[0, "n_converged"] == 1 and prim.loc[0, "n_head_seeds"] == 2
+
+
+def _config(name):
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = yaml.safe_load((root / "config" / name).read_text())
+    validate(cfg, str(root / "config" / "schema.yaml"), set_default=True)
+    return cfg
+
+
+def test_only_a_configuration_that_names_methods_runs_searches_and_a_broken_one_is_named():
+    import copy
+
+    from entcal.config import root_problems
+    from entcal.grid import Grid
+
+    for name in ("demo.yaml", "config.yaml"):  # the schema fills in root's other defaults: still no searches
+        cfg = _config(name)
+        assert Grid(cfg).root_searches() == [] and Grid(cfg).head_seeds() == [] and root_problems(cfg) == []
+    study = _config("calibration_study.yaml")
+    grid = Grid(study)
+    assert grid.root_searches() == ["ancestral"] + [f"future_entropy-s{s}" for s in (0, 1, 2)]
+    assert len(grid.root_files()["roots"]) == 2 * 2 * 4  # models x corpora x searches
+    assert root_problems(study) == []
+    bad = copy.deepcopy(study)
+    bad["analysis"]["n_boot"] = 0
+    bad["calibration"]["root"]["methods"] = {"future_entropy": [0.1, 0.1]}
+    problems = root_problems(bad)
+    assert any("analysis.n_boot is 0" in p for p in problems)
+    assert any(p.startswith("calibration.root.methods.future_entropy: the starting values") for p in problems)
+    assert any("calibration.primary.against: 'ancestral' has no search" in p for p in problems)

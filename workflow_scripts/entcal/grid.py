@@ -246,7 +246,7 @@ class Grid:
     def head_seeds(self) -> list[int]:
         """The seeds of the root searches' heads: ``seed``, ``seed`` + 1, ... (``calibration.root.head_seeds``)."""
         root = self.config["calibration"].get("root") or {}
-        return [self.config["seed"] + k for k in range(root.get("head_seeds", 3))] if root else []
+        return [self.config["seed"] + k for k in range(root.get("head_seeds", 3))] if root.get("methods") else []
 
     def root_searches(self) -> list[str]:
         """The searches of every calibrated model x dataset (``calibration.root``): ``ancestral``, and
