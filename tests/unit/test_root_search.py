@@ -144,7 +144,7 @@ def test_holm_over_the_cells_and_no_answer_for_a_cell_without_a_measured_point()
     assert t.loc["a", "ci_high"] - t.loc["a", "ci_low"] > 2 * 1.96 * se
 
 
-def _point(model, dataset, method_, seed, e_steps, knob, H, L, converged):
+def _point(model, dataset, method_, seed, e_steps, knob, H, L, converged, ll_steps=2.0):
     steps = pd.DataFrame(
         {
             "model": model,
@@ -154,6 +154,7 @@ def _point(model, dataset, method_, seed, e_steps, knob, H, L, converged):
             "step": range(len(e_steps)),
             "knob": knob,
             "entce": e_steps,
+            "logloss": ll_steps,  # flat by default: no slope to move the point along
             "entce_se": 0.1,
             "forward_tokens": 100.0,
             "mean_gen_tokens": 10.0,
@@ -229,3 +230,29 @@ def test_only_a_configuration_that_names_methods_runs_searches_and_a_broken_one_
     assert any("analysis.n_boot is 0" in p for p in problems)
     assert any(p.startswith("calibration.root.methods.future_entropy: the starting values") for p in problems)
     assert any("calibration.primary.against: 'ancestral' has no search" in p for p in problems)
+
+
+def test_a_replicate_moves_along_the_curve_to_its_own_calibrated_point():
+    """Where a point lies is uncertain too: each replicate's EntCE is not 0, so its log loss is moved along the
+    method's local slope (log loss per nat of EntCE, from the search's steps) to where it would be."""
+    from entcal.calibrated_points import local_slope
+
+    steps = pd.DataFrame({"knob": [0.9, 1.1, 1.0], "logloss": [3.0 - 0.05, 3.0 + 0.05, 3.0], "entce": [-0.2, 0.2, 0.0]})
+    assert local_slope(steps) == pytest.approx(0.25)  # 0.5 nats of log loss per unit knob / 2 nats of EntCE
+    assert np.isnan(local_slope(steps.assign(knob=1.0)))
+    rng = np.random.default_rng(2)
+    H, L = rng.gamma(2, 1, (10, 5)), rng.gamma(2, 1, (10, 5))
+    x, e = [0.9, 1.1], [-0.2, 0.2]
+    a = _point("m", "d", "ancestral", None, e, x, H, L, True, ll_steps=[2.95, 3.05])
+    study, _, _ = measured_study([a[0]], [a[1]], n_boot=300, seed=0, estimator="mean", primary={})
+    r = study.iloc[0]
+    assert r.logloss_slope == pytest.approx(0.25)
+    assert r.logloss_at_zero == pytest.approx(r.logloss_at_calibration - 0.25 * (H.mean() - L.mean()))
+    # the interval of the moved replicates is the percentile interval of L_b - 0.25 (H_b - L_b), by hand
+    from entcal.root_search import boot_weights
+    import zlib
+
+    W = boot_weights(10, 300, zlib.crc32(b"m/d"))
+    lb, hb = W @ L.mean(1) / 10, W @ H.mean(1) / 10
+    z = lb - 0.25 * (hb - lb)
+    assert (r.logloss_ci_low, r.logloss_ci_high) == pytest.approx((np.percentile(z, 2.5), np.percentile(z, 97.5)))

@@ -7,9 +7,13 @@ question with its Holm correction (:func:`entcal.root_search.primary_table`).
 knob values of the closest steps on either side of EntCE = 0; ``delta_boot_crosses`` empty) and ``head_seed``,
 ``knob``, ``knob_at_calibration``, ``entce_at_calibration``, ``entce_se_at_calibration``, ``converged``, ``stop``
 (why the search ended), ``point`` (``measured``), ``role`` (``primary`` for the two methods of the primary question,
-else ``exploratory``). Log loss, entropy and EntCE are the headline estimator's (``estimator``). Intervals only
-where the search converged: ``logloss_ci_*`` the percentile bootstrap over prompts; ``delta_ci_*`` paired (the same
-prompt draws for every search of the model x dataset), uncorrected. ``tables/calibration_roots.csv``: every step of
+else ``exploratory``), ``logloss_slope`` (d log loss / d EntCE along the method's curve, :func:`local_slope`) and
+``logloss_at_zero`` (the measured log loss moved along that slope to EntCE = 0 exactly: by at most tolerance x se x
+|slope|). Log loss, entropy and EntCE are the headline estimator's (``estimator``). Intervals only where the search
+converged: ``logloss_ci_*`` the percentile bootstrap over prompts, each replicate moved along the slope to its own
+EntCE = 0 (so the interval covers where the point lies as well as the log loss there); ``delta_vs_temperature`` the
+difference of ``logloss_at_zero``, ``delta_ci_*`` paired (the same prompt draws for every search of the model x
+dataset), uncorrected. ``tables/calibration_roots.csv``: every step of
 every search (:data:`entcal.root_search.ROOT_STEP_COLUMNS`).
 """
 
@@ -34,7 +38,21 @@ MEASURED_COLUMNS = STUDY_COLUMNS + [
     "stop",
     "point",
     "role",
+    "logloss_slope",
+    "logloss_at_zero",
 ]
+
+
+def local_slope(steps: pd.DataFrame) -> float:
+    """d(log loss)/d(EntCE) along a method's curve near its point: the OLS slope of log loss on the knob over the
+    search's steps divided by that of EntCE (log loss is a deterministic function of the knob, EntCE a noisy one, so
+    regressing one on the other would shrink the slope). NaN with fewer than two knob values or no EntCE trend."""
+    x = steps["knob"].to_numpy(float)
+    if len(np.unique(x)) < 2:
+        return float("nan")
+    bl = np.polyfit(x, steps["logloss"].to_numpy(float), 1)[0]
+    be = np.polyfit(x, steps["entce"].to_numpy(float), 1)[0]
+    return float(bl / be) if be else float("nan")
 
 
 def point_matrices(pp: pd.DataFrame, side: dict, ids: list) -> tuple[np.ndarray, np.ndarray]:
@@ -85,27 +103,33 @@ def measured_study(
         ids = sorted(set.intersection(*(set(pp["example_id"]) for _, pp in found)))
         W = boot_weights(len(ids), n_boot, seed + zlib.crc32(f"{m}/{d}".encode()))
         one = np.ones((1, len(ids)))
-        est, boot = {}, {}
+        est, boot, found_steps = {}, {}, {}
         for side, pp in found:
             key = (side["method"], side["head_seed"])
-            H, L = point_matrices(pp, side, ids)
-            (h0,), (l0,) = replicate_points(H, L, one, estimator)
-            hb, lb = replicate_points(H, L, W, estimator)
-            est[key], boot[key] = (side, h0, l0), lb if side["converged"] else np.full(len(W), np.nan)
-        t_key = next((k for k in est if k[0] == against), None)
-        t_ok = t_key is not None and est[t_key][0]["converged"]
-        deltas, dboot = [], []
-        for key, (side, h0, l0) in sorted(est.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
             steps = roots[
                 (roots["model"] == m)
                 & (roots["dataset"] == d)
                 & (roots["method"] == key[0])
                 & (roots["head_seed"].fillna(-1) == (key[1] if key[1] is not None else -1))
             ]
+            H, L = point_matrices(pp, side, ids)
+            (h0,), (l0,) = replicate_points(H, L, one, estimator)
+            hb, lb = replicate_points(H, L, W, estimator)
+            # where the point lies is uncertain too: move each replicate along the curve to its own EntCE = 0
+            slope = local_slope(steps)
+            s_ = slope if np.isfinite(slope) else 0.0
+            z0, zb = l0 - s_ * (h0 - l0), lb - s_ * (hb - lb)
+            found_steps[key] = (steps, slope, z0)
+            est[key], boot[key] = (side, h0, l0), zb if side["converged"] else np.full(len(W), np.nan)
+        t_key = next((k for k in est if k[0] == against), None)
+        t_ok = t_key is not None and est[t_key][0]["converged"]
+        deltas, dboot = [], []
+        for key, (side, h0, l0) in sorted(est.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+            steps, slope, z0 = found_steps[key]
             at = steps.iloc[side["index"]]
             below, above = _bracket(steps)
             diff = boot[key] - boot[t_key] if t_ok else np.full(len(W), np.nan)
-            delta = l0 - est[t_key][2] if t_ok and side["converged"] else np.nan
+            delta = z0 - found_steps[t_key][2] if t_ok and side["converged"] else np.nan
             if key[0] == method and np.isfinite(delta):
                 deltas.append(delta)
                 dboot.append(diff)
@@ -143,6 +167,8 @@ def measured_study(
                     "converged": bool(side["converged"]),
                     "stop": side["stop"],
                     "point": "measured",
+                    "logloss_slope": slope,
+                    "logloss_at_zero": z0,
                     "role": "primary" if key[0] in (method, against) else "exploratory",
                 }
             )
