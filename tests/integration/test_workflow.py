@@ -502,6 +502,20 @@ def test_micro_run_trains_a_predictor_and_compares_the_samplers(micro):
     assert (rd / "figures" / "calibration_study.png").stat().st_size > 1000
 
 
+def test_the_study_tables_recompute_from_the_run_files_alone(micro, tmp_path):
+    """python -m entcal.calibrated_points recomputes the study's tables from a finished run's root files and its
+    effective configuration: the same numbers the calibration_table job wrote."""
+    rd = micro[0]
+    r = subprocess.run(
+        [sys.executable, "-m", "entcal.calibrated_points", str(rd), str(tmp_path)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("future_entropy - ancestral log loss at EntCE = 0") == 2
+    for name in ("calibration_study", "calibration_roots", "calibration_primary"):
+        a, b = pd.read_csv(rd / "tables" / f"{name}.csv"), pd.read_csv(tmp_path / f"{name}.csv")
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_micro_run_writes_the_theory_tables(micro):
     rd, _, cfg = micro
     mass = pd.read_csv(rd / "tables" / "singleton_mass.csv")

@@ -208,3 +208,41 @@ def primary_answer(prim: pd.DataFrame) -> list[str]:
             f"prompts alone [{r.prompt_ci_low:+.4f}, {r.prompt_ci_high:+.4f}]."
         )
     return out
+
+
+def recompute(results_dir: str, out_dir: str) -> list[str]:
+    """The study's three tables recomputed from a finished run's root files (each checked against its sidecar's
+    SHA-256) with this version's code and the run's own settings (``config.effective.yaml``): for a run made before
+    a change to this module. Returns the answer lines."""
+    from pathlib import Path
+
+    import yaml
+
+    from entcal.files import read_parquet, read_sidecar
+
+    rd, out = Path(results_dir), Path(out_dir)
+    cfg = yaml.safe_load((rd / "config.effective.yaml").read_text())
+    points = sorted(rd.glob("calibration/*/*/root/*.point.parquet"))
+    searches = [p.with_name(p.name.replace(".point.parquet", ".parquet")) for p in points]
+    if not points:
+        raise FileNotFoundError(f"{rd}: no root search files (calibration/*/*/root/*.point.parquet)")
+    study, roots, prim = measured_study(
+        [read_parquet(p) for p in searches],
+        [(read_sidecar(p), read_parquet(p)) for p in points],
+        n_boot=cfg["analysis"]["n_boot"],
+        seed=cfg["seed"],
+        estimator=cfg["analysis"]["estimator"],
+        primary=cfg["calibration"].get("primary") or {},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, t in (("calibration_study", study), ("calibration_roots", roots), ("calibration_primary", prim)):
+        t.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+    return primary_answer(prim)
+
+
+if __name__ == "__main__":  # python -m entcal.calibrated_points RESULTS_DIR OUT_DIR
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m entcal.calibrated_points RESULTS_DIR OUT_DIR")
+    print("\n".join(recompute(sys.argv[1], sys.argv[2])))
