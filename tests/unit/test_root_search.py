@@ -212,7 +212,7 @@ def _config(name):
 def test_only_a_configuration_that_names_methods_runs_searches_and_a_broken_one_is_named():
     import copy
 
-    from entcal.config import root_problems
+    from entcal.root_search import root_problems
     from entcal.grid import Grid
 
     for name in ("demo.yaml", "config.yaml"):  # the schema fills in root's other defaults: still no searches

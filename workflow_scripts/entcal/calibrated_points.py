@@ -20,11 +20,14 @@ every search (:data:`entcal.root_search.ROOT_STEP_COLUMNS`).
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from entcal.curves import ragged_matrix
+from entcal.files import read_parquet, read_sidecar
 from entcal.root_search import METHOD_KNOB, boot_weights, primary_table, replicate_points
 from entcal.study import STUDY_COLUMNS
 
@@ -214,12 +217,6 @@ def recompute(results_dir: str, out_dir: str) -> list[str]:
     """The study's three tables recomputed from a finished run's root files (each checked against its sidecar's
     SHA-256) with this version's code and the run's own settings (``config.effective.yaml``): for a run made before
     a change to this module. Returns the answer lines."""
-    from pathlib import Path
-
-    import yaml
-
-    from entcal.files import read_parquet, read_sidecar
-
     rd, out = Path(results_dir), Path(out_dir)
     cfg = yaml.safe_load((rd / "config.effective.yaml").read_text())
     points = sorted(rd.glob("calibration/*/*/root/*.point.parquet"))

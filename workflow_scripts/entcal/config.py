@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from entcal import samplers
+from entcal.root_search import root_problems
 
 log = logging.getLogger(__name__)
 
@@ -263,37 +264,6 @@ def resolve_fidelity(config: dict) -> dict:
             fill(config.setdefault(sec, {}), key, dotted, value)
         else:
             fill(config, dotted, dotted, value)
-    return out
-
-
-def root_problems(config: dict) -> list[str]:
-    """The root searches' settings that cannot work (``calibration.root``, ``calibration.primary``), each with the
-    fix: a search needs a standard error at every step (``analysis.n_boot``), its two starting values inside its
-    bounds, and the primary question's two methods among the searched ones."""
-    cal = config.get("calibration") or {}
-    root, primary, out = cal.get("root") or {}, cal.get("primary") or {}, []
-    methods = root.get("methods") or {}
-    if not methods:  # no searches (the schema fills in the other keys' defaults)
-        return [
-            "calibration.primary.question: a primary question needs calibration.root.methods (the searches it compares)"
-        ] * bool(primary.get("question"))
-    if config["analysis"].get("n_boot", 0) < 20:
-        out.append(
-            f"calibration.root: every step's EntCE needs its bootstrap standard error; analysis.n_boot is "
-            f"{config['analysis'].get('n_boot', 0)}, set it to 1000 or more"
-        )
-    bounds = {"ancestral": [0.2, 4.0], "future_entropy": [-0.9, 4.0], **(root.get("bounds") or {})}
-    for m, start in methods.items():
-        lo, hi = bounds[m]
-        if not lo < hi or not all(lo <= x <= hi for x in start) or start[0] == start[1]:
-            out.append(
-                f"calibration.root.methods.{m}: the starting values {start} must differ and lie inside its bounds "
-                f"{[lo, hi]} (calibration.root.bounds.{m})"
-            )
-    for key in ("method", "against"):
-        m = primary.get(key, {"method": "future_entropy", "against": "ancestral"}[key])
-        if m not in methods:
-            out.append(f"calibration.primary.{key}: {m!r} has no search; add it to calibration.root.methods")
     return out
 
 
