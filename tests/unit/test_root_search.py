@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 
 from entcal.calibrated_points import measured_study
-from entcal.curves import curves
+from entcal.curves import curves, replicate_points
 from entcal.root_search import (
     final_point,
     linear_crossing,
     next_knob,
     primary_table,
-    replicate_points,
     search,
 )
 
@@ -249,7 +248,7 @@ def test_a_replicate_moves_along_the_curve_to_its_own_calibrated_point():
     assert r.logloss_slope == pytest.approx(0.25)
     assert r.logloss_at_zero == pytest.approx(r.logloss_at_calibration - 0.25 * (H.mean() - L.mean()))
     # the interval of the moved replicates is the percentile interval of L_b - 0.25 (H_b - L_b), by hand
-    from entcal.root_search import boot_weights
+    from entcal.curves import boot_weights
     import zlib
 
     W = boot_weights(10, 300, zlib.crc32(b"m/d"))

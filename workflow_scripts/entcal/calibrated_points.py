@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from entcal.curves import ragged_matrix
+from entcal.curves import boot_weights, ragged_matrix, replicate_points
 from entcal.files import read_parquet, read_sidecar
-from entcal.root_search import METHOD_KNOB, boot_weights, primary_table, replicate_points
+from entcal.root_search import METHOD_KNOB, primary_table
 from entcal.study import STUDY_COLUMNS
 
 MEASURED_COLUMNS = STUDY_COLUMNS + [

@@ -63,25 +63,45 @@ def _mean_se(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, se, n
 
 
-def bootstrap_entce(H: np.ndarray, L: np.ndarray, live: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """EntCE of ``n_boot`` resamples of the prompts (rows of the prompt x step matrices ``H``, ``L``; NaN after a
-    sequence ends), under both estimators, computed exactly from each replicate's per-step sums: ``mean`` (the
-    mean over steps of per-step means, over the steps where the replicate has both) and ``pooled`` (every
-    live token of the steps ``live`` weighs the same)."""
-    n = H.shape[0]
+def boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) prompt counts, each row a resample of the n prompts with replacement."""
     rng = np.random.default_rng(seed)
-    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # prompt counts per replicate
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def replicate_points(
+    H: np.ndarray, L: np.ndarray, W: np.ndarray, estimator: str, steps: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(entropy, log loss) of every replicate, computed exactly from its per-step sums: ``H``, ``L`` prompt x step
+    matrices (NaN after a sequence ended), ``W`` replicates x prompts counts (a row of ones: the estimate itself).
+    ``mean``: the mean over steps of per-step means (over the steps where the replicate has both); ``pooled``: every
+    live token of ``steps`` weighs the same (default: the steps where the estimate has both). Exactly
+    :func:`curves`' estimators for a row of ones."""
     sums, counts = [], []
     for M in (H, L):
-        live_m = ~np.isnan(M)
-        sums.append(W @ np.where(live_m, M, 0.0))
-        counts.append(W @ live_m.astype(np.float64))
+        live = ~np.isnan(M)
+        sums.append(W @ np.where(live, M, 0.0))
+        counts.append(W @ live.astype(np.float64))
     (sh, sl), (ch, cl) = sums, counts
     with np.errstate(invalid="ignore", divide="ignore"):
-        both = (ch > 0) & (cl > 0)
-        mean = np.nanmean(np.where(both, sh / ch, np.nan), axis=1) - np.nanmean(np.where(both, sl / cl, np.nan), axis=1)
-        pooled = sh[:, live].sum(1) / ch[:, live].sum(1) - sl[:, live].sum(1) / cl[:, live].sum(1)
-    return {"mean": mean, "pooled": pooled}
+        if estimator == "mean":
+            both = (ch > 0) & (cl > 0)
+            return np.nanmean(np.where(both, sh / ch, np.nan), 1), np.nanmean(np.where(both, sl / cl, np.nan), 1)
+        if estimator == "pooled":
+            steps = (~np.isnan(H)).any(0) & (~np.isnan(L)).any(0) if steps is None else steps
+            return sh[:, steps].sum(1) / ch[:, steps].sum(1), sl[:, steps].sum(1) / cl[:, steps].sum(1)
+    raise ValueError(f"analysis.estimator: unknown estimator {estimator!r} (mean or pooled)")
+
+
+def bootstrap_entce(H: np.ndarray, L: np.ndarray, live: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """EntCE of ``n_boot`` resamples of the prompts (rows of the prompt x step matrices ``H``, ``L``; NaN after a
+    sequence ends), under both estimators (:func:`replicate_points`; ``pooled`` over the steps ``live``)."""
+    W = boot_weights(H.shape[0], n_boot, seed)
+    out = {}
+    for est in ("mean", "pooled"):
+        h, ll = replicate_points(H, L, W, est, live if est == "pooled" else None)
+        out[est] = h - ll
+    return out
 
 
 def curves(

@@ -18,9 +18,9 @@ final knob value, not a line between two settings. Where log loss is convex in E
 along the tilt) a straight line between two bracketing settings overstates the log loss at the crossing, by more
 the wider the bracket (:func:`linear_crossing`, kept for the tests that show it).
 
-:func:`replicate_points` gives every prompt-resampled replicate's (entropy, log loss) under either estimator, exactly
-(from the replicate's per-step sums); :func:`primary_table` answers the declared primary question with a Holm
-correction over its cells.
+:func:`entcal.curves.replicate_points` gives every prompt-resampled replicate's (entropy, log loss) under either
+estimator, exactly (from the replicate's per-step sums); :func:`primary_table` answers the declared primary
+question with a Holm correction over its cells.
 """
 
 from __future__ import annotations
@@ -179,33 +179,6 @@ def linear_crossing(x: np.ndarray, e: np.ndarray, ll: np.ndarray) -> tuple[float
             t = e[i] / (e[i] - e[i + 1])
             return float(x[i] + t * (x[i + 1] - x[i])), float(ll[i] + t * (ll[i + 1] - ll[i]))
     return float("nan"), float("nan")
-
-
-def replicate_points(H: np.ndarray, L: np.ndarray, W: np.ndarray, estimator: str) -> tuple[np.ndarray, np.ndarray]:
-    """(entropy, log loss) of every replicate: ``H``, ``L`` prompt x step matrices (NaN after a sequence ended), ``W``
-    replicates x prompts counts (a row of ones: the estimate itself). ``mean``: the mean over steps of per-step means
-    (over the steps where the replicate has both); ``pooled``: every live token of the estimate's steps weighs the
-    same. Exactly :func:`entcal.curves.curves`' estimators for a row of ones."""
-    sums, counts = [], []
-    for M in (H, L):
-        live = ~np.isnan(M)
-        sums.append(W @ np.where(live, M, 0.0))
-        counts.append(W @ live.astype(np.float64))
-    (sh, sl), (ch, cl) = sums, counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if estimator == "mean":
-            both = (ch > 0) & (cl > 0)
-            return np.nanmean(np.where(both, sh / ch, np.nan), 1), np.nanmean(np.where(both, sl / cl, np.nan), 1)
-        if estimator == "pooled":
-            steps = (~np.isnan(H)).any(0) & (~np.isnan(L)).any(0)
-            return sh[:, steps].sum(1) / ch[:, steps].sum(1), sl[:, steps].sum(1) / cl[:, steps].sum(1)
-    raise ValueError(f"analysis.estimator: unknown estimator {estimator!r} (mean or pooled)")
-
-
-def boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) prompt counts, each row a resample of the n prompts with replacement."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
 
 
 PRIMARY_COLUMNS = [
